@@ -1,0 +1,49 @@
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "pymager_tx" / "__init__.py").read_text())[1]
+
+POSTGRES = ["psycopg[binary]>=3.1,<4"]
+
+setup(
+    name="pymager-tx",
+    version=VERSION,
+    description="Image storage and resizing over HTTP, on Twisted",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    # twisted/plugins has no __init__.py on purpose: it extends Twisted's own
+    # plugin package, where `twistd` finds the "pymager" command.
+    packages=find_packages(exclude=["tests", "tests.*", "bench", "bench.*"]) + ["twisted.plugins"],
+    package_data={"twisted.plugins": ["pymager_plugin.py"]},
+    install_requires=[
+        "Twisted>=24.7.0,<28",
+        "klein>=24.8.0,<26",
+        "Pillow>=11.3,<14",
+        "SQLAlchemy>=2.0.30,<2.2",
+        "Werkzeug>=3.0,<4",
+        "pydantic>=2.7,<3",
+        "zope.interface>=6.0,<9",
+    ],
+    extras_require={
+        "postgres": POSTGRES,
+        "test": [
+            "pytest>=8.0,<10",
+            "pytest-twisted>=1.14,<2",
+            "pytest-timeout>=2.3,<3",
+            "treq>=24.9.1,<28",
+            *POSTGRES,
+        ],
+        "lint": ["ruff>=0.6,<1", "mypy>=1.11,<3"],
+    },
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: Internet :: WWW/HTTP :: HTTP Servers",
+        "Topic :: Multimedia :: Graphics",
+    ],
+)
