@@ -1,0 +1,68 @@
+"""
+Domain errors.
+
+Each names a reason the service refuses a request, in words a client can act
+on.  They carry no HTTP status: the web layer maps them once, in one table.
+"""
+
+from __future__ import annotations
+
+
+class PymagerError(Exception):
+    """A request the service refuses, for a reason it can name."""
+
+    @property
+    def detail(self) -> str:
+        return str(self.args[0]) if self.args else self.__class__.__doc__ or ""
+
+
+class InvalidImageId(PymagerError):
+    """The image ID does not follow the ID rule."""
+
+
+class ImageNotFound(PymagerError):
+    """No original is stored under this ID."""
+
+
+class ImageIdTaken(PymagerError):
+    """An original is already stored under this ID."""
+
+
+class InvalidImage(PymagerError):
+    """The data is not a complete image in a format the service decodes."""
+
+
+class TooManyPixels(InvalidImage):
+    """The image declares more pixels than the service decodes."""
+
+
+class UploadTooLarge(PymagerError):
+    """The upload is larger than the service accepts."""
+
+
+class BadUpload(PymagerError):
+    """The request body is not an upload the service understands."""
+
+
+class DerivedNameInvalid(PymagerError):
+    """The derived image name does not follow <ID>-<W>x<H>.<ext>."""
+
+
+class UnsupportedOutputFormat(PymagerError):
+    """The service cannot write the requested output format."""
+
+
+class SizeNotAllowed(PymagerError):
+    """The requested size is not one of the allowed sizes."""
+
+
+class Unauthorized(PymagerError):
+    """The request needs a valid write token."""
+
+
+class BlobNotFound(Exception):
+    """Storage holds nothing under this key (an internal condition, not a client error)."""
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key."""
