@@ -1,0 +1,5 @@
+"""Where image bytes live: an interface, a filesystem store and an in-memory fake."""
+
+from pymager_tx.storage.interface import IBlobStore, validate_key
+
+__all__ = ["IBlobStore", "validate_key"]

@@ -1,0 +1,31 @@
+"""
+Blob keys of originals and derived images.
+
+A key never contains the image ID: it comes from a hash of the ID, sharded
+two levels deep so no directory grows huge, and from the upload's generation,
+so files of a deleted original can never be mistaken for a new one's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from pymager_tx.model import ImageId
+from pymager_tx.storage.interface import validate_key
+
+
+def _image_path(image_id: ImageId, generation: str) -> str:
+    digest = hashlib.sha256(image_id.value.encode("ascii")).hexdigest()
+    return f"{digest[:2]}/{digest[2:4]}/{digest}/{generation}"
+
+
+def original_key(image_id: ImageId, generation: str) -> str:
+    return validate_key(f"originals/{_image_path(image_id, generation)}")
+
+
+def derived_prefix(image_id: ImageId, generation: str) -> str:
+    return validate_key(f"derived/{_image_path(image_id, generation)}")
+
+
+def derived_key(image_id: ImageId, generation: str, variant: str) -> str:
+    return validate_key(f"{derived_prefix(image_id, generation)}/{variant}")

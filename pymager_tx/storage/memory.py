@@ -1,0 +1,42 @@
+"""An in-memory blob store: the fake shipped beside the real one."""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred, fail, succeed
+from zope.interface import implementer
+
+from pymager_tx.errors import BlobNotFound
+from pymager_tx.storage.interface import IBlobStore, validate_key
+
+
+@implementer(IBlobStore)
+class MemoryBlobStore:
+    def __init__(self) -> None:
+        self.blobs: dict[str, bytes] = {}
+
+    def put(self, key: str, data: bytes) -> Deferred[None]:
+        self.blobs[validate_key(key)] = bytes(data)
+        return succeed(None)
+
+    def get(self, key: str) -> Deferred[bytes]:
+        try:
+            return succeed(self.blobs[validate_key(key)])
+        except KeyError:
+            return fail(BlobNotFound(key))
+
+    def delete(self, key: str) -> Deferred[None]:
+        self.blobs.pop(validate_key(key), None)
+        return succeed(None)
+
+    def delete_prefix(self, prefix: str) -> Deferred[None]:
+        below = validate_key(prefix) + "/"
+        for key in [key for key in self.blobs if key.startswith(below)]:
+            del self.blobs[key]
+        return succeed(None)
+
+    def recover(self) -> Deferred[int]:
+        return succeed(0)
+
+    def wipe(self) -> Deferred[None]:
+        self.blobs.clear()
+        return succeed(None)

@@ -1,0 +1,121 @@
+"""One contract, every blob store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from twisted.internet.defer import Deferred
+from zope.interface.verify import verifyObject
+
+from pymager_tx.errors import BlobNotFound
+from pymager_tx.storage import IBlobStore
+from pymager_tx.storage.filesystem import FilesystemBlobStore
+from pymager_tx.storage.memory import MemoryBlobStore
+from pymager_tx.threads import immediate
+from tests.results import failure_of, result_of
+
+
+@pytest.fixture(params=["filesystem", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IBlobStore]:
+    if request.param == "filesystem":
+        made: IBlobStore = FilesystemBlobStore(tmp_path / "files", immediate)
+    else:
+        made = MemoryBlobStore()
+    result_of(made.recover())
+    yield made
+
+
+KEY = "originals/ab/cd/abcd/0123"
+
+
+def test_provides_the_interface(store: IBlobStore) -> None:
+    assert verifyObject(IBlobStore, store)
+
+
+def test_get_returns_what_put_stored(store: IBlobStore) -> None:
+    result_of(store.put(KEY, b"picture"))
+    assert result_of(store.get(KEY)) == b"picture"
+
+
+def test_get_of_a_missing_key_fails(store: IBlobStore) -> None:
+    failure_of(store.get(KEY)).trap(BlobNotFound)
+
+
+def test_put_replaces(store: IBlobStore) -> None:
+    result_of(store.put(KEY, b"first"))
+    result_of(store.put(KEY, b"second"))
+    assert result_of(store.get(KEY)) == b"second"
+
+
+def test_delete_removes_and_is_idempotent(store: IBlobStore) -> None:
+    result_of(store.put(KEY, b"picture"))
+    result_of(store.delete(KEY))
+    result_of(store.delete(KEY))
+    failure_of(store.get(KEY)).trap(BlobNotFound)
+
+
+def test_delete_prefix_removes_only_below_the_prefix(store: IBlobStore) -> None:
+    result_of(store.put("derived/ab/cd/abcd/g1/100x100.jpeg", b"a"))
+    result_of(store.put("derived/ab/cd/abcd/g1/800x600.png", b"b"))
+    result_of(store.put("derived/ab/cd/abcd/g2/100x100.jpeg", b"c"))
+    result_of(store.put("derived/ab/cd/abcd/g10/100x100.jpeg", b"d"))
+    result_of(store.delete_prefix("derived/ab/cd/abcd/g1"))
+    failure_of(store.get("derived/ab/cd/abcd/g1/100x100.jpeg")).trap(BlobNotFound)
+    failure_of(store.get("derived/ab/cd/abcd/g1/800x600.png")).trap(BlobNotFound)
+    assert result_of(store.get("derived/ab/cd/abcd/g2/100x100.jpeg")) == b"c"
+    assert result_of(store.get("derived/ab/cd/abcd/g10/100x100.jpeg")) == b"d"
+    result_of(store.delete_prefix("derived/ab/cd/abcd/g1"))
+
+
+def test_wipe_removes_everything(store: IBlobStore) -> None:
+    result_of(store.put(KEY, b"picture"))
+    result_of(store.wipe())
+    failure_of(store.get(KEY)).trap(BlobNotFound)
+    result_of(store.put(KEY, b"again"))
+    assert result_of(store.get(KEY)) == b"again"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "../etc/passwd", "/absolute", "originals/../../x", "a//b", "a/", "A/b", "a/.hidden", ".tmp/x", "a\\b", "a/b\x00"],
+)
+def test_refuses_keys_that_could_escape_or_collide(store: IBlobStore, key: str) -> None:
+    with pytest.raises(ValueError):
+        store.put(key, b"x")
+    with pytest.raises(ValueError):
+        store.get(key)
+
+
+class TestFilesystem:
+    def test_recover_removes_what_a_crashed_write_left(self, tmp_path: Path) -> None:
+        store = FilesystemBlobStore(tmp_path, immediate)
+        result_of(store.recover())
+        (tmp_path / ".tmp" / "put-crashed").write_bytes(b"half an ima")
+        assert result_of(store.recover()) == 1
+        assert list((tmp_path / ".tmp").iterdir()) == []
+
+    def test_a_failed_write_leaves_neither_the_key_nor_a_temporary_file(self, tmp_path: Path) -> None:
+        store = FilesystemBlobStore(tmp_path, immediate)
+        result_of(store.recover())
+        # A plain file where a directory of the key must go makes the
+        # rename into place fail after the data was written.
+        (tmp_path / "originals").write_bytes(b"in the way")
+        failure: Deferred[None] = store.put(KEY, b"picture")
+        failure_of(failure).trap(OSError)
+        assert list((tmp_path / ".tmp").iterdir()) == []
+
+    def test_files_live_under_the_key_and_nothing_else_is_left(self, tmp_path: Path) -> None:
+        store = FilesystemBlobStore(tmp_path, immediate)
+        result_of(store.recover())
+        result_of(store.put(KEY, b"picture"))
+        assert (tmp_path / KEY).read_bytes() == b"picture"
+        assert list((tmp_path / ".tmp").iterdir()) == []
+
+    def test_delete_prefix_prunes_the_empty_image_directory(self, tmp_path: Path) -> None:
+        store = FilesystemBlobStore(tmp_path, immediate)
+        result_of(store.recover())
+        result_of(store.put("derived/ab/cd/abcd/g1/100x100.jpeg", b"a"))
+        result_of(store.delete_prefix("derived/ab/cd/abcd/g1"))
+        assert not (tmp_path / "derived/ab/cd/abcd").exists()
