@@ -1,0 +1,82 @@
+"""
+Share one running operation per key among everyone who asks for it meanwhile.
+
+Each caller gets a Deferred of its own.  Cancelling it (Klein does, when a
+client disconnects) detaches that caller only: the shared work goes on for the
+others and still finishes, so its result is stored for the next request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+log = Logger()
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class InFlight(Generic[K, V]):
+    def __init__(self) -> None:
+        self._waiters: dict[K, list[Deferred[V]]] = {}
+
+    def __contains__(self, key: K) -> bool:
+        return key in self._waiters
+
+    def __len__(self) -> int:
+        return len(self._waiters)
+
+    def run(self, key: K, start: Callable[[], Deferred[V]]) -> Deferred[V]:
+        """Wait for the operation running under key, or start it with start()."""
+        waiters = self._waiters.get(key)
+        joining = waiters is not None
+        if waiters is None:
+            waiters = self._waiters[key] = []
+        waiter: Deferred[V] = Deferred(lambda d: _discard(waiters, d))
+        waiters.append(waiter)
+        if not joining:
+            maybeDeferred(start).addBoth(self._finished, key)
+        return waiter
+
+    def _finished(self, result: V | Failure, key: K) -> None:
+        # Forget the key before anyone hears the result, so that a waiter's
+        # own callbacks asking again start afresh instead of joining the past.
+        waiters = self._waiters.pop(key)
+        if not waiters and isinstance(result, Failure):
+            log.failure("Shared work for {key} failed after every waiter left", result, key=key)
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(result)
+
+
+def _discard(waiters: list[Deferred[V]], waiter: Deferred[V]) -> None:
+    if waiter in waiters:
+        waiters.remove(waiter)
+
+
+def shielded(work: Deferred[V]) -> Deferred[V]:
+    """A Deferred that follows work but whose cancellation leaves work running.
+
+    For writes that must finish once begun, whoever stops waiting for them.
+    """
+    follower: Deferred[V] = Deferred()
+
+    def forward(result: V | Failure) -> None:
+        if follower.called:
+            if isinstance(result, Failure):
+                log.failure("Shielded work failed after its waiter left", result)
+        else:
+            if isinstance(result, Failure):
+                follower.errback(result)
+            else:
+                follower.callback(result)
+
+    work.addBoth(forward)
+    return follower

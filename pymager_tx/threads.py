@@ -1,0 +1,51 @@
+"""
+Thread pools owned by services, and the offload seam.
+
+Everything that may block (decoding, resizing, encoding, file I/O, database
+calls) is handed to an Offload: a callable that runs a plain function
+somewhere else and returns a Deferred of its result.  Production passes pools;
+tests pass immediate() and stay single-threaded and deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+T = TypeVar("T")
+
+
+class Offload(Protocol):
+    def __call__(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> Deferred[T]: ...
+
+
+class ThreadPoolService(Service):
+    """Runs a named pool for as long as the service runs."""
+
+    def __init__(self, reactor: IReactorFromThreads, name: str, size: int) -> None:
+        self.name = name
+        self._reactor = reactor
+        self.pool = ThreadPool(minthreads=0, maxthreads=size, name=name)
+
+    def offload(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> Deferred[T]:
+        return deferToThreadPool(self._reactor, self.pool, work, *args, **kwargs)
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        # Joins the pool's threads; the services using the pool stop first.
+        self.pool.stop()
+
+
+def immediate(work: Callable[..., T], /, *args: Any, **kwargs: Any) -> Deferred[T]:
+    """Run work at once in the calling thread."""
+    return maybeDeferred(work, *args, **kwargs)

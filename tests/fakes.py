@@ -1,0 +1,33 @@
+"""Threadless fakes for the seams the service offers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred, maybeDeferred
+
+T = TypeVar("T")
+
+
+class ManualOffload:
+    """An offload whose work waits until the test runs it, in the test's thread.
+
+    Lets a test hold a derivation "in flight" for as long as it likes, without
+    threads or sleeps.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Deferred[Any], Callable[..., Any], tuple[Any, ...], dict[str, Any]]] = []
+        self.calls = 0
+
+    def __call__(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> Deferred[T]:
+        self.calls += 1
+        waiting: Deferred[T] = Deferred()
+        self.pending.append((waiting, work, args, kwargs))
+        return waiting
+
+    def run_all(self) -> None:
+        while self.pending:
+            waiting, work, args, kwargs = self.pending.pop(0)
+            maybeDeferred(work, *args, **kwargs).chainDeferred(waiting)
