@@ -1,0 +1,1 @@
+"""Metadata of originals and derived images, in any database SQLAlchemy supports."""

@@ -1,0 +1,222 @@
+"""
+Whole transactions on the metadata, as plain synchronous functions.
+
+Each *_txn function takes a Connection already inside a transaction (see
+Database.transact) and returns plain values.  Cancelling the Deferred of a
+transaction does not stop it once its thread has started, so each write is
+safe to run twice or to race with itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from pymager_tx.db.schema import derived, originals
+from pymager_tx.errors import ImageIdTaken
+from pymager_tx.formats import format_named
+from pymager_tx.model import DerivedRecord, OriginalRecord, OriginalStatus
+
+
+@dataclass(frozen=True)
+class DerivedLookup:
+    original: OriginalRecord | None
+    derived: DerivedRecord | None
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What deleting an original must remove from storage."""
+
+    original: OriginalRecord
+    derived_keys: tuple[str, ...]
+
+
+def _original(row: Row[tuple[object, ...]]) -> OriginalRecord:
+    values = row._mapping
+    return OriginalRecord(
+        image_id=values["image_id"],
+        generation=values["generation"],
+        status=OriginalStatus(values["status"]),
+        format=values["format"],
+        media_type=format_named(values["format"]).media_type,
+        width=values["width"],
+        height=values["height"],
+        byte_length=values["byte_length"],
+        sha256=values["sha256"],
+        blob_key=values["blob_key"],
+        created_at=values["created_at"],
+    )
+
+
+def _derived(row: Row[tuple[object, ...]]) -> DerivedRecord:
+    values = row._mapping
+    return DerivedRecord(
+        image_id=values["image_id"],
+        variant=values["variant"],
+        format=values["format"],
+        media_type=format_named(values["format"]).media_type,
+        width=values["width"],
+        height=values["height"],
+        byte_length=values["byte_length"],
+        sha256=values["sha256"],
+        blob_key=values["blob_key"],
+        created_at=values["created_at"],
+    )
+
+
+def find_original_txn(
+    conn: Connection, image_id: str, statuses: Sequence[OriginalStatus] = (OriginalStatus.READY,)
+) -> OriginalRecord | None:
+    row = conn.execute(
+        select(originals).where(
+            originals.c.image_id == image_id,
+            originals.c.status.in_([status.value for status in statuses]),
+        )
+    ).first()
+    return None if row is None else _original(row)
+
+
+def id_in_use_txn(conn: Connection, image_id: str) -> bool:
+    """Whether any original, finished or not, holds this ID."""
+    return conn.execute(select(originals.c.image_id).where(originals.c.image_id == image_id)).first() is not None
+
+
+def claim_original_txn(conn: Connection, record: OriginalRecord) -> None:
+    """Insert record as pending; the primary key lets exactly one claim win."""
+    assert record.status is OriginalStatus.PENDING
+    try:
+        conn.execute(
+            insert(originals).values(
+                image_id=record.image_id,
+                generation=record.generation,
+                status=record.status.value,
+                format=record.format,
+                width=record.width,
+                height=record.height,
+                byte_length=record.byte_length,
+                sha256=record.sha256,
+                blob_key=record.blob_key,
+                created_at=record.created_at,
+                updated_at=record.created_at,
+            )
+        )
+    except IntegrityError:
+        raise ImageIdTaken(f"an image is already stored under the ID {record.image_id!r}") from None
+
+
+def mark_original_ready_txn(conn: Connection, image_id: str, generation: str, now: datetime) -> bool:
+    result = conn.execute(
+        update(originals)
+        .where(
+            originals.c.image_id == image_id,
+            originals.c.generation == generation,
+            originals.c.status == OriginalStatus.PENDING.value,
+        )
+        .values(status=OriginalStatus.READY.value, created_at=now, updated_at=now)
+    )
+    return result.rowcount == 1
+
+
+def forget_original_txn(conn: Connection, image_id: str, generation: str) -> None:
+    """Delete the row of this upload (its derived rows go with it)."""
+    conn.execute(
+        delete(originals).where(originals.c.image_id == image_id, originals.c.generation == generation)
+    )
+
+
+def begin_removal_txn(conn: Connection, image_id: str, now: datetime) -> Removal | None:
+    """Mark a ready original as being deleted and list what to remove.
+
+    From here on nobody sees it, and no new derived row can be recorded for
+    it (record_derived_txn checks the status under a shared row lock), so
+    the list of derived keys is complete.
+    """
+    marked = conn.execute(
+        update(originals)
+        .where(originals.c.image_id == image_id, originals.c.status == OriginalStatus.READY.value)
+        .values(status=OriginalStatus.DELETING.value, updated_at=now)
+    )
+    if marked.rowcount != 1:
+        return None
+    return _removal(conn, image_id)
+
+
+def _removal(conn: Connection, image_id: str) -> Removal | None:
+    row = conn.execute(select(originals).where(originals.c.image_id == image_id)).first()
+    if row is None:
+        return None
+    keys = conn.execute(select(derived.c.blob_key).where(derived.c.image_id == image_id)).scalars().all()
+    return Removal(_original(row), tuple(keys))
+
+
+def unfinished_txn(conn: Connection) -> list[Removal]:
+    """Uploads and deletions that a crash interrupted."""
+    ids = (
+        conn.execute(
+            select(originals.c.image_id).where(originals.c.status != OriginalStatus.READY.value)
+        )
+        .scalars()
+        .all()
+    )
+    return [removal for image_id in ids if (removal := _removal(conn, image_id)) is not None]
+
+
+def lookup_derived_txn(conn: Connection, image_id: str, variant: str) -> DerivedLookup:
+    original = find_original_txn(conn, image_id)
+    if original is None:
+        return DerivedLookup(None, None)
+    row = conn.execute(
+        select(derived).where(derived.c.image_id == image_id, derived.c.variant == variant)
+    ).first()
+    return DerivedLookup(original, None if row is None else _derived(row))
+
+
+def record_derived_txn(conn: Connection, record: DerivedRecord, generation: str) -> bool:
+    """Record a derived image whose file is stored, if its original (this
+    generation of it) is still ready; False if it was deleted meanwhile."""
+    # FOR SHARE (PostgreSQL) holds off a concurrent begin_removal_txn until
+    # this commits; SQLite serializes writers anyway and ignores it.
+    current = conn.execute(
+        select(originals.c.image_id)
+        .where(
+            originals.c.image_id == record.image_id,
+            originals.c.generation == generation,
+            originals.c.status == OriginalStatus.READY.value,
+        )
+        .with_for_update(read=True)
+    ).first()
+    if current is None:
+        return False
+    _insert_derived(conn, record)
+    return True
+
+
+def _insert_derived(conn: Connection, record: DerivedRecord) -> None:
+    # Another process may record the same rendition at the same moment; its
+    # row describes the same file, so losing that race is success too.
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                insert(derived).values(
+                    image_id=record.image_id,
+                    variant=record.variant,
+                    format=record.format,
+                    width=record.width,
+                    height=record.height,
+                    byte_length=record.byte_length,
+                    sha256=record.sha256,
+                    blob_key=record.blob_key,
+                    created_at=record.created_at,
+                )
+            )
+    except IntegrityError:
+        pass
+
+
+def forget_derived_txn(conn: Connection, image_id: str, variant: str) -> None:
+    conn.execute(delete(derived).where(derived.c.image_id == image_id, derived.c.variant == variant))

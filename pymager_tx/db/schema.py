@@ -1,0 +1,92 @@
+"""Tables, declared once with SQLAlchemy Core; portable SQL only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+)
+from sqlalchemy.types import TypeDecorator
+
+# Stable constraint names, so migrations can refer to them.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, whatever the database
+    (SQLite keeps no time zone; PostgreSQL does)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+originals = Table(
+    "originals",
+    metadata,
+    Column("image_id", String(128), primary_key=True),
+    Column("generation", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("byte_length", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("blob_key", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("status IN ('pending', 'ready', 'deleting')", name="status"),
+    # Start-up recovery looks for the few rows that are not ready.
+    Index(None, "status"),
+)
+
+derived = Table(
+    "derived",
+    metadata,
+    Column(
+        "image_id",
+        String(128),
+        ForeignKey("originals.image_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("variant", String(64), primary_key=True),
+    Column("format", String(16), nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("byte_length", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("blob_key", String(255), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)

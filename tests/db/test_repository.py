@@ -1,0 +1,156 @@
+"""The metadata transactions, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pymager_tx.db.database import Database
+from pymager_tx.db.repository import (
+    begin_removal_txn,
+    claim_original_txn,
+    find_original_txn,
+    forget_original_txn,
+    id_in_use_txn,
+    lookup_derived_txn,
+    mark_original_ready_txn,
+    record_derived_txn,
+    unfinished_txn,
+)
+from pymager_tx.errors import ImageIdTaken
+from pymager_tx.model import DerivedRecord, OriginalRecord, OriginalStatus
+from tests.results import failure_of, result_of
+
+NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)
+
+
+def pending(image_id: str = "photo", generation: str = "g1") -> OriginalRecord:
+    return OriginalRecord(
+        image_id=image_id,
+        generation=generation,
+        status=OriginalStatus.PENDING,
+        format="jpeg",
+        media_type="image/jpeg",
+        width=800,
+        height=600,
+        byte_length=128425,
+        sha256="ab" * 32,
+        blob_key=f"originals/aa/bb/{image_id}/{generation}",
+        created_at=NOW,
+    )
+
+
+def rendition(image_id: str = "photo", variant: str = "100x100.jpeg") -> DerivedRecord:
+    return DerivedRecord(
+        image_id=image_id,
+        variant=variant,
+        format="jpeg",
+        media_type="image/jpeg",
+        width=100,
+        height=100,
+        byte_length=2856,
+        sha256="cd" * 32,
+        blob_key=f"derived/aa/bb/{image_id}/g1/{variant}",
+        created_at=NOW,
+    )
+
+
+def stored(database: Database, image_id: str = "photo", generation: str = "g1") -> None:
+    result_of(database.transact(claim_original_txn, pending(image_id, generation)))
+    assert result_of(database.transact(mark_original_ready_txn, image_id, generation, NOW))
+
+
+def test_a_pending_original_is_invisible_but_holds_its_id(database: Database) -> None:
+    result_of(database.transact(claim_original_txn, pending()))
+    assert result_of(database.read(find_original_txn, "photo")) is None
+    assert result_of(database.read(id_in_use_txn, "photo"))
+    failure_of(database.transact(claim_original_txn, pending(generation="g2"))).trap(ImageIdTaken)
+
+
+def test_a_ready_original_reads_back_with_aware_utc_times(database: Database) -> None:
+    stored(database)
+    record = result_of(database.read(find_original_txn, "photo"))
+    assert record == replace(pending(), status=OriginalStatus.READY)
+    assert record.created_at.utcoffset() == timedelta(0)
+
+
+def test_ids_are_case_sensitive(database: Database) -> None:
+    stored(database, "Photo")
+    stored(database, "photo")
+    assert result_of(database.read(find_original_txn, "PHOTO")) is None
+
+
+def test_mark_ready_only_applies_to_the_claiming_generation(database: Database) -> None:
+    result_of(database.transact(claim_original_txn, pending()))
+    assert not result_of(database.transact(mark_original_ready_txn, "photo", "other", NOW))
+
+
+def test_derived_rows_are_recorded_for_the_current_generation_only(database: Database) -> None:
+    stored(database)
+    assert not result_of(database.transact(record_derived_txn, rendition(), "g0"))
+    assert result_of(database.transact(record_derived_txn, rendition(), "g1"))
+    # Recording the same rendition twice (two processes racing) is fine.
+    assert result_of(database.transact(record_derived_txn, rendition(), "g1"))
+    lookup = result_of(database.read(lookup_derived_txn, "photo", "100x100.jpeg"))
+    assert lookup.derived == rendition()
+    assert result_of(database.read(lookup_derived_txn, "photo", "800x600.jpeg")).derived is None
+
+
+def test_lookup_of_an_unknown_original(database: Database) -> None:
+    lookup = result_of(database.read(lookup_derived_txn, "nobody", "100x100.jpeg"))
+    assert lookup.original is None and lookup.derived is None
+
+
+def test_removal_hides_the_original_and_lists_its_files(database: Database) -> None:
+    stored(database)
+    result_of(database.transact(record_derived_txn, rendition(), "g1"))
+    result_of(database.transact(record_derived_txn, rendition(variant="800x600.png"), "g1"))
+    removal = result_of(database.transact(begin_removal_txn, "photo", NOW))
+    assert removal is not None
+    assert removal.original.status is OriginalStatus.DELETING
+    assert sorted(removal.derived_keys) == [
+        "derived/aa/bb/photo/g1/100x100.jpeg",
+        "derived/aa/bb/photo/g1/800x600.png",
+    ]
+    assert result_of(database.read(find_original_txn, "photo")) is None
+    # No derivation can be recorded once the removal began.
+    assert not result_of(database.transact(record_derived_txn, rendition(variant="1x1.png"), "g1"))
+    # A second DELETE finds nothing to remove.
+    assert result_of(database.transact(begin_removal_txn, "photo", NOW)) is None
+
+
+def test_forgetting_an_original_cascades_to_its_derived_rows(database: Database) -> None:
+    stored(database)
+    result_of(database.transact(record_derived_txn, rendition(), "g1"))
+    result_of(database.transact(forget_original_txn, "photo", "g1"))
+    stored(database, generation="g2")
+    assert result_of(database.read(lookup_derived_txn, "photo", "100x100.jpeg")).derived is None
+
+
+def test_unfinished_lists_interrupted_uploads_and_deletions(database: Database) -> None:
+    stored(database, "kept")
+    stored(database, "being-deleted")
+    result_of(database.transact(record_derived_txn, rendition("being-deleted"), "g1"))
+    result_of(database.transact(begin_removal_txn, "being-deleted", NOW))
+    result_of(database.transact(claim_original_txn, pending("half-uploaded")))
+    unfinished = result_of(database.read(unfinished_txn))
+    assert sorted((r.original.image_id, r.original.status.value, r.derived_keys) for r in unfinished) == [
+        ("being-deleted", "deleting", ("derived/aa/bb/being-deleted/g1/100x100.jpeg",)),
+        ("half-uploaded", "pending", ()),
+    ]
+
+
+def test_a_failed_transaction_leaves_nothing(database: Database) -> None:
+    def claim_then_fail(connection: object) -> None:
+        claim_original_txn(connection, pending())  # type: ignore[arg-type]
+        raise RuntimeError("crash inside the transaction")
+
+    failure_of(database.transact(claim_then_fail)).trap(RuntimeError)
+    assert not result_of(database.read(id_in_use_txn, "photo"))
+
+
+@pytest.mark.parametrize("naive", [datetime(2026, 1, 1)])
+def test_naive_datetimes_are_refused(database: Database, naive: datetime) -> None:
+    failure_of(database.transact(claim_original_txn, replace(pending(), created_at=naive)))
