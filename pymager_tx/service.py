@@ -1,0 +1,318 @@
+"""
+The use cases: store, fetch, derive and delete images.  Nothing here knows HTTP.
+
+Consistency rests on the order of steps, so that a crash between any two
+leaves something start-up recovery can finish:
+
+- upload: claim the ID with a pending row, store the file, mark the row ready;
+- delete: mark the row deleting, remove the files, remove the row;
+- derive: store the file, then record its row, only while the original (that
+  very upload, by generation) is still ready.
+
+Readers see only ready originals, and a derived file belongs to one upload's
+generation, so a re-upload under a deleted ID never meets an old file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from uuid import uuid4
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from pymager_tx.db.database import Database
+from pymager_tx.db.repository import (
+    Removal,
+    begin_removal_txn,
+    claim_original_txn,
+    find_original_txn,
+    forget_derived_txn,
+    forget_original_txn,
+    id_in_use_txn,
+    lookup_derived_txn,
+    mark_original_ready_txn,
+    record_derived_txn,
+    unfinished_txn,
+)
+from pymager_tx.errors import (
+    BlobNotFound,
+    ImageIdTaken,
+    ImageNotFound,
+    SizeNotAllowed,
+    UnsupportedOutputFormat,
+    UploadTooLarge,
+)
+from pymager_tx.formats import output_format_for, writable_extensions
+from pymager_tx.imaging import DecodeLimits, EncodeOptions, ImageInfo, Rendered, probe, render
+from pymager_tx.inflight import InFlight
+from pymager_tx.model import (
+    DerivedRecord,
+    DerivedSpec,
+    ImageId,
+    OriginalRecord,
+    OriginalStatus,
+    Size,
+    parse_derived_name,
+)
+from pymager_tx.storage import IBlobStore
+from pymager_tx.storage.keys import derived_key, derived_prefix, original_key
+from pymager_tx.threads import Offload
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    allowed_sizes: frozenset[Size]
+    max_upload_bytes: int
+    limits: DecodeLimits
+    encoding: EncodeOptions
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An original or derived image as served: its record, and its bytes
+    unless only the metadata was asked for (HEAD)."""
+
+    record: OriginalRecord | DerivedRecord
+    data: bytes | None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ImageService:
+    log = Logger()
+
+    def __init__(
+        self,
+        database: Database,
+        blobs: IBlobStore,
+        imaging: Offload,
+        policy: ImagePolicy,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self._database = database
+        self._blobs = blobs
+        self._imaging = imaging
+        self.policy = policy
+        self._clock = clock
+        self._derivations: InFlight[tuple[str, str, str], StoredImage] = InFlight()
+
+    # Originals
+
+    async def store_original(self, image_id: ImageId, data: bytes) -> OriginalRecord:
+        if len(data) > self.policy.max_upload_bytes:
+            raise UploadTooLarge(
+                f"the image is {len(data)} bytes; the limit is {self.policy.max_upload_bytes}"
+            )
+        # Cheap early answer for the common conflict; the claim below decides.
+        if await self._database.read(id_in_use_txn, image_id.value):
+            raise _taken(image_id)
+        info, digest = await self._imaging(_describe, data, self.policy.limits)
+        generation = uuid4().hex
+        record = OriginalRecord(
+            image_id=image_id.value,
+            generation=generation,
+            status=OriginalStatus.PENDING,
+            format=info.format.name,
+            media_type=info.format.media_type,
+            width=info.width,
+            height=info.height,
+            byte_length=len(data),
+            sha256=digest,
+            blob_key=original_key(image_id, generation),
+            created_at=self._clock(),
+        )
+        await self._database.transact(claim_original_txn, record)
+        try:
+            await self._blobs.put(record.blob_key, data)
+            ready_at = self._clock()
+            await self._database.transact(mark_original_ready_txn, record.image_id, generation, ready_at)
+        except BaseException:
+            await self._abandon(record)
+            raise
+        self.log.info(
+            "Stored original {image_id}: {image_format} {width}x{height}, {byte_length} bytes",
+            image_id=record.image_id,
+            image_format=record.format,
+            width=record.width,
+            height=record.height,
+            byte_length=record.byte_length,
+        )
+        return replace(record, status=OriginalStatus.READY, created_at=ready_at)
+
+    async def fetch_original(self, image_id: ImageId, with_body: bool = True) -> StoredImage:
+        record = await self._database.read(find_original_txn, image_id.value)
+        if record is None:
+            raise _not_found(image_id)
+        if not with_body:
+            return StoredImage(record, None)
+        try:
+            data = await self._blobs.get(record.blob_key)
+        except BlobNotFound:
+            # Deleted between the two reads, or lost: only the first is a 404.
+            if await self._database.read(find_original_txn, image_id.value) != record:
+                raise _not_found(image_id) from None
+            raise
+        return StoredImage(record, data)
+
+    async def delete_original(self, image_id: ImageId) -> None:
+        removal = await self._database.transact(begin_removal_txn, image_id.value, self._clock())
+        if removal is None:
+            raise _not_found(image_id)
+        await self._remove(removal)
+        self.log.info(
+            "Deleted original {image_id} and {derived_count} derived images",
+            image_id=image_id.value,
+            derived_count=len(removal.derived_keys),
+        )
+
+    # Derived images
+
+    def derived_request(self, name: str) -> tuple[ImageId, DerivedSpec]:
+        """Check a derived name in the original service's order: a name that
+        does not parse, then the format, then the size."""
+        parsed = parse_derived_name(name)
+        output = output_format_for(parsed.extension)
+        if output is None:
+            raise UnsupportedOutputFormat(
+                f"cannot write {parsed.extension!r} images; "
+                f"supported: {', '.join(sorted(writable_extensions()))}"
+            )
+        if parsed.size not in self.policy.allowed_sizes:
+            raise SizeNotAllowed(
+                f"the size {parsed.size} is not allowed; "
+                f"allowed: {', '.join(str(size) for size in sorted(self.policy.allowed_sizes))}"
+            )
+        return parsed.image_id, DerivedSpec(parsed.size, output)
+
+    async def fetch_derived(self, image_id: ImageId, spec: DerivedSpec, with_body: bool = True) -> StoredImage:
+        lookup = await self._database.read(lookup_derived_txn, image_id.value, spec.variant)
+        original = lookup.original
+        if original is None:
+            raise _not_found(image_id)
+        if lookup.derived is not None:
+            stored = await self._read_derived(lookup.derived, with_body)
+            if stored is not None:
+                return stored
+        # Everyone asking for this rendition of this upload meanwhile shares
+        # one derivation, and each gets a Deferred of its own.
+        return await self._derivations.run(
+            (original.image_id, original.generation, spec.variant),
+            lambda: Deferred.fromCoroutine(self._derive(original, spec)),
+        )
+
+    async def _read_derived(self, record: DerivedRecord, with_body: bool) -> StoredImage | None:
+        if not with_body:
+            return StoredImage(record, None)
+        try:
+            return StoredImage(record, await self._blobs.get(record.blob_key))
+        except BlobNotFound:
+            self.log.warn(
+                "Derived file of {image_id} {variant} is missing; deriving it again",
+                image_id=record.image_id,
+                variant=record.variant,
+            )
+            await self._database.transact(forget_derived_txn, record.image_id, record.variant)
+            return None
+
+    async def _derive(self, original: OriginalRecord, spec: DerivedSpec) -> StoredImage:
+        image_id = ImageId(original.image_id)
+        # A derivation that finished between our caller's lookup and the
+        # moment it got here has already stored this rendition.
+        lookup = await self._database.read(lookup_derived_txn, original.image_id, spec.variant)
+        if lookup.original is None or lookup.original.generation != original.generation:
+            raise _not_found(image_id)
+        if lookup.derived is not None:
+            stored = await self._read_derived(lookup.derived, with_body=True)
+            if stored is not None:
+                return stored
+        try:
+            source = await self._blobs.get(original.blob_key)
+        except BlobNotFound:
+            raise _not_found(image_id) from None
+        started = time.perf_counter()
+        rendered, digest = await self._imaging(
+            _render, source, spec, self.policy.limits, self.policy.encoding
+        )
+        key = derived_key(image_id, original.generation, spec.variant)
+        await self._blobs.put(key, rendered.data)
+        record = DerivedRecord(
+            image_id=original.image_id,
+            variant=spec.variant,
+            format=rendered.format.name,
+            media_type=rendered.format.media_type,
+            width=rendered.width,
+            height=rendered.height,
+            byte_length=len(rendered.data),
+            sha256=digest,
+            blob_key=key,
+            created_at=self._clock(),
+        )
+        if not await self._database.transact(record_derived_txn, record, original.generation):
+            await self._blobs.delete(key)
+            raise _not_found(image_id)
+        self.log.info(
+            "Derived {derived_id} ({byte_length} bytes) in {seconds:.3f}s",
+            derived_id=f"{original.image_id}-{spec.variant}",
+            image_id=original.image_id,
+            variant=spec.variant,
+            byte_length=record.byte_length,
+            seconds=time.perf_counter() - started,
+        )
+        return StoredImage(record, rendered.data)
+
+    # Start-up and removal
+
+    async def recover(self) -> None:
+        """Finish what a crash interrupted: unfinished writes in storage, and
+        uploads or deletions that never completed."""
+        await self._blobs.recover()
+        for removal in await self._database.read(unfinished_txn):
+            self.log.info(
+                "Finishing interrupted {status} of {image_id}",
+                status="upload" if removal.original.status is OriginalStatus.PENDING else "deletion",
+                image_id=removal.original.image_id,
+            )
+            await self._remove(removal)
+
+    async def _abandon(self, record: OriginalRecord) -> None:
+        """Undo a claimed upload that failed; recovery retries if this fails too."""
+        try:
+            await self._remove(Removal(record, ()))
+        except Exception:
+            self.log.failure("Could not clean up the failed upload of {image_id}", image_id=record.image_id)
+
+    async def _remove(self, removal: Removal) -> None:
+        original = removal.original
+        image_id = ImageId(original.image_id)
+        await self._blobs.delete(original.blob_key)
+        for key in removal.derived_keys:
+            await self._blobs.delete(key)
+        await self._blobs.delete_prefix(derived_prefix(image_id, original.generation))
+        await self._database.transact(forget_original_txn, original.image_id, original.generation)
+
+
+def _describe(data: bytes, limits: DecodeLimits) -> tuple[ImageInfo, str]:
+    return probe(data, limits), hashlib.sha256(data).hexdigest()
+
+
+def _render(
+    data: bytes, spec: DerivedSpec, limits: DecodeLimits, encoding: EncodeOptions
+) -> tuple[Rendered, str]:
+    rendered = render(data, spec, limits, encoding)
+    return rendered, hashlib.sha256(rendered.data).hexdigest()
+
+
+def _not_found(image_id: ImageId) -> ImageNotFound:
+    return ImageNotFound(f"no image is stored under the ID {image_id.value!r}")
+
+
+def _taken(image_id: ImageId) -> ImageIdTaken:
+    return ImageIdTaken(f"an image is already stored under the ID {image_id.value!r}")
+

@@ -1,0 +1,311 @@
+"""The use cases, on a real database and blob store, without threads."""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import LogEvent
+
+from pymager_tx.db.database import Database
+from pymager_tx.db.repository import claim_original_txn, id_in_use_txn
+from pymager_tx.errors import (
+    DerivedNameInvalid,
+    ImageIdTaken,
+    ImageNotFound,
+    InvalidImage,
+    SizeNotAllowed,
+    TooManyPixels,
+    UnsupportedOutputFormat,
+    UploadTooLarge,
+)
+from pymager_tx.formats import default_decoders
+from pymager_tx.imaging import DecodeLimits, EncodeOptions
+from pymager_tx.model import ImageId, OriginalStatus, Size
+from pymager_tx.service import ImagePolicy, ImageService, StoredImage
+from pymager_tx.storage.filesystem import FilesystemBlobStore
+from pymager_tx.storage.keys import original_key
+from pymager_tx.threads import Offload, immediate
+from tests.conftest import derivations
+from tests.fakes import ManualOffload
+from tests.images import BLUE, RED, close_to, jpeg, opened, png, png_declaring
+from tests.results import failure_of, no_result, result_of
+
+T = TypeVar("T")
+POLICY = ImagePolicy(
+    allowed_sizes=frozenset({Size(100, 100), Size(800, 600), Size(20, 10)}),
+    max_upload_bytes=1_000_000,
+    limits=DecodeLimits(max_pixels=4_000_000, decoders=default_decoders()),
+    encoding=EncodeOptions(jpeg_quality=85),
+)
+PHOTO = ImageId("photo")
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> Deferred[T]:
+    return Deferred.fromCoroutine(coroutine)
+
+
+@pytest.fixture
+def blobs(tmp_path: Path) -> FilesystemBlobStore:
+    store = FilesystemBlobStore(tmp_path / "files", immediate)
+    result_of(store.recover())
+    return store
+
+
+def make_service(database: Database, blobs: FilesystemBlobStore, imaging: Offload = immediate) -> ImageService:
+    return ImageService(database, blobs, imaging, POLICY)
+
+
+@pytest.fixture
+def service(database: Database, blobs: FilesystemBlobStore) -> ImageService:
+    return make_service(database, blobs)
+
+
+def files(blobs: FilesystemBlobStore) -> list[str]:
+    return sorted(str(p.relative_to(blobs.root)) for p in blobs.root.rglob("*") if p.is_file())
+
+
+def derived(service: ImageService, name: str) -> StoredImage:
+    image_id, spec = service.derived_request(name)
+    return result_of(run(service.fetch_derived(image_id, spec)))
+
+
+class TestOriginals:
+    def test_stores_the_bytes_as_uploaded_and_describes_them(self, service: ImageService) -> None:
+        data = jpeg((80, 60))
+        record = result_of(run(service.store_original(PHOTO, data)))
+        assert (record.format, record.width, record.height, record.byte_length) == ("jpeg", 80, 60, len(data))
+        assert record.status is OriginalStatus.READY
+        fetched = result_of(run(service.fetch_original(PHOTO)))
+        assert fetched.data == data
+        assert fetched.record == record
+
+    def test_metadata_only(self, service: ImageService) -> None:
+        result_of(run(service.store_original(PHOTO, png())))
+        assert result_of(run(service.fetch_original(PHOTO, with_body=False))).data is None
+
+    def test_an_id_is_taken_once(self, service: ImageService) -> None:
+        result_of(run(service.store_original(PHOTO, png())))
+        failure_of(run(service.store_original(PHOTO, jpeg()))).trap(ImageIdTaken)
+
+    def test_an_id_claimed_by_an_unfinished_upload_is_taken(
+        self, service: ImageService, database: Database
+    ) -> None:
+        imaging = ManualOffload()
+        racing = make_service(database, service._blobs, imaging)  # type: ignore[arg-type]
+        first = run(racing.store_original(PHOTO, png()))
+        second = run(racing.store_original(PHOTO, png()))
+        imaging.run_all()
+        outcomes = sorted(type(outcome).__name__ for outcome in _settle(first, second))
+        assert outcomes == ["Failure", "OriginalRecord"]
+
+    @pytest.mark.parametrize(
+        ("data", "error"),
+        [
+            (b"", InvalidImage),
+            (b"just some text", InvalidImage),
+            (jpeg((200, 200))[:300], InvalidImage),
+            (png_declaring(5000, 5000), TooManyPixels),
+            (b"x" * 1_000_001, UploadTooLarge),
+        ],
+    )
+    def test_refused_uploads_leave_nothing_behind(
+        self,
+        service: ImageService,
+        database: Database,
+        blobs: FilesystemBlobStore,
+        data: bytes,
+        error: type[Exception],
+    ) -> None:
+        failure_of(run(service.store_original(PHOTO, data))).trap(error)
+        assert not result_of(database.read(id_in_use_txn, "photo"))
+        assert files(blobs) == []
+
+    def test_a_failed_file_write_releases_the_id(
+        self, service: ImageService, database: Database, blobs: FilesystemBlobStore
+    ) -> None:
+        (blobs.root / "originals").write_bytes(b"a file where a directory must go")
+        failure_of(run(service.store_original(PHOTO, png()))).trap(OSError)
+        assert not result_of(database.read(id_in_use_txn, "photo"))
+
+    def test_unknown_original(self, service: ImageService) -> None:
+        failure_of(run(service.fetch_original(PHOTO))).trap(ImageNotFound)
+        failure_of(run(service.delete_original(PHOTO))).trap(ImageNotFound)
+
+    def test_delete_removes_the_original_its_derived_images_and_their_files(
+        self, service: ImageService, blobs: FilesystemBlobStore
+    ) -> None:
+        result_of(run(service.store_original(PHOTO, jpeg((300, 200)))))
+        derived(service, "photo-100x100.jpg")
+        derived(service, "photo-800x600.png")
+        assert len(files(blobs)) == 3
+        result_of(run(service.delete_original(PHOTO)))
+        failure_of(run(service.fetch_original(PHOTO))).trap(ImageNotFound)
+        image_id, spec = service.derived_request("photo-100x100.jpg")
+        failure_of(run(service.fetch_derived(image_id, spec))).trap(ImageNotFound)
+        assert files(blobs) == []
+
+    def test_a_new_upload_under_a_deleted_id_never_gets_old_derived_images(
+        self, service: ImageService, log_events: list[LogEvent]
+    ) -> None:
+        result_of(run(service.store_original(PHOTO, jpeg((100, 100), RED))))
+        assert close_to(opened(derived(service, "photo-20x10.png").data or b"").getpixel((5, 5)), RED)
+        result_of(run(service.delete_original(PHOTO)))
+        result_of(run(service.store_original(PHOTO, jpeg((100, 100), BLUE))))
+        assert close_to(opened(derived(service, "photo-20x10.png").data or b"").getpixel((5, 5)), BLUE)
+        assert derivations(log_events) == ["photo-20x10.png", "photo-20x10.png"]
+
+
+class TestDerivedRequests:
+    @pytest.mark.parametrize(
+        ("name", "error"),
+        [
+            ("photo.jpg", DerivedNameInvalid),
+            ("photo-100x100", DerivedNameInvalid),
+            ("photo-100x100.jpg.png", DerivedNameInvalid),
+            ("photo-0x100.jpg", DerivedNameInvalid),
+            ("pho.to-100x100.jpg", DerivedNameInvalid),
+            # The format is checked before the size, as the original did.
+            ("photo-123x45.xyz", UnsupportedOutputFormat),
+            ("photo-123x45.jpg", SizeNotAllowed),
+        ],
+    )
+    def test_are_checked_in_the_original_order(
+        self, service: ImageService, name: str, error: type[Exception]
+    ) -> None:
+        with pytest.raises(error):
+            service.derived_request(name)
+
+    def test_extensions_are_case_insensitive_and_jpg_is_jpeg(self, service: ImageService) -> None:
+        assert service.derived_request("a-b-100x100.JPG") == service.derived_request("a-b-100x100.jpeg")
+        assert service.derived_request("a-b-100x100.JPG")[0] == ImageId("a-b")
+
+    def test_unknown_original(self, service: ImageService) -> None:
+        image_id, spec = service.derived_request("nobody-100x100.jpg")
+        failure_of(run(service.fetch_derived(image_id, spec))).trap(ImageNotFound)
+
+
+class TestDerivation:
+    def test_derives_once_then_serves_from_storage(
+        self, service: ImageService, log_events: list[LogEvent]
+    ) -> None:
+        result_of(run(service.store_original(PHOTO, jpeg((400, 300)))))
+        first = derived(service, "photo-100x100.jpg")
+        second = derived(service, "photo-100x100.jpeg")
+        assert first.data == second.data
+        assert opened(first.data or b"").size == (100, 100)
+        assert derivations(log_events) == ["photo-100x100.jpeg"]
+
+    def test_concurrent_first_requests_share_one_derivation(
+        self, database: Database, blobs: FilesystemBlobStore, log_events: list[LogEvent]
+    ) -> None:
+        imaging = ManualOffload()
+        service = make_service(database, blobs, imaging)
+        upload = run(service.store_original(PHOTO, jpeg((400, 300))))
+        imaging.run_all()
+        result_of(upload)
+        image_id, spec = service.derived_request("photo-100x100.jpg")
+        waiters = [run(service.fetch_derived(image_id, spec)) for _ in range(10)]
+        assert imaging.calls == 2  # the upload's probe, and one render
+        for waiter in waiters:
+            no_result(waiter)
+        imaging.run_all()
+        bodies = {result_of(waiter).data for waiter in waiters}
+        assert len(bodies) == 1
+        assert derivations(log_events) == ["photo-100x100.jpeg"]
+
+    def test_a_client_leaving_does_not_cancel_the_derivation_for_others(
+        self, database: Database, blobs: FilesystemBlobStore
+    ) -> None:
+        imaging = ManualOffload()
+        service = make_service(database, blobs, imaging)
+        upload = run(service.store_original(PHOTO, jpeg((400, 300))))
+        imaging.run_all()
+        result_of(upload)
+        image_id, spec = service.derived_request("photo-100x100.jpg")
+        leaving = run(service.fetch_derived(image_id, spec))
+        staying = run(service.fetch_derived(image_id, spec))
+        leaving.cancel()
+        failure_of(leaving).trap(CancelledError)
+        imaging.run_all()
+        assert opened(result_of(staying).data or b"").size == (100, 100)
+
+    def test_an_original_deleted_during_its_derivation_leaves_no_derived_file(
+        self, database: Database, blobs: FilesystemBlobStore
+    ) -> None:
+        imaging = ManualOffload()
+        service = make_service(database, blobs, imaging)
+        upload = run(service.store_original(PHOTO, jpeg((400, 300))))
+        imaging.run_all()
+        result_of(upload)
+        image_id, spec = service.derived_request("photo-100x100.jpg")
+        waiter = run(service.fetch_derived(image_id, spec))
+        result_of(run(service.delete_original(PHOTO)))
+        imaging.run_all()
+        failure_of(waiter).trap(ImageNotFound)
+        assert files(blobs) == []
+
+    def test_a_lost_derived_file_is_derived_again(
+        self, service: ImageService, blobs: FilesystemBlobStore, log_events: list[LogEvent]
+    ) -> None:
+        result_of(run(service.store_original(PHOTO, jpeg((400, 300)))))
+        derived(service, "photo-100x100.jpg")
+        for path in (blobs.root / "derived").rglob("100x100.jpeg"):
+            path.unlink()
+        assert opened(derived(service, "photo-100x100.jpg").data or b"").size == (100, 100)
+        assert len(derivations(log_events)) == 2
+
+    def test_metadata_only_reads_no_file(self, service: ImageService, blobs: FilesystemBlobStore) -> None:
+        result_of(run(service.store_original(PHOTO, jpeg((400, 300)))))
+        full = derived(service, "photo-100x100.jpg")
+        image_id, spec = service.derived_request("photo-100x100.jpg")
+        head = result_of(run(service.fetch_derived(image_id, spec, with_body=False)))
+        assert head.data is None
+        assert head.record == full.record
+
+
+class TestRecovery:
+    def test_finishes_an_interrupted_upload(
+        self, service: ImageService, database: Database, blobs: FilesystemBlobStore
+    ) -> None:
+        # The state a crash leaves between storing the file and marking it ready.
+        from tests.db.test_repository import pending
+
+        record = pending("photo", "0123abcd")
+        record = type(record)(**{**record.__dict__, "blob_key": original_key(PHOTO, "0123abcd")})
+        result_of(database.transact(claim_original_txn, record))
+        result_of(blobs.put(record.blob_key, png()))
+        (blobs.root / ".tmp" / "put-half-written").write_bytes(b"half")
+        result_of(run(service.recover()))
+        assert files(blobs) == []
+        result_of(run(service.store_original(PHOTO, png())))
+
+    def test_finishes_an_interrupted_deletion(
+        self, service: ImageService, database: Database, blobs: FilesystemBlobStore
+    ) -> None:
+        from pymager_tx.db.repository import begin_removal_txn
+
+        result_of(run(service.store_original(PHOTO, jpeg((300, 200)))))
+        derived(service, "photo-100x100.jpg")
+        result_of(database.transact(begin_removal_txn, "photo", service._clock()))
+        result_of(run(service.recover()))
+        assert files(blobs) == []
+        assert not result_of(database.read(id_in_use_txn, "photo"))
+
+    def test_keeps_what_is_complete(self, service: ImageService, blobs: FilesystemBlobStore) -> None:
+        result_of(run(service.store_original(PHOTO, jpeg((300, 200)))))
+        derived(service, "photo-100x100.jpg")
+        before = files(blobs)
+        result_of(run(service.recover()))
+        assert files(blobs) == before
+        assert derived(service, "photo-100x100.jpg").data
+
+
+def _settle(*deferreds: Deferred[Any]) -> list[object]:
+    outcomes: list[object] = []
+    for deferred in deferreds:
+        deferred.addBoth(outcomes.append)
+    return outcomes
