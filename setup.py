@@ -18,7 +18,7 @@ setup(
     python_requires=">=3.11",
     # twisted/plugins has no __init__.py on purpose: it extends Twisted's own
     # plugin package, where `twistd` finds the "pymager" command.
-    packages=find_packages(exclude=["tests", "tests.*", "bench", "bench.*"]) + ["twisted.plugins"],
+    packages=[*find_packages(exclude=["tests", "tests.*", "bench", "bench.*"]), "twisted.plugins"],
     package_data={"twisted.plugins": ["pymager_plugin.py"]},
     install_requires=[
         "Twisted>=24.7.0,<28",

@@ -59,6 +59,10 @@ class SizeNotAllowed(PymagerError):
 class Unauthorized(PymagerError):
     """The request needs a valid write token."""
 
+    def __init__(self, detail: str, token_given: bool) -> None:
+        super().__init__(detail)
+        self.token_given = token_given
+
 
 class BlobNotFound(Exception):
     """Storage holds nothing under this key (an internal condition, not a client error)."""

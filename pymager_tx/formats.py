@@ -7,7 +7,7 @@ offered is the part of it the installed Pillow can really decode or encode.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import cache
 
@@ -44,7 +44,7 @@ DEFAULT_DECODERS: tuple[str, ...] = ("JPEG", "PNG", "GIF", "WEBP", "AVIF", "TIFF
 _FEATURE_FOR = {"WEBP": "webp", "AVIF": "avif", "JPEG": "jpg"}
 
 
-def _pillow_has(pillow_name: str, registry: dict[str, object]) -> bool:
+def _pillow_has(pillow_name: str, registry: Mapping[str, object]) -> bool:
     Image.init()
     feature = _FEATURE_FOR.get(pillow_name)
     if feature is not None and not features.check(feature):
@@ -70,9 +70,7 @@ def output_format_for(extension: str) -> ImageFormat | None:
 @cache
 def decodable_formats() -> tuple[str, ...]:
     """Pillow names of the known formats this Pillow can decode."""
-    return tuple(
-        fmt.pillow_name for fmt in _KNOWN if _pillow_has(fmt.pillow_name, Image.OPEN)
-    )
+    return tuple(fmt.pillow_name for fmt in _KNOWN if _pillow_has(fmt.pillow_name, Image.OPEN))
 
 
 def default_decoders() -> tuple[str, ...]:

@@ -76,21 +76,16 @@ def probe(data: bytes, limits: DecodeLimits) -> ImageInfo:
         return ImageInfo(format_for_pillow(image.format), width, height)
 
 
-def render(
-    data: bytes, spec: DerivedSpec, limits: DecodeLimits, options: EncodeOptions
-) -> Rendered:
+def render(data: bytes, spec: DerivedSpec, limits: DecodeLimits, options: EncodeOptions) -> Rendered:
     """Crop data around its centre to the aspect ratio of spec, resize it to
     exactly spec's size, and encode it in spec's format without metadata."""
-    with _opened(data, limits) as image:
-        with _decoding():
-            orientation = _orientation(image)
-            if image.format in ("JPEG", "MPO"):
-                image.draft(None, _draft_size(image.size, spec.size, orientation))
-            upright = ImageOps.exif_transpose(image)
+    with _opened(data, limits) as image, _decoding():
+        orientation = _orientation(image)
+        if image.format in ("JPEG", "MPO"):
+            image.draft(None, _draft_size(image.size, spec.size, orientation))
+        upright = ImageOps.exif_transpose(image)
     prepared = _normalize_mode(upright)
-    fitted = ImageOps.fit(
-        prepared, (spec.size.width, spec.size.height), method=Image.Resampling.LANCZOS
-    )
+    fitted = ImageOps.fit(prepared, (spec.size.width, spec.size.height), method=Image.Resampling.LANCZOS)
     if not spec.output.supports_alpha and fitted.mode == "RGBA":
         fitted = _flatten(fitted, options.background)
     return Rendered(_encode(fitted, spec.output, options), spec.output, *fitted.size)
@@ -106,9 +101,7 @@ def _opened(data: bytes, limits: DecodeLimits) -> Iterator[ImageFile.ImageFile]:
     except UnidentifiedImageError:
         raise InvalidImage(f"not an image in an accepted format ({accepted})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise TooManyPixels(
-            f"the image declares more pixels than the limit of {limits.max_pixels}"
-        ) from None
+        raise TooManyPixels(f"the image declares more pixels than the limit of {limits.max_pixels}") from None
     except Exception:
         # Pillow reports bad headers with many exception types (SyntaxError,
         # struct.error, ValueError, ...); all of them mean the same to a client.
@@ -119,8 +112,7 @@ def _opened(data: bytes, limits: DecodeLimits) -> Iterator[ImageFile.ImageFile]:
             raise InvalidImage(f"the image declares an empty size {width}x{height}")
         if width * height > limits.max_pixels:
             raise TooManyPixels(
-                f"the image is {width}x{height} = {width * height} pixels; "
-                f"the limit is {limits.max_pixels}"
+                f"the image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}"
             )
         yield image
 

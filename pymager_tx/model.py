@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
+from enum import StrEnum
 
 from pymager_tx.errors import DerivedNameInvalid, InvalidImageId
 from pymager_tx.formats import ImageFormat
@@ -88,7 +88,7 @@ class DerivedSpec:
         return f"{self.size}.{self.output.name}"
 
 
-class OriginalStatus(str, Enum):
+class OriginalStatus(StrEnum):
     PENDING = "pending"  # claimed by an upload whose file is not yet stored
     READY = "ready"
     DELETING = "deleting"  # being removed; files may be partly gone

@@ -10,6 +10,8 @@ tests pass immediate() and stay single-threaded and deterministic.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
+from threading import Thread
 from typing import Any, Protocol, TypeVar
 
 from twisted.application.service import Service
@@ -25,13 +27,20 @@ class Offload(Protocol):
     def __call__(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> Deferred[T]: ...
 
 
+class _DaemonThreadPool(ThreadPool):
+    # stopService joins the threads on every orderly shutdown; daemon threads
+    # only matter when that never happens, and then they must not keep a dying
+    # process alive.
+    threadFactory = staticmethod(partial(Thread, daemon=True))  # type: ignore[assignment]
+
+
 class ThreadPoolService(Service):
     """Runs a named pool for as long as the service runs."""
 
     def __init__(self, reactor: IReactorFromThreads, name: str, size: int) -> None:
         self.name = name
         self._reactor = reactor
-        self.pool = ThreadPool(minthreads=0, maxthreads=size, name=name)
+        self.pool = _DaemonThreadPool(minthreads=0, maxthreads=size, name=name)
 
     def offload(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> Deferred[T]:
         return deferToThreadPool(self._reactor, self.pool, work, *args, **kwargs)

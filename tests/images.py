@@ -89,3 +89,9 @@ def psnr(a: Image.Image, b: Image.Image) -> float:
 
 def close_to(actual: tuple[int, ...], expected: tuple[int, ...], tolerance: int = 40) -> bool:
     return all(abs(a - e) <= tolerance for a, e in zip(actual, expected, strict=True))
+
+
+def truncated_jpeg() -> bytes:
+    """A JPEG cut off two thirds into its image data: the header is whole."""
+    data = encode(Image.effect_noise((256, 256), 64).convert("RGB"), "JPEG")
+    return data[: len(data) * 2 // 3]

@@ -83,7 +83,9 @@ def find_original_txn(
 
 def id_in_use_txn(conn: Connection, image_id: str) -> bool:
     """Whether any original, finished or not, holds this ID."""
-    return conn.execute(select(originals.c.image_id).where(originals.c.image_id == image_id)).first() is not None
+    return (
+        conn.execute(select(originals.c.image_id).where(originals.c.image_id == image_id)).first() is not None
+    )
 
 
 def claim_original_txn(conn: Connection, record: OriginalRecord) -> None:
@@ -157,9 +159,7 @@ def _removal(conn: Connection, image_id: str) -> Removal | None:
 def unfinished_txn(conn: Connection) -> list[Removal]:
     """Uploads and deletions that a crash interrupted."""
     ids = (
-        conn.execute(
-            select(originals.c.image_id).where(originals.c.status != OriginalStatus.READY.value)
-        )
+        conn.execute(select(originals.c.image_id).where(originals.c.status != OriginalStatus.READY.value))
         .scalars()
         .all()
     )
@@ -220,3 +220,7 @@ def _insert_derived(conn: Connection, record: DerivedRecord) -> None:
 
 def forget_derived_txn(conn: Connection, image_id: str, variant: str) -> None:
     conn.execute(delete(derived).where(derived.c.image_id == image_id, derived.c.variant == variant))
+
+
+def ping_txn(conn: Connection) -> None:
+    conn.execute(select(1)).scalar_one()

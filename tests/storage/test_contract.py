@@ -79,7 +79,19 @@ def test_wipe_removes_everything(store: IBlobStore) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["", "../etc/passwd", "/absolute", "originals/../../x", "a//b", "a/", "A/b", "a/.hidden", ".tmp/x", "a\\b", "a/b\x00"],
+    [
+        "",
+        "../etc/passwd",
+        "/absolute",
+        "originals/../../x",
+        "a//b",
+        "a/",
+        "A/b",
+        "a/.hidden",
+        ".tmp/x",
+        "a\\b",
+        "a/b\x00",
+    ],
 )
 def test_refuses_keys_that_could_escape_or_collide(store: IBlobStore, key: str) -> None:
     with pytest.raises(ValueError):

@@ -47,7 +47,15 @@ def derive(data: bytes, width: int, height: int, extension: str = "jpg", **optio
 class TestProbe:
     @pytest.mark.parametrize(
         ("format", "name"),
-        [("JPEG", "jpeg"), ("PNG", "png"), ("GIF", "gif"), ("WEBP", "webp"), ("TIFF", "tiff"), ("BMP", "bmp"), ("AVIF", "avif")],
+        [
+            ("JPEG", "jpeg"),
+            ("PNG", "png"),
+            ("GIF", "gif"),
+            ("WEBP", "webp"),
+            ("TIFF", "tiff"),
+            ("BMP", "bmp"),
+            ("AVIF", "avif"),
+        ],
     )
     def test_describes_each_accepted_format(self, format: str, name: str) -> None:
         info = probe(encode(solid((40, 30)), format), LIMITS)
