@@ -36,6 +36,7 @@ from pymager_tx.db.repository import (
     id_in_use_txn,
     lookup_derived_txn,
     mark_original_ready_txn,
+    ping_txn,
     record_derived_txn,
     unfinished_txn,
 )
@@ -191,7 +192,9 @@ class ImageService:
             )
         return parsed.image_id, DerivedSpec(parsed.size, output)
 
-    async def fetch_derived(self, image_id: ImageId, spec: DerivedSpec, with_body: bool = True) -> StoredImage:
+    async def fetch_derived(
+        self, image_id: ImageId, spec: DerivedSpec, with_body: bool = True
+    ) -> StoredImage:
         lookup = await self._database.read(lookup_derived_txn, image_id.value, spec.variant)
         original = lookup.original
         if original is None:
@@ -267,6 +270,10 @@ class ImageService:
         )
         return StoredImage(record, rendered.data)
 
+    async def check_health(self) -> None:
+        """Fails unless the metadata database answers a query."""
+        await self._database.read(ping_txn)
+
     # Start-up and removal
 
     async def recover(self) -> None:
@@ -315,4 +322,3 @@ def _not_found(image_id: ImageId) -> ImageNotFound:
 
 def _taken(image_id: ImageId) -> ImageIdTaken:
     return ImageIdTaken(f"an image is already stored under the ID {image_id.value!r}")
-

@@ -55,7 +55,9 @@ def blobs(tmp_path: Path) -> FilesystemBlobStore:
     return store
 
 
-def make_service(database: Database, blobs: FilesystemBlobStore, imaging: Offload = immediate) -> ImageService:
+def make_service(
+    database: Database, blobs: FilesystemBlobStore, imaging: Offload = immediate
+) -> ImageService:
     return ImageService(database, blobs, imaging, POLICY)
 
 
