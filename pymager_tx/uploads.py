@@ -1,0 +1,75 @@
+"""
+The image inside an upload request body.
+
+POST carries multipart/form-data with the image in a part named "file" (what
+pymager clients have always sent); PUT carries the raw image.  Parsing is a
+pure function of the Content-Type and the body, run off the reactor.
+Werkzeug's sans-I/O decoder does the multipart parsing; it hands over each
+part's raw bytes, so a "file" part without a filename is not mangled by text
+decoding.
+"""
+
+from __future__ import annotations
+
+from werkzeug.http import parse_options_header
+from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
+
+from pymager_tx.errors import BadUpload
+
+FILE_FIELD = "file"
+# Enough for any real form; a body of thousands of tiny parts is an attack.
+_MAX_PARTS = 64
+
+
+def image_from_form(content_type: str | None, body: bytes) -> bytes:
+    mimetype, options = parse_options_header(content_type or "")
+    if mimetype != "multipart/form-data":
+        raise BadUpload(
+            f"POST takes multipart/form-data with the image in a part named {FILE_FIELD!r}; "
+            f"got Content-Type {content_type or 'none'!r} (to send the raw image, use PUT)"
+        )
+    boundary = options.get("boundary")
+    if not boundary:
+        raise BadUpload("the multipart/form-data Content-Type has no boundary parameter")
+    files = _parts_named(FILE_FIELD, boundary.encode("latin-1"), body)
+    if not files:
+        raise BadUpload(f"the form has no part named {FILE_FIELD!r}")
+    if len(files) > 1:
+        raise BadUpload(f"the form has {len(files)} parts named {FILE_FIELD!r}; send exactly one")
+    return files[0]
+
+
+def image_from_body(content_type: str | None, body: bytes) -> bytes:
+    mimetype, _ = parse_options_header(content_type or "")
+    if mimetype and not (mimetype.startswith("image/") or mimetype == "application/octet-stream"):
+        raise BadUpload(
+            "PUT takes the raw image as the body, with Content-Type image/* or "
+            f"application/octet-stream; got {content_type!r} (to send a form, use POST)"
+        )
+    return body
+
+
+def _parts_named(name: str, boundary: bytes, body: bytes) -> list[bytes]:
+    decoder = MultipartDecoder(boundary, max_parts=_MAX_PARTS)
+    decoder.receive_data(body)
+    decoder.receive_data(None)
+    found: list[bytes] = []
+    current: list[bytes] | None = None
+    while True:
+        try:
+            event = decoder.next_event()
+        except Exception as error:
+            # ValueError for malformed data, RequestEntityTooLarge past the
+            # part limit: both are the client's malformed form.
+            raise BadUpload(f"the multipart body is malformed ({error})") from None
+        if isinstance(event, NeedData):
+            raise BadUpload("the multipart body ends before its closing boundary")
+        if isinstance(event, Epilogue):
+            return found
+        if isinstance(event, File | Field):
+            current = [] if event.name == name else None
+        elif isinstance(event, Data) and current is not None:
+            current.append(event.data)
+            if not event.more_data:
+                found.append(b"".join(current))
+                current = None
