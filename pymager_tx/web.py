@@ -1,0 +1,262 @@
+"""
+The REST interface: thin Klein routes over ImageService.
+
+Routes live on the class and state on the instance (Klein's non-global
+style).  Every refusal is a domain error mapped once, in pymager_tx.problems,
+to an application/problem+json answer; nothing unexpected leaks a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote_to_bytes
+
+from klein import Klein
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+
+from pymager_tx.auth import WriteTokens
+from pymager_tx.conditional import not_modified, set_validators, strong_etag
+from pymager_tx.errors import PymagerError, Unauthorized
+from pymager_tx.inflight import shielded
+from pymager_tx.model import ImageId, OriginalRecord
+from pymager_tx.problems import (
+    BAD_REQUEST,
+    INTERNAL_ERROR,
+    METHOD_NOT_ALLOWED,
+    NOT_FOUND,
+    UNAVAILABLE,
+    Problem,
+    problem_body,
+    problem_for,
+)
+from pymager_tx.service import ImageService, StoredImage
+from pymager_tx.threads import Offload
+from pymager_tx.uploads import image_from_body, image_from_form
+
+_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+
+
+@dataclass(frozen=True)
+class HttpPolicy:
+    cache_control: str = "public, max-age=86400"
+    # Base of absolute URLs (Location), e.g. "https://images.example.com";
+    # empty: taken from the request's Host header.
+    public_url: str = ""
+
+
+class ImageAPI:
+    app = Klein()
+    log = Logger()
+
+    def __init__(
+        self,
+        service: ImageService,
+        tokens: WriteTokens,
+        offload: Offload,
+        policy: HttpPolicy | None = None,
+    ) -> None:
+        self._service = service
+        self._tokens = tokens
+        self._offload = offload
+        self._policy = policy or HttpPolicy()
+
+    def resource(self) -> IResource:
+        """The root resource to serve."""
+        return _Utf8Paths(self.app.resource(), self._problem)
+
+    # Originals
+
+    @app.route("/original/<string:image_id>", methods=["GET", "HEAD"])
+    async def get_original(self, request: IRequest, image_id: str) -> bytes:
+        stored = await self._service.fetch_original(ImageId(image_id), with_body=not _is_head(request))
+        return self._send_image(request, stored)
+
+    @app.route("/original/<string:image_id>", methods=["POST", "PUT"])
+    async def put_original(self, request: IRequest, image_id: str) -> bytes:
+        self._tokens.check(request.getHeader(b"authorization"))
+        valid_id = ImageId(image_id)
+        content_type = _header(request, b"content-type")
+        parse = image_from_form if request.method == b"POST" else image_from_body
+        data = await self._offload(_read_body, request, parse, content_type)
+        # Once started, an upload finishes whether or not its client waits.
+        record = await shielded(Deferred.fromCoroutine(self._service.store_original(valid_id, data)))
+        location = self._absolute_url(request, f"/original/{quote(record.image_id)}")
+        request.setResponseCode(201)
+        request.setHeader(b"Location", location.encode("ascii"))
+        return _json(request, _describe(record, location))
+
+    @app.route("/original/<string:image_id>", methods=["DELETE"])
+    async def delete_original(self, request: IRequest, image_id: str) -> bytes:
+        self._tokens.check(request.getHeader(b"authorization"))
+        valid_id = ImageId(image_id)
+        await shielded(Deferred.fromCoroutine(self._service.delete_original(valid_id)))
+        request.setResponseCode(204)
+        return b""
+
+    # Derived images
+
+    @app.route("/derived/<string:name>", methods=["GET", "HEAD"])
+    async def get_derived(self, request: IRequest, name: str) -> bytes:
+        image_id, spec = self._service.derived_request(name)
+        stored = await self._service.fetch_derived(image_id, spec, with_body=not _is_head(request))
+        return self._send_image(request, stored)
+
+    # Operations
+
+    @app.route("/healthz", methods=["GET", "HEAD"])
+    async def health(self, request: IRequest) -> bytes:
+        """200 when the database answers; for load balancers and systemd."""
+        try:
+            await self._service.check_health()
+        except Exception:
+            self.log.failure("Health check failed")
+            return self._problem(request, UNAVAILABLE, "the metadata database does not answer")
+        request.setHeader(b"Cache-Control", b"no-store")
+        return _json(request, {"status": "ok"})
+
+    # Answers
+
+    def _send_image(self, request: IRequest, stored: StoredImage) -> bytes:
+        record = stored.record
+        etag = strong_etag(record.sha256)
+        set_validators(request, etag, record.created_at, self._policy.cache_control)
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        if not_modified(request, etag, record.created_at):
+            request.setResponseCode(304)
+            return b""
+        request.setHeader(b"Content-Type", record.media_type.encode("ascii"))
+        # Set explicitly, so HEAD (which sends no body) announces what GET sends.
+        request.setHeader(b"Content-Length", b"%d" % record.byte_length)
+        return stored.data or b""
+
+    def _absolute_url(self, request: IRequest, path: str) -> str:
+        if self._policy.public_url:
+            return self._policy.public_url.rstrip("/") + path
+        scheme = "https" if request.isSecure() else "http"
+        host = _header(request, b"host")
+        if host is None or not _HOST.fullmatch(host):
+            address = request.getHost()
+            host = f"{getattr(address, 'host', 'localhost')}:{getattr(address, 'port', 80)}"
+        return f"{scheme}://{host}{path}"
+
+    def _problem(self, request: IRequest, problem: Problem, detail: str) -> bytes:
+        request.setResponseCode(problem.status)
+        request.setHeader(b"Content-Type", b"application/problem+json")
+        request.setHeader(b"Cache-Control", b"no-store")
+        body = problem_body(problem, detail)
+        request.setHeader(b"Content-Length", b"%d" % len(body))
+        return body
+
+    # Errors, most specific first: Klein tries handlers in this order.
+
+    @app.handle_errors(PymagerError)
+    def domain_error(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, PymagerError)
+        if isinstance(error, Unauthorized):
+            challenge = 'Bearer realm="pymager"'
+            if error.token_given:
+                challenge += ', error="invalid_token"'
+            request.setHeader(b"WWW-Authenticate", challenge.encode("ascii"))
+        return self._problem(request, problem_for(error), error.detail)
+
+    @app.handle_errors(NotFound)
+    def unknown_path(self, request: IRequest, failure: Failure) -> bytes:
+        return self._problem(request, NOT_FOUND, "nothing is served at this path")
+
+    @app.handle_errors(MethodNotAllowed)
+    def wrong_method(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, MethodNotAllowed)
+        allowed = sorted(error.valid_methods or ())
+        request.setHeader(b"Allow", ", ".join(allowed).encode("ascii"))
+        method = request.method.decode("ascii", "replace")
+        return self._problem(
+            request, METHOD_NOT_ALLOWED, f"{method} is not allowed here; allowed: {', '.join(allowed)}"
+        )
+
+    @app.handle_errors(HTTPException)
+    def routing_answer(self, request: IRequest, failure: Failure) -> bytes:
+        # Werkzeug's other routing outcomes, such as a redirect to add a slash.
+        error = failure.value
+        assert isinstance(error, HTTPException)
+        for name, value in error.get_response().headers:
+            if name.lower() not in ("content-type", "content-length"):
+                request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+        status = error.code or 500
+        return self._problem(request, Problem(status, "http", error.name), error.description or error.name)
+
+    @app.handle_errors(Exception)
+    def unexpected(self, request: IRequest, failure: Failure) -> bytes:
+        self.log.failure(
+            "Unexpected failure answering {method} {uri}",
+            failure,
+            method=request.method.decode("ascii", "replace"),
+            uri=request.uri.decode("ascii", "replace"),
+        )
+        return self._problem(request, INTERNAL_ERROR, "an unexpected error occurred; it has been logged")
+
+
+class _Utf8Paths(Resource):
+    """Answer paths that are not UTF-8 once percent-decoded with a problem
+    document; Klein would answer them in plain text and log a traceback."""
+
+    isLeaf = True
+
+    def __init__(self, wrapped: IResource, problem: Any) -> None:
+        super().__init__()
+        self._wrapped = wrapped
+        self._problem = problem
+
+    def render(self, request: IRequest) -> Any:
+        try:
+            unquote_to_bytes(request.path).decode("utf-8")
+        except UnicodeDecodeError:
+            detail = "the URL path is not valid UTF-8 once percent-decoded"
+            return self._problem(request, BAD_REQUEST, detail)
+        return self._wrapped.render(request)
+
+
+def _read_body(request: IRequest, parse: Any, content_type: str | None) -> bytes:
+    content = request.content
+    content.seek(0)
+    data: bytes = parse(content_type, content.read())
+    return data
+
+
+def _describe(record: OriginalRecord, location: str) -> dict[str, object]:
+    return {
+        "id": record.image_id,
+        "url": location,
+        "format": record.format,
+        "media_type": record.media_type,
+        "width": record.width,
+        "height": record.height,
+        "byte_length": record.byte_length,
+        "sha256": record.sha256,
+        "created_at": record.created_at.isoformat().replace("+00:00", "Z"),
+    }
+
+
+def _json(request: IRequest, document: dict[str, object]) -> bytes:
+    body = json.dumps(document).encode("utf-8")
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    return body
+
+
+def _is_head(request: IRequest) -> bool:
+    return bool(request.method == b"HEAD")
+
+
+def _header(request: IRequest, name: bytes) -> str | None:
+    value = request.getHeader(name)
+    return None if value is None else value.decode("latin-1")

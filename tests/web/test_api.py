@@ -1,0 +1,447 @@
+"""The HTTP interface, in memory: a real Klein resource behind a real Site,
+reached through treq's StubTreq, with work run at once instead of in threads."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred, fail
+from twisted.logger import LogEvent
+from zope.interface import implementer
+
+from pymager_tx.auth import WriteTokens
+from pymager_tx.db.database import Database
+from pymager_tx.formats import default_decoders
+from pymager_tx.imaging import DecodeLimits, EncodeOptions
+from pymager_tx.model import Size
+from pymager_tx.service import ImagePolicy, ImageService
+from pymager_tx.storage import IBlobStore
+from pymager_tx.storage.memory import MemoryBlobStore
+from pymager_tx.threads import immediate
+from pymager_tx.web import HttpPolicy, ImageAPI
+from tests.conftest import derivations
+from tests.images import FIXTURES, jpeg, opened, png, png_declaring, truncated_jpeg
+from tests.multipart import form
+from tests.results import result_of
+
+BASE = "http://images.example.com"
+TOKEN = "s3cret-token"
+POLICY = ImagePolicy(
+    allowed_sizes=frozenset({Size(100, 100), Size(800, 600)}),
+    max_upload_bytes=400_000,
+    limits=DecodeLimits(max_pixels=4_000_000, decoders=default_decoders()),
+    encoding=EncodeOptions(),
+)
+
+
+class Client:
+    """StubTreq, with answers read at once (nothing here waits on a thread)."""
+
+    def __init__(self, api: ImageAPI) -> None:
+        self.stub = StubTreq(api.resource())
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = result_of(self.stub.request(method, BASE + path, **kwargs))
+        response.body = result_of(self.stub.content(response))
+        return response
+
+    def put(self, path: str, data: bytes, token: str | None = None, **headers: str) -> Any:
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.request("PUT", path, data=data, headers=headers)
+
+    def post(self, path: str, data: bytes, content_type: str, token: str | None = None) -> Any:
+        headers = {"Content-Type": content_type}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return self.request("POST", path, data=data, headers=headers)
+
+
+def make_api(database: Database, blobs: IBlobStore | None = None, tokens: tuple[str, ...] = ()) -> ImageAPI:
+    service = ImageService(database, blobs or MemoryBlobStore(), immediate, POLICY)
+    return ImageAPI(service, WriteTokens(tokens), immediate, HttpPolicy())
+
+
+@pytest.fixture
+def client(database: Database) -> Client:
+    return Client(make_api(database))
+
+
+def header(response: Any, name: str) -> str | None:
+    values = response.headers.getRawHeaders(name)
+    return None if values is None else values[0].decode() if isinstance(values[0], bytes) else values[0]
+
+
+def content_length(response: Any) -> str | None:
+    """The Content-Length the server sent.  Twisted's client keeps it among the
+    connection headers for GET (response.length) and as a header for HEAD."""
+    value = header(response, "Content-Length")
+    if value is None and isinstance(response.length, int):
+        return str(response.length)
+    return value
+
+
+def assert_problem(response: Any, status: int, detail_contains: str = "") -> dict[str, Any]:
+    assert response.code == status, response.body
+    assert header(response, "Content-Type") == "application/problem+json"
+    problem = json.loads(response.body)
+    assert problem["status"] == status
+    assert problem["type"].startswith("/problems/")
+    assert problem["title"]
+    assert detail_contains in problem["detail"]
+    assert "Traceback" not in response.body.decode()
+    return problem
+
+
+class TestUpload:
+    def test_put_stores_the_original_and_describes_it(self, client: Client) -> None:
+        data = jpeg((80, 60))
+        response = client.put("/original/photo-1", data, **{"Content-Type": "image/jpeg"})
+        assert response.code == 201
+        assert header(response, "Location") == f"{BASE}/original/photo-1"
+        described = json.loads(response.body)
+        assert described["id"] == "photo-1"
+        assert (described["format"], described["width"], described["height"]) == ("jpeg", 80, 60)
+        assert described["byte_length"] == len(data)
+        assert len(described["sha256"]) == 64
+        assert datetime.fromisoformat(described["created_at"]).tzinfo is not None
+
+    def test_post_takes_the_file_part_of_a_form(self, client: Client) -> None:
+        data = png((30, 20))
+        content_type, body = form({"file": data})
+        response = client.post("/original/from_form", body, content_type)
+        assert response.code == 201
+        assert client.request("GET", "/original/from_form").body == data
+
+    def test_the_original_fixtures_round_trip_byte_for_byte(self, client: Client) -> None:
+        for name, image_id in [
+            ("yemmaGourayaInBejaia.jpg", "yemmaGouraya"),
+            ("cornicheKabyle.jpg", "cornicheKabyle"),
+        ]:
+            data = (FIXTURES / name).read_bytes()
+            assert client.put(f"/original/{image_id}", data).code == 201
+            assert client.request("GET", f"/original/{image_id}").body == data
+
+    def test_the_text_fixture_is_refused(self, client: Client) -> None:
+        data = (FIXTURES / "somethingthatisnotanimage.txt").read_bytes()
+        content_type, body = form({"file": data})
+        assert_problem(client.post("/original/text", body, content_type), 400, "not an image")
+        assert_problem(client.request("GET", "/original/text"), 404)
+
+    @pytest.mark.parametrize(
+        "image_id", ["has.dot", "has space", "a" * 129, "slash%2Finside", "%C3%A9t%C3%A9"]
+    )
+    def test_ids_outside_the_rule_are_refused_with_the_rule(self, client: Client, image_id: str) -> None:
+        response = client.put(f"/original/{image_id}", png())
+        if response.code == 404:
+            # An encoded slash may split the path; either way nothing is stored.
+            assert_problem(response, 404)
+        else:
+            assert_problem(response, 400, "1 to 128 characters")
+
+    def test_the_longest_id(self, client: Client) -> None:
+        assert client.put("/original/" + "a" * 128, png()).code == 201
+
+    @pytest.mark.parametrize(
+        ("data", "detail"),
+        [
+            (b"", "empty"),
+            (b"hello, world", "not an image"),
+            (truncated_jpeg(), "truncated or corrupt"),
+            (png_declaring(3000, 3000), "pixels"),
+        ],
+    )
+    def test_bad_images_are_refused(self, client: Client, data: bytes, detail: str) -> None:
+        assert_problem(client.put("/original/bad", data), 400, detail)
+        assert_problem(client.request("GET", "/original/bad"), 404)
+
+    @pytest.mark.parametrize(
+        ("content_type", "body", "detail"),
+        [
+            ("image/png", png(), "POST takes multipart/form-data"),
+            ("multipart/form-data; boundary=abc", b"--abc\r\nnonsense", "malformed"),
+            ("multipart/form-data", b"", "boundary"),
+        ],
+    )
+    def test_bad_forms_are_refused(self, client: Client, content_type: str, body: bytes, detail: str) -> None:
+        assert_problem(client.post("/original/x", body, content_type), 400, detail)
+
+    def test_a_form_without_the_file_or_with_two(self, client: Client) -> None:
+        assert_problem(
+            client.post("/original/x", *reversed(form({"image": png()}))), 400, "no part named 'file'"
+        )
+        assert_problem(
+            client.post("/original/x", *reversed(form([("file", png()), ("file", png())]))), 400, "2 parts"
+        )
+
+    def test_put_of_another_content_type(self, client: Client) -> None:
+        assert_problem(client.put("/original/x", png(), **{"Content-Type": "text/plain"}), 400, "PUT takes")
+
+    def test_too_large(self, client: Client) -> None:
+        assert_problem(client.put("/original/big", b"\0" * 400_001), 413, "limit is 400000")
+
+    def test_an_id_is_taken_once(self, client: Client) -> None:
+        assert client.put("/original/once", png()).code == 201
+        assert_problem(client.put("/original/once", jpeg()), 409, "already stored")
+        content_type, body = form({"file": jpeg()})
+        assert_problem(client.post("/original/once", body, content_type), 409)
+
+
+class TestOriginals:
+    def test_get_and_head(self, client: Client) -> None:
+        data = jpeg((64, 48))
+        client.put("/original/photo", data)
+        response = client.request("GET", "/original/photo")
+        assert response.code == 200
+        assert response.body == data
+        assert header(response, "Content-Type") == "image/jpeg"
+        assert content_length(response) == str(len(data))
+        assert header(response, "Cache-Control") == "public, max-age=86400"
+        assert (
+            header(response, "ETag")
+            == '"' + json.loads(client.put("/original/other", data).body)["sha256"] + '"'
+        )
+        assert header(
+            response,
+            "Last-Modified",
+        ).endswith(" GMT")
+        head = client.request("HEAD", "/original/photo")
+        assert head.code == 200
+        assert head.body == b""
+        assert content_length(head) == content_length(response)
+        for name in ("Content-Type", "ETag", "Last-Modified", "Cache-Control"):
+            assert header(head, name) == header(response, name), name
+
+    def test_unknown(self, client: Client) -> None:
+        assert_problem(client.request("GET", "/original/nobody"), 404, "nobody")
+        head = client.request("HEAD", "/original/nobody")
+        assert head.code == 404 and head.body == b""
+
+    def test_delete_removes_the_original_and_its_derived_images(self, database: Database) -> None:
+        blobs = MemoryBlobStore()
+        client = Client(make_api(database, blobs))
+        client.put("/original/photo", jpeg((300, 200)))
+        assert client.request("GET", "/derived/photo-100x100.jpg").code == 200
+        response = client.request("DELETE", "/original/photo")
+        assert response.code == 204
+        assert response.body == b""
+        assert_problem(client.request("GET", "/original/photo"), 404)
+        assert_problem(client.request("GET", "/derived/photo-100x100.jpg"), 404)
+        assert blobs.blobs == {}
+        assert_problem(client.request("DELETE", "/original/photo"), 404)
+
+    def test_a_new_upload_under_a_deleted_id_gets_new_derived_images(self, client: Client) -> None:
+        client.put("/original/photo", jpeg((300, 200), (255, 0, 0)))
+        red = client.request("GET", "/derived/photo-100x100.png").body
+        client.request("DELETE", "/original/photo")
+        client.put("/original/photo", jpeg((300, 200), (0, 0, 255)))
+        blue = client.request("GET", "/derived/photo-100x100.png").body
+        assert opened(red).getpixel((50, 50))[0] > 200
+        assert opened(blue).getpixel((50, 50))[2] > 200
+
+
+class TestDerived:
+    def test_derives_exactly_the_size_asked(self, client: Client, log_events: list[LogEvent]) -> None:
+        client.put("/original/photo", jpeg((300, 200)))
+        response = client.request("GET", "/derived/photo-100x100.jpg")
+        assert response.code == 200
+        assert header(response, "Content-Type") == "image/jpeg"
+        assert content_length(response) == str(len(response.body))
+        assert opened(response.body).size == (100, 100)
+        again = client.request("GET", "/derived/photo-100x100.JPEG")
+        assert again.body == response.body
+        assert header(again, "ETag") == header(response, "ETag")
+        assert derivations(log_events) == ["photo-100x100.jpeg"]
+
+    def test_the_original_fixture_matches_the_original_services_framing(self, client: Client) -> None:
+        from tests.images import psnr
+
+        client.put("/original/yemmaGouraya", (FIXTURES / "yemmaGourayaInBejaia.jpg").read_bytes())
+        response = client.request("GET", "/derived/yemmaGouraya-100x100.jpg")
+        reference = opened((FIXTURES / "yemmaGouraya-100x100.jpg").read_bytes())
+        assert psnr(opened(response.body), reference) >= 28
+
+    def test_head_of_a_derived_image(self, client: Client) -> None:
+        client.put("/original/photo", jpeg((300, 200)))
+        head_first = client.request("HEAD", "/derived/photo-800x600.png")
+        get = client.request("GET", "/derived/photo-800x600.png")
+        head = client.request("HEAD", "/derived/photo-800x600.png")
+        assert head_first.code == get.code == head.code == 200
+        assert head.body == head_first.body == b""
+        assert content_length(head) == content_length(get) == str(len(get.body))
+        assert content_length(head_first) == content_length(get)
+
+    @pytest.mark.parametrize(
+        ("path", "status", "detail"),
+        [
+            ("/derived/photo.jpg", 404, "<ID>-<W>x<H>.<ext>"),
+            ("/derived/photo-100x100", 404, "<ID>-<W>x<H>.<ext>"),
+            ("/derived/photo-100x100.jpg.png", 404, ""),
+            ("/derived/-100x100.jpg", 404, ""),
+            ("/derived/photo-100x100.xyz", 400, "supported: "),
+            ("/derived/photo-123x45.jpg", 403, "allowed: 100x100, 800x600"),
+            ("/derived/nobody-100x100.jpg", 404, "nobody"),
+            # The original's order: the format before the size, both before the ID.
+            ("/derived/nobody-123x45.xyz", 400, ""),
+            ("/derived/nobody-123x45.png", 403, ""),
+        ],
+    )
+    def test_refusals_in_the_original_order(
+        self, client: Client, path: str, status: int, detail: str
+    ) -> None:
+        client.put("/original/photo", jpeg())
+        assert_problem(client.request("GET", path), status, detail)
+
+    @pytest.mark.parametrize("extension", ["jpg", "jpeg", "JPG", "png", "gif", "webp", "tiff", "bmp", "avif"])
+    def test_formats(self, client: Client, extension: str) -> None:
+        client.put("/original/photo", jpeg((200, 150)))
+        response = client.request("GET", f"/derived/photo-100x100.{extension}")
+        assert response.code == 200
+        image = opened(response.body)
+        assert image.size == (100, 100)
+        assert header(response, "Content-Type") == Image_MIME[image.format]
+
+
+Image_MIME = {
+    "JPEG": "image/jpeg",
+    "PNG": "image/png",
+    "GIF": "image/gif",
+    "WEBP": "image/webp",
+    "TIFF": "image/tiff",
+    "BMP": "image/bmp",
+    "AVIF": "image/avif",
+}
+
+
+class TestConditionalRequests:
+    @pytest.fixture(params=["/original/photo", "/derived/photo-100x100.jpg"])
+    def path(self, request: pytest.FixtureRequest, client: Client) -> str:
+        client.put("/original/photo", jpeg((200, 150)))
+        return str(request.param)
+
+    def test_if_none_match(self, client: Client, path: str) -> None:
+        etag = header(client.request("GET", path), "ETag")
+        assert etag is not None
+        response = client.request("GET", path, headers={"If-None-Match": etag})
+        assert response.code == 304
+        assert response.body == b""
+        assert header(response, "ETag") == etag
+        assert header(response, "Cache-Control") == "public, max-age=86400"
+        assert client.request("GET", path, headers={"If-None-Match": f'"other", {etag}'}).code == 304
+        assert client.request("GET", path, headers={"If-None-Match": "*"}).code == 304
+        assert client.request("GET", path, headers={"If-None-Match": '"other"'}).code == 200
+
+    def test_if_modified_since_compares_dates(self, client: Client, path: str) -> None:
+        last_modified = header(client.request("GET", path), "Last-Modified")
+        assert last_modified is not None
+        assert client.request("GET", path, headers={"If-Modified-Since": last_modified}).code == 304
+        when = datetime.strptime(last_modified, "%a, %d %b %Y %H:%M:%S GMT").replace(tzinfo=UTC)
+        later = format_datetime(when + timedelta(hours=1), usegmt=True)
+        earlier = format_datetime(when - timedelta(seconds=1), usegmt=True)
+        assert client.request("GET", path, headers={"If-Modified-Since": later}).code == 304
+        assert client.request("GET", path, headers={"If-Modified-Since": earlier}).code == 200
+        assert client.request("GET", path, headers={"If-Modified-Since": "not a date"}).code == 200
+
+    def test_if_none_match_takes_precedence(self, client: Client, path: str) -> None:
+        last_modified = header(client.request("GET", path), "Last-Modified")
+        assert last_modified is not None
+        response = client.request(
+            "GET", path, headers={"If-Modified-Since": last_modified, "If-None-Match": '"stale"'}
+        )
+        assert response.code == 200
+
+
+class TestRouting:
+    @pytest.mark.parametrize(
+        ("method", "path", "allowed"),
+        [
+            ("PATCH", "/original/photo", "DELETE, GET, HEAD, POST, PUT"),
+            ("OPTIONS", "/original/photo", "DELETE, GET, HEAD, POST, PUT"),
+            ("POST", "/derived/photo-100x100.jpg", "GET, HEAD"),
+            ("PUT", "/derived/photo-100x100.jpg", "GET, HEAD"),
+            ("DELETE", "/derived/photo-100x100.jpg", "GET, HEAD"),
+        ],
+    )
+    def test_other_methods_get_405_with_allow(
+        self, client: Client, method: str, path: str, allowed: str
+    ) -> None:
+        response = client.request(method, path)
+        assert_problem(response, 405, method)
+        assert header(response, "Allow") == allowed
+
+    @pytest.mark.parametrize(
+        "path", ["/", "/favicon.ico", "/original/", "/original/a/b", "/derived/", "/originals/x"]
+    )
+    def test_other_paths_get_404(self, client: Client, path: str) -> None:
+        assert_problem(client.request("GET", path), 404)
+
+    @pytest.mark.parametrize("path", ["/original/%ff", "/derived/%C3-100x100.jpg", "/%80"])
+    def test_paths_that_are_not_utf8(self, client: Client, path: str, log_events: list[LogEvent]) -> None:
+        assert_problem(client.request("GET", path), 400, "UTF-8")
+        assert not [event for event in log_events if "log_failure" in event]
+
+    def test_health(self, client: Client) -> None:
+        response = client.request("GET", "/healthz")
+        assert response.code == 200
+        assert json.loads(response.body) == {"status": "ok"}
+
+
+class TestWriteTokens:
+    @pytest.fixture
+    def guarded(self, database: Database) -> Client:
+        return Client(make_api(database, tokens=(TOKEN, "another")))
+
+    def test_writes_need_a_token(self, guarded: Client) -> None:
+        response = guarded.put("/original/photo", png())
+        assert_problem(response, 401, "Bearer")
+        assert header(response, "WWW-Authenticate") == 'Bearer realm="pymager"'
+        content_type, body = form({"file": png()})
+        assert_problem(guarded.post("/original/photo", body, content_type), 401)
+
+    def test_a_wrong_token_is_refused(self, guarded: Client) -> None:
+        response = guarded.put("/original/photo", png(), token="guess")
+        assert_problem(response, 401, "not valid")
+        assert header(response, "WWW-Authenticate") == 'Bearer realm="pymager", error="invalid_token"'
+
+    def test_with_a_token_writes_work_and_reads_never_need_one(self, guarded: Client) -> None:
+        assert guarded.put("/original/photo", png(), token=TOKEN).code == 201
+        assert guarded.request("GET", "/original/photo").code == 200
+        assert guarded.request("GET", "/derived/photo-100x100.png").code == 200
+        assert_problem(guarded.request("DELETE", "/original/photo"), 401)
+        response = guarded.request("DELETE", "/original/photo", headers={"Authorization": "Bearer another"})
+        assert response.code == 204
+
+    def test_the_token_is_checked_before_anything_else(self, guarded: Client) -> None:
+        assert_problem(guarded.put("/original/bad.id", b"junk"), 401)
+        assert_problem(guarded.request("DELETE", "/original/nobody"), 401)
+
+
+@implementer(IBlobStore)
+class BrokenStore(MemoryBlobStore):
+    """A store whose reads fail the way a broken disk does."""
+
+    def get(self, key: str) -> Deferred[bytes]:
+        return fail(OSError(5, "Input/output error"))
+
+
+def test_unexpected_failures_are_500_and_logged(database: Database, log_events: list[LogEvent]) -> None:
+    client = Client(make_api(database, BrokenStore()))
+    assert client.put("/original/photo", png()).code == 201
+    problem = assert_problem(client.request("GET", "/original/photo"), 500)
+    assert "Input/output" not in problem["detail"]
+    failures = [event for event in log_events if "log_failure" in event]
+    assert len(failures) == 1
+    assert failures[0]["log_failure"].check(OSError)
+    assert failures[0]["uri"] == "/original/photo"
+
+
+@pytest.fixture
+def tmp(tmp_path: Path) -> Iterator[Path]:
+    yield tmp_path
