@@ -1,0 +1,150 @@
+"""
+The HTTP site: request bodies capped while they stream in, and an access log
+of structured events.
+
+Twisted's Request buffers a whole body (spooling past 100 kB to a temporary
+file, written on the reactor thread) before any resource sees it.  Here the
+body stays in memory and is refused with 413 as soon as it is known to be too
+large: from Content-Length before the first byte, or while a chunked body
+streams past the limit.  The refusal is sent at once; the rest of the body is
+read and dropped for a short while (as nginx's lingering close does), so the
+client reads the 413 instead of a connection reset.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.web.resource import IResource
+from twisted.web.server import Request, Site
+
+from pymager_tx.errors import UploadTooLarge
+from pymager_tx.problems import PROBLEMS, problem_body
+
+_LINGER_SECONDS = 5.0
+FORM_OVERHEAD_BYTES = 64 * 1024
+# A module-level Logger: as a class attribute it would take the class's name.
+_access_log = Logger(namespace="pymager_tx.access")
+
+
+def _text(value: bytes) -> str:
+    """Request bytes as log text: ASCII stays, anything else is escaped."""
+    return value.decode("ascii", "backslashreplace")
+
+
+class BodyLimitedRequest(Request):
+    site: PymagerSite
+
+    def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(channel, *args, **kwargs)
+        self._site: PymagerSite = channel.site
+        self._channel: Any = channel
+        self._body = BytesIO()
+        self._refused = False
+        self._linger: IDelayedCall | None = None
+        self.started_at = self._site.reactor.seconds()
+
+    def gotLength(self, length: int | None) -> None:
+        self.content = self._body
+        site = self._site
+        if length is not None and length > site.max_body_bytes:
+            self._refuse(
+                f"the request body is {length} bytes; uploads are limited to {site.max_upload_bytes}"
+            )
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self._refused:
+            return
+        site = self._site
+        if self._body.tell() + len(data) > site.max_body_bytes:
+            self._refuse(f"the request body is larger than the upload limit of {site.max_upload_bytes} bytes")
+            return
+        self._body.write(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self._refused:
+            # The client sent the whole body after all: now it can read the
+            # answer, and the connection closes without a reset.
+            if self._linger is not None and self._linger.active():
+                self._linger.cancel()
+            self._channel.transport.loseConnection()
+            return
+        super().requestReceived(command, path, version)
+
+    def _refuse(self, detail: str) -> None:
+        self._refused = True
+        self._body = self.content = BytesIO()
+        # Twisted answers "Expect: 100-continue" right after gotLength();
+        # without the header it sends no 100 and the client gets the 413.
+        self.requestHeaders.removeHeader(b"expect")
+        body = problem_body(PROBLEMS[UploadTooLarge], detail)
+        channel = self._channel
+        channel.transport.write(
+            b"HTTP/1.1 413 Content Too Large\r\n"
+            b"Content-Type: application/problem+json\r\n"
+            b"Content-Length: %d\r\n"
+            b"Connection: close\r\n\r\n" % len(body) + body
+        )
+        channel.persistent = False
+        self._linger = self._site.reactor.callLater(_LINGER_SECONDS, channel.transport.abortConnection)
+        _access_log.info(
+            "{client} refused {method} {uri}: {detail}",
+            client=getattr(self.getClientAddress(), "host", "-"),
+            method=_text(getattr(channel, "_command", b"-")),
+            uri=_text(getattr(channel, "_path", b"-")),
+            detail=detail,
+            status=413,
+        )
+
+    def connectionLost(self, reason: Any) -> None:
+        if self._linger is not None and self._linger.active():
+            self._linger.cancel()
+        super().connectionLost(reason)
+
+
+class PymagerSite(Site):
+    """A Site that caps request bodies and logs each request as a structured event."""
+
+    requestFactory = BodyLimitedRequest
+    displayTracebacks = False
+    noisy = False
+
+    def __init__(
+        self,
+        resource: IResource,
+        max_upload_bytes: int,
+        reactor: IReactorTime,
+        idle_timeout: float = 60.0,
+        trust_forwarded_for: bool = False,
+    ) -> None:
+        super().__init__(resource, reactor=reactor, timeout=idle_timeout)
+        self._parsePOSTFormSubmission = False
+        self.max_upload_bytes = max_upload_bytes
+        # A form around an upload of max_upload_bytes is a little larger.
+        self.max_body_bytes = max_upload_bytes + FORM_OVERHEAD_BYTES
+        self.trust_forwarded_for = trust_forwarded_for
+
+    def log(self, request: Request) -> None:  # type: ignore[override]
+        client = request.getClientAddress()
+        host = getattr(client, "host", "-")
+        if self.trust_forwarded_for:
+            forwarded = request.getHeader(b"x-forwarded-for")
+            if forwarded:
+                host = forwarded.split(b",")[0].strip().decode("latin-1")
+        started = getattr(request, "started_at", None)
+        _access_log.info(
+            '{client} "{method} {uri} {protocol}" {status} {length} "{referrer}" "{agent}" '
+            "{duration_ms:.1f}ms",
+            client=host,
+            method=_text(request.method),
+            uri=_text(request.uri),
+            protocol=_text(request.clientproto),
+            status=request.code,
+            length=request.sentLength or "-",
+            referrer=_text(request.getHeader(b"referer") or b"-"),
+            agent=_text(request.getHeader(b"user-agent") or b"-"),
+            duration_ms=0.0 if started is None else (self.reactor.seconds() - started) * 1000,
+        )

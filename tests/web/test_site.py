@@ -1,0 +1,142 @@
+"""The Site, driven byte by byte over an in-memory transport."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogEvent
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from pymager_tx.site import FORM_OVERHEAD_BYTES, PymagerSite
+
+LIMIT = 1000
+
+
+class Echo(Resource):
+    """Answers with the length of the body it was given."""
+
+    isLeaf = True
+
+    def render(self, request: Request) -> bytes:
+        request.content.seek(0)
+        return b"received %d" % len(request.content.read())
+
+
+class Connection:
+    def __init__(self, trust_forwarded_for: bool = False) -> None:
+        self.reactor = MemoryReactorClock()
+        site = PymagerSite(
+            Echo(), max_upload_bytes=LIMIT, reactor=self.reactor, trust_forwarded_for=trust_forwarded_for
+        )
+        self.channel: Any = site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
+        self.channel.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.channel.dataReceived(data)
+
+    @property
+    def answer(self) -> bytes:
+        return bytes(self.transport.value())
+
+
+def problem(answer: bytes) -> dict[str, Any]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"Content-Type: application/problem+json" in head
+    document: dict[str, Any] = json.loads(body)
+    return document
+
+
+BODY_LIMIT = LIMIT + FORM_OVERHEAD_BYTES
+
+
+def test_a_body_within_the_limit_reaches_the_resource() -> None:
+    connection = Connection()
+    body = b"x" * BODY_LIMIT
+    connection.send(b"PUT /original/a HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    assert connection.answer.startswith(b"HTTP/1.1 200")
+    assert connection.answer.endswith(b"received %d" % len(body))
+
+
+def test_a_declared_length_over_the_limit_is_refused_before_any_body() -> None:
+    connection = Connection()
+    connection.send(
+        b"PUT /original/a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: %d\r\n\r\n"
+        % (BODY_LIMIT + 1)
+    )
+    answer = connection.answer
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"100 Continue" not in answer
+    assert b"Connection: close" in answer
+    assert (
+        problem(answer)["detail"]
+        == f"the request body is {BODY_LIMIT + 1} bytes; uploads are limited to {LIMIT}"
+    )
+
+
+def test_a_streamed_body_is_refused_once_it_passes_the_limit() -> None:
+    connection = Connection()
+    connection.send(b"POST /original/a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"y" * 40_000
+    for _ in range(BODY_LIMIT // len(chunk)):
+        connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    assert connection.answer == b""  # nothing said while within the limit
+    connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    assert connection.answer.startswith(b"HTTP/1.1 413 ")
+    assert problem(connection.answer)["status"] == 413
+
+
+def test_the_rest_of_a_refused_body_is_dropped_then_the_connection_closes() -> None:
+    connection = Connection()
+    connection.send(b"PUT /original/a HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % (BODY_LIMIT * 3))
+    refusal = connection.answer
+    connection.send(b"z" * (BODY_LIMIT * 3))
+    # The resource never runs, nothing more is written, and the connection
+    # ends gracefully (not aborted) once the client has sent everything.
+    assert connection.answer == refusal
+    assert connection.transport.disconnecting
+    assert not connection.transport.disconnected
+
+
+def test_a_client_that_keeps_sending_is_cut_off() -> None:
+    connection = Connection()
+    connection.send(b"PUT /original/a HTTP/1.1\r\nHost: h\r\nContent-Length: 10000000000\r\n\r\n")
+    connection.send(b"z" * 10_000)
+    assert not connection.transport.disconnecting
+    connection.reactor.advance(5)
+    assert connection.transport.disconnected
+
+
+def test_each_request_is_logged_as_a_structured_event(log_events: list[LogEvent]) -> None:
+    connection = Connection()
+    connection.send(b"GET /derived/a-1x1.jpg HTTP/1.1\r\nHost: h\r\nUser-Agent: treq\r\n\r\n")
+    [event] = [e for e in log_events if e.get("log_namespace") == "pymager_tx.access"]
+    assert (event["client"], event["method"], event["uri"], event["status"]) == (
+        "192.0.2.7",
+        "GET",
+        "/derived/a-1x1.jpg",
+        200,
+    )
+    assert event["agent"] == "treq"
+
+
+@pytest.mark.parametrize(("trust", "client"), [(False, "192.0.2.7"), (True, "203.0.113.9")])
+def test_forwarded_for_is_logged_only_when_trusted(
+    log_events: list[LogEvent], trust: bool, client: str
+) -> None:
+    connection = Connection(trust_forwarded_for=trust)
+    connection.send(b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 203.0.113.9, 10.0.0.1\r\n\r\n")
+    [event] = [e for e in log_events if e.get("log_namespace") == "pymager_tx.access"]
+    assert event["client"] == client
+
+
+def test_refusals_are_logged(log_events: list[LogEvent]) -> None:
+    connection = Connection()
+    connection.send(b"PUT /original/a HTTP/1.1\r\nHost: h\r\nContent-Length: 999999\r\n\r\n")
+    [event] = [e for e in log_events if e.get("log_namespace") == "pymager_tx.access"]
+    assert (event["method"], event["uri"], event["status"]) == ("PUT", "/original/a", 413)
