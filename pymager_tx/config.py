@@ -1,0 +1,230 @@
+"""
+Settings: every option declared once, with its type, default and a one-line doc.
+
+The configuration file is TOML; an unknown key or a bad value stops start-up
+with a message naming it.  etc/pymager.toml documents every key, and a test
+checks it against the declarations here.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any
+
+from PIL import Image
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pymager_tx.errors import ConfigError
+from pymager_tx.formats import default_decoders, unknown_decoders
+from pymager_tx.model import Size
+
+_TOKEN = re.compile(r"[\x21-\x7e]{16,}")  # visible ASCII, as a header value carries it
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerSettings(_Section):
+    listen: str = Field(
+        "tcp:8000:interface=127.0.0.1",
+        description="Twisted endpoint to listen on, e.g. tcp:8000:interface=0.0.0.0 or "
+        "unix:/run/pymager/http.sock",
+    )
+    public_url: str = Field(
+        "",
+        description="Base of absolute URLs (Location), e.g. https://images.example.com; "
+        "empty: from the Host header",
+    )
+    idle_timeout: Annotated[float, Field(gt=0)] = Field(
+        60.0, description="Seconds before an idle client connection is closed"
+    )
+    trust_forwarded_for: bool = Field(
+        False, description="Log the client address from X-Forwarded-For (only behind a proxy you run)"
+    )
+    dev_mode: bool = Field(
+        False, description="Development: wipe the database and stored files at every start"
+    )
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if value and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+(/[\x21-\x7e]*)?", value):
+            raise ValueError("must be empty or an http(s) URL such as https://images.example.com")
+        return value.rstrip("/")
+
+
+class StorageSettings(_Section):
+    data_directory: Path = Field(
+        Path("pymager-data"),
+        description="Directory of stored images (and of the default SQLite database); "
+        "relative to the working directory",
+    )
+
+
+class DatabaseSettings(_Section):
+    url: str = Field(
+        "",
+        description="SQLAlchemy URL of the metadata database; "
+        "empty: SQLite file pymager.sqlite3 in the data directory",
+    )
+    pool_size: Annotated[int, Field(ge=1, le=64)] = Field(
+        4, description="Database connections, and the threads that use them"
+    )
+
+
+class ImageSettings(_Section):
+    allowed_sizes: list[str] = Field(
+        ["100x100", "800x600"], description='Sizes that may be derived, as "WxH"', min_length=1
+    )
+    max_upload_bytes: Annotated[int, Field(ge=1)] = Field(
+        32 * 1024 * 1024, description="Largest original accepted, in bytes (413 beyond)"
+    )
+    max_pixels: Annotated[int, Field(ge=1, le=Image.MAX_IMAGE_PIXELS)] = Field(
+        64_000_000,
+        description="Most pixels (width x height, from the header) an image may declare (400 beyond)",
+    )
+    jpeg_quality: Annotated[int, Field(ge=1, le=100)] = Field(
+        85, description="JPEG quality of derived images"
+    )
+    webp_quality: Annotated[int, Field(ge=1, le=100)] = Field(
+        80, description="WebP quality of derived images"
+    )
+    decoders: list[str] = Field(
+        default_factory=lambda: list(default_decoders()),
+        description="Pillow decoders that may open uploads; nothing else is parsed",
+        min_length=1,
+    )
+    threads: Annotated[int, Field(ge=0, le=256)] = Field(
+        0, description="Threads that decode, resize and encode; 0: one per CPU core"
+    )
+
+    @field_validator("allowed_sizes")
+    @classmethod
+    def _sizes(cls, values: list[str]) -> list[str]:
+        for value in values:
+            Size.parse(value)
+        return values
+
+    @field_validator("decoders")
+    @classmethod
+    def _decoders(cls, values: list[str]) -> list[str]:
+        unknown = unknown_decoders(values)
+        if unknown:
+            offered = ", ".join(default_decoders())
+            raise ValueError(f"not decoders this Pillow offers: {', '.join(unknown)}; choose from {offered}")
+        return values
+
+    @property
+    def sizes(self) -> frozenset[Size]:
+        return frozenset(Size.parse(value) for value in self.allowed_sizes)
+
+
+class HttpSettings(_Section):
+    cache_control: str = Field(
+        "public, max-age=86400", description="Cache-Control of images; empty: none sent"
+    )
+
+    @field_validator("cache_control")
+    @classmethod
+    def _header_value(cls, value: str) -> str:
+        if not re.fullmatch(r"[\x20-\x7e]*", value):
+            raise ValueError("must be printable ASCII, as an HTTP header value")
+        return value
+
+
+class AuthSettings(_Section):
+    write_tokens: list[str] = Field(
+        [], description="Bearer tokens that may POST, PUT and DELETE; empty: writes are open"
+    )
+    write_tokens_file: Path | None = Field(
+        None, description="File with more write tokens, one a line (keeps secrets out of this file)"
+    )
+    allow_anonymous_writes: bool = Field(
+        False, description="Allow open writes on an interface other than loopback (not recommended)"
+    )
+
+    @field_validator("write_tokens")
+    @classmethod
+    def _tokens(cls, values: list[str]) -> list[str]:
+        for value in values:
+            _check_token(value)
+        return values
+
+    def tokens(self) -> tuple[str, ...]:
+        """The configured tokens, those of write_tokens_file included."""
+        extra: list[str] = []
+        if self.write_tokens_file is not None:
+            try:
+                lines = self.write_tokens_file.read_text(encoding="utf-8").splitlines()
+            except OSError as error:
+                raise ConfigError(f"auth.write_tokens_file: cannot read it ({error.strerror})") from None
+            extra = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+            for number, token in enumerate(extra, start=1):
+                try:
+                    _check_token(token)
+                except ValueError as error:
+                    raise ConfigError(f"auth.write_tokens_file, token {number}: {error}") from None
+        return (*self.write_tokens, *extra)
+
+
+class Settings(_Section):
+    server: ServerSettings = ServerSettings.model_validate({})
+    storage: StorageSettings = StorageSettings.model_validate({})
+    database: DatabaseSettings = DatabaseSettings.model_validate({})
+    images: ImageSettings = ImageSettings.model_validate({})
+    http: HttpSettings = HttpSettings.model_validate({})
+    auth: AuthSettings = AuthSettings.model_validate({})
+
+
+def _check_token(token: str) -> None:
+    if not _TOKEN.fullmatch(token):
+        raise ValueError("a write token is at least 16 visible ASCII characters, without spaces")
+
+
+def load_settings(path: Path | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Settings:
+    """Settings from the TOML file at path (or the defaults), then overrides
+    (from the command line), all validated together."""
+    raw: dict[str, Any] = {}
+    source = "the defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            with path.open("rb") as file:
+                raw = tomllib.load(file)
+        except OSError as error:
+            raise ConfigError(f"cannot read the configuration file {path}: {error.strerror}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"{path} is not valid TOML: {error}") from None
+    for section, values in (overrides or {}).items():
+        merged = raw.setdefault(section, {})
+        if isinstance(merged, dict):
+            merged.update(values)
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_explain(error, source)) from None
+
+
+def _explain(error: ValidationError, source: str) -> str:
+    # Messages name the key and the rule, never the value: a bad value may be
+    # a secret (a write token).
+    lines = []
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"])
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"{key}: unknown setting")
+        else:
+            lines.append(f"{key}: {problem['msg'].removeprefix('Value error, ')}")
+    return f"bad configuration in {source}:\n  " + "\n  ".join(lines)
+
+
+def documented_keys() -> dict[str, str]:
+    """Every "section.key" with its one-line doc."""
+    return {
+        f"{section}.{key}": field.description or ""
+        for section, model in Settings.model_fields.items()
+        for key, field in model.annotation.model_fields.items()  # type: ignore[union-attr]
+    }
