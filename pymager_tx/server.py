@@ -1,0 +1,160 @@
+"""
+The whole service, wired: thread pools, database, storage, HTTP.
+
+Start-up runs in order before the port opens: create the data directory,
+wipe it in development mode, create the schema, recover what a crash left
+behind.  Only then does the service listen, so no request ever meets a store
+that is half recovered.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from pymager_tx import __version__
+from pymager_tx.auth import WriteTokens
+from pymager_tx.config import Settings
+from pymager_tx.db.database import Database, make_engine, sqlite_url
+from pymager_tx.imaging import DecodeLimits, EncodeOptions
+from pymager_tx.service import ImagePolicy, ImageService
+from pymager_tx.site import PymagerSite
+from pymager_tx.storage.filesystem import FilesystemBlobStore
+from pymager_tx.threads import ThreadPoolService
+from pymager_tx.web import HttpPolicy, ImageAPI
+
+# Blob reads and writes are short and mostly wait on the disk.
+_IO_THREADS = 8
+
+
+class PymagerService(MultiService):
+    log = Logger()
+
+    def __init__(
+        self,
+        settings: Settings,
+        reactor: Any,
+        tokens: tuple[str, ...] = (),
+        on_start_failure: Callable[[Failure], object] | None = None,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self._on_start_failure = on_start_failure
+        self._reactor = reactor
+        self._port: IListeningPort | None = None
+        self._listening: list[Deferred[IListeningPort]] = []
+        self._starting: Deferred[None] | None = None
+
+        data_directory = settings.storage.data_directory.absolute()
+        self.data_directory = data_directory
+        database_threads = self._pool("pymager-db", settings.database.pool_size)
+        io_threads = self._pool("pymager-io", _IO_THREADS)
+        image_threads = self._pool("pymager-images", settings.images.threads or os.cpu_count() or 2)
+
+        url = settings.database.url or sqlite_url(data_directory / "pymager.sqlite3")
+        self.database = Database(make_engine(url, settings.database.pool_size), database_threads.offload)
+        self.blobs = FilesystemBlobStore(data_directory / "files", io_threads.offload)
+        images = settings.images
+        self.images = ImageService(
+            self.database,
+            self.blobs,
+            image_threads.offload,
+            ImagePolicy(
+                allowed_sizes=images.sizes,
+                max_upload_bytes=images.max_upload_bytes,
+                limits=DecodeLimits(max_pixels=images.max_pixels, decoders=tuple(images.decoders)),
+                encoding=EncodeOptions(jpeg_quality=images.jpeg_quality, webp_quality=images.webp_quality),
+            ),
+        )
+        self.api = ImageAPI(
+            self.images,
+            WriteTokens(tokens),
+            io_threads.offload,
+            HttpPolicy(cache_control=settings.http.cache_control, public_url=settings.server.public_url),
+        )
+        self.site = PymagerSite(
+            self.api.resource(),
+            max_upload_bytes=images.max_upload_bytes,
+            reactor=reactor,
+            idle_timeout=settings.server.idle_timeout,
+            trust_forwarded_for=settings.server.trust_forwarded_for,
+        )
+        self._io = io_threads
+
+    def _pool(self, name: str, size: int) -> ThreadPoolService:
+        pool = ThreadPoolService(self._reactor, name, size)
+        pool.setServiceParent(self)
+        return pool
+
+    def when_listening(self) -> Deferred[IListeningPort]:
+        """Fires with the listening port once start-up is done, or fails with
+        the reason start-up failed."""
+        waiter: Deferred[IListeningPort] = Deferred()
+        if self._port is not None:
+            waiter.callback(self._port)
+        else:
+            self._listening.append(waiter)
+        return waiter
+
+    def startService(self) -> None:
+        super().startService()  # the thread pools
+        self._starting = Deferred.fromCoroutine(self._start())
+        self._starting.addErrback(self._start_failed)
+
+    async def _start(self) -> None:
+        await self._io.offload(self.data_directory.mkdir, parents=True, exist_ok=True)
+        if self.settings.server.dev_mode:
+            self.log.warn("Development mode: wiping the database and every stored file")
+            await self.database.drop_schema()
+            await self.blobs.wipe()
+        await self.database.create_schema()
+        await self.images.recover()
+        endpoint = serverFromString(self._reactor, self.settings.server.listen)
+        self._port = port = await endpoint.listen(self.site)
+        address = port.getHost()
+        self.log.info(
+            "pymager-tx {version} listening on {address}; data in {data_directory}",
+            version=__version__,
+            address=_describe(address),
+            host=getattr(address, "host", None),
+            port=getattr(address, "port", None),
+            data_directory=str(self.data_directory),
+        )
+        waiters, self._listening = self._listening, []
+        for waiter in waiters:
+            waiter.callback(port)
+
+    def _start_failed(self, failure: Failure) -> None:
+        self.log.failure("pymager-tx could not start", failure)
+        if self._on_start_failure is not None:
+            self._on_start_failure(failure)
+        waiters, self._listening = self._listening, []
+        for waiter in waiters:
+            waiter.errback(failure)
+
+    async def _stop(self) -> None:
+        if self._starting is not None and not self._starting.called:
+            self._starting.cancel()
+        if self._port is not None:
+            port, self._port = self._port, None
+            await maybeDeferred(port.stopListening)
+        await self.database.dispose()
+        await super().stopService()  # the thread pools, last
+
+    def stopService(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+
+def _describe(address: Any) -> str:
+    if hasattr(address, "port"):
+        host = address.host
+        return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
+    return str(getattr(address, "name", address))

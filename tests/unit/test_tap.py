@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.python.usage import UsageError
+
+from pymager_tx import tap
+from pymager_tx.server import PymagerService
+
+TOKEN = "a-write-token-0123456789"
+
+
+def options(*arguments: str) -> tap.Options:
+    parsed = tap.Options()
+    parsed.parseOptions(list(arguments))
+    return parsed
+
+
+def test_twistd_finds_the_plugin() -> None:
+    import twisted.plugins
+
+    makers = {maker.tapname: maker for maker in getPlugins(IServiceMaker, twisted.plugins)}
+    assert makers["pymager"].options is tap.Options
+
+
+def test_no_options_means_the_embedded_defaults() -> None:
+    settings = options().settings
+    assert settings.server.listen == "tcp:8000:interface=127.0.0.1"
+    assert settings.storage.data_directory == Path("pymager-data")
+    assert not settings.server.dev_mode
+
+
+def test_command_line_overrides(tmp_path: Path) -> None:
+    config = tmp_path / "pymager.toml"
+    config.write_text('[server]\nlisten = "tcp:9000:interface=127.0.0.1"\n[storage]\ndata_directory = "x"\n')
+    settings = options(
+        "--config", str(config), "--listen", "unix:/tmp/p.sock", "--data-dir", "/srv/d", "--dev"
+    ).settings
+    assert (settings.server.listen, settings.storage.data_directory, settings.server.dev_mode) == (
+        "unix:/tmp/p.sock",
+        Path("/srv/d"),
+        True,
+    )
+
+
+def test_a_bad_configuration_is_a_usage_error(tmp_path: Path) -> None:
+    config = tmp_path / "pymager.toml"
+    config.write_text("[images]\njpeg_qualty = 90\n")
+    with pytest.raises(UsageError, match=r"images\.jpeg_qualty: unknown setting"):
+        options("--config", str(config))
+
+
+def test_a_bad_endpoint_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match=r"server\.listen: not a Twisted endpoint"):
+        options("--listen", "nonsense:8000")
+
+
+def test_open_writes_on_the_network_are_refused() -> None:
+    with pytest.raises(UsageError, match="write_tokens"):
+        options("--listen", "tcp:8000")
+
+
+def test_the_network_with_tokens_or_explicit_permission(tmp_path: Path) -> None:
+    config = tmp_path / "pymager.toml"
+    config.write_text(f'[auth]\nwrite_tokens = ["{TOKEN}"]\n')
+    assert options("--config", str(config), "--listen", "tcp:8000").tokens == (TOKEN,)
+    config.write_text("[auth]\nallow_anonymous_writes = true\n")
+    assert options("--config", str(config), "--listen", "tcp:8000").tokens == ()
+
+
+def test_make_service(tmp_path: Path) -> None:
+    service = tap.makeService(options("--data-dir", str(tmp_path)))
+    assert isinstance(service, PymagerService)
+    assert service.data_directory == tmp_path

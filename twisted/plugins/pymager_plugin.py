@@ -1,0 +1,3 @@
+from twisted.application.service import ServiceMaker
+
+pymager = ServiceMaker("pymager", "pymager_tx.tap", "Image storage and resizing over HTTP", "pymager")
