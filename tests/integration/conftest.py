@@ -1,0 +1,74 @@
+"""A real pymager-tx on a real socket, with real thread pools, in this process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.web.client import HTTPConnectionPool
+
+from pymager_tx.config import load_settings
+from pymager_tx.server import PymagerService
+
+TOKEN = "integration-token-0123456789"
+
+
+@dataclass
+class Running:
+    url: str
+    service: PymagerService
+    pool: HTTPConnectionPool
+
+    def request(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
+        headers = kwargs.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        return treq.request(method, self.url + path, headers=headers, pool=self.pool, **kwargs)
+
+
+async def start(data_directory: Path, tokens: tuple[str, ...] = (), **sections: dict[str, Any]) -> Running:
+    overrides: dict[str, dict[str, Any]] = {
+        "server": {"listen": "tcp:0:interface=127.0.0.1"},
+        "storage": {"data_directory": str(data_directory)},
+        "images": {"allowed_sizes": ["100x100", "800x600", "40x30"], "max_upload_bytes": 2_000_000},
+    }
+    for section, values in sections.items():
+        overrides.setdefault(section, {}).update(values)
+    service = PymagerService(load_settings(None, overrides), reactor, tokens)
+    service.startService()
+    port = await service.when_listening()
+    # Not persistent: every connection closes with its response, so nothing
+    # is left open in the reactor when a test ends.
+    return Running(
+        f"http://127.0.0.1:{port.getHost().port}", service, HTTPConnectionPool(reactor, persistent=False)
+    )
+
+
+async def stop(running: Running) -> None:
+    await running.pool.closeCachedConnections()
+    await running.service.stopService()
+
+
+@pytest_twisted.async_yield_fixture
+async def server(tmp_path: Path) -> AsyncIterator[Running]:
+    running = await start(tmp_path / "data")
+    yield running
+    await stop(running)
+
+
+@pytest_twisted.async_yield_fixture
+async def guarded(tmp_path: Path) -> AsyncIterator[Running]:
+    running = await start(tmp_path / "data", tokens=(TOKEN,))
+    yield running
+    await stop(running)
+
+
+@pytest.fixture
+def data_directory(tmp_path: Path) -> Path:
+    return tmp_path / "data"

@@ -1,0 +1,84 @@
+"""Start-up, restart, recovery and development mode of the real service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.logger import LogEvent
+
+from pymager_tx.config import load_settings
+from pymager_tx.server import PymagerService
+from tests.conftest import derivations
+from tests.images import jpeg
+from tests.integration.conftest import start, stop
+
+
+@pytest_twisted.ensureDeferred
+async def test_data_survives_a_restart(data_directory: Path, log_events: list[LogEvent]) -> None:
+    data = jpeg((300, 200))
+    first = await start(data_directory)
+    await treq.content(await first.request("PUT", "/original/photo", data=data))
+    derived = await treq.content(await first.request("GET", "/derived/photo-100x100.jpg"))
+    await stop(first)
+
+    second = await start(data_directory)
+    try:
+        assert await treq.content(await second.request("GET", "/original/photo")) == data
+        assert await treq.content(await second.request("GET", "/derived/photo-100x100.jpg")) == derived
+        assert derivations(log_events) == ["photo-100x100.jpeg"]
+    finally:
+        await stop(second)
+
+
+@pytest_twisted.ensureDeferred
+async def test_development_mode_starts_empty(data_directory: Path) -> None:
+    first = await start(data_directory)
+    await treq.content(await first.request("PUT", "/original/photo", data=jpeg()))
+    await stop(first)
+    second = await start(data_directory, server={"dev_mode": True})
+    try:
+        response = await second.request("GET", "/original/photo")
+        assert response.code == 404
+        await treq.content(response)
+        assert [p for p in (data_directory / "files").rglob("*") if p.is_file()] == []
+    finally:
+        await stop(second)
+
+
+@pytest_twisted.ensureDeferred
+async def test_start_up_removes_what_a_crash_left(data_directory: Path) -> None:
+    first = await start(data_directory)
+    await stop(first)
+    leftover = data_directory / "files" / ".tmp" / "put-interrupted"
+    leftover.write_bytes(b"half an image")
+    second = await start(data_directory)
+    try:
+        assert not leftover.exists()
+    finally:
+        await stop(second)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_start_is_reported(tmp_path: Path) -> None:
+    settings = load_settings(
+        None,
+        {
+            "server": {"listen": "tcp:0:interface=127.0.0.1"},
+            "storage": {"data_directory": str(tmp_path)},
+            # Nothing listens on port 1: the database cannot be reached.
+            "database": {"url": "postgresql+psycopg://pymager@127.0.0.1:1/pymager"},
+        },
+    )
+    failures: list[object] = []
+    service = PymagerService(settings, reactor, on_start_failure=failures.append)
+    service.startService()
+    try:
+        with pytest.raises(Exception, match=r"(?i)connect"):
+            await service.when_listening()
+        assert len(failures) == 1
+    finally:
+        await service.stopService()

@@ -1,0 +1,130 @@
+"""`twistd pymager` as an operator runs it: a separate process, found through
+Twisted's plugin system, configured from the command line."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.python.failure import Failure
+from twisted.web.client import HTTPConnectionPool
+
+from tests.images import FIXTURES, opened
+
+REPOSITORY = Path(__file__).parents[2]
+TWISTD = str(Path(sys.executable).parent / "twistd")
+LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
+
+
+class Twistd(ProcessProtocol):
+    """Collects a twistd's output; tells when it listens and when it ends."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.listening: Deferred[int] = Deferred()
+        self.ended: Deferred[int | None] = Deferred()
+        self.signal: int | None = None
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        match = LISTENING.search(self.output)
+        if match and not self.listening.called:
+            self.listening.callback(int(match.group(1)))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        code = reason.value.exitCode if isinstance(reason.value, ProcessDone | ProcessTerminated) else None
+        self.signal = getattr(reason.value, "signal", None)
+        if not self.listening.called:
+            self.listening.errback(
+                RuntimeError(f"twistd ended (exit {code}) before listening:\n{self.output.decode()}")
+            )
+        self.ended.callback(code)
+
+
+def spawn(directory: Path, *arguments: str) -> tuple[Twistd, Any]:
+    protocol = Twistd()
+    # The checkout's code and plugin, whatever else is installed.
+    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    process = reactor.spawnProcess(
+        protocol,
+        TWISTD,
+        [TWISTD, "--nodaemon", "--pidfile=", "--logfile=-", "pymager", *arguments],
+        env=environment,
+        path=str(directory),
+    )
+    return protocol, process
+
+
+@pytest_twisted.async_yield_fixture
+async def pool() -> AsyncIterator[HTTPConnectionPool]:
+    connections = HTTPConnectionPool(reactor, persistent=False)
+    yield connections
+    await connections.closeCachedConnections()
+
+
+@pytest_twisted.ensureDeferred
+async def test_runs_uploads_derives_and_stops_cleanly(tmp_path: Path, pool: HTTPConnectionPool) -> None:
+    protocol, process = spawn(tmp_path, "--listen", "tcp:0:interface=127.0.0.1")
+    try:
+        port = await protocol.listening
+        url = f"http://127.0.0.1:{port}"
+        photo = (FIXTURES / "yemmaGourayaInBejaia.jpg").read_bytes()
+        response = await treq.put(f"{url}/original/yemmaGouraya", data=photo, pool=pool)
+        assert response.code == 201
+        await treq.content(response)
+        response = await treq.get(f"{url}/derived/yemmaGouraya-100x100.jpg", pool=pool)
+        assert opened(await treq.content(response)).size == (100, 100)
+    finally:
+        process.signalProcess(signal.SIGTERM)
+    # twistd shuts down in order, then ends itself with the signal it got,
+    # as systemd expects of a service it stops.
+    await protocol.ended
+    assert protocol.signal == signal.SIGTERM
+    # The embedded default data directory, under the working directory.
+    assert (tmp_path / "pymager-data" / "pymager.sqlite3").exists()
+    log = protocol.output.decode()
+    assert "Stored original yemmaGouraya" in log
+    assert '"PUT /original/yemmaGouraya HTTP/1.1" 201' in log
+    assert "Main loop terminated" in log
+    assert "Traceback" not in log
+
+
+@pytest_twisted.ensureDeferred
+async def test_refuses_open_writes_on_every_interface(tmp_path: Path) -> None:
+    protocol, _ = spawn(tmp_path, "--listen", "tcp:0")
+    protocol.listening.addErrback(lambda _: None)
+    assert await protocol.ended == 1
+    assert b"write_tokens" in protocol.output
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bad_configuration_stops_start_up_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "pymager.toml"
+    config.write_text("[images]\nallowed_sizes = ['big']\n")
+    protocol, _ = spawn(tmp_path, "--config", str(config))
+    protocol.listening.addErrback(lambda _: None)
+    assert await protocol.ended == 1
+    assert b"images.allowed_sizes" in protocol.output
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_start_exits_with_an_error(tmp_path: Path) -> None:
+    config = tmp_path / "pymager.toml"
+    config.write_text('[database]\nurl = "postgresql+psycopg://pymager@127.0.0.1:1/pymager"\n')
+    protocol, _ = spawn(tmp_path, "--config", str(config), "--listen", "tcp:0:interface=127.0.0.1")
+    protocol.listening.addErrback(lambda _: None)
+    assert await protocol.ended == 1
+    assert b"could not start" in protocol.output
