@@ -19,6 +19,12 @@ POSTGRES_HOWTO = (
 )
 
 
+def pytest_report_header() -> str:
+    if os.environ.get("PYMAGER_TEST_DATABASE_URL"):
+        return "postgres: tests run against PYMAGER_TEST_DATABASE_URL too"
+    return f"postgres: not configured, PostgreSQL tests skip. {POSTGRES_HOWTO}"
+
+
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
     """A database of its own on the PostgreSQL server the environment names,
