@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
-from pymager_tx.db.database import Database
+from pymager_tx.db.database import Database, make_engine, sqlite_url
 from pymager_tx.db.repository import (
     begin_removal_txn,
     claim_original_txn,
@@ -21,6 +22,7 @@ from pymager_tx.db.repository import (
 )
 from pymager_tx.errors import ImageIdTaken
 from pymager_tx.model import DerivedRecord, OriginalRecord, OriginalStatus
+from pymager_tx.threads import immediate
 from tests.results import failure_of, result_of
 
 NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)
@@ -154,3 +156,29 @@ def test_a_failed_transaction_leaves_nothing(database: Database) -> None:
 @pytest.mark.parametrize("naive", [datetime(2026, 1, 1)])
 def test_naive_datetimes_are_refused(database: Database, naive: datetime) -> None:
     failure_of(database.transact(claim_original_txn, replace(pending(), created_at=naive)))
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    database = Database(make_engine(sqlite_url(tmp_path / "pymager.sqlite3"), pool_size=1), immediate)
+    try:
+        pragmas = result_of(
+            database.read(
+                lambda conn: (
+                    conn.exec_driver_sql("PRAGMA journal_mode").scalar(),
+                    conn.exec_driver_sql("PRAGMA foreign_keys").scalar(),
+                )
+            )
+        )
+        assert pragmas == ("wal", 1)
+    finally:
+        database.engine.dispose()
+
+
+def test_an_in_memory_sqlite_database_is_refused() -> None:
+    with pytest.raises(ValueError, match="name a file"):
+        make_engine("sqlite://", pool_size=1)
+
+
+def test_plain_postgresql_urls_use_psycopg_3() -> None:
+    engine = make_engine("postgresql://pymager@127.0.0.1/pymager", pool_size=1)
+    assert engine.dialect.driver == "psycopg"

@@ -24,12 +24,13 @@ from pymager_tx.model import Size
 from pymager_tx.service import ImagePolicy, ImageService
 from pymager_tx.storage import IBlobStore
 from pymager_tx.storage.memory import MemoryBlobStore
-from pymager_tx.threads import immediate
+from pymager_tx.threads import Offload, immediate
 from pymager_tx.web import HttpPolicy, ImageAPI
 from tests.conftest import derivations
+from tests.fakes import ManualOffload
 from tests.images import FIXTURES, jpeg, opened, png, png_declaring, truncated_jpeg
 from tests.multipart import form
-from tests.results import result_of
+from tests.results import failure_of, result_of
 
 BASE = "http://images.example.com"
 TOKEN = "s3cret-token"
@@ -64,8 +65,13 @@ class Client:
         return self.request("POST", path, data=data, headers=headers)
 
 
-def make_api(database: Database, blobs: IBlobStore | None = None, tokens: tuple[str, ...] = ()) -> ImageAPI:
-    service = ImageService(database, blobs or MemoryBlobStore(), immediate, POLICY)
+def make_api(
+    database: Database,
+    blobs: IBlobStore | None = None,
+    tokens: tuple[str, ...] = (),
+    imaging: Offload = immediate,
+) -> ImageAPI:
+    service = ImageService(database, blobs or MemoryBlobStore(), imaging, POLICY)
     return ImageAPI(service, WriteTokens(tokens), immediate, HttpPolicy())
 
 
@@ -259,6 +265,29 @@ class TestDerived:
         assert again.body == response.body
         assert header(again, "ETag") == header(response, "ETag")
         assert derivations(log_events) == ["photo-100x100.jpeg"]
+
+    def test_a_client_that_disconnects_cancels_nothing_for_the_others(
+        self, database: Database, log_events: list[LogEvent]
+    ) -> None:
+        imaging = ManualOffload()
+        client = Client(make_api(database, imaging=imaging))
+        upload = client.stub.put(BASE + "/original/photo", data=jpeg((300, 200)))
+        imaging.run_all()
+        client.stub.flush()
+        assert result_of(upload).code == 201
+        leaving = client.stub.get(BASE + "/derived/photo-100x100.png")
+        staying = client.stub.get(BASE + "/derived/photo-100x100.png")
+        assert len(imaging.pending) == 1  # one derivation, held in flight
+        leaving.cancel()
+        failure_of(leaving)
+        client.stub.flush()
+        imaging.run_all()
+        client.stub.flush()
+        response = result_of(staying)
+        assert response.code == 200
+        assert opened(result_of(client.stub.content(response))).size == (100, 100)
+        assert derivations(log_events) == ["photo-100x100.png"]
+        assert not [event for event in log_events if "log_failure" in event]
 
     def test_the_original_fixture_matches_the_original_services_framing(self, client: Client) -> None:
         from tests.images import psnr
