@@ -33,11 +33,11 @@ from pymager_tx.db.repository import (
     find_original_txn,
     forget_derived_txn,
     forget_original_txn,
-    id_in_use_txn,
     lookup_derived_txn,
     mark_original_ready_txn,
     ping_txn,
     record_derived_txn,
+    status_of_txn,
     unfinished_txn,
 )
 from pymager_tx.errors import (
@@ -112,7 +112,11 @@ class ImageService:
                 f"the image is {len(data)} bytes; the limit is {self.policy.max_upload_bytes}"
             )
         # Cheap early answer for the common conflict; the claim below decides.
-        if await self._database.read(id_in_use_txn, image_id.value):
+        status = await self._database.read(status_of_txn, image_id.value)
+        if status is OriginalStatus.DELETING:
+            # A deletion that failed half-way: finish it, then take the ID.
+            await self._resume_removal(image_id)
+        elif status is not None:
             raise _taken(image_id)
         info, digest = await self._imaging(_describe, data, self.policy.limits)
         generation = uuid4().hex
@@ -133,7 +137,10 @@ class ImageService:
         try:
             await self._blobs.put(record.blob_key, data)
             ready_at = self._clock()
-            await self._database.transact(mark_original_ready_txn, record.image_id, generation, ready_at)
+            if not await self._database.transact(
+                mark_original_ready_txn, record.image_id, generation, ready_at
+            ):
+                raise RuntimeError(f"the pending row of {record.image_id!r} vanished before it was ready")
         except BaseException:
             await self._abandon(record)
             raise
@@ -151,16 +158,20 @@ class ImageService:
         record = await self._database.read(find_original_txn, image_id.value)
         if record is None:
             raise _not_found(image_id)
-        if not with_body:
-            return StoredImage(record, None)
+        stored = StoredImage(record, None)
+        return await self.load_original(stored) if with_body else stored
+
+    async def load_original(self, stored: StoredImage) -> StoredImage:
+        """stored, with the bytes of the original it describes."""
+        record = stored.record
+        assert isinstance(record, OriginalRecord)
         try:
-            data = await self._blobs.get(record.blob_key)
+            return StoredImage(record, await self._blobs.get(record.blob_key))
         except BlobNotFound:
-            # Deleted between the two reads, or lost: only the first is a 404.
-            if await self._database.read(find_original_txn, image_id.value) != record:
-                raise _not_found(image_id) from None
+            # Deleted since the metadata was read, or lost: only the first is a 404.
+            if not await self._still_current(record):
+                raise _not_found(ImageId(record.image_id)) from None
             raise
-        return StoredImage(record, data)
 
     async def delete_original(self, image_id: ImageId) -> None:
         removal = await self._database.transact(begin_removal_txn, image_id.value, self._clock())
@@ -210,6 +221,19 @@ class ImageService:
             lambda: Deferred.fromCoroutine(self._derive(original, spec)),
         )
 
+    async def load_derived(self, image_id: ImageId, spec: DerivedSpec, stored: StoredImage) -> StoredImage:
+        """stored, with the bytes of the derived image it describes (derived
+        again if its file went missing)."""
+        if stored.data is not None:
+            return stored
+        assert isinstance(stored.record, DerivedRecord)
+        loaded = await self._read_derived(stored.record, with_body=True)
+        return loaded if loaded is not None else await self.fetch_derived(image_id, spec)
+
+    async def _still_current(self, original: OriginalRecord) -> bool:
+        current = await self._database.read(find_original_txn, original.image_id)
+        return current is not None and current.generation == original.generation
+
     async def _read_derived(self, record: DerivedRecord, with_body: bool) -> StoredImage | None:
         if not with_body:
             return StoredImage(record, None)
@@ -244,7 +268,14 @@ class ImageService:
             _render, source, spec, self.policy.limits, self.policy.encoding
         )
         key = derived_key(image_id, original.generation, spec.variant)
-        await self._blobs.put(key, rendered.data)
+        try:
+            await self._blobs.put(key, rendered.data)
+        except OSError:
+            # Storing can fail because a deletion of the original is taking
+            # the directories away: then the answer is 404, not an error.
+            if not await self._still_current(original):
+                raise _not_found(image_id) from None
+            raise
         record = DerivedRecord(
             image_id=original.image_id,
             variant=spec.variant,
@@ -258,7 +289,10 @@ class ImageService:
             created_at=self._clock(),
         )
         if not await self._database.transact(record_derived_txn, record, original.generation):
+            # Deleted while this was derived: take the file back out, and the
+            # generation's directory if the deletion already emptied it.
             await self._blobs.delete(key)
+            await self._blobs.delete_prefix(derived_prefix(image_id, original.generation))
             raise _not_found(image_id)
         self.log.info(
             "Derived {derived_id} ({byte_length} bytes) in {seconds:.3f}s",
@@ -286,6 +320,11 @@ class ImageService:
                 status="upload" if removal.original.status is OriginalStatus.PENDING else "deletion",
                 image_id=removal.original.image_id,
             )
+            await self._remove(removal)
+
+    async def _resume_removal(self, image_id: ImageId) -> None:
+        removal = await self._database.transact(begin_removal_txn, image_id.value, self._clock())
+        if removal is not None:
             await self._remove(removal)
 
     async def _abandon(self, record: OriginalRecord) -> None:

@@ -83,9 +83,12 @@ def find_original_txn(
 
 def id_in_use_txn(conn: Connection, image_id: str) -> bool:
     """Whether any original, finished or not, holds this ID."""
-    return (
-        conn.execute(select(originals.c.image_id).where(originals.c.image_id == image_id)).first() is not None
-    )
+    return status_of_txn(conn, image_id) is not None
+
+
+def status_of_txn(conn: Connection, image_id: str) -> OriginalStatus | None:
+    status = conn.execute(select(originals.c.status).where(originals.c.image_id == image_id)).scalar()
+    return None if status is None else OriginalStatus(status)
 
 
 def claim_original_txn(conn: Connection, record: OriginalRecord) -> None:
@@ -132,15 +135,19 @@ def forget_original_txn(conn: Connection, image_id: str, generation: str) -> Non
 
 
 def begin_removal_txn(conn: Connection, image_id: str, now: datetime) -> Removal | None:
-    """Mark a ready original as being deleted and list what to remove.
+    """Mark an original as being deleted and list what to remove.
 
     From here on nobody sees it, and no new derived row can be recorded for
     it (record_derived_txn checks the status under a shared row lock), so
-    the list of derived keys is complete.
+    the list of derived keys is complete.  A removal that failed half-way
+    is picked up again, so one failure never strands the ID.
     """
     marked = conn.execute(
         update(originals)
-        .where(originals.c.image_id == image_id, originals.c.status == OriginalStatus.READY.value)
+        .where(
+            originals.c.image_id == image_id,
+            originals.c.status.in_([OriginalStatus.READY.value, OriginalStatus.DELETING.value]),
+        )
         .values(status=OriginalStatus.DELETING.value, updated_at=now)
     )
     if marked.rowcount != 1:

@@ -24,6 +24,7 @@ from pymager_tx.storage.interface import IBlobStore, validate_key
 from pymager_tx.threads import Offload
 
 _TEMPORARY = ".tmp"
+_RENAME_ATTEMPTS = 3
 
 
 @implementer(IBlobStore)
@@ -65,13 +66,27 @@ class FilesystemBlobStore:
                 file.write(data)
                 file.flush()
                 os.fsync(file.fileno())
-            self._make_directories(path.parent)
-            os.replace(temporary, path)
+            self._move_into_place(temporary, path)
         except BaseException:
             with suppress(FileNotFoundError, NotADirectoryError):
                 os.unlink(temporary)
             raise
-        _fsync_directory(path.parent)
+
+    def _move_into_place(self, temporary: str, path: Path) -> None:
+        # A concurrent delete_prefix may remove directories on the way
+        # between their creation and the rename: make them again and retry.
+        for attempt in range(_RENAME_ATTEMPTS):
+            try:
+                self._make_directories(path.parent)
+                os.replace(temporary, path)
+                break
+            except FileNotFoundError:
+                if attempt == _RENAME_ATTEMPTS - 1:
+                    raise
+        # Gone already if a delete_prefix came right after the rename; the
+        # writer learns that from the metadata, not from here.
+        with suppress(FileNotFoundError):
+            _fsync_directory(path.parent)
 
     def _get(self, path: Path) -> bytes:
         try:
@@ -83,14 +98,16 @@ class FilesystemBlobStore:
         with suppress(FileNotFoundError, NotADirectoryError):
             path.unlink()
             _fsync_directory(path.parent)
+        _prune(path.parent)
 
     def _delete_tree(self, path: Path) -> None:
+        # Writers may add files while this runs (a derivation finishing for
+        # an original being deleted); errors are ignored, and such a writer
+        # removes its own file once it finds the original gone.
+        shutil.rmtree(path, ignore_errors=True)
         with suppress(FileNotFoundError, NotADirectoryError):
-            shutil.rmtree(path)
             _fsync_directory(path.parent)
-        # Drop the per-image directory too once its last generation is gone.
-        with suppress(OSError):
-            path.parent.rmdir()
+        _prune(path.parent)
 
     def _recover(self) -> int:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -122,6 +139,13 @@ class FilesystemBlobStore:
                 new.mkdir()
             # A new directory is durable only once its parent records it.
             _fsync_directory(new.parent)
+
+
+def _prune(directory: Path) -> None:
+    """Remove directory if it is empty: per-image directories go with their
+    last file.  The shard directories above them are few and stay."""
+    with suppress(OSError):
+        directory.rmdir()
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -119,7 +119,11 @@ def test_removal_hides_the_original_and_lists_its_files(database: Database) -> N
     assert result_of(database.read(find_original_txn, "photo")) is None
     # No derivation can be recorded once the removal began.
     assert not result_of(database.transact(record_derived_txn, rendition(variant="1x1.png"), "g1"))
-    # A second DELETE finds nothing to remove.
+    # A removal that failed half-way is picked up again, whole.
+    again = result_of(database.transact(begin_removal_txn, "photo", NOW))
+    assert again is not None
+    assert sorted(again.derived_keys) == sorted(removal.derived_keys)
+    result_of(database.transact(forget_original_txn, "photo", "g1"))
     assert result_of(database.transact(begin_removal_txn, "photo", NOW)) is None
 
 

@@ -32,10 +32,13 @@ class Running:
         return treq.request(method, self.url + path, headers=headers, pool=self.pool, **kwargs)
 
 
-async def start(data_directory: Path, tokens: tuple[str, ...] = (), **sections: dict[str, Any]) -> Running:
+async def start(
+    data_directory: Path, tokens: tuple[str, ...] = (), database_url: str = "", **sections: dict[str, Any]
+) -> Running:
     overrides: dict[str, dict[str, Any]] = {
         "server": {"listen": "tcp:0:interface=127.0.0.1"},
         "storage": {"data_directory": str(data_directory)},
+        "database": {"url": database_url},
         "images": {"allowed_sizes": ["100x100", "800x600", "40x30"], "max_upload_bytes": 2_000_000},
     }
     for section, values in sections.items():
@@ -56,10 +59,14 @@ async def stop(running: Running) -> None:
 
 
 @pytest_twisted.async_yield_fixture
-async def server(tmp_path: Path) -> AsyncIterator[Running]:
-    running = await start(tmp_path / "data")
+async def server(tmp_path: Path, database_url: str) -> AsyncIterator[Running]:
+    """The service on SQLite, and on PostgreSQL when one is configured."""
+    running = await start(tmp_path / "data", database_url=database_url)
     yield running
     await stop(running)
+    # Each test starts from an empty schema on a shared PostgreSQL database.
+    if database_url.startswith("postgresql"):
+        await _drop_schema(database_url)
 
 
 @pytest_twisted.async_yield_fixture
@@ -72,3 +79,20 @@ async def guarded(tmp_path: Path) -> AsyncIterator[Running]:
 @pytest.fixture
 def data_directory(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+async def _drop_schema(database_url: str) -> None:
+    from twisted.internet.threads import deferToThread
+
+    from pymager_tx.db.database import make_engine
+    from pymager_tx.db.schema import metadata
+
+    def drop() -> None:
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            with engine.begin() as connection:
+                metadata.drop_all(connection)
+        finally:
+            engine.dispose()
+
+    await deferToThread(drop)

@@ -195,6 +195,35 @@ class TestDerived:
         assert psnr(opened(await treq.content(response)), reference) >= 28
 
 
+class TestDeleteRacingDerivations:
+    @pytest_twisted.ensureDeferred
+    async def test_never_a_500_never_a_stranded_id_never_a_stray_file(self, server: Running) -> None:
+        from PIL import Image
+
+        from tests.images import encode
+
+        photo = encode(Image.effect_noise((600, 400), 60).convert("RGB"), "JPEG")
+        names = [
+            f"{size}.{ext}"
+            for size in ("100x100", "800x600", "40x30")
+            for ext in ("jpg", "png", "webp", "gif")
+        ]
+        for round_ in range(12):
+            assert (await upload(server, "raced", photo)).code == 201, round_
+            requests = [server.request("GET", f"/derived/raced-{name}") for name in names]
+            requests.append(server.request("DELETE", "/original/raced"))
+            results = await DeferredList(requests)
+            codes = []
+            for ok, response in results:
+                assert ok
+                await treq.content(response)
+                codes.append(response.code)
+            assert codes[-1] == 204, round_
+            assert set(codes[:-1]) <= {200, 404}, (round_, codes)
+        # Each derivation that lost the race took its file back out.
+        assert [p for p in server.service.blobs.root.rglob("*") if p.is_file()] == []
+
+
 class TestConcurrentUploads:
     @pytest_twisted.ensureDeferred
     async def test_exactly_one_of_many_uploads_to_one_id_wins(self, server: Running) -> None:

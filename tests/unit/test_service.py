@@ -297,6 +297,25 @@ class TestRecovery:
         assert files(blobs) == []
         assert not result_of(database.read(id_in_use_txn, "photo"))
 
+    def test_a_deletion_that_failed_half_way_does_not_strand_the_id(
+        self, service: ImageService, database: Database, blobs: FilesystemBlobStore
+    ) -> None:
+        from pymager_tx.db.repository import begin_removal_txn
+
+        for attempt in ("delete again", "upload again"):
+            result_of(run(service.store_original(PHOTO, jpeg((300, 200)))))
+            derived(service, "photo-100x100.jpg")
+            # The state a failed removal leaves: marked, files still there.
+            result_of(database.transact(begin_removal_txn, "photo", service._clock()))
+            failure_of(run(service.fetch_original(PHOTO))).trap(ImageNotFound)
+            if attempt == "delete again":
+                result_of(run(service.delete_original(PHOTO)))
+                assert files(blobs) == []
+            else:
+                result_of(run(service.store_original(PHOTO, png())))
+                assert len(files(blobs)) == 1
+                result_of(run(service.delete_original(PHOTO)))
+
     def test_keeps_what_is_complete(self, service: ImageService, blobs: FilesystemBlobStore) -> None:
         result_of(run(service.store_original(PHOTO, jpeg((300, 200)))))
         derived(service, "photo-100x100.jpg")
