@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from twisted.web.iweb import IRequest
-from werkzeug.http import http_date
+from werkzeug.http import http_date, parse_date
 from werkzeug.sansio.http import is_resource_modified
 
 
@@ -26,10 +26,19 @@ def not_modified(request: IRequest, etag: str, last_modified: datetime) -> bool:
     image.  Dates compare to the second, as HTTP dates have no more."""
     return not is_resource_modified(
         http_if_none_match=_header(request, b"if-none-match"),
-        http_if_modified_since=_header(request, b"if-modified-since"),
+        http_if_modified_since=_valid_date(_header(request, b"if-modified-since")),
         etag=etag,
         last_modified=last_modified,
     )
+
+
+def _valid_date(value: str | None) -> str | None:
+    """The header if it is a date HTTP can mean; a recipient ignores an
+    If-Modified-Since it cannot parse (RFC 9110, section 13.1.3)."""
+    try:
+        return value if value is not None and parse_date(value) is not None else None
+    except (OverflowError, ValueError):
+        return None
 
 
 def _header(request: IRequest, name: bytes) -> str | None:

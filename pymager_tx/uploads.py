@@ -11,6 +11,8 @@ decoding.
 
 from __future__ import annotations
 
+import re
+
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
 
@@ -19,11 +21,13 @@ from pymager_tx.errors import BadUpload
 FILE_FIELD = "file"
 # Enough for any real form; a body of thousands of tiny parts is an attack.
 _MAX_PARTS = 64
+# RFC 2046 section 5.1.1: bchars, and no space at the end.
+_BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 
 
 def image_from_form(content_type: str | None, body: bytes) -> bytes:
     mimetype, options = parse_options_header(content_type or "")
-    if mimetype != "multipart/form-data":
+    if mimetype.lower() != "multipart/form-data":
         raise BadUpload(
             f"POST takes multipart/form-data with the image in a part named {FILE_FIELD!r}; "
             f"got Content-Type {content_type or 'none'!r} (to send the raw image, use PUT)"
@@ -31,7 +35,9 @@ def image_from_form(content_type: str | None, body: bytes) -> bytes:
     boundary = options.get("boundary")
     if not boundary:
         raise BadUpload("the multipart/form-data Content-Type has no boundary parameter")
-    files = _parts_named(FILE_FIELD, boundary.encode("latin-1"), body)
+    if not _BOUNDARY.fullmatch(boundary):
+        raise BadUpload("the multipart boundary is not 1 to 70 of the characters RFC 2046 allows")
+    files = _parts_named(FILE_FIELD, boundary.encode("ascii"), body)
     if not files:
         raise BadUpload(f"the form has no part named {FILE_FIELD!r}")
     if len(files) > 1:
@@ -41,6 +47,7 @@ def image_from_form(content_type: str | None, body: bytes) -> bytes:
 
 def image_from_body(content_type: str | None, body: bytes) -> bytes:
     mimetype, _ = parse_options_header(content_type or "")
+    mimetype = mimetype.lower()
     if mimetype and not (mimetype.startswith("image/") or mimetype == "application/octet-stream"):
         raise BadUpload(
             "PUT takes the raw image as the body, with Content-Type image/* or "

@@ -22,7 +22,7 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from pymager_tx.auth import WriteTokens
+from pymager_tx.auth import WriteTokens, challenge
 from pymager_tx.conditional import not_modified, set_validators, strong_etag
 from pymager_tx.errors import PymagerError, Unauthorized
 from pymager_tx.inflight import shielded
@@ -54,6 +54,8 @@ class HttpPolicy:
 
 class ImageAPI:
     app = Klein()
+    # "/original//x" is no other path: 404, not a redirect to "/original/x".
+    app.url_map.merge_slashes = False
     log = Logger()
 
     def __init__(
@@ -70,13 +72,18 @@ class ImageAPI:
 
     def resource(self) -> IResource:
         """The root resource to serve."""
-        return _Utf8Paths(self.app.resource(), self._problem)
+        return _StrictPaths(self.app.resource(), self._problem)
 
     # Originals
 
     @app.route("/original/<string:image_id>", methods=["GET", "HEAD"])
     async def get_original(self, request: IRequest, image_id: str) -> bytes:
-        stored = await self._service.fetch_original(ImageId(image_id), with_body=not _is_head(request))
+        # Metadata first: a revalidation or a HEAD never reads the file.
+        stored = await self._service.fetch_original(ImageId(image_id), with_body=False)
+        if self._not_modified(request, stored):
+            return b""
+        if not _is_head(request):
+            stored = await self._service.load_original(stored)
         return self._send_image(request, stored)
 
     @app.route("/original/<string:image_id>", methods=["POST", "PUT"])
@@ -106,7 +113,11 @@ class ImageAPI:
     @app.route("/derived/<string:name>", methods=["GET", "HEAD"])
     async def get_derived(self, request: IRequest, name: str) -> bytes:
         image_id, spec = self._service.derived_request(name)
-        stored = await self._service.fetch_derived(image_id, spec, with_body=not _is_head(request))
+        stored = await self._service.fetch_derived(image_id, spec, with_body=False)
+        if self._not_modified(request, stored):
+            return b""
+        if not _is_head(request):
+            stored = await self._service.load_derived(image_id, spec, stored)
         return self._send_image(request, stored)
 
     # Operations
@@ -124,14 +135,19 @@ class ImageAPI:
 
     # Answers
 
-    def _send_image(self, request: IRequest, stored: StoredImage) -> bytes:
+    def _not_modified(self, request: IRequest, stored: StoredImage) -> bool:
+        """Set the validators; answer 304 if the client's copy is current."""
         record = stored.record
         etag = strong_etag(record.sha256)
         set_validators(request, etag, record.created_at, self._policy.cache_control)
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
         if not_modified(request, etag, record.created_at):
             request.setResponseCode(304)
-            return b""
+            return True
+        return False
+
+    def _send_image(self, request: IRequest, stored: StoredImage) -> bytes:
+        record = stored.record
         request.setHeader(b"Content-Type", record.media_type.encode("ascii"))
         # Set explicitly, so HEAD (which sends no body) announces what GET sends.
         request.setHeader(b"Content-Length", b"%d" % record.byte_length)
@@ -162,10 +178,7 @@ class ImageAPI:
         error = failure.value
         assert isinstance(error, PymagerError)
         if isinstance(error, Unauthorized):
-            challenge = 'Bearer realm="pymager"'
-            if error.token_given:
-                challenge += ', error="invalid_token"'
-            request.setHeader(b"WWW-Authenticate", challenge.encode("ascii"))
+            request.setHeader(b"WWW-Authenticate", challenge(error).encode("ascii"))
         return self._problem(request, problem_for(error), error.detail)
 
     @app.handle_errors(NotFound)
@@ -205,9 +218,11 @@ class ImageAPI:
         return self._problem(request, INTERNAL_ERROR, "an unexpected error occurred; it has been logged")
 
 
-class _Utf8Paths(Resource):
-    """Answer paths that are not UTF-8 once percent-decoded with a problem
-    document; Klein would answer them in plain text and log a traceback."""
+class _StrictPaths(Resource):
+    """Answer a path (once percent-decoded) or Host that is not UTF-8 with a
+    problem document, as Klein would answer in plain text and log a
+    traceback; and a path with an empty segment with 404, as Klein would
+    quietly drop a leading one."""
 
     isLeaf = True
 
@@ -219,9 +234,12 @@ class _Utf8Paths(Resource):
     def render(self, request: IRequest) -> Any:
         try:
             unquote_to_bytes(request.path).decode("utf-8")
+            (request.getHeader(b"host") or b"").decode("utf-8")
         except UnicodeDecodeError:
-            detail = "the URL path is not valid UTF-8 once percent-decoded"
+            detail = "the URL path (percent-decoded) and the Host header must be UTF-8"
             return self._problem(request, BAD_REQUEST, detail)
+        if b"//" in request.path:
+            return self._problem(request, NOT_FOUND, "nothing is served at this path")
         return self._wrapped.render(request)
 
 

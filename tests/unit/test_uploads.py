@@ -65,6 +65,26 @@ def test_refuses_a_flood_of_parts() -> None:
         image_from_form(content_type, body)
 
 
+def test_media_types_are_case_insensitive() -> None:
+    content_type, body = form({"file": IMAGE})
+    assert image_from_form(content_type.replace("multipart/form-data", "Multipart/Form-Data"), body) == IMAGE
+    assert image_from_body("Image/PNG", IMAGE) == IMAGE
+
+
+@pytest.mark.parametrize(
+    "boundary",
+    [
+        "boundary*=UTF-8''%E2%82%AC",
+        'boundary="' + "x" * 71 + '"',
+        'boundary="ends with space "',
+        'boundary="a<b"',
+    ],
+)
+def test_refuses_boundaries_rfc_2046_does_not_allow(boundary: str) -> None:
+    with pytest.raises(BadUpload, match="boundary"):
+        image_from_form(f"multipart/form-data; {boundary}", b"--x\r\n")
+
+
 @pytest.mark.parametrize("content_type", [None, "image/png", "image/jpeg; q=1", "application/octet-stream"])
 def test_raw_bodies(content_type: str | None) -> None:
     assert image_from_body(content_type, IMAGE) == IMAGE

@@ -378,6 +378,20 @@ class TestConditionalRequests:
         assert client.request("GET", path, headers={"If-Modified-Since": earlier}).code == 200
         assert client.request("GET", path, headers={"If-Modified-Since": "not a date"}).code == 200
 
+    @pytest.mark.parametrize(
+        "value",
+        [
+            "Sun, 06 Nov 99999999999999999999 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:49:37 +99999999",
+            "\u00e9t\u00e9",
+            "",
+        ],
+    )
+    def test_an_if_modified_since_that_is_no_date_is_ignored(
+        self, client: Client, path: str, value: str
+    ) -> None:
+        assert client.request("GET", path, headers={"If-Modified-Since": value}).code == 200
+
     def test_if_none_match_takes_precedence(self, client: Client, path: str) -> None:
         last_modified = header(client.request("GET", path), "Last-Modified")
         assert last_modified is not None
@@ -415,6 +429,20 @@ class TestRouting:
     def test_paths_that_are_not_utf8(self, client: Client, path: str, log_events: list[LogEvent]) -> None:
         assert_problem(client.request("GET", path), 400, "UTF-8")
         assert not [event for event in log_events if "log_failure" in event]
+
+    def test_a_host_that_is_not_utf8(self, client: Client, log_events: list[LogEvent]) -> None:
+        assert_problem(client.request("GET", "/original/x", headers={"Host": b"\xff\xfe"}), 400, "Host")
+        assert not [event for event in log_events if "log_failure" in event]
+
+    @pytest.mark.parametrize(
+        ("method", "path"),
+        [("GET", "/original//photo"), ("DELETE", "/original//photo"), ("GET", "//derived/photo-100x100.jpg")],
+    )
+    def test_doubled_slashes_are_other_paths(self, client: Client, method: str, path: str) -> None:
+        client.put("/original/photo", png())
+        response = client.request(method, path, headers={"Host": "evil.example"})
+        assert_problem(response, 404)
+        assert header(response, "Location") is None
 
     def test_health(self, client: Client) -> None:
         response = client.request("GET", "/healthz")
@@ -458,6 +486,14 @@ class BrokenStore(MemoryBlobStore):
 
     def get(self, key: str) -> Deferred[bytes]:
         return fail(OSError(5, "Input/output error"))
+
+
+def test_revalidation_and_head_never_read_the_file(database: Database) -> None:
+    client = Client(make_api(database, BrokenStore()))
+    described = json.loads(client.put("/original/photo", png()).body)
+    etag = f'"{described["sha256"]}"'
+    assert client.request("GET", "/original/photo", headers={"If-None-Match": etag}).code == 304
+    assert client.request("HEAD", "/original/photo").code == 200
 
 
 def test_unexpected_failures_are_500_and_logged(database: Database, log_events: list[LogEvent]) -> None:
