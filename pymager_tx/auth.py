@@ -8,6 +8,12 @@ from collections.abc import Iterable
 from pymager_tx.errors import Unauthorized
 
 
+def challenge(error: Unauthorized) -> str:
+    """The WWW-Authenticate value answering error (RFC 6750)."""
+    value = 'Bearer realm="pymager"'
+    return value + ', error="invalid_token"' if error.token_given else value
+
+
 class WriteTokens:
     def __init__(self, tokens: Iterable[str]) -> None:
         self._tokens = tuple(token.encode("utf-8") for token in tokens)

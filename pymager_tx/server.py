@@ -74,9 +74,10 @@ class PymagerService(MultiService):
                 encoding=EncodeOptions(jpeg_quality=images.jpeg_quality, webp_quality=images.webp_quality),
             ),
         )
+        write_tokens = WriteTokens(tokens)
         self.api = ImageAPI(
             self.images,
-            WriteTokens(tokens),
+            write_tokens,
             io_threads.offload,
             HttpPolicy(cache_control=settings.http.cache_control, public_url=settings.server.public_url),
         )
@@ -86,6 +87,7 @@ class PymagerService(MultiService):
             reactor=reactor,
             idle_timeout=settings.server.idle_timeout,
             trust_forwarded_for=settings.server.trust_forwarded_for,
+            tokens=write_tokens,
         )
         self._io = io_threads
 

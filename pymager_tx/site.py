@@ -1,28 +1,33 @@
 """
-The HTTP site: request bodies capped while they stream in, and an access log
-of structured events.
+The HTTP site: request bodies refused before they are buffered, and an access
+log of structured events.
 
 Twisted's Request buffers a whole body (spooling past 100 kB to a temporary
 file, written on the reactor thread) before any resource sees it.  Here the
-body stays in memory and is refused with 413 as soon as it is known to be too
-large: from Content-Length before the first byte, or while a chunked body
-streams past the limit.  The refusal is sent at once; the rest of the body is
-read and dropped for a short while (as nginx's lingering close does), so the
-client reads the 413 instead of a connection reset.
+body stays in memory, and is refused as soon as it is known to be unwanted:
+with 401 when write tokens are required and the request has none that is
+valid, and with 413 when it is too large, from Content-Length before the
+first byte or while a chunked body streams past the limit.  The refusal is
+sent at once; the rest of the body is read and dropped for a short while (as
+nginx's lingering close does), so the client reads the answer instead of a
+connection reset.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from io import BytesIO
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.web.http import RESPONSES
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
-from pymager_tx.errors import UploadTooLarge
-from pymager_tx.problems import PROBLEMS, problem_body
+from pymager_tx.auth import WriteTokens, challenge
+from pymager_tx.errors import Unauthorized, UploadTooLarge
+from pymager_tx.problems import PROBLEMS, Problem, problem_body
 
 _LINGER_SECONDS = 5.0
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -50,17 +55,27 @@ class BodyLimitedRequest(Request):
     def gotLength(self, length: int | None) -> None:
         self.content = self._body
         site = self._site
+        if length == 0:
+            return
+        # Only writes carry bodies: check their token before reading one.
+        authorization = self.requestHeaders.getRawHeaders(b"authorization", [None])[0]
+        try:
+            site.tokens.check(authorization)
+        except Unauthorized as error:
+            challenge_header = (b"WWW-Authenticate", challenge(error).encode("ascii"))
+            self._refuse(PROBLEMS[Unauthorized], error.detail, [challenge_header])
+            return
         if length is not None and length > site.max_body_bytes:
-            self._refuse(
-                f"the request body is {length} bytes; uploads are limited to {site.max_upload_bytes}"
-            )
+            detail = f"the request body is {length} bytes; uploads are limited to {site.max_upload_bytes}"
+            self._refuse(PROBLEMS[UploadTooLarge], detail)
 
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
             return
         site = self._site
         if self._body.tell() + len(data) > site.max_body_bytes:
-            self._refuse(f"the request body is larger than the upload limit of {site.max_upload_bytes} bytes")
+            detail = f"the request body is larger than the upload limit of {site.max_upload_bytes} bytes"
+            self._refuse(PROBLEMS[UploadTooLarge], detail)
             return
         self._body.write(data)
 
@@ -74,20 +89,23 @@ class BodyLimitedRequest(Request):
             return
         super().requestReceived(command, path, version)
 
-    def _refuse(self, detail: str) -> None:
+    def _refuse(self, problem: Problem, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
         self._refused = True
         self._body = self.content = BytesIO()
         # Twisted answers "Expect: 100-continue" right after gotLength();
-        # without the header it sends no 100 and the client gets the 413.
+        # without the header it sends no 100 and the client gets the refusal.
         self.requestHeaders.removeHeader(b"expect")
-        body = problem_body(PROBLEMS[UploadTooLarge], detail)
+        body = problem_body(problem, detail)
         channel = self._channel
-        channel.transport.write(
-            b"HTTP/1.1 413 Content Too Large\r\n"
-            b"Content-Type: application/problem+json\r\n"
-            b"Content-Length: %d\r\n"
-            b"Connection: close\r\n\r\n" % len(body) + body
-        )
+        head = [b"HTTP/1.1 %d %s" % (problem.status, RESPONSES[problem.status])]
+        for name, value in [
+            *headers,
+            (b"Content-Type", b"application/problem+json"),
+            (b"Content-Length", b"%d" % len(body)),
+            (b"Connection", b"close"),
+        ]:
+            head.append(name + b": " + value)
+        channel.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
         channel.persistent = False
         self._linger = self._site.reactor.callLater(_LINGER_SECONDS, channel.transport.abortConnection)
         _access_log.info(
@@ -96,7 +114,7 @@ class BodyLimitedRequest(Request):
             method=_text(getattr(channel, "_command", b"-")),
             uri=_text(getattr(channel, "_path", b"-")),
             detail=detail,
-            status=413,
+            status=problem.status,
         )
 
     def connectionLost(self, reason: Any) -> None:
@@ -119,6 +137,7 @@ class PymagerSite(Site):
         reactor: IReactorTime,
         idle_timeout: float = 60.0,
         trust_forwarded_for: bool = False,
+        tokens: WriteTokens | None = None,
     ) -> None:
         super().__init__(resource, reactor=reactor, timeout=idle_timeout)
         self._parsePOSTFormSubmission = False
@@ -126,6 +145,7 @@ class PymagerSite(Site):
         # A form around an upload of max_upload_bytes is a little larger.
         self.max_body_bytes = max_upload_bytes + FORM_OVERHEAD_BYTES
         self.trust_forwarded_for = trust_forwarded_for
+        self.tokens = tokens or WriteTokens(())
 
     def log(self, request: Request) -> None:  # type: ignore[override]
         client = request.getClientAddress()
@@ -133,7 +153,9 @@ class PymagerSite(Site):
         if self.trust_forwarded_for:
             forwarded = request.getHeader(b"x-forwarded-for")
             if forwarded:
-                host = forwarded.split(b",")[0].strip().decode("latin-1")
+                # The last entry is the one our proxy added; the ones before
+                # it are whatever the client claimed.
+                host = forwarded.split(b",")[-1].strip().decode("latin-1")
         started = getattr(request, "started_at", None)
         _access_log.info(
             '{client} "{method} {uri} {protocol}" {status} {length} "{referrer}" "{agent}" '

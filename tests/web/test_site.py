@@ -12,6 +12,7 @@ from twisted.logger import LogEvent
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
+from pymager_tx.auth import WriteTokens
 from pymager_tx.site import FORM_OVERHEAD_BYTES, PymagerSite
 
 LIMIT = 1000
@@ -28,10 +29,14 @@ class Echo(Resource):
 
 
 class Connection:
-    def __init__(self, trust_forwarded_for: bool = False) -> None:
+    def __init__(self, trust_forwarded_for: bool = False, tokens: tuple[str, ...] = ()) -> None:
         self.reactor = MemoryReactorClock()
         site = PymagerSite(
-            Echo(), max_upload_bytes=LIMIT, reactor=self.reactor, trust_forwarded_for=trust_forwarded_for
+            Echo(),
+            max_upload_bytes=LIMIT,
+            reactor=self.reactor,
+            trust_forwarded_for=trust_forwarded_for,
+            tokens=WriteTokens(tokens),
         )
         self.channel: Any = site.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 40000))
@@ -126,11 +131,12 @@ def test_each_request_is_logged_as_a_structured_event(log_events: list[LogEvent]
 
 
 @pytest.mark.parametrize(("trust", "client"), [(False, "192.0.2.7"), (True, "203.0.113.9")])
+# The client claims 10.0.0.1; the proxy appends the address it saw.
 def test_forwarded_for_is_logged_only_when_trusted(
     log_events: list[LogEvent], trust: bool, client: str
 ) -> None:
     connection = Connection(trust_forwarded_for=trust)
-    connection.send(b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 203.0.113.9, 10.0.0.1\r\n\r\n")
+    connection.send(b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.1, 203.0.113.9\r\n\r\n")
     [event] = [e for e in log_events if e.get("log_namespace") == "pymager_tx.access"]
     assert event["client"] == client
 
@@ -140,3 +146,45 @@ def test_refusals_are_logged(log_events: list[LogEvent]) -> None:
     connection.send(b"PUT /original/a HTTP/1.1\r\nHost: h\r\nContent-Length: 999999\r\n\r\n")
     [event] = [e for e in log_events if e.get("log_namespace") == "pymager_tx.access"]
     assert (event["method"], event["uri"], event["status"]) == ("PUT", "/original/a", 413)
+
+
+TOKEN = "site-token-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("authorization", "challenge"),
+    [
+        (b"", b'Bearer realm="pymager"'),
+        (b"Authorization: Bearer guessed-token-0000\r\n", b'error="invalid_token"'),
+    ],
+)
+def test_a_body_without_a_valid_token_is_refused_before_it_is_read(
+    authorization: bytes, challenge: bytes
+) -> None:
+    connection = Connection(tokens=(TOKEN,))
+    connection.send(
+        b"PUT /original/a HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n%sContent-Length: 500\r\n\r\n"
+        % authorization
+    )
+    answer = connection.answer
+    assert answer.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
+    assert b"100 Continue" not in answer
+    assert challenge in answer.partition(b"\r\n\r\n")[0]
+    assert problem(answer)["status"] == 401
+
+
+def test_a_body_with_a_valid_token_is_read() -> None:
+    connection = Connection(tokens=(TOKEN,))
+    connection.send(
+        b"PUT /original/a HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer %s\r\nContent-Length: 3\r\n\r\nabc"
+        % TOKEN.encode()
+    )
+    assert connection.answer.startswith(b"HTTP/1.1 200")
+    assert connection.answer.endswith(b"received 3")
+
+
+def test_requests_without_a_body_pass_to_the_routes() -> None:
+    # Reads never need a token; a DELETE's token is checked by its route.
+    connection = Connection(tokens=(TOKEN,))
+    connection.send(b"DELETE /original/a HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert connection.answer.startswith(b"HTTP/1.1 200")
