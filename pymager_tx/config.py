@@ -14,17 +14,21 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pymager_tx.errors import ConfigError
 from pymager_tx.formats import default_decoders, unknown_decoders
 from pymager_tx.model import Size
 
+# The largest side any output format writes: WebP's limit.
+MAX_SIDE = 16383
 _TOKEN = re.compile(r"[\x21-\x7e]{16,}")  # visible ASCII, as a header value carries it
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: a TOML string is not a number and 1 is not true; dev_mode =
+    # "yes" must not wipe anything, nor allow_anonymous_writes = 1 open writes.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class ServerSettings(_Section):
@@ -57,7 +61,7 @@ class ServerSettings(_Section):
 
 
 class StorageSettings(_Section):
-    data_directory: Path = Field(
+    data_directory: Annotated[Path, Field(strict=False)] = Field(
         Path("pymager-data"),
         description="Directory of stored images (and of the default SQLite database); "
         "relative to the working directory",
@@ -117,6 +121,18 @@ class ImageSettings(_Section):
             raise ValueError(f"not decoders this Pillow offers: {', '.join(unknown)}; choose from {offered}")
         return values
 
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> ImageSettings:
+        for text in self.allowed_sizes:
+            size = Size.parse(text)
+            if max(size.width, size.height) > MAX_SIDE:
+                raise ValueError(
+                    f"allowed_sizes: {text} is wider or taller than {MAX_SIDE}, which WebP cannot write"
+                )
+            if size.width * size.height > self.max_pixels:
+                raise ValueError(f"allowed_sizes: {text} has more pixels than max_pixels ({self.max_pixels})")
+        return self
+
     @property
     def sizes(self) -> frozenset[Size]:
         return frozenset(Size.parse(value) for value in self.allowed_sizes)
@@ -139,7 +155,7 @@ class AuthSettings(_Section):
     write_tokens: list[str] = Field(
         [], description="Bearer tokens that may POST, PUT and DELETE; empty: writes are open"
     )
-    write_tokens_file: Path | None = Field(
+    write_tokens_file: Annotated[Path, Field(strict=False)] | None = Field(
         None, description="File with more write tokens, one a line (keeps secrets out of this file)"
     )
     allow_anonymous_writes: bool = Field(

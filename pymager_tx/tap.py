@@ -67,8 +67,12 @@ def check_exposure(settings: Settings, tokens: tuple[str, ...]) -> None:
         from twisted.internet import reactor
 
         serverFromString(reactor, listen)
-    except (ValueError, TypeError, KeyError) as error:
-        raise ConfigError(f"server.listen: not a Twisted endpoint description ({error})") from None
+    except Exception as error:
+        # Endpoint parsers fail in many ways (a missing TLS certificate is a
+        # FileNotFoundError); each is a bad setting, not a crash.
+        raise ConfigError(
+            f"server.listen: {listen!r} is not an endpoint this Twisted can listen on ({error!r})"
+        ) from None
     if tokens or settings.auth.allow_anonymous_writes or listens_only_locally(listen):
         return
     raise ConfigError(

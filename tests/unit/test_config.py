@@ -70,6 +70,20 @@ def test_overrides_win_and_are_validated(tmp_path: Path) -> None:
         ("[server]\npublic_url = 'ftp://x'\n", r"server\.public_url"),
         ("[auth]\nwrite_tokens = ['short']\n", r"auth\.write_tokens: a write token is at least 16"),
         ("images = 3\n", r"images"),
+        # Strict types: no string, float or integer stands in for another type.
+        ("[server]\ndev_mode = 'yes'\n", r"server\.dev_mode: Input should be a valid boolean"),
+        ("[auth]\nallow_anonymous_writes = 1\n", r"auth\.allow_anonymous_writes"),
+        ("[database]\npool_size = '4'\n", r"database\.pool_size"),
+        ("[images]\nmax_upload_bytes = 1.0\n", r"images\.max_upload_bytes"),
+        ("[server]\nidle_timeout = inf\n", r"server\.idle_timeout"),
+        (
+            "[images]\nallowed_sizes = ['20000x10']\n",
+            r"allowed_sizes: 20000x10 is wider or taller than 16383",
+        ),
+        (
+            "[images]\nallowed_sizes = ['9000x9000']\n",
+            r"allowed_sizes: 9000x9000 has more pixels than max_pixels",
+        ),
     ],
 )
 def test_bad_settings_name_their_key(tmp_path: Path, text: str, named: str) -> None:

@@ -53,9 +53,12 @@ def test_a_bad_configuration_is_a_usage_error(tmp_path: Path) -> None:
         options("--config", str(config))
 
 
-def test_a_bad_endpoint_is_a_usage_error() -> None:
-    with pytest.raises(UsageError, match=r"server\.listen: not a Twisted endpoint"):
-        options("--listen", "nonsense:8000")
+@pytest.mark.parametrize(
+    "listen", ["nonsense:8000", "tcp:port=eighty", "ssl:8443:interface=127.0.0.1:privateKey=/nonexistent.pem"]
+)
+def test_a_bad_endpoint_is_a_usage_error(listen: str) -> None:
+    with pytest.raises(UsageError, match=r"server\.listen: .* is not an endpoint"):
+        options("--listen", listen)
 
 
 def test_open_writes_on_the_network_are_refused() -> None:
