@@ -26,6 +26,9 @@ from pymager_tx.model import DerivedSpec, Size
 _REDUCING_GAP = 2.0
 _ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+_CARRY_PROFILES = frozenset({"JPEG", "PNG", "WEBP", "AVIF", "TIFF"})
+# ICC header bytes 16-19: the colour space the profile describes.
+_PROFILE_SPACES = {b"RGB ": frozenset({"RGB", "RGBA"}), b"GRAY": frozenset({"L", "LA"})}
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,8 @@ def render(data: bytes, spec: DerivedSpec, limits: DecodeLimits, options: Encode
     fitted = ImageOps.fit(prepared, (spec.size.width, spec.size.height), method=Image.Resampling.LANCZOS)
     if not spec.output.supports_alpha and fitted.mode == "RGBA":
         fitted = _flatten(fitted, options.background)
-    return Rendered(_encode(fitted, spec.output, options), spec.output, *fitted.size)
+    profile = upright.info.get("icc_profile")
+    return Rendered(_encode(fitted, spec.output, options, profile), spec.output, *fitted.size)
 
 
 @contextmanager
@@ -161,9 +165,10 @@ def _flatten(image: Image.Image, background: tuple[int, int, int]) -> Image.Imag
     return Image.alpha_composite(backdrop, image).convert("RGB")
 
 
-def _encode(image: Image.Image, output: ImageFormat, options: EncodeOptions) -> bytes:
-    # Images made by resize() inherit the source's info: EXIF, ICC profile,
-    # XMP, comments.  Derived images carry none of it.
+def _encode(image: Image.Image, output: ImageFormat, options: EncodeOptions, profile: bytes | None) -> bytes:
+    # Images made by resize() inherit the source's info: EXIF, XMP, comments.
+    # Derived images carry none of it, except the colour profile that says
+    # what the pixel values mean (a Display P3 photo looks wrong without it).
     image.info = {}
     params: dict[str, object] = {}
     if output.pillow_name == "JPEG":
@@ -172,6 +177,14 @@ def _encode(image: Image.Image, output: ImageFormat, options: EncodeOptions) -> 
         params = {"quality": options.webp_quality}
     if output.pillow_name in ("WEBP", "AVIF") and image.mode == "L":
         image = image.convert("RGB")
+    if output.pillow_name in _CARRY_PROFILES and profile and _profile_fits(profile, image.mode):
+        params["icc_profile"] = profile
     buffer = BytesIO()
     image.save(buffer, format=output.pillow_name, **params)
     return buffer.getvalue()
+
+
+def _profile_fits(profile: bytes, mode: str) -> bool:
+    """Whether an ICC profile describes pixels of this mode (a CMYK profile
+    no longer fits once the pixels were converted to RGB)."""
+    return mode in _PROFILE_SPACES.get(profile[16:20], frozenset())

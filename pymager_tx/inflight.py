@@ -9,11 +9,13 @@ others and still finishes, so its result is stored for the next request.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+
+from pymager_tx.errors import PymagerError
 
 log = Logger()
 
@@ -48,7 +50,7 @@ class InFlight(Generic[K, V]):
         # own callbacks asking again start afresh instead of joining the past.
         waiters = self._waiters.pop(key)
         if not waiters and isinstance(result, Failure):
-            log.failure("Shared work for {key} failed after every waiter left", result, key=key)
+            _unheard(result, "Shared work for {key} failed after every waiter left", key=key)
         for waiter in waiters:
             if isinstance(result, Failure):
                 waiter.errback(result)
@@ -61,6 +63,15 @@ def _discard(waiters: list[Deferred[V]], waiter: Deferred[V]) -> None:
         waiters.remove(waiter)
 
 
+def _unheard(failure: Failure, message: str, **fields: Any) -> None:
+    """Log a failure nobody is left to hear: a refusal (a domain error) as a
+    line, anything else with its traceback."""
+    if failure.check(PymagerError):
+        log.info(message + ": {reason}", reason=failure.getErrorMessage(), **fields)
+    else:
+        log.failure(message, failure, **fields)
+
+
 def shielded(work: Deferred[V]) -> Deferred[V]:
     """A Deferred that follows work but whose cancellation leaves work running.
 
@@ -71,7 +82,7 @@ def shielded(work: Deferred[V]) -> Deferred[V]:
     def forward(result: V | Failure) -> None:
         if follower.called:
             if isinstance(result, Failure):
-                log.failure("Shielded work failed after its waiter left", result)
+                _unheard(result, "Work failed after its waiter left")
         else:
             if isinstance(result, Failure):
                 follower.errback(result)

@@ -179,17 +179,29 @@ class TestRender:
         assert image.getpixel((2, 2))[3] == 0
         assert close_to(image.getpixel((20, 20)), (0, 0, 255, 255))
 
-    def test_strips_metadata(self) -> None:
+    def test_strips_metadata_but_keeps_the_colour_profile(self) -> None:
         exif = Image.Exif()
         exif[0x010F] = "Camera maker"
         exif[0x0112] = 1
         profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
         source = encode(solid((80, 60)), "JPEG", exif=exif.tobytes(), icc_profile=profile, comment=b"secret")
-        for extension in ("jpg", "png", "webp"):
+        for extension in ("jpg", "png", "webp", "tiff", "avif"):
             image = derive(source, 40, 30, extension)
-            assert not image.getexif(), extension
-            assert "icc_profile" not in image.info, extension
+            assert 0x010F not in image.getexif(), extension  # the camera maker
             assert "comment" not in image.info, extension
+            assert image.info.get("icc_profile") == profile, extension
+        for extension in ("gif", "bmp"):
+            assert "icc_profile" not in derive(source, 40, 30, extension).info, extension
+
+    def test_no_profile_in_no_profile_out(self) -> None:
+        assert "icc_profile" not in derive(jpeg((80, 60)), 40, 30, "jpg").info
+
+    def test_a_profile_that_no_longer_fits_is_dropped(self) -> None:
+        # A CMYK profile cannot describe the RGB pixels a CMYK JPEG becomes.
+        profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+        profile[16:20] = b"CMYK"
+        source = encode(Image.new("CMYK", (40, 40), (0, 255, 255, 0)), "JPEG", icc_profile=bytes(profile))
+        assert "icc_profile" not in derive(source, 20, 20, "jpg").info
 
     def test_jpeg_quality_is_applied(self) -> None:
         noisy = encode(Image.effect_noise((200, 200), 50).convert("RGB"), "PNG")

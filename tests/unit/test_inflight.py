@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.logger import LogEvent
 
+from pymager_tx.errors import ImageIdTaken
 from pymager_tx.inflight import InFlight, shielded
 from tests.results import failure_of, no_result, result_of
 
@@ -103,3 +105,25 @@ def test_shielded_follows_the_result() -> None:
     follower = shielded(work)
     work.callback("written")
     assert result_of(follower) == "written"
+
+
+def test_a_refusal_nobody_hears_is_logged_without_a_traceback(log_events: list[LogEvent]) -> None:
+    work: Deferred[str] = Deferred()
+    follower = shielded(work)
+    follower.cancel()
+    failure_of(follower)
+    work.errback(ImageIdTaken("an image is already stored under the ID 'x'"))
+    [event] = [e for e in log_events if e.get("log_namespace") == "pymager_tx.inflight"]
+    assert "log_failure" not in event
+    assert "already stored" in event["reason"]
+
+
+def test_a_failure_nobody_hears_is_logged_with_its_traceback(log_events: list[LogEvent]) -> None:
+    inflight: InFlight[str, str] = InFlight()
+    work = Work()
+    only = inflight.run("k", work)
+    only.cancel()
+    failure_of(only)
+    work.started[0].errback(OSError("disk on fire"))
+    [event] = [e for e in log_events if e.get("log_namespace") == "pymager_tx.inflight"]
+    assert event["log_failure"].check(OSError)
