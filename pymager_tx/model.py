@@ -94,30 +94,27 @@ class OriginalStatus(StrEnum):
     DELETING = "deleting"  # being removed; files may be partly gone
 
 
-@dataclass(frozen=True)
-class OriginalRecord:
+@dataclass(frozen=True, kw_only=True)
+class StoredFile:
+    """What the metadata says of a stored image file, original or derived."""
+
     image_id: str
+    format: str
+    media_type: str
+    width: int
+    height: int
+    byte_length: int
+    sha256: str
+    blob_key: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class OriginalRecord(StoredFile):
     generation: str  # new for every upload, so a re-upload never meets old files
     status: OriginalStatus
-    format: str
-    media_type: str
-    width: int
-    height: int
-    byte_length: int
-    sha256: str
-    blob_key: str
-    created_at: datetime
 
 
-@dataclass(frozen=True)
-class DerivedRecord:
-    image_id: str
+@dataclass(frozen=True, kw_only=True)
+class DerivedRecord(StoredFile):
     variant: str
-    format: str
-    media_type: str
-    width: int
-    height: int
-    byte_length: int
-    sha256: str
-    blob_key: str
-    created_at: datetime

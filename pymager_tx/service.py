@@ -58,6 +58,7 @@ from pymager_tx.model import (
     OriginalRecord,
     OriginalStatus,
     Size,
+    StoredFile,
     parse_derived_name,
 )
 from pymager_tx.storage import IBlobStore
@@ -78,7 +79,7 @@ class StoredImage:
     """An original or derived image as served: its record, and its bytes
     unless only the metadata was asked for (HEAD)."""
 
-    record: OriginalRecord | DerivedRecord
+    record: StoredFile
     data: bytes | None
 
 

@@ -10,16 +10,19 @@ safe to run twice or to race with itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import TypeVar
 
-from sqlalchemy import Connection, Row, delete, insert, select, update
+from sqlalchemy import Connection, Row, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pymager_tx.db.schema import derived, originals
 from pymager_tx.errors import ImageIdTaken
 from pymager_tx.formats import format_named
-from pymager_tx.model import DerivedRecord, OriginalRecord, OriginalStatus
+from pymager_tx.model import DerivedRecord, OriginalRecord, OriginalStatus, StoredFile
+
+R = TypeVar("R", bound=StoredFile)
 
 
 @dataclass(frozen=True)
@@ -36,37 +39,28 @@ class Removal:
     derived_keys: tuple[str, ...]
 
 
+def _record(kind: type[R], row: Row[tuple[object, ...]]) -> R:
+    values = dict(row._mapping)
+    values["media_type"] = format_named(values["format"]).media_type
+    if "status" in values:
+        values["status"] = OriginalStatus(values["status"])
+    names = {field.name for field in fields(kind)}
+    return kind(**{name: value for name, value in values.items() if name in names})
+
+
 def _original(row: Row[tuple[object, ...]]) -> OriginalRecord:
-    values = row._mapping
-    return OriginalRecord(
-        image_id=values["image_id"],
-        generation=values["generation"],
-        status=OriginalStatus(values["status"]),
-        format=values["format"],
-        media_type=format_named(values["format"]).media_type,
-        width=values["width"],
-        height=values["height"],
-        byte_length=values["byte_length"],
-        sha256=values["sha256"],
-        blob_key=values["blob_key"],
-        created_at=values["created_at"],
-    )
+    return _record(OriginalRecord, row)
 
 
 def _derived(row: Row[tuple[object, ...]]) -> DerivedRecord:
-    values = row._mapping
-    return DerivedRecord(
-        image_id=values["image_id"],
-        variant=values["variant"],
-        format=values["format"],
-        media_type=format_named(values["format"]).media_type,
-        width=values["width"],
-        height=values["height"],
-        byte_length=values["byte_length"],
-        sha256=values["sha256"],
-        blob_key=values["blob_key"],
-        created_at=values["created_at"],
-    )
+    return _record(DerivedRecord, row)
+
+
+def _row(record: StoredFile, table: Table) -> dict[str, object]:
+    """The column values of record (media_type is derived from format, not stored)."""
+    return {
+        column.name: getattr(record, column.name) for column in table.columns if hasattr(record, column.name)
+    }
 
 
 def find_original_txn(
@@ -95,21 +89,7 @@ def claim_original_txn(conn: Connection, record: OriginalRecord) -> None:
     """Insert record as pending; the primary key lets exactly one claim win."""
     assert record.status is OriginalStatus.PENDING
     try:
-        conn.execute(
-            insert(originals).values(
-                image_id=record.image_id,
-                generation=record.generation,
-                status=record.status.value,
-                format=record.format,
-                width=record.width,
-                height=record.height,
-                byte_length=record.byte_length,
-                sha256=record.sha256,
-                blob_key=record.blob_key,
-                created_at=record.created_at,
-                updated_at=record.created_at,
-            )
-        )
+        conn.execute(insert(originals).values(**_row(record, originals), updated_at=record.created_at))
     except IntegrityError:
         raise ImageIdTaken(f"an image is already stored under the ID {record.image_id!r}") from None
 
@@ -208,19 +188,7 @@ def _insert_derived(conn: Connection, record: DerivedRecord) -> None:
     # row describes the same file, so losing that race is success too.
     try:
         with conn.begin_nested():
-            conn.execute(
-                insert(derived).values(
-                    image_id=record.image_id,
-                    variant=record.variant,
-                    format=record.format,
-                    width=record.width,
-                    height=record.height,
-                    byte_length=record.byte_length,
-                    sha256=record.sha256,
-                    blob_key=record.blob_key,
-                    created_at=record.created_at,
-                )
-            )
+            conn.execute(insert(derived).values(**_row(record, derived)))
     except IntegrityError:
         pass
 

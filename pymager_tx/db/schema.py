@@ -53,19 +53,26 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
+def _file_columns() -> list[Column[object]]:
+    """What both tables record of a stored image file."""
+    return [
+        Column("format", String(16), nullable=False),
+        Column("width", Integer, nullable=False),
+        Column("height", Integer, nullable=False),
+        Column("byte_length", BigInteger, nullable=False),
+        Column("sha256", String(64), nullable=False),
+        Column("blob_key", String(255), nullable=False),
+        Column("created_at", UTCDateTime, nullable=False),
+    ]
+
+
 originals = Table(
     "originals",
     metadata,
     Column("image_id", String(128), primary_key=True),
     Column("generation", String(32), nullable=False),
     Column("status", String(16), nullable=False),
-    Column("format", String(16), nullable=False),
-    Column("width", Integer, nullable=False),
-    Column("height", Integer, nullable=False),
-    Column("byte_length", BigInteger, nullable=False),
-    Column("sha256", String(64), nullable=False),
-    Column("blob_key", String(255), nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
+    *_file_columns(),
     Column("updated_at", UTCDateTime, nullable=False),
     CheckConstraint("status IN ('pending', 'ready', 'deleting')", name="status"),
     # Start-up recovery looks for the few rows that are not ready.
@@ -82,11 +89,5 @@ derived = Table(
         primary_key=True,
     ),
     Column("variant", String(64), primary_key=True),
-    Column("format", String(16), nullable=False),
-    Column("width", Integer, nullable=False),
-    Column("height", Integer, nullable=False),
-    Column("byte_length", BigInteger, nullable=False),
-    Column("sha256", String(64), nullable=False),
-    Column("blob_key", String(255), nullable=False),
-    Column("created_at", UTCDateTime, nullable=False),
+    *_file_columns(),
 )

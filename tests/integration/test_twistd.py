@@ -102,29 +102,29 @@ async def test_runs_uploads_derives_and_stops_cleanly(tmp_path: Path, pool: HTTP
     assert "Traceback" not in log
 
 
-@pytest_twisted.ensureDeferred
-async def test_refuses_open_writes_on_every_interface(tmp_path: Path) -> None:
-    protocol, _ = spawn(tmp_path, "--listen", "tcp:0")
+async def output_of_a_failed_start(directory: Path, *arguments: str) -> bytes:
+    """What twistd said before it exited with status 1, never listening."""
+    protocol, _ = spawn(directory, *arguments)
     protocol.listening.addErrback(lambda _: None)
     assert await protocol.ended == 1
-    assert b"write_tokens" in protocol.output
+    return protocol.output
+
+
+@pytest_twisted.ensureDeferred
+async def test_refuses_open_writes_on_every_interface(tmp_path: Path) -> None:
+    assert b"write_tokens" in await output_of_a_failed_start(tmp_path, "--listen", "tcp:0")
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_bad_configuration_stops_start_up_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "pymager.toml"
     config.write_text("[images]\nallowed_sizes = ['big']\n")
-    protocol, _ = spawn(tmp_path, "--config", str(config))
-    protocol.listening.addErrback(lambda _: None)
-    assert await protocol.ended == 1
-    assert b"images.allowed_sizes" in protocol.output
+    assert b"images.allowed_sizes" in await output_of_a_failed_start(tmp_path, "--config", str(config))
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_failed_start_exits_with_an_error(tmp_path: Path) -> None:
     config = tmp_path / "pymager.toml"
     config.write_text('[database]\nurl = "postgresql+psycopg://pymager@127.0.0.1:1/pymager"\n')
-    protocol, _ = spawn(tmp_path, "--config", str(config), "--listen", "tcp:0:interface=127.0.0.1")
-    protocol.listening.addErrback(lambda _: None)
-    assert await protocol.ended == 1
-    assert b"could not start" in protocol.output
+    arguments = ("--config", str(config), "--listen", "tcp:0:interface=127.0.0.1")
+    assert b"could not start" in await output_of_a_failed_start(tmp_path, *arguments)

@@ -70,6 +70,18 @@ def files(blobs: FilesystemBlobStore) -> list[str]:
     return sorted(str(p.relative_to(blobs.root)) for p in blobs.root.rglob("*") if p.is_file())
 
 
+def stored_with_held_imaging(
+    database: Database, blobs: FilesystemBlobStore
+) -> tuple[ImageService, ManualOffload]:
+    """A service holding PHOTO, whose image work waits until the test runs it."""
+    imaging = ManualOffload()
+    service = make_service(database, blobs, imaging)
+    upload = run(service.store_original(PHOTO, jpeg((400, 300))))
+    imaging.run_all()
+    result_of(upload)
+    return service, imaging
+
+
 def derived(service: ImageService, name: str) -> StoredImage:
     image_id, spec = service.derived_request(name)
     return result_of(run(service.fetch_derived(image_id, spec)))
@@ -204,11 +216,7 @@ class TestDerivation:
     def test_concurrent_first_requests_share_one_derivation(
         self, database: Database, blobs: FilesystemBlobStore, log_events: list[LogEvent]
     ) -> None:
-        imaging = ManualOffload()
-        service = make_service(database, blobs, imaging)
-        upload = run(service.store_original(PHOTO, jpeg((400, 300))))
-        imaging.run_all()
-        result_of(upload)
+        service, imaging = stored_with_held_imaging(database, blobs)
         image_id, spec = service.derived_request("photo-100x100.jpg")
         waiters = [run(service.fetch_derived(image_id, spec)) for _ in range(10)]
         assert imaging.calls == 2  # the upload's probe, and one render
@@ -222,11 +230,7 @@ class TestDerivation:
     def test_a_client_leaving_does_not_cancel_the_derivation_for_others(
         self, database: Database, blobs: FilesystemBlobStore
     ) -> None:
-        imaging = ManualOffload()
-        service = make_service(database, blobs, imaging)
-        upload = run(service.store_original(PHOTO, jpeg((400, 300))))
-        imaging.run_all()
-        result_of(upload)
+        service, imaging = stored_with_held_imaging(database, blobs)
         image_id, spec = service.derived_request("photo-100x100.jpg")
         leaving = run(service.fetch_derived(image_id, spec))
         staying = run(service.fetch_derived(image_id, spec))
@@ -238,11 +242,7 @@ class TestDerivation:
     def test_an_original_deleted_during_its_derivation_leaves_no_derived_file(
         self, database: Database, blobs: FilesystemBlobStore
     ) -> None:
-        imaging = ManualOffload()
-        service = make_service(database, blobs, imaging)
-        upload = run(service.store_original(PHOTO, jpeg((400, 300))))
-        imaging.run_all()
-        result_of(upload)
+        service, imaging = stored_with_held_imaging(database, blobs)
         image_id, spec = service.derived_request("photo-100x100.jpg")
         waiter = run(service.fetch_derived(image_id, spec))
         result_of(run(service.delete_original(PHOTO)))
