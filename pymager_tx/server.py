@@ -57,7 +57,7 @@ class PymagerService(MultiService):
         self.data_directory = data_directory
         database_threads = self._pool("pymager-db", settings.database.pool_size)
         io_threads = self._pool("pymager-io", _IO_THREADS)
-        image_threads = self._pool("pymager-images", settings.images.threads or os.cpu_count() or 2)
+        image_threads = self._pool("pymager-images", settings.images.threads or _usable_cpus())
 
         url = settings.database.url or sqlite_url(data_directory / "pymager.sqlite3")
         self.database = Database(make_engine(url, settings.database.pool_size), database_threads.offload)
@@ -153,6 +153,14 @@ class PymagerService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (a container's limit, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 2
 
 
 def _describe(address: Any) -> str:
