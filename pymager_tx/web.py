@@ -219,10 +219,10 @@ class ImageAPI:
 
 
 class _StrictPaths(Resource):
-    """Answer a path (once percent-decoded) or Host that is not UTF-8 with a
-    problem document, as Klein would answer in plain text and log a
-    traceback; and a path with an empty segment with 404, as Klein would
-    quietly drop a leading one."""
+    """Answer what Klein would mishandle before any route runs: a path (once
+    percent-decoded) or Host that is not UTF-8, which it answers in plain
+    text with a logged traceback; a Host its URL map refuses, which becomes
+    a 500; and a path with an empty segment, whose leading one it drops."""
 
     isLeaf = True
 
@@ -240,7 +240,11 @@ class _StrictPaths(Resource):
             return self._problem(request, BAD_REQUEST, detail)
         if b"//" in request.path:
             return self._problem(request, NOT_FOUND, "nothing is served at this path")
-        return self._wrapped.render(request)
+        try:
+            return self._wrapped.render(request)
+        except HTTPException as error:  # raised while binding the URL map
+            status = error.code or 400
+            return self._problem(request, Problem(status, "bad-request", error.name), error.description or "")
 
 
 def _read_body(request: IRequest, parse: Any, content_type: str | None) -> bytes:

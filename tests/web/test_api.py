@@ -430,6 +430,13 @@ class TestRouting:
         assert_problem(client.request("GET", path), 400, "UTF-8")
         assert not [event for event in log_events if "log_failure" in event]
 
+    @pytest.mark.parametrize("host", ["a..b", "-x-.example", "\u00e9" * 70, "xn--"])
+    def test_a_host_the_url_map_refuses(self, client: Client, host: str, log_events: list[LogEvent]) -> None:
+        response = client.request("GET", "/original/x", headers={"Host": host.encode("utf-8")})
+        assert response.code in (400, 404), response.body
+        assert header(response, "Content-Type") == "application/problem+json"
+        assert not [event for event in log_events if "log_failure" in event]
+
     def test_a_host_that_is_not_utf8(self, client: Client, log_events: list[LogEvent]) -> None:
         assert_problem(client.request("GET", "/original/x", headers={"Host": b"\xff\xfe"}), 400, "Host")
         assert not [event for event in log_events if "log_failure" in event]
