@@ -26,6 +26,7 @@ from pymager_tx.model import DerivedSpec, Size
 _REDUCING_GAP = 2.0
 _ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+MAX_JPEG_SCANS = 100
 _CARRY_PROFILES = frozenset({"JPEG", "PNG", "WEBP", "AVIF", "TIFF"})
 # ICC header bytes 16-19: the colour space the profile describes.
 _PROFILE_SPACES = {b"RGB ": frozenset({"RGB", "RGBA"}), b"GRAY": frozenset({"L", "LA"})}
@@ -118,6 +119,8 @@ def _opened(data: bytes, limits: DecodeLimits) -> Iterator[ImageFile.ImageFile]:
             raise TooManyPixels(
                 f"the image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}"
             )
+        if image.format in ("JPEG", "MPO"):
+            _check_scans(data)
         yield image
 
 
@@ -130,6 +133,21 @@ def _decoding() -> Iterator[None]:
         raise TooManyPixels("the image expands to more pixels than allowed") from None
     except Exception:
         raise InvalidImage("the image data is truncated or corrupt") from None
+
+
+def _check_scans(data: bytes) -> None:
+    """Refuse a JPEG with more scans than any encoder writes.
+
+    Each progressive scan makes the decoder pass over the whole image again,
+    so a small file repeating one tiny scan thousands of times costs minutes
+    of CPU.  Counting start-of-scan markers over-counts at worst (the bytes
+    can occur inside metadata segments, never inside entropy-coded data),
+    which the generous limit absorbs: encoders write at most a dozen scans
+    per picture, a few pictures per file.
+    """
+    scans = data.count(b"\xff\xda")
+    if scans > MAX_JPEG_SCANS:
+        raise InvalidImage(f"the JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are accepted")
 
 
 def _orientation(image: Image.Image) -> int:

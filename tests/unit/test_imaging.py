@@ -107,6 +107,21 @@ class TestProbe:
         with pytest.raises(TooManyPixels):
             probe(png_declaring(100_000, 100_000), LIMITS)
 
+    def test_refuses_a_jpeg_of_endless_progressive_scans(self) -> None:
+        # The shape of a scan bomb: one small refinement scan repeated until
+        # decoding costs minutes, in a file of a few hundred kilobytes.
+        data = encode(solid((64, 64)), "JPEG", progressive=True)
+        last_scan = data.rindex(b"\xff\xda")
+        bomb = data[:last_scan] + data[last_scan:-2] * 120 + b"\xff\xd9"
+        with pytest.raises(InvalidImage, match=r"has 1.. scans"):
+            probe(bomb, LIMITS)
+        with pytest.raises(InvalidImage, match="scans"):
+            render(bomb, spec(10, 10), LIMITS, OPTIONS)
+
+    def test_progressive_jpegs_from_real_encoders_pass(self) -> None:
+        noisy = Image.effect_noise((300, 200), 40).convert("RGB")
+        assert probe(encode(noisy, "JPEG", progressive=True, quality=95), LIMITS).width == 300
+
     def test_refuses_damaged_headers(self) -> None:
         data = bytearray(png())
         data[16:24] = b"\xff" * 8  # width and height fields of IHDR, CRC now wrong
