@@ -21,18 +21,53 @@ from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
-from twisted.web.http import RESPONSES
+from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
 
 from pymager_tx.auth import WriteTokens, challenge
 from pymager_tx.errors import Unauthorized, UploadTooLarge
-from pymager_tx.problems import PROBLEMS, Problem, problem_body
+from pymager_tx.problems import BAD_REQUEST, PROBLEMS, Problem, problem_body
 
 _LINGER_SECONDS = 5.0
 FORM_OVERHEAD_BYTES = 64 * 1024
 # A module-level Logger: as a class attribute it would take the class's name.
 _access_log = Logger(namespace="pymager_tx.access")
+
+
+def _refusal(problem: Problem, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
+    """A whole HTTP/1.1 response refusing a request, closing the connection."""
+    body = problem_body(problem, detail)
+    head = [b"HTTP/1.1 %d %s" % (problem.status, RESPONSES[problem.status])]
+    for name, value in [
+        *headers,
+        (b"Content-Type", b"application/problem+json"),
+        (b"Content-Length", b"%d" % len(body)),
+        (b"Connection", b"close"),
+    ]:
+        head.append(name + b": " + value)
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+class ProblemChannel(HTTPChannel):
+    """An HTTPChannel whose answers to malformed HTTP are problem documents.
+
+    Twisted answers a request it cannot parse with a bare "400 Bad Request"
+    and a request line or header over its line limit with nothing at all;
+    both hooks are overridden here (the first is private to Twisted, and
+    tests/web/test_site.py guards it).
+    """
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        assert self.transport is not None
+        self.transport.write(_refusal(BAD_REQUEST, "the request is not valid HTTP/1.1"))
+        self.loseConnection()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        assert self.transport is not None
+        detail = f"a request line or header is longer than {self.MAX_LENGTH} bytes"
+        self.transport.write(_refusal(BAD_REQUEST, detail))
+        self.loseConnection()
 
 
 def _text(value: bytes) -> str:
@@ -95,17 +130,8 @@ class BodyLimitedRequest(Request):
         # Twisted answers "Expect: 100-continue" right after gotLength();
         # without the header it sends no 100 and the client gets the refusal.
         self.requestHeaders.removeHeader(b"expect")
-        body = problem_body(problem, detail)
         channel = self._channel
-        head = [b"HTTP/1.1 %d %s" % (problem.status, RESPONSES[problem.status])]
-        for name, value in [
-            *headers,
-            (b"Content-Type", b"application/problem+json"),
-            (b"Content-Length", b"%d" % len(body)),
-            (b"Connection", b"close"),
-        ]:
-            head.append(name + b": " + value)
-        channel.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        channel.transport.write(_refusal(problem, detail, headers))
         channel.persistent = False
         self._linger = self._site.reactor.callLater(_LINGER_SECONDS, channel.transport.abortConnection)
         _access_log.info(
@@ -126,6 +152,9 @@ class BodyLimitedRequest(Request):
 class PymagerSite(Site):
     """A Site that caps request bodies and logs each request as a structured event."""
 
+    # A plain HTTPChannel: HTTP/1.1 only, no HTTP/2 negotiation over TLS
+    # (TLS belongs to the proxy in front).
+    protocol = ProblemChannel  # type: ignore[assignment]
     requestFactory = BodyLimitedRequest
     displayTracebacks = False
     noisy = False

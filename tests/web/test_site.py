@@ -188,3 +188,23 @@ def test_requests_without_a_body_pass_to_the_routes() -> None:
     connection = Connection(tokens=(TOKEN,))
     connection.send(b"DELETE /original/a HTTP/1.1\r\nHost: h\r\n\r\n")
     assert connection.answer.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+        b"PUT / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-Long: " + b"a" * 20_000 + b"\r\n\r\n",
+        b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n\r\n",
+    ],
+    ids=["request line", "two lengths", "bad chunk", "long header", "long path"],
+)
+def test_malformed_http_gets_a_problem_document(request_bytes: bytes) -> None:
+    connection = Connection()
+    connection.send(request_bytes)
+    answer = connection.answer
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert problem(answer)["status"] == 400
+    assert connection.transport.disconnecting
