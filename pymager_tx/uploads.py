@@ -21,6 +21,7 @@ from pymager_tx.errors import BadUpload
 FILE_FIELD = "file"
 # Enough for any real form; a body of thousands of tiny parts is an attack.
 _MAX_PARTS = 64
+_SLICE = 64 * 1024
 # RFC 2046 section 5.1.1: bchars, and no space at the end.
 _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 
@@ -57,26 +58,47 @@ def image_from_body(content_type: str | None, body: bytes) -> bytes:
 
 
 def _parts_named(name: str, boundary: bytes, body: bytes) -> list[bytes]:
+    collector = _Collector(name)
     decoder = MultipartDecoder(boundary, max_parts=_MAX_PARTS)
-    decoder.receive_data(body)
+    view = memoryview(body)
+    # Fed in slices: given a whole body at once, the decoder searches all of
+    # it in one regular expression call that holds the GIL (and so stalls
+    # the reactor) for as long as it takes.
+    for start in range(0, len(view), _SLICE):
+        decoder.receive_data(bytes(view[start : start + _SLICE]))
+        if collector.read(decoder):
+            return collector.found
     decoder.receive_data(None)
-    found: list[bytes] = []
-    current: list[bytes] | None = None
-    while True:
-        try:
-            event = decoder.next_event()
-        except Exception as error:
-            # ValueError for malformed data, RequestEntityTooLarge past the
-            # part limit: both are the client's malformed form.
-            raise BadUpload(f"the multipart body is malformed ({error})") from None
-        if isinstance(event, NeedData):
-            raise BadUpload("the multipart body ends before its closing boundary")
-        if isinstance(event, Epilogue):
-            return found
-        if isinstance(event, File | Field):
-            current = [] if event.name == name else None
-        elif isinstance(event, Data) and current is not None:
-            current.append(event.data)
-            if not event.more_data:
-                found.append(b"".join(current))
-                current = None
+    if collector.read(decoder):
+        return collector.found
+    raise BadUpload("the multipart body ends before its closing boundary")
+
+
+class _Collector:
+    """The raw bytes of every part with one name, from decoder events."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.found: list[bytes] = []
+        self._current: list[bytes] | None = None
+
+    def read(self, decoder: MultipartDecoder) -> bool:
+        """Consume the events decoded so far; True once the form has ended."""
+        while True:
+            try:
+                event = decoder.next_event()
+            except Exception as error:
+                # ValueError for malformed data, RequestEntityTooLarge past the
+                # part limit: both are the client's malformed form.
+                raise BadUpload(f"the multipart body is malformed ({error})") from None
+            if isinstance(event, NeedData):
+                return False
+            if isinstance(event, Epilogue):
+                return True
+            if isinstance(event, File | Field):
+                self._current = [] if event.name == self.name else None
+            elif isinstance(event, Data) and self._current is not None:
+                self._current.append(event.data)
+                if not event.more_data:
+                    self.found.append(b"".join(self._current))
+                    self._current = None
