@@ -32,6 +32,7 @@ from pymager_tx.problems import (
     INTERNAL_ERROR,
     METHOD_NOT_ALLOWED,
     NOT_FOUND,
+    NOT_IMPLEMENTED,
     UNAVAILABLE,
     Problem,
     problem_body,
@@ -41,6 +42,10 @@ from pymager_tx.service import ImageService, StoredImage
 from pymager_tx.threads import Offload
 from pymager_tx.uploads import image_from_body, image_from_form
 
+# RFC 9110 methods; any other is 501, whatever its route.
+_METHODS = frozenset(
+    {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH"}
+)
 _HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
@@ -160,7 +165,9 @@ class ImageAPI:
         host = _header(request, b"host")
         if host is None or not _HOST.fullmatch(host):
             address = request.getHost()
-            host = f"{getattr(address, 'host', 'localhost')}:{getattr(address, 'port', 80)}"
+            name = getattr(address, "host", "localhost")
+            host = f"[{name}]" if ":" in name else name
+            host += f":{getattr(address, 'port', 80)}"
         return f"{scheme}://{host}{path}"
 
     def _problem(self, request: IRequest, problem: Problem, detail: str) -> bytes:
@@ -232,6 +239,15 @@ class _StrictPaths(Resource):
         self._problem = problem
 
     def render(self, request: IRequest) -> Any:
+        if request.method not in _METHODS:
+            # Methods are case-sensitive; Werkzeug would route "post" as POST.
+            method = request.method.decode("ascii", "backslashreplace")
+            return self._problem(
+                request, NOT_IMPLEMENTED, f"the method {method!r} is not one this server knows"
+            )
+        hosts = request.requestHeaders.getRawHeaders(b"host", [])
+        if len(hosts) > 1 or (not hosts and getattr(request, "clientproto", None) == b"HTTP/1.1"):
+            return self._problem(request, BAD_REQUEST, "an HTTP/1.1 request has exactly one Host header")
         try:
             unquote_to_bytes(request.path).decode("utf-8")
             (request.getHeader(b"host") or b"").decode("utf-8")

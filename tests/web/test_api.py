@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 from treq.testing import StubTreq
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogEvent
 from zope.interface import implementer
 
@@ -22,6 +24,7 @@ from pymager_tx.formats import default_decoders
 from pymager_tx.imaging import DecodeLimits, EncodeOptions
 from pymager_tx.model import Size
 from pymager_tx.service import ImagePolicy, ImageService
+from pymager_tx.site import PymagerSite
 from pymager_tx.storage import IBlobStore
 from pymager_tx.storage.memory import MemoryBlobStore
 from pymager_tx.threads import Offload, immediate
@@ -78,6 +81,16 @@ def make_api(
 @pytest.fixture
 def client(database: Database) -> Client:
     return Client(make_api(database))
+
+
+def raw_exchange(api: ImageAPI, request_bytes: bytes) -> bytes:
+    """Send request bytes as they are to the real Site around api."""
+    site = PymagerSite(api.resource(), max_upload_bytes=POLICY.max_upload_bytes, reactor=MemoryReactorClock())
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    transport = StringTransport()
+    channel.makeConnection(transport)
+    channel.dataReceived(request_bytes)
+    return bytes(transport.value())
 
 
 def header(response: Any, name: str) -> str | None:
@@ -424,6 +437,33 @@ class TestRouting:
     )
     def test_other_paths_get_404(self, client: Client, path: str) -> None:
         assert_problem(client.request("GET", path), 404)
+
+    @pytest.mark.parametrize("method", ["BREW", "PROPFIND"])
+    def test_unknown_methods_get_501(self, client: Client, method: str) -> None:
+        assert_problem(client.request(method, "/original/photo"), 501, method)
+
+    @pytest.mark.parametrize(
+        "request_bytes",
+        [
+            b"post /original/photo HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+            b"head /original/photo HTTP/1.1\r\nHost: h\r\n\r\n",
+        ],
+    )
+    def test_methods_are_case_sensitive(self, database: Database, request_bytes: bytes) -> None:
+        # Sent raw: treq upper-cases methods.
+        answer = raw_exchange(make_api(database), request_bytes)
+        assert answer.startswith(b"HTTP/1.1 501 ")
+
+    @pytest.mark.parametrize(
+        "request_bytes",
+        [
+            b"GET /original/photo HTTP/1.1\r\n\r\n",
+            b"GET /original/photo HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        ],
+        ids=["no Host", "two Hosts"],
+    )
+    def test_http_1_1_needs_one_host(self, database: Database, request_bytes: bytes) -> None:
+        assert raw_exchange(make_api(database), request_bytes).startswith(b"HTTP/1.1 400 ")
 
     @pytest.mark.parametrize("path", ["/original/%ff", "/derived/%C3-100x100.jpg", "/%80"])
     def test_paths_that_are_not_utf8(self, client: Client, path: str, log_events: list[LogEvent]) -> None:
