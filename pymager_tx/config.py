@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pymager_tx.db.database import check_database_url
 from pymager_tx.errors import ConfigError
 from pymager_tx.formats import default_decoders, unknown_decoders
 from pymager_tx.model import Size
@@ -74,6 +75,14 @@ class DatabaseSettings(_Section):
         description="SQLAlchemy URL of the metadata database; "
         "empty: SQLite file pymager.sqlite3 in the data directory",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if value:
+            check_database_url(value)
+        return value
+
     pool_size: Annotated[int, Field(ge=1, le=64)] = Field(
         4, description="Database connections, and the threads that use them"
     )

@@ -31,15 +31,31 @@ def sqlite_url(path: Path) -> str:
     return URL.create("sqlite+pysqlite", database=str(path.absolute())).render_as_string()
 
 
-def make_engine(url: str, pool_size: int) -> Engine:
-    """An engine whose connection pool matches the database thread pool."""
+def _parse(url: str) -> URL:
     parsed = make_url(url)
     if parsed.drivername == "postgresql":
         # psycopg 3 is the driver we support; SQLAlchemy's default is psycopg2.
         parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise ValueError("an in-memory SQLite database cannot be shared by threads; name a file")
+    return parsed
+
+
+def check_database_url(url: str) -> None:
+    """Raise ValueError unless url names a database whose driver is installed
+    (without connecting to it)."""
+    try:
+        _parse(url).get_dialect().import_dbapi()
+    except ValueError:
+        raise
+    except Exception as error:  # ArgumentError, NoSuchModuleError, a missing driver
+        raise ValueError(f"not a usable SQLAlchemy URL ({error})") from None
+
+
+def make_engine(url: str, pool_size: int) -> Engine:
+    """An engine whose connection pool matches the database thread pool."""
+    parsed = _parse(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database in (None, "", ":memory:"):
-            raise ValueError("an in-memory SQLite database cannot be shared by threads; name a file")
         engine = create_engine(
             parsed,
             pool_size=pool_size,

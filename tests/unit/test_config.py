@@ -132,3 +132,22 @@ def test_a_bad_token_file(tmp_path: Path) -> None:
     missing = load_settings(write(tmp_path, f"[auth]\nwrite_tokens_file = '{tmp_path / 'none'}'\n"))
     with pytest.raises(ConfigError, match=r"auth\.write_tokens_file: cannot read"):
         missing.auth.tokens()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("foo://bar", "not a usable SQLAlchemy URL"),
+        ("not a url", "not a usable SQLAlchemy URL"),
+        ("sqlite://", "in-memory SQLite"),
+        ("mysql+nosuchdriver://u@h/db", "not a usable SQLAlchemy URL"),
+    ],
+)
+def test_a_database_url_that_cannot_work_names_the_key(url: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"database\.url: .*{message}"):
+        load_settings(None, {"database": {"url": url}})
+
+
+def test_database_urls_of_installed_drivers() -> None:
+    for url in ("postgresql://pymager@db.example/pymager", "sqlite:////var/lib/pymager/pymager.sqlite3"):
+        assert load_settings(None, {"database": {"url": url}}).database.url == url
