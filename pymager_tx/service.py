@@ -246,7 +246,7 @@ class ImageService:
                 image_id=record.image_id,
                 variant=record.variant,
             )
-            await self._database.transact(forget_derived_txn, record.image_id, record.variant)
+            await self._database.transact(forget_derived_txn, record)
             return None
 
     async def _derive(self, original: OriginalRecord, spec: DerivedSpec) -> StoredImage:

@@ -193,8 +193,15 @@ def _insert_derived(conn: Connection, record: DerivedRecord) -> None:
         pass
 
 
-def forget_derived_txn(conn: Connection, image_id: str, variant: str) -> None:
-    conn.execute(delete(derived).where(derived.c.image_id == image_id, derived.c.variant == variant))
+def forget_derived_txn(conn: Connection, record: DerivedRecord) -> None:
+    """Delete the row of record, and no newer row of the same rendition."""
+    conn.execute(
+        delete(derived).where(
+            derived.c.image_id == record.image_id,
+            derived.c.variant == record.variant,
+            derived.c.blob_key == record.blob_key,
+        )
+    )
 
 
 def ping_txn(conn: Connection) -> None:
