@@ -93,7 +93,8 @@ class BodyLimitedRequest(Request):
         if length == 0:
             return
         # Only writes carry bodies: check their token before reading one.
-        authorization = self.requestHeaders.getRawHeaders(b"authorization", [None])[0]
+        # The last one, as request.getHeader() (and so the routes) reads it.
+        authorization = self.requestHeaders.getRawHeaders(b"authorization", [None])[-1]
         try:
             site.tokens.check(authorization)
         except Unauthorized as error:
