@@ -119,8 +119,7 @@ class BodyLimitedRequest(Request):
         if self._refused:
             # The client sent the whole body after all: now it can read the
             # answer, and the connection closes without a reset.
-            if self._linger is not None and self._linger.active():
-                self._linger.cancel()
+            self._stop_lingering()
             self._channel.transport.loseConnection()
             return
         super().requestReceived(command, path, version)
@@ -145,9 +144,12 @@ class BodyLimitedRequest(Request):
         )
 
     def connectionLost(self, reason: Any) -> None:
+        self._stop_lingering()
+        super().connectionLost(reason)
+
+    def _stop_lingering(self) -> None:
         if self._linger is not None and self._linger.active():
             self._linger.cancel()
-        super().connectionLost(reason)
 
 
 class PymagerSite(Site):

@@ -211,8 +211,7 @@ class ImageAPI:
         for name, value in error.get_response().headers:
             if name.lower() not in ("content-type", "content-length"):
                 request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
-        status = error.code or 500
-        return self._problem(request, Problem(status, "http", error.name), error.description or error.name)
+        return self._problem(request, *_routing_problem(error))
 
     @app.handle_errors(Exception)
     def unexpected(self, request: IRequest, failure: Failure) -> bytes:
@@ -259,8 +258,12 @@ class _StrictPaths(Resource):
         try:
             return self._wrapped.render(request)
         except HTTPException as error:  # raised while binding the URL map
-            status = error.code or 400
-            return self._problem(request, Problem(status, "bad-request", error.name), error.description or "")
+            return self._problem(request, *_routing_problem(error))
+
+
+def _routing_problem(error: HTTPException) -> tuple[Problem, str]:
+    """A problem for one of Werkzeug's own routing answers (BadHost, ...)."""
+    return Problem(error.code or 400, "bad-request", error.name), error.description or error.name
 
 
 def _read_body(request: IRequest, parse: Any, content_type: str | None) -> bytes:

@@ -75,12 +75,8 @@ def find_original_txn(
     return None if row is None else _original(row)
 
 
-def id_in_use_txn(conn: Connection, image_id: str) -> bool:
-    """Whether any original, finished or not, holds this ID."""
-    return status_of_txn(conn, image_id) is not None
-
-
 def status_of_txn(conn: Connection, image_id: str) -> OriginalStatus | None:
+    """The status of the original holding this ID, finished or not; None if none does."""
     status = conn.execute(select(originals.c.status).where(originals.c.image_id == image_id)).scalar()
     return None if status is None else OriginalStatus(status)
 

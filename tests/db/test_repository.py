@@ -14,10 +14,10 @@ from pymager_tx.db.repository import (
     claim_original_txn,
     find_original_txn,
     forget_original_txn,
-    id_in_use_txn,
     lookup_derived_txn,
     mark_original_ready_txn,
     record_derived_txn,
+    status_of_txn,
     unfinished_txn,
 )
 from pymager_tx.errors import ImageIdTaken
@@ -67,7 +67,7 @@ def stored(database: Database, image_id: str = "photo", generation: str = "g1") 
 def test_a_pending_original_is_invisible_but_holds_its_id(database: Database) -> None:
     result_of(database.transact(claim_original_txn, pending()))
     assert result_of(database.read(find_original_txn, "photo")) is None
-    assert result_of(database.read(id_in_use_txn, "photo"))
+    assert result_of(database.read(status_of_txn, "photo")) is OriginalStatus.PENDING
     failure_of(database.transact(claim_original_txn, pending(generation="g2"))).trap(ImageIdTaken)
 
 
@@ -154,7 +154,7 @@ def test_a_failed_transaction_leaves_nothing(database: Database) -> None:
         raise RuntimeError("crash inside the transaction")
 
     failure_of(database.transact(claim_then_fail)).trap(RuntimeError)
-    assert not result_of(database.read(id_in_use_txn, "photo"))
+    assert result_of(database.read(status_of_txn, "photo")) is None
 
 
 @pytest.mark.parametrize("naive", [datetime(2026, 1, 1)])

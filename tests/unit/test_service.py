@@ -11,7 +11,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import LogEvent
 
 from pymager_tx.db.database import Database
-from pymager_tx.db.repository import claim_original_txn, id_in_use_txn
+from pymager_tx.db.repository import claim_original_txn, status_of_txn
 from pymager_tx.errors import (
     DerivedNameInvalid,
     ImageIdTaken,
@@ -135,7 +135,7 @@ class TestOriginals:
         error: type[Exception],
     ) -> None:
         failure_of(run(service.store_original(PHOTO, data))).trap(error)
-        assert not result_of(database.read(id_in_use_txn, "photo"))
+        assert result_of(database.read(status_of_txn, "photo")) is None
         assert files(blobs) == []
 
     def test_a_failed_file_write_releases_the_id(
@@ -143,7 +143,7 @@ class TestOriginals:
     ) -> None:
         (blobs.root / "originals").write_bytes(b"a file where a directory must go")
         failure_of(run(service.store_original(PHOTO, png()))).trap(OSError)
-        assert not result_of(database.read(id_in_use_txn, "photo"))
+        assert result_of(database.read(status_of_txn, "photo")) is None
 
     def test_unknown_original(self, service: ImageService) -> None:
         failure_of(run(service.fetch_original(PHOTO))).trap(ImageNotFound)
@@ -295,7 +295,7 @@ class TestRecovery:
         result_of(database.transact(begin_removal_txn, "photo", service._clock()))
         result_of(run(service.recover()))
         assert files(blobs) == []
-        assert not result_of(database.read(id_in_use_txn, "photo"))
+        assert result_of(database.read(status_of_txn, "photo")) is None
 
     def test_a_deletion_that_failed_half_way_does_not_strand_the_id(
         self, service: ImageService, database: Database, blobs: FilesystemBlobStore
