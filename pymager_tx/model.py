@@ -20,7 +20,7 @@ _SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
 # and extension are taken from the right.
 _DERIVED_NAME = re.compile(
     r"(?P<image_id>[A-Za-z0-9_-]{1,128})-(?P<width>[1-9][0-9]{0,4})x(?P<height>[1-9][0-9]{0,4})"
-    r"\.(?P<extension>[A-Za-z0-9]{1,10})"
+    r"(?:-(?P<mode>fit|pad))?\.(?P<extension>[A-Za-z0-9]{1,10})"
 )
 
 
@@ -57,6 +57,14 @@ class Size:
         return f"{self.width}x{self.height}"
 
 
+class ResizeMode(StrEnum):
+    """How an original is brought to W×H."""
+
+    CROP = "crop"  # cover W×H, crop the overflow around the centre (the default)
+    FIT = "fit"  # inside W×H, aspect ratio kept, nothing cropped: one side may be shorter
+    PAD = "pad"  # fit, then pad to exactly W×H with the background colour
+
+
 @dataclass(frozen=True)
 class DerivedName:
     """What a /derived/ URL asks for, before the format and size are checked."""
@@ -64,16 +72,21 @@ class DerivedName:
     image_id: ImageId
     size: Size
     extension: str
+    mode: ResizeMode = ResizeMode.CROP
 
 
 def parse_derived_name(name: str) -> DerivedName:
     match = _DERIVED_NAME.fullmatch(name)
     if match is None:
-        raise DerivedNameInvalid(f"a derived image is named <ID>-<W>x<H>.<ext>; got {_shown(name)}")
+        raise DerivedNameInvalid(
+            f"a derived image is named <ID>-<W>x<H>.<ext> or <ID>-<W>x<H>-fit.<ext> or "
+            f"<ID>-<W>x<H>-pad.<ext>; got {_shown(name)}"
+        )
     return DerivedName(
         image_id=ImageId(match["image_id"]),
         size=Size(int(match["width"]), int(match["height"])),
         extension=match["extension"].lower(),
+        mode=ResizeMode(match["mode"] or ResizeMode.CROP),
     )
 
 
@@ -81,11 +94,14 @@ def parse_derived_name(name: str) -> DerivedName:
 class DerivedSpec:
     size: Size
     output: ImageFormat
+    mode: ResizeMode = ResizeMode.CROP
 
     @property
     def variant(self) -> str:
-        """Canonical name of this rendition of an original: jpg and jpeg are one."""
-        return f"{self.size}.{self.output.name}"
+        """Canonical name of this rendition of an original: jpg and jpeg are
+        one, and a crop (the default) has no suffix, as before modes existed."""
+        suffix = "" if self.mode is ResizeMode.CROP else f"-{self.mode}"
+        return f"{self.size}{suffix}.{self.output.name}"
 
 
 class OriginalStatus(StrEnum):

@@ -202,7 +202,7 @@ class ImageService:
                 f"the size {parsed.size} is not allowed; "
                 f"allowed: {', '.join(str(size) for size in sorted(self.policy.allowed_sizes))}"
             )
-        return parsed.image_id, DerivedSpec(parsed.size, output)
+        return parsed.image_id, DerivedSpec(parsed.size, output, parsed.mode)
 
     async def fetch_derived(
         self, image_id: ImageId, spec: DerivedSpec, with_body: bool = True

@@ -91,3 +91,22 @@ derived = Table(
     Column("variant", String(64), primary_key=True),
     *_file_columns(),
 )
+
+# One row per derivation under way, so that of many processes asked for the
+# same rendition at once, one derives and the others wait for its row in
+# `derived`.  A claim expires: a process that dies mid-derivation holds it
+# only until expires_at, then another takes it over.
+derivation_claims = Table(
+    "derivation_claims",
+    metadata,
+    Column(
+        "image_id",
+        String(128),
+        ForeignKey("originals.image_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("variant", String(64), primary_key=True),
+    Column("generation", String(32), nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
