@@ -74,6 +74,9 @@ originals = Table(
     Column("status", String(16), nullable=False),
     *_file_columns(),
     Column("updated_at", UTCDateTime, nullable=False),
+    # The process that holds a pending upload, so that start-up recovery in
+    # another process finishes only the uploads of processes that are gone.
+    Column("owner", String(64), nullable=True),
     CheckConstraint("status IN ('pending', 'ready', 'deleting')", name="status"),
     # Start-up recovery looks for the few rows that are not ready.
     Index(None, "status"),
@@ -95,18 +98,15 @@ derived = Table(
 # One row per derivation under way, so that of many processes asked for the
 # same rendition at once, one derives and the others wait for its row in
 # `derived`.  A claim expires: a process that dies mid-derivation holds it
-# only until expires_at, then another takes it over.
+# only until expires_at, then another takes it over.  No foreign key: a claim
+# outlives a deletion of its original, so that recovery can still find and
+# remove a file its dead owner stored but never recorded.
 derivation_claims = Table(
     "derivation_claims",
     metadata,
-    Column(
-        "image_id",
-        String(128),
-        ForeignKey("originals.image_id", ondelete="CASCADE"),
-        primary_key=True,
-    ),
+    Column("image_id", String(128), primary_key=True),
     Column("variant", String(64), primary_key=True),
     Column("generation", String(32), nullable=False),
-    Column("owner", String(128), nullable=False),
+    Column("owner", String(64), nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
 )
