@@ -64,6 +64,31 @@ class Unauthorized(PymagerError):
         self.token_given = token_given
 
 
+class Unavailable(PymagerError):
+    """A dependency of the service is failing; the same request may work later."""
+
+    retry_after = 5  # seconds, for the Retry-After header
+
+    def __init__(self, detail: str, reason: str = "") -> None:
+        super().__init__(detail)
+        # For the operator's log only: driver messages name hosts and paths.
+        self.reason = reason or detail
+
+
+class DatabaseUnavailable(Unavailable):
+    """The metadata database cannot be reached or does not answer."""
+
+
+class StorageUnavailable(Unavailable):
+    """Stored files cannot be read or written."""
+
+
+class StorageFull(StorageUnavailable):
+    """The storage has no room left for the file."""
+
+    retry_after = 60
+
+
 class BlobNotFound(Exception):
     """Storage holds nothing under this key (an internal condition, not a client error)."""
 

@@ -24,7 +24,10 @@ from pymager_tx import __version__
 from pymager_tx.auth import WriteTokens
 from pymager_tx.config import Settings
 from pymager_tx.db.database import Database, make_engine, sqlite_url
+from pymager_tx.errors import Unavailable
 from pymager_tx.imaging import DecodeLimits, EncodeOptions
+from pymager_tx.owners import Owners
+from pymager_tx.peers import Peers
 from pymager_tx.service import ImagePolicy, ImageService
 from pymager_tx.site import PymagerSite
 from pymager_tx.storage.filesystem import FilesystemBlobStore
@@ -61,7 +64,15 @@ class PymagerService(MultiService):
 
         url = settings.database.url or sqlite_url(data_directory / "pymager.sqlite3")
         self.database = Database(make_engine(url, settings.database.pool_size), database_threads.offload)
-        self.blobs = FilesystemBlobStore(data_directory / "files", io_threads.offload)
+        # Every process sharing the data directory registers here, so each
+        # can tell what a dead one left unfinished from what a live one holds.
+        self.owners = Owners(data_directory / "processes")
+        self.blobs = FilesystemBlobStore(data_directory / "files", io_threads.offload, self.owners)
+        peers = Peers(
+            self.owners.me,
+            alive=lambda owner: io_threads.offload(self.owners.is_alive, owner),
+            timer=reactor,
+        )
         images = settings.images
         self.images = ImageService(
             self.database,
@@ -73,6 +84,7 @@ class PymagerService(MultiService):
                 limits=DecodeLimits(max_pixels=images.max_pixels, decoders=tuple(images.decoders)),
                 encoding=EncodeOptions(jpeg_quality=images.jpeg_quality, webp_quality=images.webp_quality),
             ),
+            peers=peers,
         )
         write_tokens = WriteTokens(tokens)
         self.api = ImageAPI(
@@ -118,7 +130,9 @@ class PymagerService(MultiService):
             await self.database.drop_schema()
             await self.blobs.wipe()
         await self.database.create_schema()
+        await self._io.offload(self.owners.register)
         await self.images.recover()
+        await self._io.offload(self.owners.bury_dead)
         endpoint = serverFromString(self._reactor, self.settings.server.listen)
         self._port = port = await endpoint.listen(self.site)
         address = port.getHost()
@@ -135,7 +149,10 @@ class PymagerService(MultiService):
             waiter.callback(port)
 
     def _start_failed(self, failure: Failure) -> None:
-        self.log.failure("pymager-tx could not start", failure)
+        if isinstance(failure.value, Unavailable):
+            self.log.critical("pymager-tx could not start: {reason}", reason=failure.value.reason)
+        else:
+            self.log.failure("pymager-tx could not start", failure)
         if self._on_start_failure is not None:
             self._on_start_failure(failure)
         waiters, self._listening = self._listening, []
@@ -149,6 +166,7 @@ class PymagerService(MultiService):
             port, self._port = self._port, None
             await maybeDeferred(port.stopListening)
         await self.database.dispose()
+        await self._io.offload(self.owners.release)
         await super().stopService()  # the thread pools, last
 
     def stopService(self) -> Deferred[None]:

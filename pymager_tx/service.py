@@ -6,11 +6,18 @@ leaves something start-up recovery can finish:
 
 - upload: claim the ID with a pending row, store the file, mark the row ready;
 - delete: mark the row deleting, remove the files, remove the row;
-- derive: store the file, then record its row, only while the original (that
-  very upload, by generation) is still ready.
+- derive: claim the rendition, store the file, then record its row (and end
+  the claim) only while the original (that very upload, by generation) is
+  still ready.
 
 Readers see only ready originals, and a derived file belongs to one upload's
 generation, so a re-upload under a deleted ID never meets an old file.
+
+Several processes may share the database and storage.  In one process,
+concurrent requests for a rendition share one derivation (InFlight); across
+processes, a claim row with a lease elects the one that derives, and the
+others wait for its row.  Pending uploads and claims name their owner, so
+recovery finishes only what dead processes left.
 """
 
 from __future__ import annotations
@@ -23,13 +30,18 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
 from pymager_tx.db.database import Database
 from pymager_tx.db.repository import (
+    Claim,
+    ClaimOutcome,
     Removal,
     begin_removal_txn,
+    claim_derivation_txn,
     claim_original_txn,
+    claims_txn,
     find_original_txn,
     forget_derived_txn,
     forget_original_txn,
@@ -37,6 +49,9 @@ from pymager_tx.db.repository import (
     mark_original_ready_txn,
     ping_txn,
     record_derived_txn,
+    release_claim_txn,
+    renew_claim_txn,
+    settle_claim_txn,
     status_of_txn,
     unfinished_txn,
 )
@@ -45,6 +60,7 @@ from pymager_tx.errors import (
     ImageIdTaken,
     ImageNotFound,
     SizeNotAllowed,
+    StorageUnavailable,
     UnsupportedOutputFormat,
     UploadTooLarge,
 )
@@ -61,6 +77,7 @@ from pymager_tx.model import (
     StoredFile,
     parse_derived_name,
 )
+from pymager_tx.peers import POLL_FIRST, POLL_MOST, Peers
 from pymager_tx.storage import IBlobStore
 from pymager_tx.storage.keys import derived_key, derived_prefix, original_key
 from pymager_tx.threads import Offload
@@ -97,12 +114,14 @@ class ImageService:
         imaging: Offload,
         policy: ImagePolicy,
         clock: Callable[[], datetime] = _utcnow,
+        peers: Peers | None = None,
     ) -> None:
         self._database = database
         self._blobs = blobs
         self._imaging = imaging
         self.policy = policy
         self._clock = clock
+        self._peers = peers or Peers.alone()
         self._derivations: InFlight[tuple[str, str, str], StoredImage] = InFlight()
 
     # Originals
@@ -134,7 +153,7 @@ class ImageService:
             blob_key=original_key(image_id, generation),
             created_at=self._clock(),
         )
-        await self._database.transact(claim_original_txn, record)
+        await self._database.transact(claim_original_txn, record, self._peers.me)
         try:
             await self._blobs.put(record.blob_key, data)
             ready_at = self._clock()
@@ -250,16 +269,82 @@ class ImageService:
             return None
 
     async def _derive(self, original: OriginalRecord, spec: DerivedSpec) -> StoredImage:
+        """The rendition, derived here or by whichever process claimed it."""
         image_id = ImageId(original.image_id)
-        # A derivation that finished between our caller's lookup and the
-        # moment it got here has already stored this rendition.
-        lookup = await self._database.read(lookup_derived_txn, original.image_id, spec.variant)
-        if lookup.original is None or lookup.original.generation != original.generation:
-            raise _not_found(image_id)
-        if lookup.derived is not None:
-            stored = await self._read_derived(lookup.derived, with_body=True)
-            if stored is not None:
-                return stored
+        delay = POLL_FIRST
+        while True:
+            now = self._clock()
+            outcome, held = await self._database.transact(
+                claim_derivation_txn,
+                original.image_id,
+                spec.variant,
+                original.generation,
+                self._peers.me,
+                now,
+                now + self._peers.lease,
+            )
+            if outcome is ClaimOutcome.GONE:
+                raise _not_found(image_id)
+            if outcome is ClaimOutcome.CLAIMED:
+                return await self._derive_claimed(original, spec)
+            if outcome is ClaimOutcome.DONE:
+                # Derived meanwhile, here or elsewhere.  If its file is gone
+                # after all, its row is forgotten and the next claim wins.
+                lookup = await self._database.read(lookup_derived_txn, original.image_id, spec.variant)
+                if lookup.derived is not None:
+                    stored = await self._read_derived(lookup.derived, with_body=True)
+                    if stored is not None:
+                        return stored
+                continue
+            if held is None:
+                continue  # released meanwhile
+            if not await self._peers.alive(held.owner):
+                await self._settle(held)
+                continue
+            # A live peer is deriving it: look again soon, then less often.
+            timer = self._peers.timer
+            assert timer is not None, "a live peer holds a claim, but this process has no peers"
+            await deferLater(timer, delay)
+            delay = min(delay * 2, POLL_MOST)
+
+    async def _derive_claimed(self, original: OriginalRecord, spec: DerivedSpec) -> StoredImage:
+        """Derive a rendition this process has claimed, renewing the claim
+        for as long as the work takes, and end the claim either way."""
+        me = self._peers.me
+        renewal = None
+        if self._peers.timer is not None:
+            renewal = LoopingCall(self._renew_claim, original.image_id, spec.variant)
+            renewal.clock = self._peers.timer
+            renewal.start(self._peers.lease.total_seconds() / 3, now=False)
+        try:
+            return await self._render_and_record(original, spec)
+        except Exception:
+            # Not on GeneratorExit: a coroutine being garbage-collected can
+            # no longer wait for a transaction; the lease then runs out.
+            await self._database.transact(release_claim_txn, original.image_id, spec.variant, me)
+            raise
+        finally:
+            if renewal is not None and renewal.running:
+                renewal.stop()
+
+    def _renew_claim(self, image_id: str, variant: str) -> Deferred[bool]:
+        renewed = self._database.transact(
+            renew_claim_txn, image_id, variant, self._peers.me, self._clock() + self._peers.lease
+        )
+        # A failed renewal is no reason to stop: the claim may lapse, and
+        # then at worst another process derives the same image too.
+        renewed.addErrback(
+            lambda failure: self.log.failure(
+                "Could not renew the claim on {image_id} {variant}",
+                failure,
+                image_id=image_id,
+                variant=variant,
+            )
+        )
+        return renewed
+
+    async def _render_and_record(self, original: OriginalRecord, spec: DerivedSpec) -> StoredImage:
+        image_id = ImageId(original.image_id)
         try:
             source = await self._blobs.get(original.blob_key)
         except BlobNotFound:
@@ -271,7 +356,7 @@ class ImageService:
         key = derived_key(image_id, original.generation, spec.variant)
         try:
             await self._blobs.put(key, rendered.data)
-        except OSError:
+        except StorageUnavailable:
             # Storing can fail because a deletion of the original is taking
             # the directories away: then the answer is 404, not an error.
             if not await self._still_current(original):
@@ -289,7 +374,7 @@ class ImageService:
             blob_key=key,
             created_at=self._clock(),
         )
-        if not await self._database.transact(record_derived_txn, record, original.generation):
+        if not await self._database.transact(record_derived_txn, record, original.generation, self._peers.me):
             # Deleted while this was derived: take the file back out, and the
             # generation's directory if the deletion already emptied it.
             await self._blobs.delete(key)
@@ -304,6 +389,7 @@ class ImageService:
             byte_length=record.byte_length,
             render_seconds=render_seconds,
             seconds=time.perf_counter() - started,
+            owner=self._peers.me,
         )
         return StoredImage(record, rendered.data)
 
@@ -314,16 +400,36 @@ class ImageService:
     # Start-up and removal
 
     async def recover(self) -> None:
-        """Finish what a crash interrupted: unfinished writes in storage, and
-        uploads or deletions that never completed."""
+        """Finish what crashed processes left: unfinished writes in storage,
+        uploads and deletions that never completed, and derivations stored
+        but never recorded.  What live peers hold is left to them."""
         await self._blobs.recover()
         for removal in await self._database.read(unfinished_txn):
+            pending = removal.original.status is OriginalStatus.PENDING
+            if pending and await self._peers.alive(removal.owner):
+                continue
             self.log.info(
                 "Finishing interrupted {status} of {image_id}",
                 status="upload" if removal.original.status is OriginalStatus.PENDING else "deletion",
                 image_id=removal.original.image_id,
             )
             await self._remove(removal)
+        for claim in await self._database.read(claims_txn):
+            if not await self._peers.alive(claim.owner):
+                await self._settle(claim)
+
+    async def _settle(self, claim: Claim) -> None:
+        """End the claim of a dead process, and remove the file it may have
+        stored without recording it."""
+        key = derived_key(ImageId(claim.image_id), claim.generation, claim.variant)
+        if await self._database.transact(settle_claim_txn, claim, key):
+            self.log.info(
+                "Ending the claim of {owner}, which is gone, on {image_id} {variant}",
+                image_id=claim.image_id,
+                variant=claim.variant,
+                owner=claim.owner,
+            )
+            await self._blobs.delete(key)
 
     async def _resume_removal(self, image_id: ImageId) -> None:
         removal = await self._database.transact(begin_removal_txn, image_id.value, self._clock())

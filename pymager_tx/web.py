@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from pymager_tx.auth import WriteTokens, challenge
 from pymager_tx.conditional import not_modified, set_validators, strong_etag
-from pymager_tx.errors import PymagerError, Unauthorized
+from pymager_tx.errors import PymagerError, Unauthorized, Unavailable
 from pymager_tx.inflight import shielded
 from pymager_tx.model import ImageId, OriginalRecord
 from pymager_tx.problems import (
@@ -132,8 +132,13 @@ class ImageAPI:
         """200 when the database answers; for load balancers and systemd."""
         try:
             await self._service.check_health()
+        except Unavailable as error:
+            self.log.warn("Health check failed: {reason}", reason=error.reason)
+            request.setHeader(b"Retry-After", b"%d" % error.retry_after)
+            return self._problem(request, problem_for(error), error.detail)
         except Exception:
             self.log.failure("Health check failed")
+            request.setHeader(b"Retry-After", b"%d" % Unavailable.retry_after)
             return self._problem(request, UNAVAILABLE, "the metadata database does not answer")
         request.setHeader(b"Cache-Control", b"no-store")
         return _json(request, {"status": "ok"})
@@ -186,6 +191,14 @@ class ImageAPI:
         assert isinstance(error, PymagerError)
         if isinstance(error, Unauthorized):
             request.setHeader(b"WWW-Authenticate", challenge(error).encode("ascii"))
+        if isinstance(error, Unavailable):
+            self.log.warn(
+                "{method} {uri} failed: {reason}",
+                method=request.method.decode("ascii", "replace"),
+                uri=request.uri.decode("ascii", "replace"),
+                reason=error.reason,
+            )
+            request.setHeader(b"Retry-After", b"%d" % error.retry_after)
         return self._problem(request, problem_for(error), error.detail)
 
     @app.handle_errors(NotFound)

@@ -18,13 +18,21 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from twisted.internet.defer import Deferred
 
 from pymager_tx.db.schema import metadata
+from pymager_tx.errors import DatabaseUnavailable
 from pymager_tx.threads import Offload
 
 T = TypeVar("T")
 _WRITE = "pymager_write"
+# Seconds to wait for a connection to a server that does not answer: a
+# request should fail fast with 503, not hang with its client.
+_CONNECT_TIMEOUT = 5
+# Failures of the database itself, not of what a transaction asked of it.
+_UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeoutError)
 
 
 def sqlite_url(path: Path) -> str:
@@ -65,7 +73,14 @@ def make_engine(url: str, pool_size: int) -> Engine:
         _configure_sqlite(engine)
         return engine
     # pre_ping: a server restarted under us costs one reconnect, not an error.
-    return create_engine(parsed, pool_size=pool_size, max_overflow=0, pool_pre_ping=True)
+    return create_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=0,
+        pool_pre_ping=True,
+        pool_timeout=_CONNECT_TIMEOUT,
+        connect_args={"connect_timeout": _CONNECT_TIMEOUT},
+    )
 
 
 def _configure_sqlite(engine: Engine) -> None:
@@ -103,10 +118,17 @@ class Database:
         return self._offload(self._run, False, work, args, kwargs)
 
     def _run(self, write: bool, work: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
-        with self.engine.connect() as connection:
-            connection.execution_options(**{_WRITE: write})
-            with connection.begin():
-                return work(connection, *args, **kwargs)
+        try:
+            with self.engine.connect() as connection:
+                connection.execution_options(**{_WRITE: write})
+                with connection.begin():
+                    return work(connection, *args, **kwargs)
+        except _UNAVAILABLE as error:
+            # The pool drops a broken connection and pre_ping replaces it on
+            # the next checkout, so service resumes once the server is back.
+            raise DatabaseUnavailable(
+                "the metadata database is unavailable; try again later", _first_line(error)
+            ) from error
 
     def create_schema(self) -> Deferred[None]:
         return self.transact(lambda connection: metadata.create_all(connection))
@@ -116,3 +138,10 @@ class Database:
 
     def dispose(self) -> Deferred[None]:
         return self._offload(self.engine.dispose)
+
+
+def _first_line(error: Exception) -> str:
+    """The driver's own message, without SQLAlchemy's SQL echo and links."""
+    original = getattr(error, "orig", None) or error
+    text = str(original).strip().splitlines()
+    return text[0][:200] if text else type(original).__name__

@@ -12,12 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from enum import Enum
 from typing import TypeVar
 
 from sqlalchemy import Connection, Row, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from pymager_tx.db.schema import derived, originals
+from pymager_tx.db.schema import derivation_claims, derived, originals
 from pymager_tx.errors import ImageIdTaken
 from pymager_tx.formats import format_named
 from pymager_tx.model import DerivedRecord, OriginalRecord, OriginalStatus, StoredFile
@@ -37,6 +38,22 @@ class Removal:
 
     original: OriginalRecord
     derived_keys: tuple[str, ...]
+    owner: str | None = None  # the process that holds it, while pending
+
+
+class ClaimOutcome(Enum):
+    CLAIMED = "claimed"  # ours to derive
+    HELD = "held"  # another process is deriving it
+    DONE = "done"  # already derived: read its row
+    GONE = "gone"  # the original (this generation of it) is not ready
+
+
+@dataclass(frozen=True)
+class Claim:
+    image_id: str
+    variant: str
+    generation: str
+    owner: str
 
 
 def _record(kind: type[R], row: Row[tuple[object, ...]]) -> R:
@@ -81,11 +98,14 @@ def status_of_txn(conn: Connection, image_id: str) -> OriginalStatus | None:
     return None if status is None else OriginalStatus(status)
 
 
-def claim_original_txn(conn: Connection, record: OriginalRecord) -> None:
-    """Insert record as pending; the primary key lets exactly one claim win."""
+def claim_original_txn(conn: Connection, record: OriginalRecord, owner: str) -> None:
+    """Insert record as pending, held by owner; the primary key lets exactly
+    one claim win, across every process."""
     assert record.status is OriginalStatus.PENDING
     try:
-        conn.execute(insert(originals).values(**_row(record, originals), updated_at=record.created_at))
+        conn.execute(
+            insert(originals).values(**_row(record, originals), updated_at=record.created_at, owner=owner)
+        )
     except IntegrityError:
         raise ImageIdTaken(f"an image is already stored under the ID {record.image_id!r}") from None
 
@@ -98,7 +118,7 @@ def mark_original_ready_txn(conn: Connection, image_id: str, generation: str, no
             originals.c.generation == generation,
             originals.c.status == OriginalStatus.PENDING.value,
         )
-        .values(status=OriginalStatus.READY.value, created_at=now, updated_at=now)
+        .values(status=OriginalStatus.READY.value, created_at=now, updated_at=now, owner=None)
     )
     return result.rowcount == 1
 
@@ -136,11 +156,12 @@ def _removal(conn: Connection, image_id: str) -> Removal | None:
     if row is None:
         return None
     keys = conn.execute(select(derived.c.blob_key).where(derived.c.image_id == image_id)).scalars().all()
-    return Removal(_original(row), tuple(keys))
+    return Removal(_original(row), tuple(keys), row.owner)
 
 
 def unfinished_txn(conn: Connection) -> list[Removal]:
-    """Uploads and deletions that a crash interrupted."""
+    """Uploads and deletions under way or interrupted (the caller tells
+    which by the owner of each pending upload)."""
     ids = (
         conn.execute(select(originals.c.image_id).where(originals.c.status != OriginalStatus.READY.value))
         .scalars()
@@ -159,9 +180,14 @@ def lookup_derived_txn(conn: Connection, image_id: str, variant: str) -> Derived
     return DerivedLookup(original, None if row is None else _derived(row))
 
 
-def record_derived_txn(conn: Connection, record: DerivedRecord, generation: str) -> bool:
+def record_derived_txn(
+    conn: Connection, record: DerivedRecord, generation: str, owner: str | None = None
+) -> bool:
     """Record a derived image whose file is stored, if its original (this
-    generation of it) is still ready; False if it was deleted meanwhile."""
+    generation of it) is still ready; False if it was deleted meanwhile.
+    Either way owner's claim on the rendition ends with this transaction."""
+    if owner is not None:
+        release_claim_txn(conn, record.image_id, record.variant, owner)
     # FOR SHARE (PostgreSQL) holds off a concurrent begin_removal_txn until
     # this commits; SQLite serializes writers anyway and ignores it.
     current = conn.execute(
@@ -202,3 +228,91 @@ def forget_derived_txn(conn: Connection, record: DerivedRecord) -> None:
 
 def ping_txn(conn: Connection) -> None:
     conn.execute(select(1)).scalar_one()
+
+
+def claim_derivation_txn(
+    conn: Connection, image_id: str, variant: str, generation: str, owner: str, now: datetime, until: datetime
+) -> tuple[ClaimOutcome, Claim | None]:
+    """Claim the derivation of a rendition for owner until a time, unless it
+    is done, its original is gone, or a live claim of another owner holds it.
+
+    An expired claim is taken over: its owner died or stalled, and deriving
+    twice is better than never.
+    """
+    original = find_original_txn(conn, image_id)
+    if original is None or original.generation != generation:
+        return ClaimOutcome.GONE, None
+    done = conn.execute(
+        select(derived.c.image_id).where(derived.c.image_id == image_id, derived.c.variant == variant)
+    ).first()
+    if done is not None:
+        return ClaimOutcome.DONE, None
+    key = (derivation_claims.c.image_id == image_id, derivation_claims.c.variant == variant)
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                insert(derivation_claims).values(
+                    image_id=image_id, variant=variant, generation=generation, owner=owner, expires_at=until
+                )
+            )
+        return ClaimOutcome.CLAIMED, None
+    except IntegrityError:
+        pass
+    # Conditional on the lease having run out, so of several processes
+    # taking over one expired claim, one wins.
+    taken = conn.execute(
+        update(derivation_claims)
+        .where(*key, (derivation_claims.c.expires_at < now) | (derivation_claims.c.owner == owner))
+        .values(generation=generation, owner=owner, expires_at=until)
+    )
+    if taken.rowcount == 1:
+        return ClaimOutcome.CLAIMED, None
+    row = conn.execute(select(derivation_claims).where(*key)).first()
+    held = None if row is None else Claim(row.image_id, row.variant, row.generation, row.owner)
+    return ClaimOutcome.HELD, held
+
+
+def renew_claim_txn(conn: Connection, image_id: str, variant: str, owner: str, until: datetime) -> bool:
+    """Extend owner's claim; False if it was lost (expired and taken over)."""
+    result = conn.execute(
+        update(derivation_claims)
+        .where(
+            derivation_claims.c.image_id == image_id,
+            derivation_claims.c.variant == variant,
+            derivation_claims.c.owner == owner,
+        )
+        .values(expires_at=until)
+    )
+    return result.rowcount == 1
+
+
+def release_claim_txn(conn: Connection, image_id: str, variant: str, owner: str) -> None:
+    conn.execute(
+        delete(derivation_claims).where(
+            derivation_claims.c.image_id == image_id,
+            derivation_claims.c.variant == variant,
+            derivation_claims.c.owner == owner,
+        )
+    )
+
+
+def claims_txn(conn: Connection) -> list[Claim]:
+    """Every derivation claim: the caller tells the dead from the living."""
+    rows = conn.execute(select(derivation_claims)).all()
+    return [Claim(row.image_id, row.variant, row.generation, row.owner) for row in rows]
+
+
+def settle_claim_txn(conn: Connection, claim: Claim, blob_key: str) -> bool:
+    """Forget a dead owner's claim; True if the file it may have stored at
+    blob_key belongs to no row and should be removed."""
+    ended = conn.execute(
+        delete(derivation_claims).where(
+            derivation_claims.c.image_id == claim.image_id,
+            derivation_claims.c.variant == claim.variant,
+            derivation_claims.c.owner == claim.owner,
+        )
+    )
+    if ended.rowcount != 1:
+        return False  # someone else settled it, or took it over
+    recorded = conn.execute(select(derived.c.image_id).where(derived.c.blob_key == blob_key)).first()
+    return recorded is None

@@ -1,39 +1,69 @@
 """
 Blobs as files under a root directory.
 
-Writes go to a unique file in <root>/.tmp, are fsynced, then renamed into
-place, so a crash never leaves a truncated file under a key.  Keeping every
-temporary file in one directory (on the same filesystem, so the rename stays
-atomic) lets start-up recovery clean up without walking the whole store.
+Writes go to a unique file in <root>/.tmp/<owner>, are fsynced, then renamed
+into place, so a crash never leaves a truncated file under a key.  Keeping
+every temporary file of a process in one directory (on the same filesystem,
+so the rename stays atomic) lets start-up recovery clean up after processes
+that died without walking the whole store, and without touching the writes
+of processes still running.
+
+Failures of the filesystem itself become StorageUnavailable (StorageFull when
+it has no room left), for the web layer to answer 503.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from contextlib import suppress
+from functools import wraps
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from pymager_tx.errors import BlobNotFound
+from pymager_tx.errors import BlobNotFound, StorageFull, StorageUnavailable
+from pymager_tx.owners import Owners
 from pymager_tx.storage.interface import IBlobStore, validate_key
 from pymager_tx.threads import Offload
 
 _TEMPORARY = ".tmp"
 _RENAME_ATTEMPTS = 3
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _storage_errors(method: Callable[P, T]) -> Callable[P, T]:
+    @wraps(method)
+    def translated(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(*args, **kwargs)
+        except OSError as error:
+            reason = f"{error.strerror or error} ({error.filename or 'storage'})"
+            if error.errno in _NO_ROOM:
+                raise StorageFull("the image storage is full; try again later", reason) from error
+            raise StorageUnavailable("the image storage is failing; try again later", reason) from error
+
+    return translated
 
 
 @implementer(IBlobStore)
 class FilesystemBlobStore:
     log = Logger()
 
-    def __init__(self, root: Path, offload: Offload) -> None:
+    def __init__(self, root: Path, offload: Offload, owners: Owners | None = None) -> None:
+        """owners: the processes sharing root; None when this one is alone."""
         self.root = root
-        self._temporary = root / _TEMPORARY
+        self._temporaries = root / _TEMPORARY
+        self._temporary = self._temporaries / owners.me if owners else self._temporaries
+        self._owners = owners
         self._offload = offload
 
     def put(self, key: str, data: bytes) -> Deferred[None]:
@@ -54,11 +84,15 @@ class FilesystemBlobStore:
     def wipe(self) -> Deferred[None]:
         return self._offload(self._wipe)
 
+    def keys(self, prefix: str) -> Deferred[list[str]]:
+        return self._offload(lambda: sorted(self._keys(prefix)))
+
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
 
     # The methods below run in a pool thread.
 
+    @_storage_errors
     def _put(self, path: Path, data: bytes) -> None:
         descriptor, temporary = tempfile.mkstemp(dir=self._temporary, prefix="put-")
         try:
@@ -88,18 +122,21 @@ class FilesystemBlobStore:
         with suppress(FileNotFoundError):
             _fsync_directory(path.parent)
 
+    @_storage_errors
     def _get(self, path: Path) -> bytes:
         try:
             return path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             raise BlobNotFound(str(path.relative_to(self.root))) from None
 
+    @_storage_errors
     def _delete(self, path: Path) -> None:
         with suppress(FileNotFoundError, NotADirectoryError):
             path.unlink()
             _fsync_directory(path.parent)
         _prune(path.parent)
 
+    @_storage_errors
     def _delete_tree(self, path: Path) -> None:
         # Writers may add files while this runs (a derivation finishing for
         # an original being deleted); errors are ignored, and such a writer
@@ -109,20 +146,43 @@ class FilesystemBlobStore:
             _fsync_directory(path.parent)
         _prune(path.parent)
 
+    @_storage_errors
     def _recover(self) -> int:
         self.root.mkdir(parents=True, exist_ok=True)
+        self._temporaries.mkdir(exist_ok=True)
+        removed = 0
+        for leftover in self._temporaries.iterdir():
+            if leftover.is_dir():
+                # The writes of another process: only if it is gone.
+                if leftover != self._temporary and (
+                    self._owners is None or not self._owners.is_alive(leftover.name)
+                ):
+                    removed += sum(1 for path in leftover.iterdir())
+                    shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                with suppress(FileNotFoundError, NotADirectoryError):
+                    leftover.unlink()
+                    removed += 1
+        if self._temporary.is_dir():
+            for leftover in self._temporary.iterdir():
+                with suppress(FileNotFoundError):
+                    leftover.unlink()
+                    removed += 1
         self._temporary.mkdir(exist_ok=True)
-        leftovers = list(self._temporary.iterdir())
-        for leftover in leftovers:
-            with suppress(FileNotFoundError, NotADirectoryError):
-                leftover.unlink()
-        if leftovers:
+        if removed:
             self.log.info(
                 "Removed {count} unfinished writes from {directory}",
-                count=len(leftovers),
-                directory=str(self._temporary),
+                count=removed,
+                directory=str(self._temporaries),
             )
-        return len(leftovers)
+        return removed
+
+    def _keys(self, prefix: str) -> Iterator[str]:
+        top = self._path(prefix)
+        for directory, subdirectories, names in os.walk(top):
+            subdirectories.sort()
+            for name in names:
+                yield str((Path(directory) / name).relative_to(self.root))
 
     def _wipe(self) -> None:
         with suppress(FileNotFoundError, NotADirectoryError):

@@ -43,3 +43,6 @@ class IBlobStore(Interface):
 
     def wipe() -> Deferred[None]:
         """Remove everything (development mode)."""
+
+    def keys(prefix: str) -> Deferred[list[str]]:
+        """Every key below prefix, sorted (for consistency checks)."""

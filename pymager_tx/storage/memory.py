@@ -40,3 +40,7 @@ class MemoryBlobStore:
     def wipe(self) -> Deferred[None]:
         self.blobs.clear()
         return succeed(None)
+
+    def keys(self, prefix: str) -> Deferred[list[str]]:
+        below = validate_key(prefix) + "/"
+        return succeed(sorted(key for key in self.blobs if key.startswith(below)))

@@ -60,15 +60,15 @@ def rendition(image_id: str = "photo", variant: str = "100x100.jpeg") -> Derived
 
 
 def stored(database: Database, image_id: str = "photo", generation: str = "g1") -> None:
-    result_of(database.transact(claim_original_txn, pending(image_id, generation)))
+    result_of(database.transact(claim_original_txn, pending(image_id, generation), "owner-1"))
     assert result_of(database.transact(mark_original_ready_txn, image_id, generation, NOW))
 
 
 def test_a_pending_original_is_invisible_but_holds_its_id(database: Database) -> None:
-    result_of(database.transact(claim_original_txn, pending()))
+    result_of(database.transact(claim_original_txn, pending(), "owner-1"))
     assert result_of(database.read(find_original_txn, "photo")) is None
     assert result_of(database.read(status_of_txn, "photo")) is OriginalStatus.PENDING
-    failure_of(database.transact(claim_original_txn, pending(generation="g2"))).trap(ImageIdTaken)
+    failure_of(database.transact(claim_original_txn, pending(generation="g2"), "owner-1")).trap(ImageIdTaken)
 
 
 def test_a_ready_original_reads_back_with_aware_utc_times(database: Database) -> None:
@@ -85,7 +85,7 @@ def test_ids_are_case_sensitive(database: Database) -> None:
 
 
 def test_mark_ready_only_applies_to_the_claiming_generation(database: Database) -> None:
-    result_of(database.transact(claim_original_txn, pending()))
+    result_of(database.transact(claim_original_txn, pending(), "owner-1"))
     assert not result_of(database.transact(mark_original_ready_txn, "photo", "other", NOW))
 
 
@@ -140,7 +140,7 @@ def test_unfinished_lists_interrupted_uploads_and_deletions(database: Database) 
     stored(database, "being-deleted")
     result_of(database.transact(record_derived_txn, rendition("being-deleted"), "g1"))
     result_of(database.transact(begin_removal_txn, "being-deleted", NOW))
-    result_of(database.transact(claim_original_txn, pending("half-uploaded")))
+    result_of(database.transact(claim_original_txn, pending("half-uploaded"), "owner-1"))
     unfinished = result_of(database.read(unfinished_txn))
     assert sorted((r.original.image_id, r.original.status.value, r.derived_keys) for r in unfinished) == [
         ("being-deleted", "deleting", ("derived/aa/bb/being-deleted/g1/100x100.jpeg",)),
@@ -150,7 +150,7 @@ def test_unfinished_lists_interrupted_uploads_and_deletions(database: Database) 
 
 def test_a_failed_transaction_leaves_nothing(database: Database) -> None:
     def claim_then_fail(connection: object) -> None:
-        claim_original_txn(connection, pending())  # type: ignore[arg-type]
+        claim_original_txn(connection, pending(), "owner-1")  # type: ignore[arg-type]
         raise RuntimeError("crash inside the transaction")
 
     failure_of(database.transact(claim_then_fail)).trap(RuntimeError)
@@ -159,7 +159,7 @@ def test_a_failed_transaction_leaves_nothing(database: Database) -> None:
 
 @pytest.mark.parametrize("naive", [datetime(2026, 1, 1)])
 def test_naive_datetimes_are_refused(database: Database, naive: datetime) -> None:
-    failure_of(database.transact(claim_original_txn, replace(pending(), created_at=naive)))
+    failure_of(database.transact(claim_original_txn, replace(pending(), created_at=naive), "owner-1"))
 
 
 def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:

@@ -130,7 +130,7 @@ class TestOriginals:
             await problem(await server.request("GET", path), 404)
 
     @pytest_twisted.ensureDeferred
-    async def test_unexpected_failures_are_500_with_no_traceback(
+    async def test_a_failing_store_answers_503_with_retry_after_and_no_details(
         self, server: Running, log_events: list[LogEvent]
     ) -> None:
         await upload(server, "photo", png())
@@ -138,9 +138,13 @@ class TestOriginals:
         [stored] = [p for p in (server.service.blobs.root / "originals").rglob("*") if p.is_file()]
         stored.unlink()
         stored.mkdir()
-        document = await problem(await server.request("GET", "/original/photo"), 500)
-        assert "Traceback" not in json.dumps(document)
-        assert any(e.get("log_failure") and e["log_failure"].check(IsADirectoryError) for e in log_events)
+        response = await server.request("GET", "/original/photo")
+        document = await problem(response, 503)
+        assert document["type"] == "/problems/storage-unavailable"
+        assert header(response, "Retry-After") == "5"
+        assert str(stored) not in json.dumps(document)
+        # The operator's log has the reason the client is not told.
+        assert any("Is a directory" in str(e.get("reason")) for e in log_events)
 
 
 class TestDerived:

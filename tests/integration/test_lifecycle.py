@@ -11,6 +11,7 @@ from twisted.internet import reactor
 from twisted.logger import LogEvent
 
 from pymager_tx.config import load_settings
+from pymager_tx.errors import DatabaseUnavailable
 from pymager_tx.server import PymagerService
 from tests.conftest import derivations
 from tests.images import jpeg
@@ -77,8 +78,9 @@ async def test_a_failed_start_is_reported(tmp_path: Path) -> None:
     service = PymagerService(settings, reactor, on_start_failure=failures.append)
     service.startService()
     try:
-        with pytest.raises(Exception, match=r"(?i)connect"):
+        with pytest.raises(DatabaseUnavailable) as raised:
             await service.when_listening()
+        assert "connect" in raised.value.reason.lower()
         assert len(failures) == 1
     finally:
         await service.stopService()

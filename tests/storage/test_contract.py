@@ -9,7 +9,7 @@ import pytest
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
-from pymager_tx.errors import BlobNotFound
+from pymager_tx.errors import BlobNotFound, StorageUnavailable
 from pymager_tx.storage import IBlobStore
 from pymager_tx.storage.filesystem import FilesystemBlobStore
 from pymager_tx.storage.memory import MemoryBlobStore
@@ -115,7 +115,7 @@ class TestFilesystem:
         # rename into place fail after the data was written.
         (tmp_path / "originals").write_bytes(b"in the way")
         failure: Deferred[None] = store.put(KEY, b"picture")
-        failure_of(failure).trap(OSError)
+        failure_of(failure).trap(StorageUnavailable)
         assert list((tmp_path / ".tmp").iterdir()) == []
 
     def test_files_live_under_the_key_and_nothing_else_is_left(self, tmp_path: Path) -> None:

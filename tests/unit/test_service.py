@@ -18,6 +18,7 @@ from pymager_tx.errors import (
     ImageNotFound,
     InvalidImage,
     SizeNotAllowed,
+    StorageUnavailable,
     TooManyPixels,
     UnsupportedOutputFormat,
     UploadTooLarge,
@@ -142,7 +143,7 @@ class TestOriginals:
         self, service: ImageService, database: Database, blobs: FilesystemBlobStore
     ) -> None:
         (blobs.root / "originals").write_bytes(b"a file where a directory must go")
-        failure_of(run(service.store_original(PHOTO, png()))).trap(OSError)
+        failure_of(run(service.store_original(PHOTO, png()))).trap(StorageUnavailable)
         assert result_of(database.read(status_of_txn, "photo")) is None
 
     def test_unknown_original(self, service: ImageService) -> None:
@@ -278,7 +279,7 @@ class TestRecovery:
 
         record = pending("photo", "0123abcd")
         record = type(record)(**{**record.__dict__, "blob_key": original_key(PHOTO, "0123abcd")})
-        result_of(database.transact(claim_original_txn, record))
+        result_of(database.transact(claim_original_txn, record, "crashed-owner"))
         result_of(blobs.put(record.blob_key, png()))
         (blobs.root / ".tmp" / "put-half-written").write_bytes(b"half")
         result_of(run(service.recover()))

@@ -1,0 +1,206 @@
+"""Several processes on one database and one store, as several ImageService
+instances with owners of their own, without threads.
+
+Each "process" has its own blob store object on the shared root, its own
+in-process deduplication, and its own view of which peers are alive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.task import Clock
+from twisted.logger import LogEvent
+
+from pymager_tx.db.database import Database
+from pymager_tx.db.repository import (
+    ClaimOutcome,
+    claim_derivation_txn,
+    claim_original_txn,
+    claims_txn,
+    find_original_txn,
+    status_of_txn,
+)
+from pymager_tx.errors import ImageNotFound
+from pymager_tx.model import OriginalStatus
+from pymager_tx.peers import CLAIM_LEASE, POLL_MOST, Peers
+from pymager_tx.service import ImageService
+from pymager_tx.storage.filesystem import FilesystemBlobStore
+from pymager_tx.storage.keys import derived_key, original_key
+from pymager_tx.threads import Offload, immediate
+from tests.conftest import derivations
+from tests.db.test_repository import pending
+from tests.fakes import ManualOffload
+from tests.images import jpeg, opened
+from tests.results import failure_of, no_result, result_of
+from tests.unit.test_service import PHOTO, POLICY, files, run
+
+NOON = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class World:
+    """Who is alive, and what time it is, as every process sees it."""
+
+    root: Path
+    database: Database
+    alive: set[str] = field(default_factory=set)
+    timer: Clock = field(default_factory=Clock)
+    now: datetime = NOON
+
+    def process(self, name: str, imaging: Offload = immediate) -> ImageService:
+        self.alive.add(name)
+        blobs = FilesystemBlobStore(self.root, immediate)
+        result_of(blobs.recover())
+        peers = Peers(name, lambda owner: succeed(owner in self.alive), self.timer)
+        return ImageService(self.database, blobs, imaging, POLICY, clock=lambda: self.now, peers=peers)
+
+    def dies(self, name: str) -> None:
+        self.alive.discard(name)
+
+    def wait(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+        self.timer.advance(seconds)
+
+
+@pytest.fixture
+def world(tmp_path: Path, database: Database) -> World:
+    return World(tmp_path / "files", database)
+
+
+def ask(service: ImageService, name: str = "photo-100x100.jpg") -> Deferred[object]:
+    image_id, spec = service.derived_request(name)
+    return run(service.fetch_derived(image_id, spec))
+
+
+def holding(world: World, name: str) -> tuple[ImageService, ManualOffload, Deferred[object]]:
+    """A process that has PHOTO and has claimed its 100x100 derivation, with
+    the rendering held until the test runs it."""
+    imaging = ManualOffload()
+    service = world.process(name, imaging)
+    upload = run(service.store_original(PHOTO, jpeg((400, 300))))
+    imaging.run_all()
+    result_of(upload)
+    asked = ask(service)
+    assert len(imaging.pending) == 1, "the rendering waits"
+    return service, imaging, asked
+
+
+def test_of_two_processes_asked_at_once_one_derives_and_both_serve_it(
+    world: World, log_events: list[LogEvent]
+) -> None:
+    _a, a_imaging, a_asked = holding(world, "a")
+    b_imaging = ManualOffload()
+    b = world.process("b", b_imaging)
+    b_asked = ask(b)
+    world.wait(POLL_MOST)
+    no_result(b_asked)
+    a_imaging.run_all()
+    world.wait(POLL_MOST)
+    a_result, b_result = result_of(a_asked), result_of(b_asked)
+    assert a_result == b_result
+    assert opened(a_result.data).size == (100, 100)  # type: ignore[attr-defined]
+    assert b_imaging.calls == 0
+    assert derivations(log_events) == ["photo-100x100.jpeg"]
+    assert result_of(world.database.read(claims_txn)) == []
+
+
+def test_a_peer_that_died_holding_a_claim_is_taken_over_at_once(
+    world: World, log_events: list[LogEvent]
+) -> None:
+    holding(world, "a")
+    world.dies("a")
+    b = world.process("b")
+    assert opened(result_of(ask(b)).data).size == (100, 100)  # type: ignore[attr-defined]
+    assert derivations(log_events) == ["photo-100x100.jpeg"]
+
+
+def test_a_live_peer_that_stalls_past_its_lease_is_taken_over(
+    world: World, log_events: list[LogEvent]
+) -> None:
+    _a, a_imaging, a_asked = holding(world, "a")
+    b = world.process("b")
+    b_asked = ask(b)
+    # Time passes for the database but not for a's renewals: a has stalled.
+    world.now += CLAIM_LEASE + timedelta(seconds=1)
+    world.timer.advance(POLL_MOST)
+    b_result = result_of(b_asked)
+    assert opened(b_result.data).size == (100, 100)  # type: ignore[attr-defined]
+    # When a finishes after all, its duplicate changes nothing.
+    a_imaging.run_all()
+    assert result_of(a_asked).record.sha256 == b_result.record.sha256  # type: ignore[attr-defined]
+    assert len(derivations(log_events)) == 2
+    assert result_of(world.database.read(claims_txn)) == []
+
+
+def test_a_holder_renews_its_claim_while_it_works(world: World) -> None:
+    holding(world, "a")
+    for _ in range(4):
+        world.wait(CLAIM_LEASE.total_seconds() / 3)
+    outcome, held = result_of(
+        world.database.transact(
+            claim_derivation_txn, "photo", "100x100.jpeg", _generation(world), "b", world.now, world.now
+        )
+    )
+    assert outcome is ClaimOutcome.HELD
+    assert held is not None and held.owner == "a"
+
+
+def _generation(world: World) -> str:
+    original = result_of(world.database.read(find_original_txn, "photo"))
+    assert original is not None
+    return original.generation
+
+
+def test_a_deletion_in_one_process_while_another_derives_leaves_nothing(world: World) -> None:
+    _a, a_imaging, a_asked = holding(world, "a")
+    b = world.process("b")
+    result_of(run(b.delete_original(PHOTO)))
+    a_imaging.run_all()
+    failure_of(a_asked).trap(ImageNotFound)
+    assert files(b._blobs) == []  # type: ignore[arg-type]
+    assert result_of(world.database.read(claims_txn)) == []
+
+
+class TestRecovery:
+    def test_leaves_a_live_peers_pending_upload_and_finishes_a_dead_ones(self, world: World) -> None:
+        a = world.process("a")
+        # The state of a's upload between its claim and its ready mark.
+        record = replace(pending("photo", "0123abcd"), blob_key=original_key(PHOTO, "0123abcd"))
+        result_of(world.database.transact(claim_original_txn, record, "a"))
+        result_of(a._blobs.put(record.blob_key, jpeg()))
+        b = world.process("b")
+        result_of(run(b.recover()))
+        assert result_of(world.database.read(status_of_txn, "photo")) is OriginalStatus.PENDING
+        assert files(b._blobs) == [record.blob_key]  # type: ignore[arg-type]
+        world.dies("a")
+        result_of(run(b.recover()))
+        assert result_of(world.database.read(status_of_txn, "photo")) is None
+        assert files(b._blobs) == []  # type: ignore[arg-type]
+
+    def test_removes_a_file_a_dead_peer_stored_but_never_recorded(self, world: World) -> None:
+        a, _imaging, _asked = holding(world, "a")
+        generation = _generation(world)
+        world.dies("a")
+        # a stored the rendition, then died before recording it.
+        result_of(a._blobs.put(derived_key(PHOTO, generation, "100x100.jpeg"), b"rendered"))
+        b = world.process("b")
+        result_of(run(b.recover()))
+        assert result_of(world.database.read(claims_txn)) == []
+        assert files(b._blobs) == [original_key(PHOTO, generation)]  # type: ignore[arg-type]
+
+    def test_a_claim_whose_original_was_deleted_is_cleaned_up_too(self, world: World) -> None:
+        a, _imaging, _asked = holding(world, "a")
+        generation = _generation(world)
+        b = world.process("b")
+        result_of(run(b.delete_original(PHOTO)))
+        world.dies("a")
+        # a's rendering was stored after the deletion swept the files.
+        result_of(a._blobs.put(derived_key(PHOTO, generation, "100x100.jpeg"), b"late"))
+        result_of(run(b.recover()))
+        assert files(b._blobs) == []  # type: ignore[arg-type]
+        assert result_of(world.database.read(claims_txn)) == []
