@@ -9,7 +9,7 @@ safe to run twice or to race with itself.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
 from enum import Enum
@@ -316,3 +316,35 @@ def settle_claim_txn(conn: Connection, claim: Claim, blob_key: str) -> bool:
         return False  # someone else settled it, or took it over
     recorded = conn.execute(select(derived.c.image_id).where(derived.c.blob_key == blob_key)).first()
     return recorded is None
+
+
+@dataclass(frozen=True)
+class StoreIndex:
+    """What the metadata says should be in storage, for consistency checks."""
+
+    ready_originals: dict[str, str]  # blob key -> image ID
+    unfinished_originals: dict[str, str]  # blob key -> image ID, pending or deleting
+    derived: dict[str, str]  # blob key -> image ID
+    claimed: dict[str, Claim]  # blob key a claimed derivation will write -> claim
+
+    def references(self, key: str) -> bool:
+        return any(key in keys for keys in (self.ready_originals, self.unfinished_originals, self.derived))
+
+
+def store_index_txn(conn: Connection, claim_key: Callable[[Claim], str]) -> StoreIndex:
+    ready: dict[str, str] = {}
+    unfinished: dict[str, str] = {}
+    for row in conn.execute(select(originals.c.image_id, originals.c.status, originals.c.blob_key)):
+        (ready if row.status == OriginalStatus.READY.value else unfinished)[row.blob_key] = row.image_id
+    rendered = {
+        row.blob_key: row.image_id for row in conn.execute(select(derived.c.image_id, derived.c.blob_key))
+    }
+    claims = [
+        Claim(row.image_id, row.variant, row.generation, row.owner)
+        for row in conn.execute(select(derivation_claims))
+    ]
+    return StoreIndex(ready, unfinished, rendered, {claim_key(claim): claim for claim in claims})
+
+
+def forget_derived_key_txn(conn: Connection, blob_key: str) -> None:
+    conn.execute(delete(derived).where(derived.c.blob_key == blob_key))

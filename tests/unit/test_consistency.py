@@ -1,0 +1,114 @@
+"""pymager-admin check: a store broken on purpose, found out and repaired."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from twisted.internet.defer import Deferred, succeed
+
+from pymager_tx.consistency import Report, check_store
+from pymager_tx.db.database import Database
+from pymager_tx.db.repository import claim_derivation_txn, claim_original_txn, claims_txn, status_of_txn
+from pymager_tx.model import ImageId
+from pymager_tx.peers import Peers
+from pymager_tx.service import ImageService
+from pymager_tx.storage.filesystem import FilesystemBlobStore
+from pymager_tx.storage.keys import derived_key, original_key
+from pymager_tx.threads import immediate
+from tests.db.test_repository import pending
+from tests.images import jpeg, opened
+from tests.results import result_of
+from tests.unit.test_peers import NOON
+from tests.unit.test_service import POLICY, files, run
+
+LIVE = "live-process"
+DEAD = "dead-process"
+
+
+class Store:
+    def __init__(self, root: Path, database: Database) -> None:
+        self.database = database
+        self.blobs = FilesystemBlobStore(root, immediate)
+        result_of(self.blobs.recover())
+        alive = {LIVE}
+        self.peers = Peers("admin", lambda owner: _fired(owner in alive), None)
+        self.service = ImageService(database, self.blobs, immediate, POLICY, peers=self.peers)
+
+    def upload(self, image_id: str) -> str:
+        record = result_of(run(self.service.store_original(ImageId(image_id), jpeg((300, 200)))))
+        image, spec = self.service.derived_request(f"{image_id}-100x100.jpg")
+        result_of(run(self.service.fetch_derived(image, spec)))
+        return record.generation
+
+    def check(self, repairing: bool = False) -> tuple[Report, Report | None]:
+        return check_store(self.database, self.blobs, self.service, self.peers, repairing)
+
+
+def _fired(value: bool) -> Deferred[bool]:
+    return succeed(value)
+
+
+@pytest.fixture
+def store(tmp_path: Path, database: Database) -> Store:
+    return Store(tmp_path / "files", database)
+
+
+def test_a_sound_store_is_consistent(store: Store) -> None:
+    store.upload("kept")
+    report, _ = store.check()
+    assert report.consistent and report.lines() == []
+
+
+def test_finds_and_repairs_every_kind_of_damage(store: Store) -> None:
+    kept = store.upload("kept")
+    lost_generation = store.upload("lost")
+    thumb_lost = store.upload("thumb-lost")
+    # Damage, each as a crash, a disk or an operator could cause it.
+    orphan = original_key(ImageId("nobody"), "0" * 32)
+    result_of(store.blobs.put(orphan, b"orphan original"))
+    stray = derived_key(ImageId("kept"), kept, "800x600.jpeg")
+    result_of(store.blobs.put(stray, b"stray rendition"))
+    (store.blobs.root / original_key(ImageId("lost"), lost_generation)).unlink()
+    lost_thumb = derived_key(ImageId("thumb-lost"), thumb_lost, "100x100.jpeg")
+    (store.blobs.root / lost_thumb).unlink()
+    record = replace(pending("stale"), blob_key=original_key(ImageId("stale"), "1" * 32))
+    result_of(store.database.transact(claim_original_txn, record, DEAD))
+    claimed = derived_key(ImageId("kept"), kept, "20x10.jpeg")
+    result_of(store.database.transact(claim_derivation_txn, "kept", "20x10.jpeg", kept, DEAD, NOON, NOON))
+    result_of(store.blobs.put(claimed, b"never recorded"))
+
+    report, after = store.check()
+    assert after is None
+    assert sorted(report.orphan_files) == sorted([orphan, stray, claimed])
+    assert report.missing_originals == ["lost"]
+    assert report.missing_derived == [lost_thumb]
+    assert report.unfinished == ["stale"]
+    assert report.dead_claims == [claimed]
+    assert len(report.lines()) == 7
+
+    report, after = store.check(repairing=True)
+    assert not report.consistent
+    assert after is not None and after.consistent, after.lines()
+    # What was sound still is; what was lost can be uploaded or derived again.
+    assert result_of(store.database.read(status_of_txn, "lost")) is None
+    assert result_of(store.database.read(status_of_txn, "stale")) is None
+    assert result_of(store.database.read(claims_txn)) == []
+    store.upload("lost")
+    image, spec = store.service.derived_request("thumb-lost-100x100.jpg")
+    assert opened(result_of(run(store.service.fetch_derived(image, spec))).data).size == (100, 100)  # type: ignore[arg-type]
+    assert orphan not in files(store.blobs)
+
+
+def test_leaves_what_live_processes_hold(store: Store) -> None:
+    kept = store.upload("kept")
+    record = replace(pending("uploading"), blob_key=original_key(ImageId("uploading"), "2" * 32))
+    result_of(store.database.transact(claim_original_txn, record, LIVE))
+    result_of(store.blobs.put(record.blob_key, b"arriving"))
+    deriving = derived_key(ImageId("kept"), kept, "20x10.jpeg")
+    result_of(store.database.transact(claim_derivation_txn, "kept", "20x10.jpeg", kept, LIVE, NOON, NOON))
+    result_of(store.blobs.put(deriving, b"about to be recorded"))
+    report, _ = store.check(repairing=True)
+    assert report.consistent, report.lines()
+    assert {record.blob_key, deriving} <= set(files(store.blobs))
