@@ -242,11 +242,6 @@ def claim_derivation_txn(
     original = find_original_txn(conn, image_id)
     if original is None or original.generation != generation:
         return ClaimOutcome.GONE, None
-    done = conn.execute(
-        select(derived.c.image_id).where(derived.c.image_id == image_id, derived.c.variant == variant)
-    ).first()
-    if done is not None:
-        return ClaimOutcome.DONE, None
     key = (derivation_claims.c.image_id == image_id, derivation_claims.c.variant == variant)
     try:
         with conn.begin_nested():
@@ -255,21 +250,28 @@ def claim_derivation_txn(
                     image_id=image_id, variant=variant, generation=generation, owner=owner, expires_at=until
                 )
             )
-        return ClaimOutcome.CLAIMED, None
     except IntegrityError:
-        pass
-    # Conditional on the lease having run out, so of several processes
-    # taking over one expired claim, one wins.
-    taken = conn.execute(
-        update(derivation_claims)
-        .where(*key, (derivation_claims.c.expires_at < now) | (derivation_claims.c.owner == owner))
-        .values(generation=generation, owner=owner, expires_at=until)
-    )
-    if taken.rowcount == 1:
-        return ClaimOutcome.CLAIMED, None
-    row = conn.execute(select(derivation_claims).where(*key)).first()
-    held = None if row is None else Claim(row.image_id, row.variant, row.generation, row.owner)
-    return ClaimOutcome.HELD, held
+        # Conditional on the lease having run out, so of several processes
+        # taking over one expired claim, one wins.
+        taken = conn.execute(
+            update(derivation_claims)
+            .where(*key, (derivation_claims.c.expires_at < now) | (derivation_claims.c.owner == owner))
+            .values(generation=generation, owner=owner, expires_at=until)
+        )
+        if taken.rowcount != 1:
+            row = conn.execute(select(derivation_claims).where(*key)).first()
+            held = None if row is None else Claim(row.image_id, row.variant, row.generation, row.owner)
+            return ClaimOutcome.HELD, held
+    # Only now, holding the claim: a holder that finished just before (its
+    # row recorded and its claim ended in one transaction, which our insert
+    # waited for) is visible to this statement, even under READ COMMITTED.
+    done = conn.execute(
+        select(derived.c.image_id).where(derived.c.image_id == image_id, derived.c.variant == variant)
+    ).first()
+    if done is not None:
+        release_claim_txn(conn, image_id, variant, owner)
+        return ClaimOutcome.DONE, None
+    return ClaimOutcome.CLAIMED, None
 
 
 def renew_claim_txn(conn: Connection, image_id: str, variant: str, owner: str, until: datetime) -> bool:
