@@ -20,7 +20,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
 from twisted.internet.defer import Deferred
 
-from pymager_tx.db.schema import metadata
+from pymager_tx.db.schema_version import drop_txn, upgrade_txn
 from pymager_tx.threads import Offload
 
 T = TypeVar("T")
@@ -109,10 +109,13 @@ class Database:
                 return work(connection, *args, **kwargs)
 
     def create_schema(self) -> Deferred[None]:
-        return self.transact(lambda connection: metadata.create_all(connection))
+        """Bring the schema to the current revision through the migrations
+        (from empty or any older revision)."""
+        return self.transact(upgrade_txn).addCallback(lambda _statuses: None)
 
     def drop_schema(self) -> Deferred[None]:
-        return self.transact(lambda connection: metadata.drop_all(connection))
+        """Drop every table, the migrations' revision included."""
+        return self.transact(drop_txn)
 
     def dispose(self) -> Deferred[None]:
         return self._offload(self.engine.dispose)
