@@ -98,7 +98,8 @@ def startup_txn(connection: Connection) -> SchemaStatus:
     elif found.state is State.OUTDATED:
         raise SchemaError(
             f"The database schema is at revision {found.revision}, older than this pymager-tx "
-            f"(revision {found.head}). Back up the database, then run `{UPGRADE_COMMAND}`."
+            f"(revision {found.head}). Back up the database, then run `{UPGRADE_COMMAND}` "
+            "with this server's --config."
         )
     elif found.state is State.UNKNOWN:
         raise _too_new(found)
