@@ -21,6 +21,7 @@ setup(
     packages=[*find_packages(exclude=["tests", "tests.*", "bench", "bench.*"]), "twisted.plugins"],
     package_data={"twisted.plugins": ["pymager_plugin.py"]},
     install_requires=[
+        "alembic>=1.13,<2",
         "Twisted>=24.7.0,<28",
         "klein>=24.8.0,<26",
         "Pillow>=11.3,<14",
@@ -29,6 +30,7 @@ setup(
         "pydantic>=2.7,<3",
         "zope.interface>=6.0,<9",
     ],
+    entry_points={"console_scripts": ["pymager-admin = pymager_tx.admin:main"]},
     extras_require={
         "postgres": POSTGRES,
         "test": [

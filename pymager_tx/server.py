@@ -24,6 +24,7 @@ from pymager_tx import __version__
 from pymager_tx.auth import WriteTokens
 from pymager_tx.config import Settings
 from pymager_tx.db.database import Database, make_engine, sqlite_url
+from pymager_tx.db.schema_version import prepare_at_startup
 from pymager_tx.errors import Unavailable
 from pymager_tx.imaging import DecodeLimits, EncodeOptions
 from pymager_tx.owners import Owners
@@ -129,7 +130,7 @@ class PymagerService(MultiService):
             self.log.warn("Development mode: wiping the database and every stored file")
             await self.database.drop_schema()
             await self.blobs.wipe()
-        await self.database.create_schema()
+        await prepare_at_startup(self.database)
         await self._io.offload(self.owners.register)
         await self.images.recover()
         await self._io.offload(self.owners.bury_dead)

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from twisted.internet.defer import Deferred
 
-from pymager_tx.db.schema import metadata
+from pymager_tx.db.schema_version import drop_txn, upgrade_txn
 from pymager_tx.errors import DatabaseUnavailable
 from pymager_tx.threads import Offload
 
@@ -131,10 +131,13 @@ class Database:
             ) from error
 
     def create_schema(self) -> Deferred[None]:
-        return self.transact(lambda connection: metadata.create_all(connection))
+        """Bring the schema to the current revision through the migrations
+        (from empty or any older revision)."""
+        return self.transact(upgrade_txn).addCallback(lambda _statuses: None)
 
     def drop_schema(self) -> Deferred[None]:
-        return self.transact(lambda connection: metadata.drop_all(connection))
+        """Drop every table, the migrations' revision included."""
+        return self.transact(drop_txn)
 
     def dispose(self) -> Deferred[None]:
         return self._offload(self.engine.dispose)

@@ -85,13 +85,13 @@ async def _drop_schema(database_url: str) -> None:
     from twisted.internet.threads import deferToThread
 
     from pymager_tx.db.database import make_engine
-    from pymager_tx.db.schema import metadata
+    from pymager_tx.db.schema_version import drop_txn
 
     def drop() -> None:
         engine = make_engine(database_url, pool_size=1)
         try:
             with engine.begin() as connection:
-                metadata.drop_all(connection)
+                drop_txn(connection)
         finally:
             engine.dispose()
 
