@@ -194,29 +194,28 @@ class TestRender:
         assert image.getpixel((2, 2))[3] == 0
         assert close_to(image.getpixel((20, 20)), (0, 0, 255, 255))
 
-    def test_strips_metadata_but_keeps_the_colour_profile(self) -> None:
+    def test_strips_metadata_and_the_colour_profile(self) -> None:
+        # Pixels come out in sRGB, which every viewer assumes: no profile.
         exif = Image.Exif()
         exif[0x010F] = "Camera maker"
         exif[0x0112] = 1
         profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
         source = encode(solid((80, 60)), "JPEG", exif=exif.tobytes(), icc_profile=profile, comment=b"secret")
-        for extension in ("jpg", "png", "webp", "tiff", "avif"):
+        for extension in sorted(writable_extensions()):
             image = derive(source, 40, 30, extension)
             assert 0x010F not in image.getexif(), extension  # the camera maker
             assert "comment" not in image.info, extension
-            assert image.info.get("icc_profile") == profile, extension
-        for extension in ("gif", "bmp"):
-            assert "icc_profile" not in derive(source, 40, 30, extension).info, extension
+            assert "icc_profile" not in image.info, extension
+            assert close_to(image.convert("RGB").getpixel((20, 15)), RED), extension
 
-    def test_no_profile_in_no_profile_out(self) -> None:
-        assert "icc_profile" not in derive(jpeg((80, 60)), 40, 30, "jpg").info
-
-    def test_a_profile_that_no_longer_fits_is_dropped(self) -> None:
-        # A CMYK profile cannot describe the RGB pixels a CMYK JPEG becomes.
+    def test_a_cmyk_profile_that_cannot_be_parsed_counts_as_none(self) -> None:
         profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
         profile[16:20] = b"CMYK"
+        profile[128:] = b"\xff" * (len(profile) - 128)  # the tag table, garbled
         source = encode(Image.new("CMYK", (40, 40), (0, 255, 255, 0)), "JPEG", icc_profile=bytes(profile))
-        assert "icc_profile" not in derive(source, 20, 20, "jpg").info
+        image = derive(source, 20, 20, "jpg")
+        assert "icc_profile" not in image.info
+        assert close_to(image.getpixel((10, 10)), RED)
 
     def test_jpeg_quality_is_applied(self) -> None:
         noisy = encode(Image.effect_noise((200, 200), 50).convert("RGB"), "PNG")
