@@ -6,15 +6,16 @@ import pytest
 from PIL import Image, ImageCms
 
 from pymager_tx.errors import InvalidImage, TooManyPixels
-from pymager_tx.formats import default_decoders, output_format_for, writable_extensions
+from pymager_tx.formats import output_format_for, writable_extensions
 from pymager_tx.imaging import DecodeLimits, EncodeOptions, probe, render
-from pymager_tx.model import DerivedSpec, Size
 from tests.images import (
     BLUE,
     FIXTURES,
     GREEN,
+    LIMITS,
     RED,
     close_to,
+    derive,
     encode,
     halves,
     jpeg,
@@ -23,25 +24,12 @@ from tests.images import (
     png_declaring,
     psnr,
     solid,
+    spec,
     three_bands,
     with_orientation,
 )
 
-LIMITS = DecodeLimits(max_pixels=50_000_000, decoders=default_decoders())
 OPTIONS = EncodeOptions(jpeg_quality=85)
-
-
-def spec(width: int, height: int, extension: str = "jpg") -> DerivedSpec:
-    output = output_format_for(extension)
-    assert output is not None
-    return DerivedSpec(Size(width, height), output)
-
-
-def derive(data: bytes, width: int, height: int, extension: str = "jpg", **options: object) -> Image.Image:
-    rendered = render(data, spec(width, height, extension), LIMITS, EncodeOptions(**options))  # type: ignore[arg-type]
-    image = opened(rendered.data)
-    assert (rendered.width, rendered.height) == image.size
-    return image
 
 
 class TestProbe:
