@@ -23,6 +23,7 @@ _GIF_COLOURS = 255
 _TRANSPARENT_INDEX = 255
 # Alpha below this becomes the transparent index (GIF has no partial alpha).
 _GIF_ALPHA_THRESHOLD = 128
+_VP8X_ALPHA = 0x10
 # TIFF compressions that keep every sample exactly.
 _LOSSY_TIFF = frozenset({"jpeg", "tiff_jpeg", "webp"})
 
@@ -68,7 +69,21 @@ def encode_animation(
         params["disposal"] = 2
     buffer = BytesIO()
     pictures[0].save(buffer, format=output.pillow_name, **params)
-    return buffer.getvalue()
+    data = buffer.getvalue()
+    if output.pillow_name == "WEBP" and any(has_alpha(picture) for picture in pictures):
+        data = _flag_webp_alpha(data)
+    return data
+
+
+def _flag_webp_alpha(data: bytes) -> bytes:
+    """Set the VP8X alpha flag of an animated WebP.
+
+    libwebp crops each frame to what changes; when the transparent parts are
+    uncovered canvas, no frame carries alpha and the flag stays clear, so
+    readers that trust it (Pillow) show the canvas opaque black."""
+    if data[12:16] != b"VP8X":
+        return data
+    return data[:20] + bytes([data[20] | _VP8X_ALPHA]) + data[21:]
 
 
 def ready_for(image: Image.Image, output: ImageFormat) -> Image.Image:
