@@ -366,7 +366,7 @@ def _is_jpeg(image: Image.Image) -> bool:
 
 
 def _orientation_before_decoding(image: ImageFile.ImageFile) -> int:
-    """The EXIF orientation still to apply, and image.size as stored.
+    """The EXIF orientation still to apply to image as Pillow decodes it.
 
     Only a JPEG is worth measuring before it is decoded (draft() needs the
     size); anything else is decoded first, because some decoders apply the
