@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,7 +23,10 @@ from pymager_tx.model import Size
 
 # The largest side any output format writes: WebP's limit.
 MAX_SIDE = 16383
-_TOKEN = re.compile(r"[\x21-\x7e]{16,}")  # visible ASCII, as a header value carries it
+_TOKEN = re.compile(r"[\x21-\x7e]{16,}")
+_HEX_COLOUR = re.compile(
+    r"#([0-9A-Fa-f]{2})([0-9A-Fa-f]{2})([0-9A-Fa-f]{2})"
+)  # visible ASCII, as a header value carries it
 
 
 class _Section(BaseModel):
@@ -113,6 +116,27 @@ class ImageSettings(_Section):
     threads: Annotated[int, Field(ge=0, le=256)] = Field(
         0, description="Threads that decode, resize and encode; 0: one per CPU core"
     )
+    background: str = Field(
+        "#ffffff",
+        description='Colour under transparency in JPEG and BMP, and of padding ("-pad"), as "#rrggbb"',
+    )
+    jpeg_progressive: bool = Field(True, description="Write progressive JPEGs (smaller, shown sooner)")
+    jpeg_subsampling: Literal["4:4:4", "4:2:2", "4:2:0"] = Field(
+        "4:2:0", description='Chroma subsampling of derived JPEGs: "4:4:4", "4:2:2" or "4:2:0"'
+    )
+    upscale: bool = Field(
+        True, description="Enlarge originals smaller than the size asked; false: never enlarge"
+    )
+    max_frames: Annotated[int, Field(ge=1)] = Field(
+        500, description="Most frames of an animation kept in a GIF or WebP; more: the first frame only"
+    )
+    max_animation_pixels: Annotated[int, Field(ge=1)] = Field(
+        100_000_000,
+        description="Most frames x frame pixels of an animation kept; more: the first frame only",
+    )
+    derivation_time_budget: Annotated[float, Field(gt=0)] = Field(
+        20.0, description="Seconds a derivation may take before it is given up (422)"
+    )
 
     @field_validator("allowed_sizes")
     @classmethod
@@ -120,6 +144,20 @@ class ImageSettings(_Section):
         for value in values:
             Size.parse(value)
         return values
+
+    @field_validator("background")
+    @classmethod
+    def _colour(cls, value: str) -> str:
+        if not _HEX_COLOUR.fullmatch(value):
+            raise ValueError('must be a colour written "#rrggbb", like "#ffffff"')
+        return value
+
+    @property
+    def background_rgb(self) -> tuple[int, int, int]:
+        match = _HEX_COLOUR.fullmatch(self.background)
+        assert match is not None  # validated above
+        red, green, blue = (int(part, 16) for part in match.groups())
+        return red, green, blue
 
     @field_validator("decoders")
     @classmethod

@@ -95,3 +95,7 @@ class BlobNotFound(Exception):
 
 class ConfigError(Exception):
     """The configuration cannot be used; the message names the key."""
+
+
+class DerivationTooCostly(PymagerError):
+    """Deriving this image takes longer than the time budget allows."""

@@ -3,46 +3,66 @@ Image work as pure functions from bytes to bytes.
 
 No Twisted, no I/O, no globals: callers run these on a thread pool.  Untrusted
 data is opened only with an allow-list of decoders, its pixel count is checked
-from the header before anything is decoded, and every way a decoder can fail
-becomes one domain error.
+from the header before anything is decoded (and again for every animation
+frame, which may declare a larger size than the first), frames are counted
+before any is decoded, a deadline is checked between stages, and every way a
+decoder can fail becomes one domain error.
+
+Memory, per derivation: the decoded picture (a JPEG at the smallest DCT scale
+that still leaves twice the output size, anything else at full size) at up to
+4 bytes a pixel, plus one converted copy of it for palettes, 1-bit and 16-bit
+pictures (16-bit greys: 4 bytes a pixel), plus reduce()'s intermediate, at
+most a quarter of that; everything after the resize is output-sized.  So at
+most about 2 x max_pixels x 4 bytes for a PNG of max_pixels, far less for a
+JPEG.  An animation holds one full frame (4 bytes a pixel) and every resized
+frame; max_animation_pixels bounds the decoding work.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 
-from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
-from pymager_tx.errors import InvalidImage, TooManyPixels
-from pymager_tx.formats import ImageFormat, format_for_pillow
+from pymager_tx import geometry
+from pymager_tx.encoders import Encoding, encode_animation, encode_still, lossless_source
+from pymager_tx.errors import DerivationTooCostly, InvalidImage, PymagerError, TooManyPixels
+from pymager_tx.formats import ImageFormat, format_for_pillow, format_named
+from pymager_tx.geometry import Plan
 from pymager_tx.model import DerivedSpec, Size
+from pymager_tx.pixels import eight_bit, flatten, has_alpha, pad, resizable, to_srgb
 
-# Decode at least this many times the target size before the final filter, as
-# Pillow's own thumbnail() does: JPEG DCT scaling is fast but coarse.
-_REDUCING_GAP = 2.0
-_ROTATED_ORIENTATIONS = frozenset({5, 6, 7, 8})
-_HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 MAX_JPEG_SCANS = 100
-_CARRY_PROFILES = frozenset({"JPEG", "PNG", "WEBP", "AVIF", "TIFF"})
-# ICC header bytes 16-19: the colour space the profile describes.
-_PROFILE_SPACES = {b"RGB ": frozenset({"RGB", "RGBA"}), b"GRAY": frozenset({"L", "LA"})}
+# Sources whose animations are kept, and the targets that can show them.
+_ANIMATED_SOURCES = frozenset({"GIF", "WEBP", "PNG"})
+_ANIMATED_TARGETS = frozenset({"GIF", "WEBP"})
+# A working copy is only worth making when it is at most this scale of the source.
+_WORKING_SCALE_LIMIT = 0.5
+_DEFAULT_FRAME_MS = 100
 
 
 @dataclass(frozen=True)
 class DecodeLimits:
     max_pixels: int
     decoders: tuple[str, ...]
+    max_frames: int = 500  # more frames than this: the first frame only
+    max_animation_pixels: int = 100_000_000  # frames x frame pixels of the source, likewise
+    time_budget: float | None = None  # seconds for one derivation (the caller sets render's deadline)
 
 
 @dataclass(frozen=True)
 class EncodeOptions:
     jpeg_quality: int = 85
     webp_quality: int = 80
-    background: tuple[int, int, int] = (255, 255, 255)
+    background: tuple[int, int, int] = (255, 255, 255)  # under transparency (JPEG, BMP), and padding
+    jpeg_progressive: bool = True
+    jpeg_subsampling: str = "4:2:0"  # "4:4:4", "4:2:2" or "4:2:0"
+    upscale: bool = True  # enlarge small originals (false: never enlarge)
 
 
 @dataclass(frozen=True)
@@ -69,31 +89,207 @@ def probe(data: bytes, limits: DecodeLimits) -> ImageInfo:
     """
     with _opened(data, limits) as image:
         assert image.format is not None
-        width, height = image.size  # before draft() shrinks it
         with _decoding():
-            orientation = _orientation(image)
-            if image.format in ("JPEG", "MPO"):
+            orientation = _orientation_before_decoding(image)
+            stored = image.size  # before draft() shrinks it
+            if _is_jpeg(image):
                 image.draft(None, (1, 1))
             image.load()
-        if orientation in _ROTATED_ORIENTATIONS:
-            width, height = height, width
+        width, height = geometry.upright_size(stored, orientation)
         return ImageInfo(format_for_pillow(image.format), width, height)
 
 
-def render(data: bytes, spec: DerivedSpec, limits: DecodeLimits, options: EncodeOptions) -> Rendered:
-    """Crop data around its centre to the aspect ratio of spec, resize it to
-    exactly spec's size, and encode it in spec's format without metadata."""
-    with _opened(data, limits) as image, _decoding():
-        orientation = _orientation(image)
-        if image.format in ("JPEG", "MPO"):
-            image.draft(None, _draft_size(image.size, spec.size, orientation))
-        upright = ImageOps.exif_transpose(image)
-    prepared = _normalize_mode(upright)
-    fitted = ImageOps.fit(prepared, (spec.size.width, spec.size.height), method=Image.Resampling.LANCZOS)
-    if not spec.output.supports_alpha and fitted.mode == "RGBA":
-        fitted = _flatten(fitted, options.background)
-    profile = upright.info.get("icc_profile")
-    return Rendered(_encode(fitted, spec.output, options, profile), spec.output, *fitted.size)
+def render(
+    data: bytes,
+    spec: DerivedSpec,
+    limits: DecodeLimits,
+    options: EncodeOptions,
+    deadline: float | None = None,
+) -> Rendered:
+    """Bring data to spec's size in spec's mode (crop, fit or pad) and encode
+    it in spec's format: upright, 8-bit sRGB, without metadata.
+
+    An animation stays one for GIF and WebP targets within the frame budget
+    of limits; otherwise the first frame is used.  deadline is a
+    time.monotonic() value, checked between stages and frames: past it,
+    DerivationTooCostly.
+    """
+    with _opened(data, limits) as image:
+        with _decoding():
+            orientation = _orientation_before_decoding(image)
+            animated = _animates(image, spec.output, limits)
+        upright = geometry.upright_size(image.size, orientation)
+        plan = geometry.plan(upright, spec.size, spec.mode, options.upscale)
+        encoding = _encoding(options, lossless_source(image, data))
+        if animated:
+            return _render_animation(
+                image, plan, orientation, spec.output, limits, options, deadline, encoding
+            )
+        picture = _reduced(image, plan, orientation, deadline)
+    picture = _finished(picture, plan, spec.output, options)
+    _check_deadline(deadline, "after resizing")
+    return Rendered(encode_still(picture, spec.output, encoding), spec.output, *picture.size)
+
+
+def make_working_copy(
+    data: bytes,
+    limits: DecodeLimits,
+    sizes: Iterable[Size],
+    options: EncodeOptions,
+    deadline: float | None = None,
+) -> Rendered | None:
+    """A reduced copy of a still image, from which every size in sizes can be
+    derived in every mode (render(copy.data, ...)) nearly as well as from
+    data, at a fraction of the decoding cost.
+
+    The copy is upright, 8-bit sRGB and without metadata; a JPEG (quality 95,
+    no chroma subsampling) for opaque pictures, a PNG for those with alpha.
+    None when data is an animation, or when the copy would be more than half
+    the source's size (not worth it).  options is accepted for symmetry with
+    render: the copy's own encoding is fixed, near-lossless.
+    """
+    wanted = list(sizes)
+    with _opened(data, limits) as image:
+        with _decoding():
+            orientation = _orientation_before_decoding(image)
+            animated = image.format in _ANIMATED_SOURCES and bool(getattr(image, "is_animated", False))
+        upright = geometry.upright_size(image.size, orientation)
+        if animated or not wanted:
+            return None
+        scale = geometry.working_scale(upright, wanted)
+        if scale > _WORKING_SCALE_LIMIT:
+            return None
+        size = (max(1, math.ceil(upright[0] * scale)), max(1, math.ceil(upright[1] * scale)))
+        picture = _reduced(image, geometry.whole(upright, size), orientation, deadline)
+    output = format_named("png" if has_alpha(picture) else "jpeg")
+    working = Encoding(
+        jpeg_quality=95,
+        jpeg_progressive=False,
+        jpeg_subsampling="4:4:4",
+        webp_quality=options.webp_quality,
+        png_compress_level=1,
+    )
+    return Rendered(encode_still(picture, output, working), output, *picture.size)
+
+
+def working_copy_covers(
+    working_width: int, working_height: int, source_width: int, source_height: int, spec: DerivedSpec
+) -> bool:
+    """Whether spec may be derived from a working copy of this size (of an
+    upright source of source_width x source_height) instead of the source:
+    the region it uses still has twice the output's pixels on each side, and
+    the output comes out the same size.  Holds for any upscale setting: a
+    covered derivation never enlarges."""
+    return geometry.covers(
+        (working_width, working_height), (source_width, source_height), spec.size, spec.mode
+    )
+
+
+# Stages
+
+
+def _reduced(image: ImageFile.ImageFile, plan: Plan, orientation: int, deadline: float | None) -> Image.Image:
+    """Decode (JPEGs at reduced scale), resize the plan's box to its size,
+    turn upright, and bring to 8-bit sRGB.  The resize runs on the picture as
+    stored and the transpose after, on the small result."""
+    stored = image.size
+    box = geometry.stored_box(plan.box, stored, orientation)
+    size = geometry.stored_size(plan.size, orientation)
+    icc = image.info.get("icc_profile")
+    with _decoding():
+        if _is_jpeg(image):
+            image.draft(None, geometry.draft_request(stored, plan.reduction))
+        image.load()
+    _check_deadline(deadline, "after decoding")
+    with _decoding():
+        source = resizable(image)
+        resized = source.resize(
+            size,
+            Image.Resampling.LANCZOS,
+            box=geometry.scaled_box(box, stored, image.size),
+            reducing_gap=geometry.REDUCING_GAP,
+        )
+        del source
+        image.close()  # frees the full-size decode now, not when the caller is done
+        return to_srgb(eight_bit(geometry.transpose(resized, orientation)), _as_bytes(icc))
+
+
+def _finished(picture: Image.Image, plan: Plan, output: ImageFormat, options: EncodeOptions) -> Image.Image:
+    if has_alpha(picture) and not output.supports_alpha:
+        picture = flatten(picture, options.background)
+    if plan.canvas is not None:
+        picture = pad(picture, plan.canvas, options.background)
+    return picture
+
+
+def _render_animation(
+    image: ImageFile.ImageFile,
+    plan: Plan,
+    orientation: int,
+    output: ImageFormat,
+    limits: DecodeLimits,
+    options: EncodeOptions,
+    deadline: float | None,
+    encoding: Encoding,
+) -> Rendered:
+    """Every frame resized the same way; durations and loop count kept."""
+    box = geometry.stored_box(plan.box, image.size, orientation)
+    size = geometry.stored_size(plan.size, orientation)
+    icc = _as_bytes(image.info.get("icc_profile"))
+    loop = image.info.get("loop")
+    frames: list[Image.Image] = []
+    durations: list[int] = []
+    for index in range(_frame_count(image)):
+        with _decoding():
+            image.seek(index)
+            # A GIF frame may reach past the canvas, and Pillow grows the canvas.
+            _check_pixels(image.size, limits)
+            whole = image.convert("RGBA")
+            resized = whole.resize(
+                size, Image.Resampling.LANCZOS, box=box, reducing_gap=geometry.REDUCING_GAP
+            )
+            del whole
+            frame = to_srgb(geometry.transpose(resized, orientation), icc)
+        frames.append(_finished(frame, plan, output, options))
+        durations.append(_duration(image.info.get("duration")))
+        _check_deadline(deadline, f"after frame {index + 1}")
+    data = encode_animation(frames, durations, loop if isinstance(loop, int) else None, output, encoding)
+    width, height = frames[0].size
+    return Rendered(data, output, width, height)
+
+
+def _animates(image: ImageFile.ImageFile, output: ImageFormat, limits: DecodeLimits) -> bool:
+    """Whether to keep an animation: counted from the headers before any
+    frame is decoded (GIF: a scan of block lengths; WebP and APNG: declared)."""
+    if output.pillow_name not in _ANIMATED_TARGETS or image.format not in _ANIMATED_SOURCES:
+        return False
+    if not getattr(image, "is_animated", False):
+        return False
+    frames = _frame_count(image)
+    width, height = image.size
+    return frames <= limits.max_frames and frames * width * height <= limits.max_animation_pixels
+
+
+def _frame_count(image: Image.Image) -> int:
+    return int(getattr(image, "n_frames", 1))
+
+
+def _duration(value: object) -> int:
+    return round(value) if isinstance(value, int | float) and value >= 0 else _DEFAULT_FRAME_MS
+
+
+def _encoding(options: EncodeOptions, lossless: bool) -> Encoding:
+    return Encoding(
+        jpeg_quality=options.jpeg_quality,
+        jpeg_progressive=options.jpeg_progressive,
+        jpeg_subsampling=options.jpeg_subsampling,
+        webp_quality=options.webp_quality,
+        lossless_source=lossless,
+        background=options.background,
+    )
+
+
+# Opening untrusted data
 
 
 @contextmanager
@@ -112,16 +308,24 @@ def _opened(data: bytes, limits: DecodeLimits) -> Iterator[ImageFile.ImageFile]:
         # struct.error, ValueError, ...); all of them mean the same to a client.
         raise InvalidImage("the image header is damaged or not understood") from None
     with image:
-        width, height = image.size
-        if width < 1 or height < 1:
-            raise InvalidImage(f"the image declares an empty size {width}x{height}")
-        if width * height > limits.max_pixels:
-            raise TooManyPixels(
-                f"the image is {width}x{height} = {width * height} pixels; the limit is {limits.max_pixels}"
-            )
-        if image.format in ("JPEG", "MPO"):
+        _check_pixels(image.size, limits)
+        if _is_jpeg(image):
             _check_scans(data)
         yield image
+
+
+def _check_pixels(size: tuple[int, int], limits: DecodeLimits) -> None:
+    """Refuse what declares too many pixels, by our own count: Pillow only
+    warns between its limit and twice it, and a warnings filter is process
+    state that this function must not depend on."""
+    width, height = size
+    if width < 1 or height < 1:
+        raise InvalidImage(f"the image declares an empty size {width}x{height}")
+    limit = limits.max_pixels
+    if Image.MAX_IMAGE_PIXELS is not None:
+        limit = min(limit, Image.MAX_IMAGE_PIXELS)
+    if width * height > limit:
+        raise TooManyPixels(f"the image is {width}x{height} = {width * height} pixels; the limit is {limit}")
 
 
 @contextmanager
@@ -129,10 +333,17 @@ def _decoding() -> Iterator[None]:
     """Turn any failure while decoding untrusted pixels into InvalidImage."""
     try:
         yield
+    except PymagerError:
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise TooManyPixels("the image expands to more pixels than allowed") from None
     except Exception:
         raise InvalidImage("the image data is truncated or corrupt") from None
+
+
+def _check_deadline(deadline: float | None, stage: str) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise DerivationTooCostly(f"deriving the image took longer than its time budget ({stage})")
 
 
 def _check_scans(data: bytes) -> None:
@@ -150,59 +361,26 @@ def _check_scans(data: bytes) -> None:
         raise InvalidImage(f"the JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are accepted")
 
 
+def _is_jpeg(image: Image.Image) -> bool:
+    return image.format in ("JPEG", "MPO")
+
+
+def _orientation_before_decoding(image: ImageFile.ImageFile) -> int:
+    """The EXIF orientation still to apply to image as Pillow decodes it.
+
+    Only a JPEG is worth measuring before it is decoded (draft() needs the
+    size); anything else is decoded first, because some decoders apply the
+    orientation themselves (Pillow's TIFF plugin turns the picture upright
+    while loading and drops the tag), and PNG reads a late eXIf only then."""
+    if not _is_jpeg(image):
+        image.load()
+    return _orientation(image)
+
+
 def _orientation(image: Image.Image) -> int:
     value = image.getexif().get(ExifTags.Base.Orientation, 1)
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _draft_size(source: tuple[int, int], target: Size, orientation: int) -> tuple[int, int]:
-    """The smallest decode size that still leaves the crop area comfortably
-    larger than the target, so the final filter has pixels to work with."""
-    target_width, target_height = target.width, target.height
-    if orientation in _ROTATED_ORIENTATIONS:
-        target_width, target_height = target_height, target_width
-    width, height = source
-    cover = max(target_width / width, target_height / height) * _REDUCING_GAP
-    return max(1, math.ceil(width * cover)), max(1, math.ceil(height * cover))
-
-
-def _normalize_mode(image: Image.Image) -> Image.Image:
-    """RGBA where the image carries transparency, otherwise RGB or L."""
-    if image.has_transparency_data:
-        return image.convert("RGBA")
-    if image.mode in _HIGH_BIT_DEPTH_MODES:
-        # convert() would clip 16-bit samples; scale them down instead.
-        return image.convert("I").point(lambda value: value * (1 / 256)).convert("L")
-    if image.mode in ("RGB", "L"):
-        return image
-    return image.convert("RGB")
-
-
-def _flatten(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
-    backdrop = Image.new("RGBA", image.size, (*background, 255))
-    return Image.alpha_composite(backdrop, image).convert("RGB")
-
-
-def _encode(image: Image.Image, output: ImageFormat, options: EncodeOptions, profile: bytes | None) -> bytes:
-    # Images made by resize() inherit the source's info: EXIF, XMP, comments.
-    # Derived images carry none of it, except the colour profile that says
-    # what the pixel values mean (a Display P3 photo looks wrong without it).
-    image.info = {}
-    params: dict[str, object] = {}
-    if output.pillow_name == "JPEG":
-        params = {"quality": options.jpeg_quality}
-    elif output.pillow_name == "WEBP":
-        params = {"quality": options.webp_quality}
-    if output.pillow_name in ("WEBP", "AVIF") and image.mode == "L":
-        image = image.convert("RGB")
-    if output.pillow_name in _CARRY_PROFILES and profile and _profile_fits(profile, image.mode):
-        params["icc_profile"] = profile
-    buffer = BytesIO()
-    image.save(buffer, format=output.pillow_name, **params)
-    return buffer.getvalue()
-
-
-def _profile_fits(profile: bytes, mode: str) -> bool:
-    """Whether an ICC profile describes pixels of this mode (a CMYK profile
-    no longer fits once the pixels were converted to RGB)."""
-    return mode in _PROFILE_SPACES.get(profile[16:20], frozenset())
+def _as_bytes(value: object) -> bytes | None:
+    return value if isinstance(value, bytes) else None

@@ -58,11 +58,11 @@ class Size:
 
 
 class ResizeMode(StrEnum):
-    """How an original is brought to W×H."""
+    """How an original is brought to WxH."""
 
-    CROP = "crop"  # cover W×H, crop the overflow around the centre (the default)
-    FIT = "fit"  # inside W×H, aspect ratio kept, nothing cropped: one side may be shorter
-    PAD = "pad"  # fit, then pad to exactly W×H with the background colour
+    CROP = "crop"  # cover WxH, crop the overflow around the centre (the default)
+    FIT = "fit"  # inside WxH, aspect ratio kept, nothing cropped: one side may be shorter
+    PAD = "pad"  # fit, then pad to exactly WxH with the background colour
 
 
 @dataclass(frozen=True)

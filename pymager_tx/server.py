@@ -82,8 +82,21 @@ class PymagerService(MultiService):
             ImagePolicy(
                 allowed_sizes=images.sizes,
                 max_upload_bytes=images.max_upload_bytes,
-                limits=DecodeLimits(max_pixels=images.max_pixels, decoders=tuple(images.decoders)),
-                encoding=EncodeOptions(jpeg_quality=images.jpeg_quality, webp_quality=images.webp_quality),
+                limits=DecodeLimits(
+                    max_pixels=images.max_pixels,
+                    decoders=tuple(images.decoders),
+                    max_frames=images.max_frames,
+                    max_animation_pixels=images.max_animation_pixels,
+                    time_budget=images.derivation_time_budget,
+                ),
+                encoding=EncodeOptions(
+                    jpeg_quality=images.jpeg_quality,
+                    webp_quality=images.webp_quality,
+                    background=images.background_rgb,
+                    jpeg_progressive=images.jpeg_progressive,
+                    jpeg_subsampling=images.jpeg_subsampling,
+                    upscale=images.upscale,
+                ),
             ),
             peers=peers,
         )

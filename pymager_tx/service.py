@@ -463,7 +463,9 @@ def _render(
     # Timed in the worker thread: the time spent queueing for one is not
     # the image's cost.
     started = time.perf_counter()
-    rendered = render(data, spec, limits, encoding)
+    # The budget starts here, in the worker, for the same reason.
+    deadline = None if limits.time_budget is None else time.monotonic() + limits.time_budget
+    rendered = render(data, spec, limits, encoding, deadline)
     return rendered, hashlib.sha256(rendered.data).hexdigest(), time.perf_counter() - started
 
 

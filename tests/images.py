@@ -10,12 +10,19 @@ from __future__ import annotations
 import math
 import struct
 import zlib
+from dataclasses import replace
 from io import BytesIO
 from pathlib import Path
 
 from PIL import Image, ImageChops, ImageStat
 
+from pymager_tx.formats import default_decoders, output_format_for
+from pymager_tx.imaging import DecodeLimits, EncodeOptions, render
+from pymager_tx.model import DerivedSpec, ResizeMode, Size
+
 FIXTURES = Path(__file__).parent / "fixtures" / "pymager-java"
+SHARED_TESTDATA = Path("/work/shared/testdata")
+LIMITS = DecodeLimits(max_pixels=50_000_000, decoders=default_decoders())
 
 RED = (255, 0, 0)
 GREEN = (0, 255, 0)
@@ -95,3 +102,152 @@ def truncated_jpeg() -> bytes:
     """A JPEG cut off two thirds into its image data: the header is whole."""
     data = encode(Image.effect_noise((256, 256), 64).convert("RGB"), "JPEG")
     return data[: len(data) * 2 // 3]
+
+
+# Deriving, as the service does
+
+
+def limits(**changes: object) -> DecodeLimits:
+    return replace(LIMITS, **changes)  # type: ignore[arg-type]
+
+
+def spec(width: int, height: int, extension: str = "jpg", mode: ResizeMode = ResizeMode.CROP) -> DerivedSpec:
+    output = output_format_for(extension)
+    assert output is not None, extension
+    return DerivedSpec(Size(width, height), output, mode)
+
+
+def derive(
+    data: bytes,
+    width: int,
+    height: int,
+    extension: str = "jpg",
+    mode: ResizeMode = ResizeMode.CROP,
+    **options: object,
+) -> Image.Image:
+    """render(), then the result opened, checked to be the size it says."""
+    rendered = render(data, spec(width, height, extension, mode), LIMITS, EncodeOptions(**options))  # type: ignore[arg-type]
+    image = opened(rendered.data)
+    assert (rendered.width, rendered.height) == image.size
+    assert image.format == rendered.format.pillow_name
+    return image
+
+
+# Measurements
+
+
+def mean_colour(image: Image.Image, box: tuple[int, int, int, int] | None = None) -> tuple[int, ...]:
+    """Mean of each band over box (the whole image by default), rounded."""
+    region = image if box is None else image.crop(box)
+    return tuple(round(value) for value in ImageStat.Stat(region).mean)
+
+
+def corner(image: Image.Image, which: str, inset: float = 0.1) -> tuple[int, ...]:
+    """Mean RGB colour of a corner square ("tl", "tr", "bl", "br"), a tenth of each side."""
+    width, height = image.size
+    w, h = max(1, round(width * inset)), max(1, round(height * inset))
+    left = 0 if which[1] == "l" else width - w
+    top = 0 if which[0] == "t" else height - h
+    return mean_colour(image.convert("RGB"), (left, top, left + w, top + h))
+
+
+def marked(size: tuple[int, int] = (120, 80)) -> Image.Image:
+    """Grey, with a red square in the top-left corner and a blue one in the
+    top-right: where both end up tells every rotation and mirroring apart."""
+    image = Image.new("RGB", size, (128, 128, 128))
+    w, h = size[0] // 4, size[1] // 4
+    image.paste(RED, (0, 0, w, h))
+    image.paste(BLUE, (size[0] - w, 0, size[0], h))
+    return image
+
+
+# Colour profiles, built here so that no opaque profile file is needed
+
+# Display P3 primaries and white point, adapted to the D50 connection space
+# (as in Apple's Display P3 profile); tone curve: gamma 2.2 for simplicity.
+DISPLAY_P3 = ((0.515102, 0.241196, -0.001053), (0.291965, 0.692245, 0.041881), (0.157153, 0.066561, 0.784378))
+_D50 = (0.964203, 1.0, 0.824905)
+
+
+def rgb_profile(primaries: tuple[tuple[float, float, float], ...] = DISPLAY_P3, gamma: float = 2.2) -> bytes:
+    """A minimal ICC v2 matrix/TRC RGB display profile (what most camera and
+    wide-gamut profiles are): description, white point, colorants, curves."""
+
+    def xyz(values: tuple[float, float, float]) -> bytes:
+        return b"XYZ \0\0\0\0" + b"".join(struct.pack(">i", round(v * 65536)) for v in values)
+
+    description = b"Test wide gamut\0"
+    tags = [
+        (b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(description)) + description + b"\0" * 79),
+        (b"cprt", b"text\0\0\0\0No copyright\0"),
+        (b"wtpt", xyz(_D50)),
+        (b"rXYZ", xyz(primaries[0])),
+        (b"gXYZ", xyz(primaries[1])),
+        (b"bXYZ", xyz(primaries[2])),
+    ]
+    curve = b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0"
+    tags += [(b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    table_size = 4 + 12 * len(tags)
+    offset = 128 + table_size
+    entries, bodies = [], b""
+    for signature, body in tags:
+        body += b"\0" * (-len(body) % 4)
+        entries.append(struct.pack(">4sII", signature, offset + len(bodies), len(body)))
+        bodies += body
+    size = offset + len(bodies)
+    header = struct.pack(
+        ">I4sI4s4s4s12s4s4sI4s4sQI",
+        size,
+        b"none",
+        0x02100000,
+        b"mntr",
+        b"RGB ",
+        b"XYZ ",
+        b"\0" * 12,
+        b"acsp",
+        b"\0" * 4,
+        0,
+        b"\0" * 4,
+        b"\0" * 4,
+        0,
+        0,
+    )
+    header += (
+        b"".join(struct.pack(">i", round(v * 65536)) for v in _D50) + b"\0" * 4 + b"\0" * 16 + b"\0" * 28
+    )
+    assert len(header) == 128, len(header)
+    return header + struct.pack(">I", len(tags)) + b"".join(entries) + bodies
+
+
+# Animations
+
+
+def animation(
+    format: str,
+    colours: list[tuple[int, int, int]],
+    size: tuple[int, int] = (60, 40),
+    durations: list[int] | None = None,
+    **params: object,
+) -> bytes:
+    """One solid frame per colour, each with a white marker in its top-left corner."""
+    frames = []
+    for colour in colours:
+        frame = Image.new("RGB", size, colour)
+        frame.paste((255, 255, 255), (0, 0, size[0] // 4, size[1] // 4))
+        frames.append(frame)
+    return encode(
+        frames[0],
+        format,
+        save_all=True,
+        append_images=frames[1:],
+        duration=durations or [100] * len(frames),
+        **params,
+    )
+
+
+def frames_of(image: Image.Image) -> list[Image.Image]:
+    out = []
+    for index in range(getattr(image, "n_frames", 1)):
+        image.seek(index)
+        out.append(image.convert("RGBA"))
+    return out

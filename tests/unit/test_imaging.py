@@ -6,15 +6,16 @@ import pytest
 from PIL import Image, ImageCms
 
 from pymager_tx.errors import InvalidImage, TooManyPixels
-from pymager_tx.formats import default_decoders, output_format_for, writable_extensions
+from pymager_tx.formats import output_format_for, writable_extensions
 from pymager_tx.imaging import DecodeLimits, EncodeOptions, probe, render
-from pymager_tx.model import DerivedSpec, Size
 from tests.images import (
     BLUE,
     FIXTURES,
     GREEN,
+    LIMITS,
     RED,
     close_to,
+    derive,
     encode,
     halves,
     jpeg,
@@ -23,25 +24,12 @@ from tests.images import (
     png_declaring,
     psnr,
     solid,
+    spec,
     three_bands,
     with_orientation,
 )
 
-LIMITS = DecodeLimits(max_pixels=50_000_000, decoders=default_decoders())
 OPTIONS = EncodeOptions(jpeg_quality=85)
-
-
-def spec(width: int, height: int, extension: str = "jpg") -> DerivedSpec:
-    output = output_format_for(extension)
-    assert output is not None
-    return DerivedSpec(Size(width, height), output)
-
-
-def derive(data: bytes, width: int, height: int, extension: str = "jpg", **options: object) -> Image.Image:
-    rendered = render(data, spec(width, height, extension), LIMITS, EncodeOptions(**options))  # type: ignore[arg-type]
-    image = opened(rendered.data)
-    assert (rendered.width, rendered.height) == image.size
-    return image
 
 
 class TestProbe:
@@ -194,29 +182,28 @@ class TestRender:
         assert image.getpixel((2, 2))[3] == 0
         assert close_to(image.getpixel((20, 20)), (0, 0, 255, 255))
 
-    def test_strips_metadata_but_keeps_the_colour_profile(self) -> None:
+    def test_strips_metadata_and_the_colour_profile(self) -> None:
+        # Pixels come out in sRGB, which every viewer assumes: no profile.
         exif = Image.Exif()
         exif[0x010F] = "Camera maker"
         exif[0x0112] = 1
         profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
         source = encode(solid((80, 60)), "JPEG", exif=exif.tobytes(), icc_profile=profile, comment=b"secret")
-        for extension in ("jpg", "png", "webp", "tiff", "avif"):
+        for extension in sorted(writable_extensions()):
             image = derive(source, 40, 30, extension)
             assert 0x010F not in image.getexif(), extension  # the camera maker
             assert "comment" not in image.info, extension
-            assert image.info.get("icc_profile") == profile, extension
-        for extension in ("gif", "bmp"):
-            assert "icc_profile" not in derive(source, 40, 30, extension).info, extension
+            assert "icc_profile" not in image.info, extension
+            assert close_to(image.convert("RGB").getpixel((20, 15)), RED), extension
 
-    def test_no_profile_in_no_profile_out(self) -> None:
-        assert "icc_profile" not in derive(jpeg((80, 60)), 40, 30, "jpg").info
-
-    def test_a_profile_that_no_longer_fits_is_dropped(self) -> None:
-        # A CMYK profile cannot describe the RGB pixels a CMYK JPEG becomes.
+    def test_a_cmyk_profile_that_cannot_be_parsed_counts_as_none(self) -> None:
         profile = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
         profile[16:20] = b"CMYK"
+        profile[128:] = b"\xff" * (len(profile) - 128)  # the tag table, garbled
         source = encode(Image.new("CMYK", (40, 40), (0, 255, 255, 0)), "JPEG", icc_profile=bytes(profile))
-        assert "icc_profile" not in derive(source, 20, 20, "jpg").info
+        image = derive(source, 20, 20, "jpg")
+        assert "icc_profile" not in image.info
+        assert close_to(image.getpixel((10, 10)), RED)
 
     def test_jpeg_quality_is_applied(self) -> None:
         noisy = encode(Image.effect_noise((200, 200), 50).convert("RGB"), "PNG")

@@ -1,0 +1,74 @@
+"""The [images] settings of imaging, and the resize arithmetic of geometry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pymager_tx.config import load_settings
+from pymager_tx.errors import ConfigError
+from pymager_tx.geometry import draft_request, plan, stored_box, working_scale
+from pymager_tx.model import ResizeMode, Size
+
+
+def settings_from(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
+    path = tmp_path / "pymager.toml"
+    path.write_text("[images]\n" + text, encoding="utf-8")
+    return load_settings(path).images
+
+
+def test_defaults() -> None:
+    images = load_settings().images
+    assert images.background_rgb == (255, 255, 255)
+    assert (images.jpeg_progressive, images.jpeg_subsampling, images.upscale) == (True, "4:2:0", True)
+    assert (images.max_frames, images.max_animation_pixels) == (500, 100_000_000)
+    assert images.derivation_time_budget == 20.0
+
+
+def test_background_is_a_hex_colour(tmp_path: Path) -> None:
+    assert settings_from(tmp_path, 'background = "#0A80fF"\n').background_rgb == (10, 128, 255)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ('background = "white"\n', r"images\.background: must be a colour"),
+        ('background = "#fff"\n', r"images\.background"),
+        ('jpeg_subsampling = "4:1:1"\n', r"images\.jpeg_subsampling"),
+        ("jpeg_progressive = 1\n", r"images\.jpeg_progressive"),
+        ("upscale = 'no'\n", r"images\.upscale"),
+        ("max_frames = 0\n", r"images\.max_frames"),
+        ("max_animation_pixels = 0\n", r"images\.max_animation_pixels"),
+        ("derivation_time_budget = 0\n", r"images\.derivation_time_budget"),
+    ],
+)
+def test_bad_values_name_their_key(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        settings_from(tmp_path, text)
+
+
+class TestGeometry:
+    def test_crop_box_is_centred_with_the_target_aspect(self) -> None:
+        assert plan((800, 600), Size(100, 100), ResizeMode.CROP, True).box == (100.0, 0.0, 700.0, 600.0)
+
+    def test_fit_and_pad(self) -> None:
+        fit = plan((800, 600), Size(100, 100), ResizeMode.FIT, True)
+        assert (fit.size, fit.canvas) == ((100, 75), None)
+        padded = plan((800, 600), Size(100, 100), ResizeMode.PAD, True)
+        assert (padded.size, padded.output_size) == ((100, 75), (100, 100))
+
+    @pytest.mark.parametrize(
+        ("orientation", "expected"),
+        [(1, (0, 0, 10, 20)), (3, (90, 30, 100, 50)), (6, (0, 40, 20, 50)), (8, (80, 0, 100, 10))],
+    )
+    def test_upright_box_in_stored_coordinates(self, orientation: int, expected: tuple[int, ...]) -> None:
+        # Stored 100x50; the box is the upright top-left 10x20.
+        assert stored_box((0, 0, 10, 20), (100, 50), orientation) == expected
+
+    def test_draft_keeps_the_reducing_gap(self) -> None:
+        assert draft_request((4000, 3000), 100 / 3000) == (267, 200)
+        assert draft_request((400, 300), 1.0) == (400, 300)  # never asks for more than there is
+
+    def test_working_scale_is_set_by_the_most_demanding_size(self) -> None:
+        assert working_scale((2400, 1800), [Size(150, 150), Size(400, 400)]) == pytest.approx(800 / 1800)

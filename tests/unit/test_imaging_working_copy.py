@@ -1,0 +1,153 @@
+"""The working copy: decode once, derive every size from a reduced copy, and
+lose nothing visible (PSNR against deriving from the original)."""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from PIL import Image, JpegImagePlugin
+
+from pymager_tx.imaging import EncodeOptions, make_working_copy, render, working_copy_covers
+from pymager_tx.model import ResizeMode, Size
+from tests.images import (
+    BLUE,
+    FIXTURES,
+    LIMITS,
+    RED,
+    SHARED_TESTDATA,
+    animation,
+    close_to,
+    corner,
+    encode,
+    marked,
+    mean_colour,
+    opened,
+    psnr,
+    rgb_profile,
+    spec,
+    with_orientation,
+)
+
+OPTIONS = EncodeOptions()
+
+
+def _photos() -> list[Path]:
+    """The real photographs (800 px wide and more), each once by name."""
+    found: dict[str, Path] = {}
+    for folder in (FIXTURES, SHARED_TESTDATA / "pymager-java"):
+        for path in sorted(folder.glob("*.jpg")):
+            if opened(path.read_bytes()).width >= 800:
+                found.setdefault(path.name, path)
+    return list(found.values())
+
+
+PHOTOS = _photos()
+SIZES = [Size(150, 150), Size(300, 200), Size(400, 400)]
+
+
+def enlarged(path: Path) -> bytes:
+    """The photo at 3x (2400x1800), so the usual sizes are worth a working copy."""
+    photo = opened(path.read_bytes()).convert("RGB")
+    return encode(
+        photo.resize((photo.width * 3, photo.height * 3), Image.Resampling.LANCZOS), "JPEG", quality=92
+    )
+
+
+def test_there_are_real_photos_to_measure() -> None:
+    assert len(PHOTOS) >= 2
+
+
+def test_deriving_from_the_working_copy_matches_the_original() -> None:
+    scores = []
+    for path in PHOTOS:
+        sources = [
+            (path.read_bytes(), [Size(100, 100), Size(150, 150), Size(120, 90)]),
+            (enlarged(path), SIZES),
+        ]
+        for data, sizes in sources:
+            working = make_working_copy(data, LIMITS, sizes, OPTIONS)
+            assert working is not None
+            source = opened(data).size
+            for size in sizes:
+                for mode in ResizeMode:
+                    wanted = spec(size.width, size.height, "png", mode)
+                    assert working_copy_covers(working.width, working.height, *source, wanted), (size, mode)
+                    direct = opened(render(data, wanted, LIMITS, OPTIONS).data)
+                    derived = opened(render(working.data, wanted, LIMITS, OPTIONS).data)
+                    assert derived.size == direct.size
+                    scores.append(psnr(direct, derived))
+    print(
+        f"PSNR over {len(scores)} derivations: median {statistics.median(scores):.1f}, min {min(scores):.1f}"
+    )
+    assert statistics.median(scores) >= 40, sorted(scores)
+    assert min(scores) >= 35, sorted(scores)
+
+
+def test_a_working_copy_is_smaller_and_large_enough() -> None:
+    data = enlarged(PHOTOS[0])
+    working = make_working_copy(data, LIMITS, SIZES, OPTIONS)
+    assert working is not None
+    # The most demanding: a 400x400 crop of 2400x1800 needs 800 of the 1800 rows.
+    assert (working.width, working.height) == (1067, 800)
+    image = opened(working.data)
+    assert image.format == "JPEG" and image.mode == "RGB"
+    assert isinstance(image, JpegImagePlugin.JpegImageFile)
+    assert JpegImagePlugin.get_sampling(image) == 0  # 4:4:4
+    assert "exif" not in image.info and "icc_profile" not in image.info
+
+
+def test_none_when_not_worth_it() -> None:
+    # 400x400 from an 800x600 photo needs more than half its rows.
+    assert make_working_copy(PHOTOS[0].read_bytes(), LIMITS, SIZES, OPTIONS) is None
+    assert make_working_copy(PHOTOS[0].read_bytes(), LIMITS, [], OPTIONS) is None
+
+
+def test_none_for_animations() -> None:
+    data = animation("GIF", [RED, BLUE], (400, 400))
+    assert make_working_copy(data, LIMITS, [Size(10, 10)], OPTIONS) is None
+
+
+def test_upright_srgb_and_with_alpha_as_png() -> None:
+    source = marked((800, 400)).convert("RGBA")
+    source.putpixel((400, 200), (0, 0, 0, 0))
+    data = with_orientation(source, 6, "PNG")
+    working = make_working_copy(data, LIMITS, [Size(50, 50)], OPTIONS)
+    assert working is not None
+    image = opened(working.data)
+    assert image.format == "PNG" and image.mode == "RGBA"
+    assert (image.width, image.height) == (100, 200)  # upright (tall), twice 50x50 for a crop
+    assert close_to(corner(image, "tr")[:3], RED)
+
+    orange = encode(Image.new("RGB", (400, 400), (200, 60, 40)), "PNG", icc_profile=rgb_profile())
+    converted = make_working_copy(orange, LIMITS, [Size(50, 50)], OPTIONS)
+    assert converted is not None
+    assert close_to(mean_colour(opened(converted.data)), (219, 37, 13), 3)
+
+
+class TestCovers:
+    def test_needs_twice_the_output_in_the_region_used(self) -> None:
+        crop = spec(100, 100, "png")
+        # A square crop of 1000x500 uses 500x500; of a 400x200 copy, 200x200.
+        assert working_copy_covers(400, 200, 1000, 500, crop)
+        assert not working_copy_covers(398, 199, 1000, 500, crop)
+
+    def test_fit_needs_twice_the_fitted_size(self) -> None:
+        fit = spec(100, 100, "png", ResizeMode.FIT)
+        assert working_copy_covers(200, 100, 1000, 500, fit)
+        assert not working_copy_covers(180, 90, 1000, 500, fit)
+
+    def test_pad_is_as_fit(self) -> None:
+        pad = spec(100, 100, "png", ResizeMode.PAD)
+        assert working_copy_covers(200, 100, 1000, 500, pad)
+        assert not working_copy_covers(180, 90, 1000, 500, pad)
+
+    def test_not_when_the_fitted_size_would_round_differently(self) -> None:
+        # 3001x2001 fits 300x300 as 300x200 (200.03); a copy of 2001x1330
+        # has pixels enough but fits as 300x199 (199.4): not the same image.
+        fit = spec(300, 300, "png", ResizeMode.FIT)
+        assert working_copy_covers(2001, 1334, 3001, 2001, fit)
+        assert not working_copy_covers(2001, 1330, 3001, 2001, fit)
+
+    def test_never_when_the_source_itself_is_too_small(self) -> None:
+        assert not working_copy_covers(100, 100, 100, 100, spec(400, 400, "png"))
