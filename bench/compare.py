@@ -63,6 +63,7 @@ COLD_SIZES = (
 )  # fmt: skip
 MEMORY_SIZES = ("152x152", "168x126", "212x212", "264x198", "296x296", "328x246", "352x264", "392x294")
 SEED = 20261121
+NOISY_CORES = 0.25  # other processes above this during a phase make it noisy
 
 
 # Set-up
@@ -109,27 +110,61 @@ def run_floor(name: str, pairs: list[tuple[bytes, tuple[int, int]]], threads: in
         pillow_derive(data, size)
         return time.perf_counter() - started
 
-    cpu_before, started = time.process_time(), time.perf_counter()
+    cpu_before, busy, started = time.process_time(), busy_seconds(), time.perf_counter()
     with ThreadPoolExecutor(threads) as pool:
         phase.latencies = list(pool.map(lambda pair: timed(*pair), pairs))
     phase.wall = time.perf_counter() - started
     phase.client_cpu = time.process_time() - cpu_before
+    account_others(phase, busy)
     return phase
 
 
 # Measuring one server
 
 
-def measured(
-    server: servers.Server, run: Callable[[Callable[[], float]], loadgen.Phase]
-) -> loadgen.Phase:
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (not idle, iowait or steal)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4] - fields[7]) / os.sysconf("SC_CLK_TCK")
+
+
+def account_others(phase: loadgen.Phase, busy_before: float) -> None:
+    """Other sessions share this machine: record how many cores they took."""
+    ours = phase.client_cpu + (0.0 if math.isnan(phase.server_cpu) else phase.server_cpu)
+    phase.other_cores = ratio(busy_seconds() - busy_before - ours, phase.wall)
+
+
+def measured(server: servers.Server, run: Callable[[Callable[[], float]], loadgen.Phase]) -> loadgen.Phase:
     """run(server_cpu) with the server's peak-RSS window reset around it."""
     server.reset_peaks()
+    busy = busy_seconds()
     with servers.RssSampler([server]) as sampler:
         phase = run(server.cpu_seconds)
+    account_others(phase, busy)
     phase.peak_rss_kb = server.peak_kb()
     phase.sampled_rss_kb = sampler.peaks[server.name]
     return phase
+
+
+def counted(
+    server: servers.Server, name: str, requests: list[loadgen.Request], concurrency: int
+) -> loadgen.Phase:
+    return measured(server, lambda cpu: loadgen.run_counted(name, requests, concurrency, server_cpu=cpu))
+
+
+def warm(server: servers.Server, plan: Plan, arguments: argparse.Namespace) -> loadgen.Phase:
+    """The cold URLs again: with wrk for --warm-seconds, or --warm-rounds times in Python."""
+    make = URL_MAKERS[server.name]
+    if arguments.warm_client == "wrk":
+        paths = [make("", *pair).url for pair in plan.cold]  # no base: the path
+        return measured(
+            server,
+            lambda cpu: loadgen.run_wrk(
+                "warm", server.base_url, paths, arguments.concurrency, arguments.warm_seconds, server_cpu=cpu
+            ),
+        )
+    requests = [make(server.base_url, *pair) for pair in plan.cold] * arguments.warm_rounds
+    return counted(server, "warm", requests, arguments.concurrency)
 
 
 def size_of(text: str) -> tuple[int, int]:
@@ -187,7 +222,9 @@ class Results:
         )
 
 
-def run_servers(arguments: argparse.Namespace, corpus: list[photos.Photo], plan: Plan, results: Results) -> None:
+def run_servers(
+    arguments: argparse.Namespace, corpus: list[photos.Photo], plan: Plan, results: Results
+) -> None:
     concurrency, corpus_dir = arguments.concurrency, arguments.corpus_dir
     sizes = sorted({*arguments.sizes, *MEMORY_SIZES, *quality.SIZES})
     with tempfile.TemporaryDirectory(prefix="pymager-compare-") as temporary:
@@ -206,40 +243,28 @@ def run_servers(arguments: argparse.Namespace, corpus: list[photos.Photo], plan:
         both = (pymager, thumbor)
         try:
             results.started_rss_kb = {server.name: server.rss_kb() for server in both}
-            print(f"pymager-tx on {pymager.base_url}; thumbor on {thumbor.base_url} "
-                  f"({len(thumbor.pids())} processes)", flush=True)  # fmt: skip
+            workers = len(thumbor.pids())
+            print(f"pymager-tx on {pymager.base_url}; thumbor on {thumbor.base_url} ({workers} processes)")
             upload_requests = [
                 loadgen.Request(
-                    "PUT", f"{pymager.base_url}/original/{image_id}", (corpus_dir / photo.name).read_bytes(),
-                    photo.media_type, expect_status=201,
-                )  # fmt: skip
+                    "PUT",
+                    f"{pymager.base_url}/original/{image_id}",
+                    (corpus_dir / photo.name).read_bytes(),
+                    photo.media_type,
+                    expect_status=201,
+                )
                 for image_id, photo in plan.uploads
             ]
-            results.add("upload", pymager.name, measured(
-                pymager, lambda cpu: loadgen.run_counted("upload", upload_requests, concurrency, server_cpu=cpu)
-            ))  # fmt: skip
+            results.add("upload", pymager.name, counted(pymager, "upload", upload_requests, concurrency))
             for server in both:
                 requests = [URL_MAKERS[server.name](server.base_url, *pair) for pair in plan.cold]
-                results.add("cold", server.name, measured(
-                    server, lambda cpu: loadgen.run_counted("cold", requests, concurrency, server_cpu=cpu)
-                ))  # fmt: skip
+                results.add("cold", server.name, counted(server, "cold", requests, concurrency))
             for server in both:
-                paths = [URL_MAKERS[server.name]("", *pair).url for pair in plan.cold]  # no base: the path
-                if arguments.warm_client == "wrk":
-                    run = lambda cpu: loadgen.run_wrk(  # noqa: E731
-                        "warm", server.base_url, paths, concurrency, arguments.warm_seconds, server_cpu=cpu
-                    )
-                else:
-                    requests = [URL_MAKERS[server.name](server.base_url, *pair) for pair in plan.cold]
-                    rounds = requests * arguments.warm_rounds
-                    run = lambda cpu: loadgen.run_counted("warm", rounds, concurrency, server_cpu=cpu)  # noqa: E731
-                results.add("warm", server.name, measured(server, run))
+                results.add("warm", server.name, warm(server, plan, arguments))
             for server in both:
                 requests = [URL_MAKERS[server.name](server.base_url, *pair) for pair in plan.memory]
-                results.add("memory", server.name, measured(
-                    server,
-                    lambda cpu: loadgen.run_counted("memory", requests, arguments.memory_concurrency, server_cpu=cpu),
-                ))  # fmt: skip
+                memory = counted(server, "memory", requests, arguments.memory_concurrency)
+                results.add("memory", server.name, memory)
             if not arguments.skip_quality:
                 print("  quality ...", flush=True)
                 results.quality = quality.run_quality(pymager.base_url, corpus, corpus_dir)
@@ -264,9 +289,15 @@ def machine(venv: Path) -> dict[str, str]:
         if line.startswith("MemTotal"):
             memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
     wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPOSITORY,
-                           capture_output=True, text=True)  # fmt: skip
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+    )
     return {
         "nproc": str(len(os.sched_getaffinity(0))),
         "cpu_model": cpu_model,
@@ -294,14 +325,22 @@ def compute_ratios(results: Results) -> dict[str, float]:
     floors = [phases["floor"][key] for key in ("before", "after")]
     floor_rate = sum(floor.rate for floor in floors) / len(floors)
     return {
-        "cold req/s, pymager-tx / thumbor (target >= 2)": ratio(cold["pymager-tx"].rate, cold["thumbor"].rate),
-        "cold p99, pymager-tx / thumbor (target <= 1)": ratio(cold["pymager-tx"].p(99), cold["thumbor"].p(99)),
+        "cold req/s, pymager-tx / thumbor (target >= 2)": ratio(
+            cold["pymager-tx"].rate, cold["thumbor"].rate
+        ),
+        "cold p99, pymager-tx / thumbor (target <= 1)": ratio(
+            cold["pymager-tx"].p(99), cold["thumbor"].p(99)
+        ),
         "cold p50, pymager-tx / thumbor": ratio(cold["pymager-tx"].p(50), cold["thumbor"].p(50)),
-        "warm req/s, pymager-tx / thumbor (target >= 2)": ratio(warm["pymager-tx"].rate, warm["thumbor"].rate),
+        "warm req/s, pymager-tx / thumbor (target >= 2)": ratio(
+            warm["pymager-tx"].rate, warm["thumbor"].rate
+        ),
         "warm p99, pymager-tx / thumbor": ratio(warm["pymager-tx"].p(99), warm["thumbor"].p(99)),
         "cold req/s, pymager-tx / Pillow floor img/s": ratio(cold["pymager-tx"].rate, floor_rate),
         "cold req/s, thumbor / Pillow floor img/s": ratio(cold["thumbor"].rate, floor_rate),
-        "cold peak RSS, pymager-tx / thumbor": ratio(cold["pymager-tx"].peak_rss_kb, cold["thumbor"].peak_rss_kb),
+        "cold peak RSS, pymager-tx / thumbor": ratio(
+            cold["pymager-tx"].peak_rss_kb, cold["thumbor"].peak_rss_kb
+        ),
         "memory-scenario peak RSS, pymager-tx / thumbor": ratio(
             memory["pymager-tx"].peak_rss_kb, memory["thumbor"].peak_rss_kb
         ),
@@ -312,8 +351,8 @@ def compute_ratios(results: Results) -> dict[str, float]:
 def table(results: Results) -> list[str]:
     lines = [
         "| phase | server | done/planned | wall s | throughput | p50 ms | p99 ms | server CPU ms/req "
-        "| client CPU ms/req | peak RSS MB (VmHWM sum) | peak RSS MB (polled) | errors |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| client CPU ms/req | peak RSS MB (VmHWM sum) | peak RSS MB (polled) | other load, cores | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for phase_name, by_server in results.phases.items():
         for server, phase in by_server.items():
@@ -323,38 +362,55 @@ def table(results: Results) -> list[str]:
             cpu = "-" if math.isnan(phase.server_cpu) else f"{phase.per_request_ms(phase.server_cpu):.1f}"
             rss = f"{phase.peak_rss_kb / 1024:.0f}" if phase.peak_rss_kb else "-"
             polled = f"{phase.sampled_rss_kb / 1024:.0f}" if phase.sampled_rss_kb else "-"
-            lines.append(
-                f"| {label} | {who} | {phase.done}/{phase.planned} | {phase.wall:.2f} | {phase.rate:.1f} {unit} "
-                f"| {phase.p(50):.0f} | {phase.p(99):.0f} | {cpu} | {phase.per_request_ms(phase.client_cpu):.2f} "
-                f"| {rss} | {polled} | {len(phase.errors)} |"
-            )
+            client = f"{phase.per_request_ms(phase.client_cpu):.2f}"
+            cells = [
+                label,
+                who,
+                f"{phase.done}/{phase.planned}",
+                f"{phase.wall:.2f}",
+                f"{phase.rate:.1f} {unit}",
+            ]
+            cells += [f"{phase.p(50):.0f}", f"{phase.p(99):.0f}", cpu, client, rss, polled]
+            cells += [f"{phase.other_cores:.2f}", str(len(phase.errors))]
+            lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 def report(
-    arguments: argparse.Namespace, corpus: list[photos.Photo], plan: Plan, results: Results, info: dict[str, str],
-    ratios: dict[str, float], seconds: float,
-) -> list[str]:  # fmt: skip
+    arguments: argparse.Namespace,
+    corpus: list[photos.Photo],
+    plan: Plan,
+    results: Results,
+    info: dict[str, str],
+    ratios: dict[str, float],
+    seconds: float,
+) -> list[str]:
     cold_photos = sorted({photo.name for photo, _ in plan.cold})
     memory_photos = sorted({photo.name for photo, _ in plan.memory})
+    started = ", ".join(f"{name} {kb / 1024:.0f} MB" for name, kb in results.started_rss_kb.items())
     lines = [
         f"Machine: nproc {info['nproc']}, {info['cpu_model']}, {info['memory']}, Linux {info['kernel']}.",
-        f"Software: Python {info['python']}, Pillow {info['pillow']} (libjpeg-turbo {info['libjpeg_turbo']}), "
-        f"Twisted {info['twisted']}; thumbor {info['thumbor']} with Pillow {info['thumbor_pillow']}, "
+        f"Software: Python {info['python']}, Pillow {info['pillow']} "
+        f"(libjpeg-turbo {info['libjpeg_turbo']}), Twisted {info['twisted']}; "
+        f"thumbor {info['thumbor']} with Pillow {info['thumbor_pillow']}, "
         f"tornado {info['tornado']}; {info['wrk']}.",
         f"Code: commit {info['commit']}. Corpus digest {photos.digest(arguments.corpus_dir)}: "
         f"{len(corpus)} files, {sum(photo.bytes for photo in corpus) / 1e6:.0f} MB.",
         f"Command: `{' '.join(shlex.quote(part) for part in sys.argv)}` ({seconds:.0f} s).",
-        f"Cold: {len(plan.cold)} URLs per server ({len(cold_photos)} JPEGs of 8-20 MP x {len(arguments.sizes)} "
-        f"sizes, crop), concurrency {arguments.concurrency}. Warm: "
-        + (f"wrk -t1 -c{arguments.concurrency} for {arguments.warm_seconds:.0f} s over the same URLs."
-           if arguments.warm_client == "wrk" else f"{arguments.warm_rounds} rounds over the same URLs.")
+        f"Cold: {len(plan.cold)} URLs per server ({len(cold_photos)} JPEGs of 8-20 MP "
+        f"x {len(arguments.sizes)} sizes, crop), concurrency {arguments.concurrency}. Warm: "
+        + (
+            f"wrk -t1 -c{arguments.concurrency} for {arguments.warm_seconds:.0f} s over the same URLs."
+            if arguments.warm_client == "wrk"
+            else f"{arguments.warm_rounds} rounds over the same URLs."
+        )
         + f" Memory: {len(plan.memory)} cold derivations of {', '.join(memory_photos)} at concurrency "
         f"{arguments.memory_concurrency}.",
         f"pymager-tx: 1 process, [images] threads = {os.cpu_count()}. thumbor: --processes "
-        f"{arguments.thumbor_processes}, ENGINE_THREADPOOL_SIZE = {arguments.thumbor_engine_threads}, PIL engine, "
-        "file loader, no original storage, file result storage (unsafe URLs stored), QUALITY = 85.",
-        f"RSS at start: {', '.join(f'{name} {kb / 1024:.0f} MB' for name, kb in results.started_rss_kb.items())}.",
+        f"{arguments.thumbor_processes}, ENGINE_THREADPOOL_SIZE = {arguments.thumbor_engine_threads}, "
+        "PIL engine, file loader, no original storage, file result storage (unsafe URLs stored), "
+        "QUALITY = 85.",
+        f"RSS at start: {started}.",
         "",
         *table(results),
         "",
@@ -366,13 +422,26 @@ def report(
     memory = results.phases["memory"]
     lines.append(
         "Memory scenario (target < 1 GiB): "
-        + "; ".join(f"{name} peak {phase.peak_rss_kb / 1024:.0f} MB (polled {phase.sampled_rss_kb / 1024:.0f} MB)"
-                    for name, phase in memory.items())  # fmt: skip
+        + "; ".join(
+            f"{name} peak {phase.peak_rss_kb / 1024:.0f} MB (polled {phase.sampled_rss_kb / 1024:.0f} MB)"
+            for name, phase in memory.items()
+        )
         + "."
     )
     if results.quality is not None:
         lines += results.quality.lines()
     return lines
+
+
+def noise(results: Results) -> list[str]:
+    """Phases during which other processes kept more than NOISY_CORES busy."""
+    return [
+        f"NOISE: other processes used {phase.other_cores:.2f} cores during {name} ({server}); "
+        "its numbers are not trustworthy"
+        for name, by_server in results.phases.items()
+        for server, phase in by_server.items()
+        if phase.other_cores > NOISY_CORES
+    ]
 
 
 def problems(results: Results) -> list[str]:
@@ -389,13 +458,21 @@ def problems(results: Results) -> list[str]:
 
 
 def parse_arguments() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--corpus-dir", type=Path, default=photos.DEFAULT_DIRECTORY)
-    parser.add_argument("--out", type=Path, default=OUT / "compare.md", help="the Markdown fragment for RESULTS.md")
+    parser.add_argument(
+        "--out", type=Path, default=OUT / "compare.md", help="the Markdown fragment for RESULTS.md"
+    )
     parser.add_argument("--thumbor-venv", type=Path, default=Path("/tmp/venv-thumbor"))
     parser.add_argument("--thumbor-processes", type=int, default=2)
-    parser.add_argument("--thumbor-engine-threads", type=int, default=0, help="thumbor's ENGINE_THREADPOOL_SIZE")
-    parser.add_argument("--install", action="store_true", help="create the thumbor venv and apt-get install wrk")
+    parser.add_argument(
+        "--thumbor-engine-threads", type=int, default=0, help="thumbor's ENGINE_THREADPOOL_SIZE"
+    )
+    parser.add_argument(
+        "--install", action="store_true", help="create the thumbor venv and apt-get install wrk"
+    )
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--sizes", nargs="+", default=list(COLD_SIZES))
     parser.add_argument("--copies", type=int, default=3, help="uploads of each corpus file")
@@ -423,6 +500,7 @@ def main() -> int:
     info = machine(arguments.thumbor_venv)
     ratios = compute_ratios(results)
     lines = report(arguments, corpus, plan, results, info, ratios, seconds)
+    lines += noise(results)
     found = problems(results)
     if found:
         lines += ["", "PROBLEMS:", *[f"- {problem}" for problem in found]]
@@ -433,12 +511,18 @@ def main() -> int:
     summary = {
         "machine": info,
         "ratios": ratios,
-        "phases": {name: {server: phase.summary() for server, phase in by.items()}
-                   for name, by in results.phases.items()},  # fmt: skip
-        "quality": None if results.quality is None else {
-            "median_db": results.quality.median, "min": results.quality.minimum,
-            "scores": results.quality.scores, "errors": results.quality.errors,
-        },  # fmt: skip
+        "phases": {
+            name: {server: phase.summary() for server, phase in by.items()}
+            for name, by in results.phases.items()
+        },
+        "quality": None
+        if results.quality is None
+        else {
+            "median_db": results.quality.median,
+            "min": results.quality.minimum,
+            "scores": results.quality.scores,
+            "errors": results.quality.errors,
+        },
         "problems": found,
     }
     (OUT / "compare.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")

@@ -48,6 +48,7 @@ class Phase:
     reported: dict[str, float] = field(default_factory=dict)
     peak_rss_kb: int = 0  # sum of the server's processes' VmHWM during the phase
     sampled_rss_kb: int = 0  # highest summed VmRSS seen by polling
+    other_cores: float = math.nan  # CPU other processes on the machine used meanwhile, in cores
 
     @property
     def done(self) -> int:
@@ -80,6 +81,7 @@ class Phase:
             "server_cpu_ms_per_request": round(self.per_request_ms(self.server_cpu), 2),
             "peak_rss_mb": round(self.peak_rss_kb / 1024, 1),
             "sampled_peak_rss_mb": round(self.sampled_rss_kb / 1024, 1),
+            "other_processes_cores": round(self.other_cores, 2),
         }
 
 
@@ -95,7 +97,8 @@ class Request:
 
 def _check(request: Request, status: int, body: bytes) -> str | None:
     if status != request.expect_status:
-        return f"{request.method} {request.url}: status {status}, expected {request.expect_status}: {body[:200]!r}"
+        expected = request.expect_status
+        return f"{request.method} {request.url}: status {status}, expected {expected}: {body[:200]!r}"
     if request.expect_size is not None:
         try:
             with Image.open(BytesIO(body)) as image:
@@ -103,7 +106,8 @@ def _check(request: Request, status: int, body: bytes) -> str | None:
         except Exception as error:  # any undecodable body is a failed request
             return f"GET {request.url}: not an image ({error})"
         if size != request.expect_size:
-            return f"GET {request.url}: {size[0]}x{size[1]}, expected {request.expect_size[0]}x{request.expect_size[1]}"
+            width, height = request.expect_size
+            return f"GET {request.url}: {size[0]}x{size[1]}, expected {width}x{height}"
     return None
 
 
@@ -201,9 +205,15 @@ def run_wrk(
         script.write_text(WRK_SCRIPT)
         url_list.write_text("\n".join(paths) + "\n")
         command = [
-            "wrk", "-t1", f"-c{concurrency}", f"-d{seconds:.0f}s", "--timeout", "30s",
-            "--latency", "-s", str(script), base_url,
-        ]  # fmt: skip
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{seconds:.0f}s",
+            "--timeout",
+            "30s",
+            "--latency",
+        ]
+        command += ["-s", str(script), base_url]
         usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         server_before = server_cpu() if server_cpu else math.nan
         started = time.perf_counter()

@@ -45,19 +45,20 @@ class Source:
 # (gnome-backgrounds 43 ships only WebP renders, plasma-workspace-wallpapers
 # and desktop-base only renders), plus two large non-photographic JPEGs to
 # reach ten, and one large RGBA PNG.
+L16, L20, B = "lomiri-wallpapers-16.04", "lomiri-wallpapers-20.04", "usr/share/backgrounds/"
 SOURCES: tuple[Source, ...] = (
-    Source("lomiri-wallpapers-16.04", "usr/share/backgrounds/picosdeeuropa_by_Aitzol_Berasategi.jpg", "picos", "photograph"),
-    Source("lomiri-wallpapers-16.04", "usr/share/backgrounds/Wine_by_Jakkub_Mede.jpg", "wine", "photograph"),
-    Source("lomiri-wallpapers-16.04", "usr/share/backgrounds/Bridge_by_Sander_Klootwijk.jpg", "bridge", "photograph"),
-    Source("lomiri-wallpapers-16.04", "usr/share/backgrounds/sunset_by_Aitzol_Berasategi.jpg", "sunset", "photograph"),
-    Source("lomiri-wallpapers-16.04", "usr/share/backgrounds/Dragonfly_by_Bolly.jpg", "dragonfly", "photograph"),
-    Source("lomiri-wallpapers-16.04", "usr/share/backgrounds/seeding_by_Clements_Engelhardt.jpg", "seeding", "photograph"),
-    Source("lomiri-wallpapers-20.04", "usr/share/backgrounds/Infinite-Sea_by_Aury88.jpg", "infinite_sea", "photograph"),
-    Source("lomiri-wallpapers-20.04", "usr/share/backgrounds/Kleiber_by_Lukas_Baubkus.jpg", "kleiber", "photograph"),
-    Source("mate-backgrounds", "usr/share/backgrounds/mate/abstract/Elephants_5640x3172.jpg", "elephants", "painting"),
-    Source("ukui-wallpapers", "usr/share/backgrounds/rhythm.jpg", "rhythm", "render"),
-    Source("ukui-wallpapers", "usr/share/backgrounds/goldfish.png", "goldfish", "render"),
-)  # fmt: skip
+    Source(L16, B + "picosdeeuropa_by_Aitzol_Berasategi.jpg", "picos", "photograph"),
+    Source(L16, B + "Wine_by_Jakkub_Mede.jpg", "wine", "photograph"),
+    Source(L16, B + "Bridge_by_Sander_Klootwijk.jpg", "bridge", "photograph"),
+    Source(L16, B + "sunset_by_Aitzol_Berasategi.jpg", "sunset", "photograph"),
+    Source(L16, B + "Dragonfly_by_Bolly.jpg", "dragonfly", "photograph"),
+    Source(L16, B + "seeding_by_Clements_Engelhardt.jpg", "seeding", "photograph"),
+    Source(L20, B + "Infinite-Sea_by_Aury88.jpg", "infinite_sea", "photograph"),
+    Source(L20, B + "Kleiber_by_Lukas_Baubkus.jpg", "kleiber", "photograph"),
+    Source("mate-backgrounds", B + "mate/abstract/Elephants_5640x3172.jpg", "elephants", "painting"),
+    Source("ukui-wallpapers", B + "rhythm.jpg", "rhythm", "render"),
+    Source("ukui-wallpapers", B + "goldfish.png", "goldfish", "render"),
+)
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,9 @@ def digest(directory: Path = DEFAULT_DIRECTORY) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--directory", type=Path, default=DEFAULT_DIRECTORY)
     arguments = parser.parse_args()
     for photo in ensure(arguments.directory):

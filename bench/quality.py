@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import loadgen
 import photos
 import servers
+
 from pymager_tx.config import ImageSettings
 from pymager_tx.formats import output_format_for
 from pymager_tx.imaging import DecodeLimits, EncodeOptions, render
@@ -153,7 +154,9 @@ def upload(base_url: str, corpus: list[photos.Photo], directory: Path) -> loadge
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--corpus-dir", type=Path, default=photos.DEFAULT_DIRECTORY)
     parser.add_argument("--format", default="png", choices=("png", "jpg", "webp"))
     arguments = parser.parse_args()

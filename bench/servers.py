@@ -9,6 +9,7 @@ the corpus directory, file result storage that also keeps unsafe URLs.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -74,10 +75,8 @@ class Server:
         """Start a new VmHWM window: writing 5 to clear_refs resets the peak
         RSS to the current RSS (Linux >= 4.0; needs to own the process)."""
         for pid in self.pids():
-            try:
+            with contextlib.suppress(OSError):
                 Path(f"/proc/{pid}/clear_refs").write_text("5")
-            except OSError:
-                pass
 
     def peak_kb(self) -> int:
         """Sum of every process's VmHWM since reset_peaks: an upper bound of
@@ -101,10 +100,8 @@ class Server:
         """SIGTERM to the server and its workers, SIGKILL after grace seconds."""
         for sig in (signal.SIGTERM, signal.SIGKILL):
             for pid in self.pids():
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-                except ProcessLookupError:
-                    pass
             try:
                 self.process.wait(grace)
                 return
@@ -219,9 +216,18 @@ def start_thumbor(
     log_path = directory / "thumbor.log"
     process = subprocess.Popen(
         [
-            str(venv / "bin" / "thumbor"), "--ip", "127.0.0.1", "--port", str(port),
-            "--conf", str(config), "--processes", str(processes), "--log-level", "warning",
-        ],  # fmt: skip
+            str(venv / "bin" / "thumbor"),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--conf",
+            str(config),
+            "--processes",
+            str(processes),
+            "--log-level",
+            "warning",
+        ],
         cwd=directory,
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
