@@ -1,0 +1,533 @@
+"""
+pymager-tx against thumbor 7 (and a plain-Pillow floor) on real photographs,
+over HTTP on 127.0.0.1, in one run.
+
+    python bench/compare.py --corpus-dir bench/photos --out bench/out/compare.md
+
+Phases, each server in turn, the same URLs in the same order:
+
+  floor    plain Pillow here on --floor-threads threads: open, draft, ImageOps.fit
+           (LANCZOS), save JPEG q85, for every cold (photo, size) pair; run
+           before the servers start and after they stop
+  upload   PUT every corpus file (--copies times) to pymager-tx
+  cold     every 8-20 MP JPEG at every --sizes size, crop mode, once, at
+           --concurrency: nothing cached on either server
+  warm     the same URLs again for --warm-seconds with wrk (pymager-tx serves
+           its stored file, thumbor its result storage)
+  memory   --memory-concurrency simultaneous cold derivations of the ~20 MP
+           JPEGs at sizes not asked for before; peak RSS of each server
+  quality  bench/quality.py against this pymager-tx (--skip-quality to skip)
+
+Peak RSS per phase: VmHWM of every server process, reset before the phase
+through /proc/PID/clear_refs and summed over processes (thumbor: the parent
+and its workers), plus the highest summed VmRSS seen by polling every 50 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import random
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from io import BytesIO
+from pathlib import Path
+
+from PIL import Image, ImageOps, features
+
+sys.path.insert(0, str(Path(__file__).parent))
+import loadgen
+import photos
+import quality
+import servers
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+OUT = Path(__file__).parent / "out"  # git-ignored
+THUMBOR_REQUIREMENT = "thumbor==7.8.0"  # the newest 7.x; installs on Python 3.11 with its own Pillow
+JPEG_QUALITY = 85  # pymager-tx's default; thumbor is configured to match
+REDUCING_GAP = 2.0  # as pymager_tx.imaging: decode at least twice the target size
+COLD_SIZES = (
+    "150x150", "160x120", "180x240", "200x200", "220x165", "240x320", "256x256", "280x210",
+    "300x300", "320x180", "320x240", "340x255", "360x360", "375x250", "400x225", "400x300",
+)  # fmt: skip
+MEMORY_SIZES = ("152x152", "168x126", "212x212", "264x198", "296x296", "328x246", "352x264", "392x294")
+SEED = 20261121
+NOISY_CORES = 0.25  # other processes above this during a phase make it noisy
+
+
+# Set-up
+
+
+def install_commands(venv: Path) -> list[str]:
+    return [
+        f"python3 -m venv {venv}",
+        f"{venv}/bin/pip install '{THUMBOR_REQUIREMENT}'",
+        "apt-get update && apt-get install -y wrk",
+    ]
+
+
+def check_tools(venv: Path, install: bool) -> None:
+    """thumbor in its own venv (its Pillow must not meet ours) and wrk."""
+    missing = not (venv / "bin" / "thumbor").exists() or shutil.which("wrk") is None
+    if not missing:
+        return
+    commands = install_commands(venv)
+    if not install:
+        sys.exit("Missing thumbor or wrk. Run --install, or:\n  " + "\n  ".join(commands))
+    for command in commands:
+        print(f"$ {command}", flush=True)
+        subprocess.run(command, shell=True, check=True)
+
+
+# The plain-Pillow floor
+
+
+def pillow_derive(data: bytes, size: tuple[int, int]) -> None:
+    with Image.open(BytesIO(data)) as image:
+        if image.format == "JPEG":
+            cover = max(size[0] / image.width, size[1] / image.height) * REDUCING_GAP
+            image.draft(None, (math.ceil(image.width * cover), math.ceil(image.height * cover)))
+        fitted = ImageOps.fit(image, size, method=Image.Resampling.LANCZOS)
+    fitted.convert("RGB").save(BytesIO(), format="JPEG", quality=JPEG_QUALITY)
+
+
+def run_floor(name: str, pairs: list[tuple[bytes, tuple[int, int]]], threads: int) -> loadgen.Phase:
+    phase = loadgen.Phase(name, planned=len(pairs))
+
+    def timed(data: bytes, size: tuple[int, int]) -> float:
+        started = time.perf_counter()
+        pillow_derive(data, size)
+        return time.perf_counter() - started
+
+    cpu_before, busy, started = time.process_time(), busy_seconds(), time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        phase.latencies = list(pool.map(lambda pair: timed(*pair), pairs))
+    phase.wall = time.perf_counter() - started
+    phase.client_cpu = time.process_time() - cpu_before
+    account_others(phase, busy)
+    return phase
+
+
+# Measuring one server
+
+
+def busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (not idle, iowait or steal)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4] - fields[7]) / os.sysconf("SC_CLK_TCK")
+
+
+def account_others(phase: loadgen.Phase, busy_before: float) -> None:
+    """Other sessions share this machine: record how many cores they took."""
+    ours = phase.client_cpu + (0.0 if math.isnan(phase.server_cpu) else phase.server_cpu)
+    phase.other_cores = ratio(busy_seconds() - busy_before - ours, phase.wall)
+
+
+def measured(server: servers.Server, run: Callable[[Callable[[], float]], loadgen.Phase]) -> loadgen.Phase:
+    """run(server_cpu) with the server's peak-RSS window reset around it."""
+    server.reset_peaks()
+    busy = busy_seconds()
+    with servers.RssSampler([server]) as sampler:
+        phase = run(server.cpu_seconds)
+    account_others(phase, busy)
+    phase.peak_rss_kb = server.peak_kb()
+    phase.sampled_rss_kb = sampler.peaks[server.name]
+    return phase
+
+
+def counted(
+    server: servers.Server, name: str, requests: list[loadgen.Request], concurrency: int
+) -> loadgen.Phase:
+    return measured(server, lambda cpu: loadgen.run_counted(name, requests, concurrency, server_cpu=cpu))
+
+
+def warm(server: servers.Server, plan: Plan, arguments: argparse.Namespace) -> loadgen.Phase:
+    """The cold URLs again: with wrk for --warm-seconds, or --warm-rounds times in Python."""
+    make = URL_MAKERS[server.name]
+    if arguments.warm_client == "wrk":
+        paths = [make("", *pair).url for pair in plan.cold]  # no base: the path
+        return measured(
+            server,
+            lambda cpu: loadgen.run_wrk(
+                "warm", server.base_url, paths, arguments.concurrency, arguments.warm_seconds, server_cpu=cpu
+            ),
+        )
+    requests = [make(server.base_url, *pair) for pair in plan.cold] * arguments.warm_rounds
+    return counted(server, "warm", requests, arguments.concurrency)
+
+
+def size_of(text: str) -> tuple[int, int]:
+    width, _, height = text.partition("x")
+    return int(width), int(height)
+
+
+@dataclass
+class Plan:
+    cold: list[tuple[photos.Photo, str]]  # (photo, size), shuffled the same way for both servers
+    memory: list[tuple[photos.Photo, str]]
+    uploads: list[tuple[str, photos.Photo]]  # (image ID, photo)
+
+
+def make_plan(corpus: list[photos.Photo], sizes: list[str], copies: int) -> Plan:
+    # 7.9: picos.jpg, 3264x2448, is 7.99 MP; kleiber.jpg is 20.4 MP.
+    large = [photo for photo in corpus if photo.format == "JPEG" and 7.9 <= photo.megapixels <= 21]
+    cold = [(photo, size) for photo in large for size in sizes]
+    random.Random(SEED).shuffle(cold)  # no run of one photo: both servers see the same mix
+    biggest = [photo for photo in large if photo.megapixels >= 17]
+    memory = [(photo, size) for photo in biggest for size in MEMORY_SIZES]
+    uploads = [
+        (photo.image_id if copy == 0 else f"{photo.image_id}_c{copy}", photo)
+        for copy in range(copies)
+        for photo in corpus
+    ]
+    return Plan(cold, memory, uploads)
+
+
+def pymager_request(base: str, photo: photos.Photo, size: str) -> loadgen.Request:
+    return loadgen.Request("GET", f"{base}/derived/{photo.image_id}-{size}.jpg", expect_size=size_of(size))
+
+
+def thumbor_request(base: str, photo: photos.Photo, size: str) -> loadgen.Request:
+    # Plain centre crop: thumbor's default when both sizes are given, no smart.
+    return loadgen.Request("GET", f"{base}/unsafe/{size}/{photo.name}", expect_size=size_of(size))
+
+
+URL_MAKERS = {"pymager-tx": pymager_request, "thumbor": thumbor_request}
+
+
+@dataclass
+class Results:
+    phases: dict[str, dict[str, loadgen.Phase]] = field(default_factory=dict)  # phase -> server -> result
+    quality: quality.QualityResult | None = None
+    started_rss_kb: dict[str, int] = field(default_factory=dict)
+
+    def add(self, phase: str, server: str, result: loadgen.Phase) -> None:
+        self.phases.setdefault(phase, {})[server] = result
+        print(
+            f"  {phase:7} {server:10} {result.done}/{result.planned} in {result.wall:.1f}s: "
+            f"{result.rate:.1f}/s p50 {result.p(50):.0f} ms p99 {result.p(99):.0f} ms, "
+            f"peak RSS {result.peak_rss_kb / 1024:.0f} MB, errors {len(result.errors)}",
+            flush=True,
+        )
+
+
+def run_servers(
+    arguments: argparse.Namespace, corpus: list[photos.Photo], plan: Plan, results: Results
+) -> None:
+    concurrency, corpus_dir = arguments.concurrency, arguments.corpus_dir
+    sizes = sorted({*arguments.sizes, *MEMORY_SIZES, *quality.SIZES})
+    with tempfile.TemporaryDirectory(prefix="pymager-compare-") as temporary:
+        directory = Path(temporary)
+        (directory / "pymager").mkdir()
+        (directory / "thumbor").mkdir()
+        pymager = servers.start_pymager(directory / "pymager", sizes, threads=os.cpu_count() or 1)
+        thumbor = servers.start_thumbor(
+            directory / "thumbor",
+            arguments.thumbor_venv,
+            corpus_dir,
+            arguments.thumbor_processes,
+            arguments.thumbor_engine_threads,
+            JPEG_QUALITY,
+        )
+        both = (pymager, thumbor)
+        try:
+            results.started_rss_kb = {server.name: server.rss_kb() for server in both}
+            workers = len(thumbor.pids())
+            print(f"pymager-tx on {pymager.base_url}; thumbor on {thumbor.base_url} ({workers} processes)")
+            upload_requests = [
+                loadgen.Request(
+                    "PUT",
+                    f"{pymager.base_url}/original/{image_id}",
+                    (corpus_dir / photo.name).read_bytes(),
+                    photo.media_type,
+                    expect_status=201,
+                )
+                for image_id, photo in plan.uploads
+            ]
+            results.add("upload", pymager.name, counted(pymager, "upload", upload_requests, concurrency))
+            for server in both:
+                requests = [URL_MAKERS[server.name](server.base_url, *pair) for pair in plan.cold]
+                results.add("cold", server.name, counted(server, "cold", requests, concurrency))
+            for server in both:
+                results.add("warm", server.name, warm(server, plan, arguments))
+            for server in both:
+                requests = [URL_MAKERS[server.name](server.base_url, *pair) for pair in plan.memory]
+                memory = counted(server, "memory", requests, arguments.memory_concurrency)
+                results.add("memory", server.name, memory)
+            if not arguments.skip_quality:
+                print("  quality ...", flush=True)
+                results.quality = quality.run_quality(pymager.base_url, corpus, corpus_dir)
+        finally:
+            for server in both:
+                server.stop()
+            OUT.mkdir(exist_ok=True)
+            for server in both:
+                shutil.copyfile(server.log_path, OUT / f"{server.name}.log")
+
+
+# Report
+
+
+def machine(venv: Path) -> dict[str, str]:
+    cpu_model, memory = "unknown", "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu_model = line.partition(":")[2].strip()
+            break
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal"):
+            memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"],
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+    )
+    return {
+        "nproc": str(len(os.sched_getaffinity(0))),
+        "cpu_model": cpu_model,
+        "memory": memory,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "pillow": version("pillow"),
+        "libjpeg_turbo": str(features.version("libjpeg_turbo") or "no"),
+        "twisted": version("twisted"),
+        "thumbor": servers.venv_package_version(venv, "thumbor"),
+        "thumbor_pillow": servers.venv_package_version(venv, "pillow"),
+        "tornado": servers.venv_package_version(venv, "tornado"),
+        "wrk": (wrk.stdout + wrk.stderr).split("\n")[0].strip(),
+        "commit": commit.stdout.strip() + (" (tracked files modified)" if dirty.stdout.strip() else ""),
+    }
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else math.nan
+
+
+def compute_ratios(results: Results) -> dict[str, float]:
+    phases = results.phases
+    cold, warm, memory = phases["cold"], phases["warm"], phases["memory"]
+    floors = [phases["floor"][key] for key in ("before", "after")]
+    floor_rate = sum(floor.rate for floor in floors) / len(floors)
+    return {
+        "cold req/s, pymager-tx / thumbor (target >= 2)": ratio(
+            cold["pymager-tx"].rate, cold["thumbor"].rate
+        ),
+        "cold p99, pymager-tx / thumbor (target <= 1)": ratio(
+            cold["pymager-tx"].p(99), cold["thumbor"].p(99)
+        ),
+        "cold p50, pymager-tx / thumbor": ratio(cold["pymager-tx"].p(50), cold["thumbor"].p(50)),
+        "warm req/s, pymager-tx / thumbor (target >= 2)": ratio(
+            warm["pymager-tx"].rate, warm["thumbor"].rate
+        ),
+        "warm p99, pymager-tx / thumbor": ratio(warm["pymager-tx"].p(99), warm["thumbor"].p(99)),
+        "cold req/s, pymager-tx / Pillow floor img/s": ratio(cold["pymager-tx"].rate, floor_rate),
+        "cold req/s, thumbor / Pillow floor img/s": ratio(cold["thumbor"].rate, floor_rate),
+        "cold peak RSS, pymager-tx / thumbor": ratio(
+            cold["pymager-tx"].peak_rss_kb, cold["thumbor"].peak_rss_kb
+        ),
+        "memory-scenario peak RSS, pymager-tx / thumbor": ratio(
+            memory["pymager-tx"].peak_rss_kb, memory["thumbor"].peak_rss_kb
+        ),
+        "floor drift, after / before": ratio(floors[1].rate, floors[0].rate),
+    }
+
+
+def table(results: Results) -> list[str]:
+    lines = [
+        "| phase | server | done/planned | wall s | throughput | p50 ms | p99 ms | server CPU ms/req "
+        "| client CPU ms/req | peak RSS MB (VmHWM sum) | peak RSS MB (polled) | other load, cores | errors |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for phase_name, by_server in results.phases.items():
+        for server, phase in by_server.items():
+            unit = "img/s" if phase_name == "floor" else "req/s"
+            who = "Pillow (in the client)" if phase_name == "floor" else server
+            label = f"floor ({server})" if phase_name == "floor" else phase_name
+            cpu = "-" if math.isnan(phase.server_cpu) else f"{phase.per_request_ms(phase.server_cpu):.1f}"
+            rss = f"{phase.peak_rss_kb / 1024:.0f}" if phase.peak_rss_kb else "-"
+            polled = f"{phase.sampled_rss_kb / 1024:.0f}" if phase.sampled_rss_kb else "-"
+            client = f"{phase.per_request_ms(phase.client_cpu):.2f}"
+            cells = [
+                label,
+                who,
+                f"{phase.done}/{phase.planned}",
+                f"{phase.wall:.2f}",
+                f"{phase.rate:.1f} {unit}",
+            ]
+            cells += [f"{phase.p(50):.0f}", f"{phase.p(99):.0f}", cpu, client, rss, polled]
+            cells += [f"{phase.other_cores:.2f}", str(len(phase.errors))]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def report(
+    arguments: argparse.Namespace,
+    corpus: list[photos.Photo],
+    plan: Plan,
+    results: Results,
+    info: dict[str, str],
+    ratios: dict[str, float],
+    seconds: float,
+) -> list[str]:
+    cold_photos = sorted({photo.name for photo, _ in plan.cold})
+    memory_photos = sorted({photo.name for photo, _ in plan.memory})
+    started = ", ".join(f"{name} {kb / 1024:.0f} MB" for name, kb in results.started_rss_kb.items())
+    lines = [
+        f"Machine: nproc {info['nproc']}, {info['cpu_model']}, {info['memory']}, Linux {info['kernel']}.",
+        f"Software: Python {info['python']}, Pillow {info['pillow']} "
+        f"(libjpeg-turbo {info['libjpeg_turbo']}), Twisted {info['twisted']}; "
+        f"thumbor {info['thumbor']} with Pillow {info['thumbor_pillow']}, "
+        f"tornado {info['tornado']}; {info['wrk']}.",
+        f"Code: commit {info['commit']}. Corpus digest {photos.digest(arguments.corpus_dir)}: "
+        f"{len(corpus)} files, {sum(photo.bytes for photo in corpus) / 1e6:.0f} MB.",
+        f"Command: `{' '.join(shlex.quote(part) for part in sys.argv)}` ({seconds:.0f} s).",
+        f"Cold: {len(plan.cold)} URLs per server ({len(cold_photos)} JPEGs of 8-20 MP "
+        f"x {len(arguments.sizes)} sizes, crop), concurrency {arguments.concurrency}. Warm: "
+        + (
+            f"wrk -t1 -c{arguments.concurrency} for {arguments.warm_seconds:.0f} s over the same URLs."
+            if arguments.warm_client == "wrk"
+            else f"{arguments.warm_rounds} rounds over the same URLs."
+        )
+        + f" Memory: {len(plan.memory)} cold derivations of {', '.join(memory_photos)} at concurrency "
+        f"{arguments.memory_concurrency}.",
+        f"pymager-tx: 1 process, [images] threads = {os.cpu_count()}. thumbor: --processes "
+        f"{arguments.thumbor_processes}, ENGINE_THREADPOOL_SIZE = {arguments.thumbor_engine_threads}, "
+        "PIL engine, file loader, no original storage, file result storage (unsafe URLs stored), "
+        "QUALITY = 85.",
+        f"RSS at start: {started}.",
+        "",
+        *table(results),
+        "",
+        "| ratio | value |",
+        "|---|---|",
+        *[f"| {name} | {value:.2f} |" for name, value in ratios.items()],
+        "",
+    ]
+    memory = results.phases["memory"]
+    lines.append(
+        "Memory scenario (target < 1 GiB): "
+        + "; ".join(
+            f"{name} peak {phase.peak_rss_kb / 1024:.0f} MB (polled {phase.sampled_rss_kb / 1024:.0f} MB)"
+            for name, phase in memory.items()
+        )
+        + "."
+    )
+    if results.quality is not None:
+        lines += results.quality.lines()
+    return lines
+
+
+def noise(results: Results) -> list[str]:
+    """Phases during which other processes kept more than NOISY_CORES busy."""
+    return [
+        f"NOISE: other processes used {phase.other_cores:.2f} cores during {name} ({server}); "
+        "its numbers are not trustworthy"
+        for name, by_server in results.phases.items()
+        for server, phase in by_server.items()
+        if phase.other_cores > NOISY_CORES
+    ]
+
+
+def problems(results: Results) -> list[str]:
+    found = []
+    for phase_name, by_server in results.phases.items():
+        for server, phase in by_server.items():
+            if phase.errors:
+                found.append(f"{phase_name} {server}: {len(phase.errors)} errors, first: {phase.errors[0]}")
+            if phase.done < phase.planned:
+                found.append(f"{phase_name} {server}: {phase.done} of {phase.planned} done")
+    if results.quality is not None and not results.quality.passed:
+        found.append("quality: below target")
+    return found
+
+
+def parse_arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--corpus-dir", type=Path, default=photos.DEFAULT_DIRECTORY)
+    parser.add_argument(
+        "--out", type=Path, default=OUT / "compare.md", help="the Markdown fragment for RESULTS.md"
+    )
+    parser.add_argument("--thumbor-venv", type=Path, default=Path("/tmp/venv-thumbor"))
+    parser.add_argument("--thumbor-processes", type=int, default=2)
+    parser.add_argument(
+        "--thumbor-engine-threads", type=int, default=0, help="thumbor's ENGINE_THREADPOOL_SIZE"
+    )
+    parser.add_argument(
+        "--install", action="store_true", help="create the thumbor venv and apt-get install wrk"
+    )
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--sizes", nargs="+", default=list(COLD_SIZES))
+    parser.add_argument("--copies", type=int, default=3, help="uploads of each corpus file")
+    parser.add_argument("--warm-client", choices=("wrk", "python"), default="wrk")
+    parser.add_argument("--warm-seconds", type=float, default=10.0)
+    parser.add_argument("--warm-rounds", type=int, default=5, help="with --warm-client python")
+    parser.add_argument("--memory-concurrency", type=int, default=8)
+    parser.add_argument("--floor-threads", type=int, default=2)
+    parser.add_argument("--skip-quality", action="store_true")
+    return parser.parse_args()
+
+
+def main() -> int:
+    arguments = parse_arguments()
+    started = time.perf_counter()
+    check_tools(arguments.thumbor_venv, arguments.install)
+    corpus = photos.ensure(arguments.corpus_dir)
+    plan = make_plan(corpus, arguments.sizes, arguments.copies)
+    results = Results()
+    pairs = [((arguments.corpus_dir / photo.name).read_bytes(), size_of(size)) for photo, size in plan.cold]
+    results.add("floor", "before", run_floor("floor", pairs, arguments.floor_threads))
+    run_servers(arguments, corpus, plan, results)
+    results.add("floor", "after", run_floor("floor", pairs, arguments.floor_threads))
+    seconds = time.perf_counter() - started
+    info = machine(arguments.thumbor_venv)
+    ratios = compute_ratios(results)
+    lines = report(arguments, corpus, plan, results, info, ratios, seconds)
+    lines += noise(results)
+    found = problems(results)
+    if found:
+        lines += ["", "PROBLEMS:", *[f"- {problem}" for problem in found]]
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    arguments.out.parent.mkdir(parents=True, exist_ok=True)
+    arguments.out.write_text(text, encoding="utf-8")
+    summary = {
+        "machine": info,
+        "ratios": ratios,
+        "phases": {
+            name: {server: phase.summary() for server, phase in by.items()}
+            for name, by in results.phases.items()
+        },
+        "quality": None
+        if results.quality is None
+        else {
+            "median_db": results.quality.median,
+            "min": results.quality.minimum,
+            "scores": results.quality.scores,
+            "errors": results.quality.errors,
+        },
+        "problems": found,
+    }
+    (OUT / "compare.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    return 1 if found else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
