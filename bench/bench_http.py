@@ -60,9 +60,10 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).parent / "out"  # git-ignored
 TWISTD = str(Path(sys.executable).parent / "twistd")
 LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
-# "Derived <id> (<n> bytes): rendered in <r>s, <t>s in all"; the benchmark
-# reads the whole span (queueing, image work, storing, recording).
-DERIVED = re.compile(r"Derived (\S+) \((\d+) bytes\): rendered in [0-9.]+s, ([0-9.]+)s in all")
+# "Derived <id> (<n> bytes) from the <source>: rendered in <r>s, <t>s in
+# all"; the benchmark reads the whole span (queueing, image work, storing,
+# recording).
+DERIVED = re.compile(r"Derived (\S+) \((\d+) bytes\)[^:]*: rendered in [0-9.]+s, ([0-9.]+)s in all")
 JPEG_QUALITY = 85  # pymager-tx's default [images] jpeg_quality, used by the floor too
 REDUCING_GAP = 2.0  # as pymager_tx.imaging: decode at least twice the target size
 

@@ -172,6 +172,16 @@ def make_working_copy(
     return Rendered(encode_still(picture, output, working), output, *picture.size)
 
 
+def worth_a_working_copy(source_width: int, source_height: int, sizes: Iterable[Size]) -> bool:
+    """Whether a working copy of an upright source this large would be at
+    most half its size, for these sizes: the test make_working_copy applies,
+    without opening anything."""
+    wanted = list(sizes)
+    return (
+        bool(wanted) and geometry.working_scale((source_width, source_height), wanted) <= _WORKING_SCALE_LIMIT
+    )
+
+
 def working_copy_covers(
     working_width: int, working_height: int, source_width: int, source_height: int, spec: DerivedSpec
 ) -> bool:

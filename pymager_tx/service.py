@@ -65,7 +65,17 @@ from pymager_tx.errors import (
     UploadTooLarge,
 )
 from pymager_tx.formats import output_format_for, writable_extensions
-from pymager_tx.imaging import DecodeLimits, EncodeOptions, ImageInfo, Rendered, probe, render
+from pymager_tx.imaging import (
+    DecodeLimits,
+    EncodeOptions,
+    ImageInfo,
+    Rendered,
+    make_working_copy,
+    probe,
+    render,
+    working_copy_covers,
+    worth_a_working_copy,
+)
 from pymager_tx.inflight import InFlight
 from pymager_tx.model import (
     DerivedRecord,
@@ -89,6 +99,19 @@ class ImagePolicy:
     max_upload_bytes: int
     limits: DecodeLimits
     encoding: EncodeOptions
+
+
+@dataclass(frozen=True)
+class WorkingCopy:
+    """The reduced copy of a large original that later sizes are derived
+    from, so that each original is decoded in full once, not once per size.
+    Stored and claimed like any rendition, under a variant no URL names."""
+
+    sizes: frozenset[Size]
+    variant: str = "working"
+
+
+Target = DerivedSpec | WorkingCopy
 
 
 @dataclass(frozen=True)
@@ -268,7 +291,7 @@ class ImageService:
             await self._database.transact(forget_derived_txn, record)
             return None
 
-    async def _derive(self, original: OriginalRecord, spec: DerivedSpec) -> StoredImage:
+    async def _derive(self, original: OriginalRecord, spec: Target) -> StoredImage:
         """The rendition, derived here or by whichever process claimed it."""
         image_id = ImageId(original.image_id)
         delay = POLL_FIRST
@@ -307,7 +330,7 @@ class ImageService:
             await deferLater(timer, delay)
             delay = min(delay * 2, POLL_MOST)
 
-    async def _derive_claimed(self, original: OriginalRecord, spec: DerivedSpec) -> StoredImage:
+    async def _derive_claimed(self, original: OriginalRecord, spec: Target) -> StoredImage:
         """Derive a rendition this process has claimed, renewing the claim
         for as long as the work takes, and end the claim either way."""
         me = self._peers.me
@@ -343,16 +366,14 @@ class ImageService:
         )
         return renewed
 
-    async def _render_and_record(self, original: OriginalRecord, spec: DerivedSpec) -> StoredImage:
+    async def _render_and_record(self, original: OriginalRecord, spec: Target) -> StoredImage:
         image_id = ImageId(original.image_id)
-        try:
-            source = await self._blobs.get(original.blob_key)
-        except BlobNotFound:
-            raise _not_found(image_id) from None
         started = time.perf_counter()
-        rendered, digest, render_seconds = await self._imaging(
-            _render, source, spec, self.policy.limits, self.policy.encoding
-        )
+        source, source_name = await self._source_for(original, spec)
+        outcome = await self._imaging(_render, source, spec, self.policy.limits, self.policy.encoding)
+        if outcome is None:
+            raise _NoWorkingCopy()
+        rendered, digest, render_seconds = outcome
         key = derived_key(image_id, original.generation, spec.variant)
         try:
             await self._blobs.put(key, rendered.data)
@@ -380,18 +401,62 @@ class ImageService:
             await self._blobs.delete(key)
             await self._blobs.delete_prefix(derived_prefix(image_id, original.generation))
             raise _not_found(image_id)
-        self.log.info(
-            "Derived {derived_id} ({byte_length} bytes): rendered in {render_seconds:.3f}s, "
-            "{seconds:.3f}s in all",
-            derived_id=f"{original.image_id}-{spec.variant}",
-            image_id=original.image_id,
-            variant=spec.variant,
-            byte_length=record.byte_length,
-            render_seconds=render_seconds,
-            seconds=time.perf_counter() - started,
-            owner=self._peers.me,
-        )
+        if isinstance(spec, WorkingCopy):
+            self.log.info(
+                "Made the working copy of {image_id}: {width}x{height}, {byte_length} bytes, "
+                "in {render_seconds:.3f}s",
+                image_id=original.image_id,
+                width=record.width,
+                height=record.height,
+                byte_length=record.byte_length,
+                render_seconds=render_seconds,
+            )
+        else:
+            self.log.info(
+                "Derived {derived_id} ({byte_length} bytes) from the {source}: "
+                "rendered in {render_seconds:.3f}s, {seconds:.3f}s in all",
+                source=source_name,
+                derived_id=f"{original.image_id}-{spec.variant}",
+                image_id=original.image_id,
+                variant=spec.variant,
+                byte_length=record.byte_length,
+                render_seconds=render_seconds,
+                seconds=time.perf_counter() - started,
+                owner=self._peers.me,
+            )
         return StoredImage(record, rendered.data)
+
+    async def _source_for(self, original: OriginalRecord, spec: Target) -> tuple[bytes, str]:
+        """The bytes to derive spec from: the original's working copy where
+        it will do as well, else the original itself."""
+        if isinstance(spec, DerivedSpec) and worth_a_working_copy(
+            original.width, original.height, self.policy.allowed_sizes
+        ):
+            working = await self._working_copy(original)
+            if working is not None and working_copy_covers(
+                working.record.width, working.record.height, original.width, original.height, spec
+            ):
+                assert working.data is not None
+                return working.data, "working copy"
+        try:
+            return await self._blobs.get(original.blob_key), "original"
+        except BlobNotFound:
+            raise _not_found(ImageId(original.image_id)) from None
+
+    async def _working_copy(self, original: OriginalRecord) -> StoredImage | None:
+        target = WorkingCopy(self.policy.allowed_sizes)
+        lookup = await self._database.read(lookup_derived_txn, original.image_id, target.variant)
+        if lookup.derived is not None:
+            stored = await self._read_derived(lookup.derived, with_body=True)
+            if stored is not None:
+                return stored
+        try:
+            return await self._derivations.run(
+                (original.image_id, original.generation, target.variant),
+                lambda: Deferred.fromCoroutine(self._derive(original, target)),
+            )
+        except _NoWorkingCopy:
+            return None  # an animation: derived from the original, frame by frame
 
     async def check_health(self) -> None:
         """Fails unless the metadata database answers a query."""
@@ -458,15 +523,24 @@ def _describe(data: bytes, limits: DecodeLimits) -> tuple[ImageInfo, str]:
 
 
 def _render(
-    data: bytes, spec: DerivedSpec, limits: DecodeLimits, encoding: EncodeOptions
-) -> tuple[Rendered, str, float]:
+    data: bytes, spec: Target, limits: DecodeLimits, encoding: EncodeOptions
+) -> tuple[Rendered, str, float] | None:
     # Timed in the worker thread: the time spent queueing for one is not
     # the image's cost.
     started = time.perf_counter()
     # The budget starts here, in the worker, for the same reason.
     deadline = None if limits.time_budget is None else time.monotonic() + limits.time_budget
-    rendered = render(data, spec, limits, encoding, deadline)
+    if isinstance(spec, WorkingCopy):
+        rendered = make_working_copy(data, limits, spec.sizes, encoding, deadline)
+        if rendered is None:
+            return None
+    else:
+        rendered = render(data, spec, limits, encoding, deadline)
     return rendered, hashlib.sha256(rendered.data).hexdigest(), time.perf_counter() - started
+
+
+class _NoWorkingCopy(Exception):
+    """The original is one no working copy is made of (an animation)."""
 
 
 def _not_found(image_id: ImageId) -> ImageNotFound:

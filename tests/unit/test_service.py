@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Coroutine
+from io import BytesIO
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,7 +33,20 @@ from pymager_tx.storage.keys import original_key
 from pymager_tx.threads import Offload, immediate
 from tests.conftest import derivations
 from tests.fakes import ManualOffload
-from tests.images import BLUE, RED, close_to, jpeg, opened, png, png_declaring
+from tests.images import (
+    BLUE,
+    FIXTURES,
+    RED,
+    close_to,
+    derive,
+    encode,
+    jpeg,
+    opened,
+    png,
+    png_declaring,
+    psnr,
+    solid,
+)
 from tests.results import failure_of, no_result, result_of
 
 T = TypeVar("T")
@@ -331,3 +345,67 @@ def _settle(*deferreds: Deferred[Any]) -> list[object]:
     for deferred in deferreds:
         deferred.addBoth(outcomes.append)
     return outcomes
+
+
+class TestWorkingCopy:
+    """A large original is decoded in full once; later sizes come from a
+    reduced copy of it, as good as from the original."""
+
+    SMALL_SIZES = ImagePolicy(
+        allowed_sizes=frozenset({Size(100, 100), Size(150, 100), Size(60, 60)}),
+        max_upload_bytes=5_000_000,
+        limits=POLICY.limits,
+        encoding=POLICY.encoding,
+    )
+
+    @pytest.fixture
+    def service(self, database: Database, blobs: FilesystemBlobStore) -> ImageService:
+        return ImageService(database, blobs, immediate, self.SMALL_SIZES)
+
+    @staticmethod
+    def photo() -> bytes:
+        # A real photograph, enlarged so that a working copy is worth making.
+        with opened((FIXTURES / "yemmaGourayaInBejaia.jpg").read_bytes()) as image:
+            return encode(image.resize((1600, 1200)), "JPEG", quality=92)
+
+    @staticmethod
+    def sources(events: list[LogEvent]) -> list[tuple[str, str]]:
+        return [(event["derived_id"], event["source"]) for event in events if "derived_id" in event]
+
+    def test_the_first_derivation_makes_it_and_later_ones_use_it(
+        self, service: ImageService, blobs: FilesystemBlobStore, log_events: list[LogEvent]
+    ) -> None:
+        data = self.photo()
+        result_of(run(service.store_original(PHOTO, data)))
+        first = derived(service, "photo-100x100.jpg")
+        second = derived(service, "photo-150x100.png")
+        assert self.sources(log_events) == [
+            ("photo-100x100.jpeg", "working copy"),
+            ("photo-150x100.png", "working copy"),
+        ]
+        assert len([event for event in log_events if "Made the working copy" in event["log_format"]]) == 1
+        # As good as deriving from the original.
+        from_original = derive(data, 150, 100, "png")
+        assert psnr(opened(second.data), from_original) >= 35  # type: ignore[arg-type]
+        assert opened(first.data).size == (100, 100)  # type: ignore[arg-type]
+        # It goes with its original.
+        result_of(run(service.delete_original(PHOTO)))
+        assert files(blobs) == []
+
+    def test_a_small_original_is_its_own_source(
+        self, service: ImageService, log_events: list[LogEvent]
+    ) -> None:
+        result_of(run(service.store_original(PHOTO, jpeg((200, 150)))))
+        derived(service, "photo-60x60.jpg")
+        assert self.sources(log_events) == [("photo-60x60.jpeg", "original")]
+
+    def test_an_animation_is_derived_from_the_original(
+        self, service: ImageService, log_events: list[LogEvent]
+    ) -> None:
+        frames = [solid((1200, 900), color) for color in (RED, BLUE, RED)]
+        buffer = BytesIO()
+        frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+        result_of(run(service.store_original(PHOTO, buffer.getvalue())))
+        result = derived(service, "photo-60x60.gif")
+        assert self.sources(log_events) == [("photo-60x60.gif", "original")]
+        assert getattr(opened(result.data), "n_frames", 1) == 3  # type: ignore[arg-type]
