@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from pymager_tx.config import Settings, load_settings
 from pymager_tx.db.database import check_database_url, make_engine, sqlite_url
 from pymager_tx.db.schema_version import SchemaError, State, status_txn, upgrade_txn
-from pymager_tx.errors import ConfigError
+from pymager_tx.errors import ConfigError, Unavailable
 
 T = TypeVar("T")
 PROG = "pymager-admin"
@@ -106,7 +106,9 @@ DB_COMMANDS = [
 
 def commands() -> list[Command]:
     """Every subcommand of pymager-admin."""
-    return [*DB_COMMANDS]
+    from pymager_tx.admin_check import CHECK_COMMANDS  # it imports this module
+
+    return [*DB_COMMANDS, *CHECK_COMMANDS]
 
 
 def build_parser(available: Sequence[Command]) -> argparse.ArgumentParser:
@@ -161,6 +163,8 @@ def main(argv: Sequence[str] | None = None, available: Sequence[Command] | None 
         message = " ".join(str(error).split())
     except (AdminError, SchemaError, OSError) as error:
         message = str(error)
+    except Unavailable as error:
+        message = f"{error.detail} ({error.reason})"
     except SQLAlchemyError as error:
         cause = error.orig if isinstance(error, DBAPIError) else error
         where = target.shown_url if target is not None else "the database"

@@ -79,25 +79,7 @@ class PymagerService(MultiService):
             self.database,
             self.blobs,
             image_threads.offload,
-            ImagePolicy(
-                allowed_sizes=images.sizes,
-                max_upload_bytes=images.max_upload_bytes,
-                limits=DecodeLimits(
-                    max_pixels=images.max_pixels,
-                    decoders=tuple(images.decoders),
-                    max_frames=images.max_frames,
-                    max_animation_pixels=images.max_animation_pixels,
-                    time_budget=images.derivation_time_budget,
-                ),
-                encoding=EncodeOptions(
-                    jpeg_quality=images.jpeg_quality,
-                    webp_quality=images.webp_quality,
-                    background=images.background_rgb,
-                    jpeg_progressive=images.jpeg_progressive,
-                    jpeg_subsampling=images.jpeg_subsampling,
-                    upscale=images.upscale,
-                ),
-            ),
+            image_policy(settings),
             peers=peers,
         )
         write_tokens = WriteTokens(tokens)
@@ -185,6 +167,29 @@ class PymagerService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
+
+
+def image_policy(settings: Settings) -> ImagePolicy:
+    images = settings.images
+    return ImagePolicy(
+        allowed_sizes=images.sizes,
+        max_upload_bytes=images.max_upload_bytes,
+        limits=DecodeLimits(
+            max_pixels=images.max_pixels,
+            decoders=tuple(images.decoders),
+            max_frames=images.max_frames,
+            max_animation_pixels=images.max_animation_pixels,
+            time_budget=images.derivation_time_budget,
+        ),
+        encoding=EncodeOptions(
+            jpeg_quality=images.jpeg_quality,
+            webp_quality=images.webp_quality,
+            background=images.background_rgb,
+            jpeg_progressive=images.jpeg_progressive,
+            jpeg_subsampling=images.jpeg_subsampling,
+            upscale=images.upscale,
+        ),
+    )
 
 
 def _usable_cpus() -> int:

@@ -7,9 +7,11 @@ Derivations are counted from the log lines the processes really write.
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 import signal
+import sys
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,20 +20,15 @@ from typing import Any
 import pytest_twisted
 import treq
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, DeferredList, DeferredLock, DeferredSemaphore, succeed
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock, DeferredSemaphore
 from twisted.internet.threads import deferToThread
+from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import HTTPConnectionPool
 
-from pymager_tx.consistency import Report, check_store
 from pymager_tx.db.database import Database, make_engine, sqlite_url
-from pymager_tx.owners import Owners
-from pymager_tx.peers import Peers
-from pymager_tx.service import ImageService
-from pymager_tx.storage.filesystem import FilesystemBlobStore
 from pymager_tx.threads import immediate
 from tests.images import jpeg, opened, png
-from tests.integration.test_twistd import Twistd, spawn
-from tests.unit.test_service import POLICY
+from tests.integration.test_twistd import REPOSITORY, Twistd, spawn
 
 DERIVED = re.compile(r"Derived (\S+) \(")
 SIZES = ("100x100", "40x30", "800x600")
@@ -72,27 +69,15 @@ class Cluster:
     def derivations(self) -> list[str]:
         return DERIVED.findall(self.finished_output)
 
-    def check(self) -> Report:
-        """pymager-admin check's findings, from outside the processes."""
-
-        def run() -> Report:
-            database = Database(make_engine(self.database_url, 1), immediate)
-            try:
-                data = self.directory / "data"
-                owners = Owners(data / "processes")
-                peers = Peers(owners.me, lambda owner: _now(owners.is_alive(owner)), None)
-                blobs = FilesystemBlobStore(data / "files", immediate, owners)
-                service = ImageService(database, blobs, immediate, POLICY, peers=peers)
-                report, _ = check_store(database, blobs, service, peers, repairing=False)
-                return report
-            finally:
-                database.engine.dispose()
-
-        return run()
-
-
-def _now(value: bool) -> Deferred[bool]:
-    return succeed(value)
+    async def check(self) -> tuple[int, str]:
+        """`pymager-admin check` on the cluster's store: its status and output."""
+        out, err, status = await getProcessOutputAndValue(
+            sys.executable,
+            ["-m", "pymager_tx.admin", "check", "--config", str(self.config)],
+            env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+            path=str(self.directory),
+        )
+        return status, (out + err).decode()
 
 
 @pytest_twisted.async_yield_fixture
@@ -153,7 +138,7 @@ async def test_of_concurrent_uploads_to_one_id_over_three_processes_one_wins(clu
     winner = images[[code for code, _ in answers].index(201)]
     for number in range(3):
         assert await cluster.request("GET", number, "/original/contested") == (200, winner)
-    assert cluster.check().consistent
+    assert_consistent(await cluster.check())
 
 
 @pytest_twisted.ensureDeferred
@@ -175,7 +160,12 @@ async def test_a_delete_racing_derivations_on_other_processes_leaves_nothing(clu
             assert (await cluster.request("GET", number, "/original/photo"))[0] == 404
             assert (await cluster.request("GET", number, "/derived/photo-100x100.jpg"))[0] == 404
         assert _stored_files(cluster.directory) == []
-        assert cluster.check().consistent
+        assert_consistent(await cluster.check())
+
+
+def assert_consistent(check: tuple[int, str]) -> None:
+    status, output = check
+    assert status == 0 and output.rstrip().endswith("consistent"), output
 
 
 def _stored_files(directory: Path) -> list[str]:
@@ -196,8 +186,7 @@ async def test_kill_9_in_a_storm_of_writes_then_restart_leaves_a_consistent_stor
         await cluster.start(1)
         await storm.verify()
         await cluster.stop()
-        report = cluster.check()
-        assert report.consistent, report.lines()
+        assert_consistent(await cluster.check())
         assert "Traceback" not in cluster.finished_output
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,7 +11,7 @@ import pytest
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, select, text
 
-from pymager_tx.admin import Command, Target, commands, main
+from pymager_tx.admin import main
 from pymager_tx.db.database import make_engine, sqlite_url
 from pymager_tx.db.schema import originals
 from pymager_tx.db.schema_version import drop_txn
@@ -168,24 +167,6 @@ def test_a_usage_error_exits_with_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "upgrade" in capsys.readouterr().err
 
 
-def test_more_commands_join_the_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    seen: list[tuple[Target, argparse.Namespace]] = []
-
-    def check(target: Target, arguments: argparse.Namespace) -> int:
-        seen.append((target, arguments))
-        return 3
-
-    def options(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--repair", action="store_true")
-
-    extended = [*commands(), Command(("check",), "check the store", check, options)]
-    assert main(["check", "--repair", "--data-dir", str(tmp_path)], extended) == 3
-    [(target, arguments)] = seen
-    assert arguments.repair
-    assert target.database_url == sqlite_url(tmp_path / "pymager.sqlite3")
-    assert target.settings.storage.data_directory == tmp_path
-
-
 def test_pymager_admin_runs_as_a_program(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "pymager_tx.admin", "db", "upgrade", "--data-dir", str(tmp_path / "data")],
@@ -209,3 +190,28 @@ def test_pymager_admin_runs_as_a_program(tmp_path: Path) -> None:
     )
     assert refused.returncode == 1
     assert refused.stderr.startswith("pymager-admin: --database-url")
+
+
+def test_check_finds_a_broken_store_and_repair_fixes_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(tmp_path / "data")
+    assert admin(capsys, "db", "upgrade", "--data-dir", data)[0] == 0
+    assert admin(capsys, "check", "--data-dir", data)[0] == 0
+    # A file no row refers to, as a crash or a hand could leave one.
+    orphan = tmp_path / "data" / "files" / "originals" / "ab" / "cd" / "abcd" / "0123"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"junk")
+    status, out, _ = admin(capsys, "check", "--data-dir", data)
+    assert status == 1
+    assert "orphan file: originals/ab/cd/abcd/0123" in out
+    assert orphan.exists()
+    status, out, _ = admin(capsys, "check", "--repair", "--data-dir", data)
+    assert (status, out.splitlines()[-1]) == (0, "repaired")
+    assert not orphan.exists()
+    assert admin(capsys, "check", "--data-dir", data)[0] == 0
+
+
+def test_check_refuses_a_database_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, _, err = admin(capsys, "check", "--data-dir", str(tmp_path))
+    assert status == 1 and err.startswith("pymager-admin: no database at")

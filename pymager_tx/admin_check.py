@@ -1,0 +1,66 @@
+"""
+`pymager-admin check [--repair]`: compare the database with the stored files.
+
+Runs beside live processes: it asks each row's owner whether it is alive
+(pymager_tx.owners), and leaves what the living hold.  Exit status: 0 when
+consistent (after repairing, with --repair), 1 when inconsistencies remain.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from twisted.internet.defer import succeed
+
+from pymager_tx.admin import AdminError, Command, Target
+from pymager_tx.consistency import check_store
+from pymager_tx.db.database import Database, make_engine
+from pymager_tx.db.schema_version import State, status_txn
+from pymager_tx.owners import Owners
+from pymager_tx.peers import Peers
+from pymager_tx.server import image_policy
+from pymager_tx.service import ImageService
+from pymager_tx.storage.filesystem import FilesystemBlobStore
+from pymager_tx.threads import immediate
+
+
+def _check(target: Target, arguments: argparse.Namespace) -> int:
+    schema = target.transact(status_txn)
+    if schema.state is not State.CURRENT:
+        raise AdminError(f"{target.shown_url}: {schema.describe()}; run `pymager-admin db upgrade` first")
+    data_directory = target.settings.storage.data_directory.absolute()
+    owners = Owners(data_directory / "processes")
+    peers = Peers(owners.me, lambda owner: succeed(owners.is_alive(owner)), None)
+    database = Database(make_engine(target.database_url, pool_size=1), immediate)
+    try:
+        blobs = FilesystemBlobStore(data_directory / "files", immediate, owners)
+        service = ImageService(database, blobs, immediate, image_policy(target.settings), peers=peers)
+        found, after = check_store(database, blobs, service, peers, repairing=arguments.repair)
+    finally:
+        database.engine.dispose()
+    for line in found.lines():
+        print(line)
+    if found.consistent:
+        print(f"{target.shown_url} and {blobs.root}: consistent")
+        return 0
+    if after is None:
+        print(f"{len(found.lines())} inconsistencies; `pymager-admin check --repair` fixes them")
+        return 1
+    for line in after.lines():
+        print(f"still: {line}")
+    print("repaired" if after.consistent else f"{len(after.lines())} inconsistencies remain")
+    return 0 if after.consistent else 1
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repair", action="store_true", help="fix what the check finds")
+
+
+CHECK_COMMANDS = [
+    Command(
+        ("check",),
+        "report orphan files, missing files and unfinished work; --repair fixes them",
+        _check,
+        _arguments,
+    )
+]
