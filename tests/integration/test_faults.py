@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 import treq
 from sqlalchemy import make_url
+from twisted.internet.defer import Deferred
 
 from pymager_tx.db.repository import find_original_txn, status_of_txn
 from tests.faults import (
@@ -334,3 +336,49 @@ async def _fill_up_and_recover(server: Running, files: Path) -> None:
     await content(await server.request("GET", "/healthz"), 200)
     assert files_under(files / ".tmp") == []
     assert os.path.ismount(files)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "service.py: when the database goes away between storing an upload's file and "
+        "marking its row ready, _abandon cannot forget the pending row; recovery skips the "
+        "pending rows of live processes, so the ID answers 409 until the process restarts"
+    ),
+)
+@pytest_twisted.ensureDeferred
+async def test_database_lost_in_the_middle_of_an_upload(
+    tmp_path: Path, postgres_server_url: str, proxy: CuttableProxy
+) -> None:
+    direct = make_url(postgres_server_url)
+    through_proxy = direct.set(host="127.0.0.1", port=proxy.listening_port).render_as_string(
+        hide_password=False
+    )
+    server = await start(tmp_path / "data", database_url=through_proxy)
+    blobs = server.service.blobs
+    store = blobs.put
+
+    async def store_then_cut(key: str, data: bytes) -> None:
+        await store(key, data)
+        await proxy.cut()
+
+    try:
+        # The file is stored, then the database goes: the upload cannot be
+        # marked ready, nor its claim withdrawn.
+        blobs.put = lambda key, data: Deferred.fromCoroutine(store_then_cut(key, data))  # type: ignore[method-assign]
+        data = jpeg((64, 48))
+        await unavailable(
+            await server.request("PUT", "/original/photo", data=data), "database-unavailable", 5
+        )
+        blobs.put = store  # type: ignore[method-assign]
+        assert files_under(server.service.data_directory / "files" / "originals") == []
+        assert files_under(server.service.data_directory / "files" / ".tmp") == []
+
+        proxy.listen()
+        await content(await server.request("GET", "/original/photo"), 404)
+        # The client retries its upload once the database is back.
+        assert (await put(server, "photo", data)).code == 201
+        assert await content(await server.request("GET", "/original/photo"), 200) == data
+    finally:
+        await stop(server)
+        await _drop_schema(postgres_server_url)
