@@ -97,23 +97,26 @@ async def serves_again(server: Running, image_id: str, data: bytes) -> None:
 
 
 @pytest_twisted.async_yield_fixture
-async def proxy() -> AsyncIterator[CuttableProxy]:
-    forwarder = CuttableProxy("127.0.0.1", 5432)
+async def proxy(postgres_server_url: str) -> AsyncIterator[CuttableProxy]:
+    """A cuttable forwarder to the test session's PostgreSQL server."""
+    direct = make_url(postgres_server_url)
+    forwarder = CuttableProxy(direct.host or "127.0.0.1", direct.port or 5432)
     forwarder.listen()
     yield forwarder
     await forwarder.close()
+
+
+def through(proxy: CuttableProxy, postgres_server_url: str) -> str:
+    """The test database's URL, by way of the proxy."""
+    direct = make_url(postgres_server_url)
+    return direct.set(host="127.0.0.1", port=proxy.listening_port).render_as_string(hide_password=False)
 
 
 @pytest_twisted.ensureDeferred
 async def test_database_unreachable_then_back(
     tmp_path: Path, postgres_server_url: str, proxy: CuttableProxy
 ) -> None:
-    direct = make_url(postgres_server_url)
-    proxy.port = direct.port or 5432
-    through_proxy = direct.set(host="127.0.0.1", port=proxy.listening_port).render_as_string(
-        hide_password=False
-    )
-    server = await start(tmp_path / "data", database_url=through_proxy)
+    server = await start(tmp_path / "data", database_url=through(proxy, postgres_server_url))
     try:
         data = jpeg((160, 120))
         assert (await put(server, "photo", data)).code == 201
@@ -160,16 +163,11 @@ async def test_database_unreachable_then_back(
 
 
 @pytest_twisted.ensureDeferred
-async def test_database_cut_between_requests_of_a_keep_alive_client(
+async def test_database_cut_and_restored_twice(
     tmp_path: Path, postgres_server_url: str, proxy: CuttableProxy
 ) -> None:
     """Cut and restored twice in a row: each outage is seen, each recovery too."""
-    direct = make_url(postgres_server_url)
-    proxy.port = direct.port or 5432
-    through_proxy = direct.set(host="127.0.0.1", port=proxy.listening_port).render_as_string(
-        hide_password=False
-    )
-    server = await start(tmp_path / "data", database_url=through_proxy)
+    server = await start(tmp_path / "data", database_url=through(proxy, postgres_server_url))
     try:
         data = jpeg((64, 48))
         assert (await put(server, "photo", data)).code == 201
@@ -198,8 +196,8 @@ async def test_storage_read_only_then_repaired(tmp_path: Path, database_url: str
         assert (await put(server, "photo", data)).code == 201
         await content(await server.request("GET", "/derived/photo-40x30.jpg"), 200)
 
-        make_read_only(files)
         mounted = True
+        make_read_only(files)
         before = files_under(files)
         await unavailable(
             await server.request("PUT", "/original/other", data=jpeg((80, 60))), "storage-unavailable", 5
@@ -350,11 +348,7 @@ async def _fill_up_and_recover(server: Running, files: Path) -> None:
 async def test_database_lost_in_the_middle_of_an_upload(
     tmp_path: Path, postgres_server_url: str, proxy: CuttableProxy
 ) -> None:
-    direct = make_url(postgres_server_url)
-    through_proxy = direct.set(host="127.0.0.1", port=proxy.listening_port).render_as_string(
-        hide_password=False
-    )
-    server = await start(tmp_path / "data", database_url=through_proxy)
+    server = await start(tmp_path / "data", database_url=through(proxy, postgres_server_url))
     blobs = server.service.blobs
     store = blobs.put
 
