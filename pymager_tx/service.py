@@ -53,6 +53,7 @@ from pymager_tx.db.repository import (
     renew_claim_txn,
     settle_claim_txn,
     status_of_txn,
+    unfinished_of_txn,
     unfinished_txn,
 )
 from pymager_tx.errors import (
@@ -145,6 +146,8 @@ class ImageService:
         self.policy = policy
         self._clock = clock
         self._peers = peers or Peers.alone()
+        # IDs whose upload this process is carrying out right now.
+        self._uploading: set[str] = set()
         self._derivations: InFlight[tuple[str, str, str], StoredImage] = InFlight()
 
     # Originals
@@ -159,6 +162,8 @@ class ImageService:
         if status is OriginalStatus.DELETING:
             # A deletion that failed half-way: finish it, then take the ID.
             await self._resume_removal(image_id)
+        elif status is OriginalStatus.PENDING:
+            await self._take_over_abandoned_upload(image_id)
         elif status is not None:
             raise _taken(image_id)
         info, digest = await self._imaging(_describe, data, self.policy.limits)
@@ -177,6 +182,7 @@ class ImageService:
             created_at=self._clock(),
         )
         await self._database.transact(claim_original_txn, record, self._peers.me)
+        self._uploading.add(image_id.value)
         try:
             await self._blobs.put(record.blob_key, data)
             ready_at = self._clock()
@@ -187,6 +193,8 @@ class ImageService:
         except BaseException:
             await self._abandon(record)
             raise
+        finally:
+            self._uploading.discard(image_id.value)
         self.log.info(
             "Stored original {image_id}: {image_format} {width}x{height}, {byte_length} bytes",
             image_id=record.image_id,
@@ -495,6 +503,22 @@ class ImageService:
                 owner=claim.owner,
             )
             await self._blobs.delete(key)
+
+    async def _take_over_abandoned_upload(self, image_id: ImageId) -> None:
+        """Clear the pending row of an upload nobody is carrying out any
+        more (its process died, or its own clean-up failed here while the
+        database was away), or refuse: the ID is being uploaded."""
+        removal = await self._database.read(unfinished_of_txn, image_id.value)
+        if removal is None or removal.original.status is not OriginalStatus.PENDING:
+            raise _taken(image_id)  # settled meanwhile; the claim decides
+        if removal.owner == self._peers.me:
+            abandoned = image_id.value not in self._uploading
+        else:
+            abandoned = not await self._peers.alive(removal.owner)
+        if not abandoned:
+            raise _taken(image_id)
+        self.log.info("Clearing the abandoned upload of {image_id}", image_id=image_id.value)
+        await self._remove(removal)
 
     async def _resume_removal(self, image_id: ImageId) -> None:
         removal = await self._database.transact(begin_removal_txn, image_id.value, self._clock())

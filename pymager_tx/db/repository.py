@@ -151,6 +151,11 @@ def begin_removal_txn(conn: Connection, image_id: str, now: datetime) -> Removal
     return _removal(conn, image_id)
 
 
+def unfinished_of_txn(conn: Connection, image_id: str) -> Removal | None:
+    """What removing the original under image_id would take, whatever its state."""
+    return _removal(conn, image_id)
+
+
 def _removal(conn: Connection, image_id: str) -> Removal | None:
     row = conn.execute(select(originals).where(originals.c.image_id == image_id)).first()
     if row is None:

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_twisted
 import treq
 from sqlalchemy import make_url
@@ -336,14 +335,6 @@ async def _fill_up_and_recover(server: Running, files: Path) -> None:
     assert os.path.ismount(files)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "service.py: when the database goes away between storing an upload's file and "
-        "marking its row ready, _abandon cannot forget the pending row; recovery skips the "
-        "pending rows of live processes, so the ID answers 409 until the process restarts"
-    ),
-)
 @pytest_twisted.ensureDeferred
 async def test_database_lost_in_the_middle_of_an_upload(
     tmp_path: Path, postgres_server_url: str, proxy: CuttableProxy

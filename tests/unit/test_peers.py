@@ -25,7 +25,7 @@ from pymager_tx.db.repository import (
     find_original_txn,
     status_of_txn,
 )
-from pymager_tx.errors import ImageNotFound
+from pymager_tx.errors import ImageIdTaken, ImageNotFound
 from pymager_tx.model import OriginalStatus
 from pymager_tx.peers import CLAIM_LEASE, POLL_MOST, Peers
 from pymager_tx.service import ImageService
@@ -204,3 +204,15 @@ class TestRecovery:
         result_of(run(b.recover()))
         assert files(b._blobs) == []  # type: ignore[arg-type]
         assert result_of(world.database.read(claims_txn)) == []
+
+
+def test_an_upload_takes_an_id_left_pending_by_a_dead_peer_but_not_a_live_ones(world: World) -> None:
+    a = world.process("a")
+    record = replace(pending("photo", "0123abcd"), blob_key=original_key(PHOTO, "0123abcd"))
+    result_of(world.database.transact(claim_original_txn, record, "a"))
+    result_of(a._blobs.put(record.blob_key, jpeg()))
+    b = world.process("b")
+    failure_of(run(b.store_original(PHOTO, jpeg()))).trap(ImageIdTaken)
+    world.dies("a")
+    assert result_of(run(b.store_original(PHOTO, jpeg()))).status is OriginalStatus.READY
+    assert record.blob_key not in files(b._blobs)  # type: ignore[arg-type]
