@@ -1,3 +1,3 @@
 """pymager-tx: image storage and resizing over HTTP, on Twisted."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
