@@ -623,6 +623,7 @@ def main() -> int:
         else {
             "median_db": results.quality.median,
             "min": results.quality.minimum,
+            "straight_rgba_scores": results.quality.straight,
             "scores": results.quality.scores,
             "errors": results.quality.errors,
         },
