@@ -15,7 +15,10 @@ Phases, each server in turn, the same URLs in the same order:
   warm     the same URLs again for --warm-seconds with wrk (pymager-tx serves
            its stored file, thumbor its result storage)
   memory   --memory-concurrency simultaneous cold derivations of the ~20 MP
-           JPEGs at sizes not asked for before; peak RSS of each server
+           JPEGs at sizes not asked for before; peak RSS of each server.
+           pymager-tx gets fresh copies of them (IDs <id>_m<n>, uploaded
+           unmeasured just before), so that no working copy from the cold
+           phase is reused: the first wave is 8 full decodes at once
   quality  bench/quality.py against this pymager-tx (--skip-quality to skip)
 
 Peak RSS per phase: VmHWM of every server process, reset before the phase
@@ -31,12 +34,14 @@ import math
 import os
 import platform
 import random
+import re
 import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -62,6 +67,7 @@ COLD_SIZES = (
     "300x300", "320x180", "320x240", "340x255", "360x360", "375x250", "400x225", "400x300",
 )  # fmt: skip
 MEMORY_SIZES = ("152x152", "168x126", "212x212", "264x198", "296x296", "328x246", "352x264", "392x294")
+MEMORY_COPIES = 4  # fresh pymager-tx IDs per memory photo; each is asked at MEMORY_SIZES / MEMORY_COPIES sizes
 SEED = 20261121
 NOISY_CORES = 0.25  # other processes above this during a phase make it noisy
 
@@ -177,6 +183,10 @@ class Plan:
     cold: list[tuple[photos.Photo, str]]  # (photo, size), shuffled the same way for both servers
     memory: list[tuple[photos.Photo, str]]
     uploads: list[tuple[str, photos.Photo]]  # (image ID, photo)
+    # pymager-tx's image ID for each memory pair: a copy no earlier phase has
+    # derived from, so it has no working copy yet.
+    memory_ids: list[str] = field(default_factory=list)
+    memory_uploads: list[tuple[str, photos.Photo]] = field(default_factory=list)
 
 
 def make_plan(corpus: list[photos.Photo], sizes: list[str], copies: int) -> Plan:
@@ -185,17 +195,44 @@ def make_plan(corpus: list[photos.Photo], sizes: list[str], copies: int) -> Plan
     cold = [(photo, size) for photo in large for size in sizes]
     random.Random(SEED).shuffle(cold)  # no run of one photo: both servers see the same mix
     biggest = [photo for photo in large if photo.megapixels >= 17]
-    memory = [(photo, size) for photo in biggest for size in MEMORY_SIZES]
+    # Size-major, so the first len(biggest) * MEMORY_COPIES requests (8) go to
+    # distinct fresh copies: that many originals decoded in full at once. The
+    # rest ask the same copies for other sizes (from their working copies).
+    memory = [(photo, size) for size in MEMORY_SIZES for photo in biggest]
+    memory_ids = [
+        f"{photo.image_id}_m{index // len(biggest) % MEMORY_COPIES}" for index, (photo, _) in enumerate(memory)
+    ]
+    memory_uploads = [(f"{photo.image_id}_m{copy}", photo) for photo in biggest for copy in range(MEMORY_COPIES)]
     uploads = [
         (photo.image_id if copy == 0 else f"{photo.image_id}_c{copy}", photo)
         for copy in range(copies)
         for photo in corpus
     ]
-    return Plan(cold, memory, uploads)
+    return Plan(cold, memory, uploads, memory_ids, memory_uploads)
 
 
-def pymager_request(base: str, photo: photos.Photo, size: str) -> loadgen.Request:
-    return loadgen.Request("GET", f"{base}/derived/{photo.image_id}-{size}.jpg", expect_size=size_of(size))
+def pymager_request(base: str, photo: photos.Photo, size: str, image_id: str | None = None) -> loadgen.Request:
+    return loadgen.Request(
+        "GET", f"{base}/derived/{image_id or photo.image_id}-{size}.jpg", expect_size=size_of(size)
+    )
+
+
+# "Derived <id> (<n> bytes) from the working copy: ..." / "... from the original: ...",
+# and "Made the working copy of <id>: ..." (pymager_tx.service).
+DERIVED_FROM = re.compile(r"Derived \S+ \(\d+ bytes\) from the (working copy|original):")
+WORKING_COPY_MADE = "Made the working copy of "
+
+
+def derivation_sources(log_path: Path) -> Counter[str]:
+    """How many derivations so far came from each source, and how many working copies were made."""
+    counts: Counter[str] = Counter()
+    for line in log_path.read_text(errors="replace").splitlines():
+        found = DERIVED_FROM.search(line)
+        if found:
+            counts[found.group(1)] += 1
+        elif WORKING_COPY_MADE in line:
+            counts["working copies made"] += 1
+    return counts
 
 
 def thumbor_request(base: str, photo: photos.Photo, size: str) -> loadgen.Request:
@@ -211,6 +248,8 @@ class Results:
     phases: dict[str, dict[str, loadgen.Phase]] = field(default_factory=dict)  # phase -> server -> result
     quality: quality.QualityResult | None = None
     started_rss_kb: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, Counter[str]] = field(default_factory=dict)  # pymager-tx phase -> derivation sources
+    setup_errors: list[str] = field(default_factory=list)
 
     def add(self, phase: str, server: str, result: loadgen.Phase) -> None:
         self.phases.setdefault(phase, {})[server] = result
@@ -222,11 +261,26 @@ class Results:
         )
 
 
+def allowed_sizes(arguments: argparse.Namespace) -> list[str]:
+    """pymager-tx's [images] allowed_sizes: exactly the sizes this run asks for
+    (crop and fit share them). They also size its working copies: a copy is
+    made when 2 * max over sizes of max(w/W, h/H) <= 0.5."""
+    return sorted({*arguments.sizes, *MEMORY_SIZES, *quality.SIZES})
+
+
+def working_scales(arguments: argparse.Namespace, corpus: list[photos.Photo]) -> dict[str, float]:
+    from pymager_tx.geometry import working_scale
+    from pymager_tx.model import Size
+
+    sizes = [Size.parse(text) for text in allowed_sizes(arguments)]
+    return {photo.name: working_scale((photo.width, photo.height), sizes) for photo in corpus}
+
+
 def run_servers(
     arguments: argparse.Namespace, corpus: list[photos.Photo], plan: Plan, results: Results
 ) -> None:
     concurrency, corpus_dir = arguments.concurrency, arguments.corpus_dir
-    sizes = sorted({*arguments.sizes, *MEMORY_SIZES, *quality.SIZES})
+    sizes = allowed_sizes(arguments)
     with tempfile.TemporaryDirectory(prefix="pymager-compare-") as temporary:
         directory = Path(temporary)
         (directory / "pymager").mkdir()
@@ -256,18 +310,48 @@ def run_servers(
                 for image_id, photo in plan.uploads
             ]
             results.add("upload", pymager.name, counted(pymager, "upload", upload_requests, concurrency))
+            seen = derivation_sources(pymager.log_path)
+
+            def sources_of(phase: str) -> None:
+                nonlocal seen
+                now = derivation_sources(pymager.log_path)
+                results.sources[phase] = now - seen
+                seen = now
+
             for server in both:
                 requests = [URL_MAKERS[server.name](server.base_url, *pair) for pair in plan.cold]
                 results.add("cold", server.name, counted(server, "cold", requests, concurrency))
+            sources_of("cold")
             for server in both:
                 results.add("warm", server.name, warm(server, plan, arguments))
+            sources_of("warm")
+            fresh = [
+                loadgen.Request(
+                    "PUT",
+                    f"{pymager.base_url}/original/{image_id}",
+                    (corpus_dir / photo.name).read_bytes(),
+                    photo.media_type,
+                    expect_status=201,
+                )
+                for image_id, photo in plan.memory_uploads
+            ]
+            uploaded = loadgen.run_counted("memory uploads", fresh, concurrency)
+            results.setup_errors += uploaded.errors
             for server in both:
-                requests = [URL_MAKERS[server.name](server.base_url, *pair) for pair in plan.memory]
+                if server is pymager:
+                    requests = [
+                        pymager_request(server.base_url, *pair, image_id)
+                        for pair, image_id in zip(plan.memory, plan.memory_ids, strict=True)
+                    ]
+                else:
+                    requests = [thumbor_request(server.base_url, *pair) for pair in plan.memory]
                 memory = counted(server, "memory", requests, arguments.memory_concurrency)
                 results.add("memory", server.name, memory)
+            sources_of("memory")
             if not arguments.skip_quality:
                 print("  quality ...", flush=True)
                 results.quality = quality.run_quality(pymager.base_url, corpus, corpus_dir)
+                sources_of("quality")
         finally:
             for server in both:
                 server.stop()
@@ -388,6 +472,7 @@ def report(
     cold_photos = sorted({photo.name for photo, _ in plan.cold})
     memory_photos = sorted({photo.name for photo, _ in plan.memory})
     started = ", ".join(f"{name} {kb / 1024:.0f} MB" for name, kb in results.started_rss_kb.items())
+    scales = working_scales(arguments, corpus)
     lines = [
         f"Machine: nproc {info['nproc']}, {info['cpu_model']}, {info['memory']}, Linux {info['kernel']}.",
         f"Software: Python {info['python']}, Pillow {info['pillow']} "
@@ -405,7 +490,11 @@ def report(
             else f"{arguments.warm_rounds} rounds over the same URLs."
         )
         + f" Memory: {len(plan.memory)} cold derivations of {', '.join(memory_photos)} at concurrency "
-        f"{arguments.memory_concurrency}.",
+        f"{arguments.memory_concurrency} (pymager-tx: on {len(plan.memory_uploads)} fresh uploads of them, "
+        "so the first wave decodes that many originals in full at once).",
+        f"pymager-tx allowed_sizes: {len(allowed_sizes(arguments))} sizes (the run's only), so its "
+        f"working-copy scale is {min(scales.values()):.2f}-{max(scales.values()):.2f} across the corpus "
+        "(a copy is made at <= 0.50).",
         f"pymager-tx: 1 process, [images] threads = {os.cpu_count()}. thumbor: --processes "
         f"{arguments.thumbor_processes}, ENGINE_THREADPOOL_SIZE = {arguments.thumbor_engine_threads}, "
         "PIL engine, file loader, no original storage, file result storage (unsafe URLs stored), "
@@ -430,6 +519,16 @@ def report(
     )
     if results.quality is not None:
         lines += results.quality.lines()
+    if results.sources:
+        lines.append(
+            "pymager-tx derivations by source (server log): "
+            + "; ".join(
+                f"{phase}: {counts['working copy']} from the working copy, {counts['original']} from the "
+                f"original, {counts['working copies made']} working copies made"
+                for phase, counts in results.sources.items()
+            )
+            + "."
+        )
     return lines
 
 
@@ -454,6 +553,10 @@ def problems(results: Results) -> list[str]:
                 found.append(f"{phase_name} {server}: {phase.done} of {phase.planned} done")
     if results.quality is not None and not results.quality.passed:
         found.append("quality: below target")
+    found += [f"memory uploads: {error}" for error in results.setup_errors[:5]]
+    warm_derived = results.sources.get("warm", Counter())
+    if warm_derived["working copy"] + warm_derived["original"]:
+        found.append(f"warm: pymager-tx derived during the warm phase: {dict(warm_derived)}")
     return found
 
 
@@ -520,9 +623,11 @@ def main() -> int:
         else {
             "median_db": results.quality.median,
             "min": results.quality.minimum,
+            "straight_rgba_scores": results.quality.straight,
             "scores": results.quality.scores,
             "errors": results.quality.errors,
         },
+        "derivation_sources": {phase: dict(counts) for phase, counts in results.sources.items()},
         "problems": found,
     }
     (OUT / "compare.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")

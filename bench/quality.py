@@ -46,12 +46,26 @@ MODES = (ResizeMode.CROP, ResizeMode.FIT)
 MEDIAN_TARGET, MINIMUM_TARGET = 40.0, 35.0
 
 
-def psnr(first: Image.Image, second: Image.Image) -> float:
+def premultiplied(image: Image.Image) -> Image.Image:
+    """RGBA with the colour multiplied by alpha (composited onto black): colour
+    under a transparent pixel is invisible, and a resize may set it freely."""
+    rgba = image.convert("RGBA")
+    colour = Image.alpha_composite(Image.new("RGBA", rgba.size, (0, 0, 0, 255)), rgba).convert("RGB")
+    colour.putalpha(rgba.getchannel("A"))
+    return colour
+
+
+def psnr(first: Image.Image, second: Image.Image, premultiply: bool = True) -> float:
     """Peak signal-to-noise ratio over all channels, in dB; inf if identical,
-    -inf if the sizes differ (a wrong size is the worst failure)."""
+    -inf if the sizes differ (a wrong size is the worst failure).  With alpha,
+    over premultiplied RGBA (premultiply=False: straight RGBA, which also
+    counts the invisible colour under transparent pixels)."""
     if first.size != second.size:
         return -math.inf
-    mode = "RGBA" if "A" in first.mode + second.mode else "RGB"
+    alpha = "A" in first.mode + second.mode
+    mode = "RGBA" if alpha else "RGB"
+    if alpha and premultiply:
+        first, second = premultiplied(first), premultiplied(second)
     difference = ImageChops.difference(first.convert(mode), second.convert(mode))
     histogram = difference.histogram()  # 256 bins per channel
     squared = sum(count * (value % 256) ** 2 for value, count in enumerate(histogram))
@@ -65,6 +79,7 @@ def psnr(first: Image.Image, second: Image.Image) -> float:
 class QualityResult:
     extension: str
     scores: dict[str, float] = field(default_factory=dict)  # derived name -> PSNR dB
+    straight: dict[str, float] = field(default_factory=dict)  # with alpha: PSNR over straight RGBA
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -98,6 +113,15 @@ class QualityResult:
             f"{len(self.errors)} errors; target median >= {MEDIAN_TARGET:.0f}, min >= {MINIMUM_TARGET:.0f}: "
             f"{'PASS' if self.passed else 'FAIL'}",
             *[f"  error: {error}" for error in self.errors[:10]],
+            *(
+                [
+                    f"  Images with alpha ({len(self.straight)}) are scored premultiplied; over straight "
+                    f"RGBA (counting colour under transparent pixels) their min would be "
+                    f"{min(self.straight.values()):.1f} dB ({min(self.straight, key=self.straight.__getitem__)})."
+                ]
+                if self.straight
+                else []
+            ),
         ]
 
 
@@ -131,6 +155,8 @@ def run_quality(
         reference = render((directory / photo.name).read_bytes(), spec, limits, options)
         with Image.open(BytesIO(reference.data)) as expected, Image.open(BytesIO(body)) as actual:
             result.scores[name] = psnr(expected, actual)
+            if "A" in expected.mode + actual.mode:
+                result.straight[name] = psnr(expected, actual, premultiply=False)
 
     with ThreadPoolExecutor(threads) as pool:
         for future in [pool.submit(score, *job) for job in jobs]:
