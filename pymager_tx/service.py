@@ -50,10 +50,10 @@ from pymager_tx.db.repository import (
     ping_txn,
     record_derived_txn,
     release_claim_txn,
+    removal_txn,
     renew_claim_txn,
     settle_claim_txn,
     status_of_txn,
-    unfinished_of_txn,
     unfinished_txn,
 )
 from pymager_tx.errors import (
@@ -508,7 +508,7 @@ class ImageService:
         """Clear the pending row of an upload nobody is carrying out any
         more (its process died, or its own clean-up failed here while the
         database was away), or refuse: the ID is being uploaded."""
-        removal = await self._database.read(unfinished_of_txn, image_id.value)
+        removal = await self._database.read(removal_txn, image_id.value)
         if removal is None or removal.original.status is not OriginalStatus.PENDING:
             raise _taken(image_id)  # settled meanwhile; the claim decides
         if removal.owner == self._peers.me:

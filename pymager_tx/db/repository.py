@@ -148,15 +148,11 @@ def begin_removal_txn(conn: Connection, image_id: str, now: datetime) -> Removal
     )
     if marked.rowcount != 1:
         return None
-    return _removal(conn, image_id)
+    return removal_txn(conn, image_id)
 
 
-def unfinished_of_txn(conn: Connection, image_id: str) -> Removal | None:
+def removal_txn(conn: Connection, image_id: str) -> Removal | None:
     """What removing the original under image_id would take, whatever its state."""
-    return _removal(conn, image_id)
-
-
-def _removal(conn: Connection, image_id: str) -> Removal | None:
     row = conn.execute(select(originals).where(originals.c.image_id == image_id)).first()
     if row is None:
         return None
@@ -172,7 +168,7 @@ def unfinished_txn(conn: Connection) -> list[Removal]:
         .scalars()
         .all()
     )
-    return [removal for image_id in ids if (removal := _removal(conn, image_id)) is not None]
+    return [removal for image_id in ids if (removal := removal_txn(conn, image_id)) is not None]
 
 
 def lookup_derived_txn(conn: Connection, image_id: str, variant: str) -> DerivedLookup:
