@@ -67,7 +67,8 @@ COLD_SIZES = (
     "300x300", "320x180", "320x240", "340x255", "360x360", "375x250", "400x225", "400x300",
 )  # fmt: skip
 MEMORY_SIZES = ("152x152", "168x126", "212x212", "264x198", "296x296", "328x246", "352x264", "392x294")
-MEMORY_COPIES = 4  # fresh pymager-tx IDs per memory photo; each is asked at MEMORY_SIZES / MEMORY_COPIES sizes
+# Fresh pymager-tx IDs per memory photo; each is asked at MEMORY_SIZES / MEMORY_COPIES sizes.
+MEMORY_COPIES = 4
 SEED = 20261121
 NOISY_CORES = 0.25  # other processes above this during a phase make it noisy
 
@@ -200,9 +201,12 @@ def make_plan(corpus: list[photos.Photo], sizes: list[str], copies: int) -> Plan
     # rest ask the same copies for other sizes (from their working copies).
     memory = [(photo, size) for size in MEMORY_SIZES for photo in biggest]
     memory_ids = [
-        f"{photo.image_id}_m{index // len(biggest) % MEMORY_COPIES}" for index, (photo, _) in enumerate(memory)
+        f"{photo.image_id}_m{index // len(biggest) % MEMORY_COPIES}"
+        for index, (photo, _) in enumerate(memory)
     ]
-    memory_uploads = [(f"{photo.image_id}_m{copy}", photo) for photo in biggest for copy in range(MEMORY_COPIES)]
+    memory_uploads = [
+        (f"{photo.image_id}_m{copy}", photo) for photo in biggest for copy in range(MEMORY_COPIES)
+    ]
     uploads = [
         (photo.image_id if copy == 0 else f"{photo.image_id}_c{copy}", photo)
         for copy in range(copies)
@@ -211,7 +215,9 @@ def make_plan(corpus: list[photos.Photo], sizes: list[str], copies: int) -> Plan
     return Plan(cold, memory, uploads, memory_ids, memory_uploads)
 
 
-def pymager_request(base: str, photo: photos.Photo, size: str, image_id: str | None = None) -> loadgen.Request:
+def pymager_request(
+    base: str, photo: photos.Photo, size: str, image_id: str | None = None
+) -> loadgen.Request:
     return loadgen.Request(
         "GET", f"{base}/derived/{image_id or photo.image_id}-{size}.jpg", expect_size=size_of(size)
     )

@@ -117,7 +117,8 @@ class QualityResult:
                 [
                     f"  Images with alpha ({len(self.straight)}) are scored premultiplied; over straight "
                     f"RGBA (counting colour under transparent pixels) their min would be "
-                    f"{min(self.straight.values()):.1f} dB ({min(self.straight, key=self.straight.__getitem__)})."
+                    f"{min(self.straight.values()):.1f} dB "
+                    f"({min(self.straight, key=self.straight.__getitem__)})."
                 ]
                 if self.straight
                 else []
