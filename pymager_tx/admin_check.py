@@ -16,8 +16,10 @@ from pymager_tx.admin import AdminError, Command, Target
 from pymager_tx.consistency import check_store
 from pymager_tx.db.database import Database, make_engine
 from pymager_tx.db.schema_version import State, status_txn
+from pymager_tx.epoch import SharedEpoch
 from pymager_tx.owners import Owners
 from pymager_tx.peers import Peers
+from pymager_tx.rendition_cache import RenditionCache
 from pymager_tx.server import image_policy
 from pymager_tx.service import ImageService
 from pymager_tx.storage.filesystem import FilesystemBlobStore
@@ -32,12 +34,20 @@ def _check(target: Target, arguments: argparse.Namespace) -> int:
     owners = Owners(data_directory / "processes")
     peers = Peers(owners.me, lambda owner: succeed(owners.is_alive(owner)), None)
     database = Database(make_engine(target.database_url, pool_size=1), immediate)
+    # Removals made by --repair must void what live processes hold in memory.
+    epoch = SharedEpoch.of(data_directory)
+    if arguments.repair:
+        epoch.open()
     try:
         blobs = FilesystemBlobStore(data_directory / "files", immediate, owners)
-        service = ImageService(database, blobs, immediate, image_policy(target.settings), peers=peers)
+        cache = RenditionCache(max_bytes=0, max_item_bytes=0, recheck_seconds=0, epoch=epoch)
+        service = ImageService(
+            database, blobs, immediate, image_policy(target.settings), peers=peers, cache=cache
+        )
         found, after = check_store(database, blobs, service, peers, repairing=arguments.repair)
     finally:
         database.engine.dispose()
+        epoch.close()
     for line in found.lines():
         print(line)
     if found.consistent:

@@ -198,6 +198,20 @@ class HttpSettings(_Section):
         return value
 
 
+class MemoryCacheSettings(_Section):
+    max_bytes: Annotated[int, Field(ge=0)] = Field(
+        64 * 1024 * 1024, description="Bytes of derived images each process keeps in memory; 0: none"
+    )
+    max_item_bytes: Annotated[int, Field(ge=0)] = Field(
+        1024 * 1024, description="Larger derived images are always read from storage"
+    )
+    recheck_seconds: Annotated[float, Field(ge=0)] = Field(
+        1.0,
+        description="Ask the database again after this long (bounds how long a delete made on "
+        "another machine goes unseen; on this machine it is seen at once)",
+    )
+
+
 class AuthSettings(_Section):
     write_tokens: list[str] = Field(
         [], description="Bearer tokens that may POST, PUT and DELETE; empty: writes are open"
@@ -239,6 +253,7 @@ class Settings(_Section):
     database: DatabaseSettings = DatabaseSettings.model_validate({})
     images: ImageSettings = ImageSettings.model_validate({})
     http: HttpSettings = HttpSettings.model_validate({})
+    memory_cache: MemoryCacheSettings = MemoryCacheSettings.model_validate({})
     auth: AuthSettings = AuthSettings.model_validate({})
 
 

@@ -25,10 +25,12 @@ from pymager_tx.auth import WriteTokens
 from pymager_tx.config import Settings
 from pymager_tx.db.database import Database, make_engine, sqlite_url
 from pymager_tx.db.schema_version import prepare_at_startup
+from pymager_tx.epoch import SharedEpoch
 from pymager_tx.errors import Unavailable
 from pymager_tx.imaging import DecodeLimits, EncodeOptions
 from pymager_tx.owners import Owners
 from pymager_tx.peers import Peers
+from pymager_tx.rendition_cache import RenditionCache
 from pymager_tx.service import ImagePolicy, ImageService
 from pymager_tx.site import PymagerSite
 from pymager_tx.storage.filesystem import FilesystemBlobStore
@@ -75,12 +77,17 @@ class PymagerService(MultiService):
             timer=reactor,
         )
         images = settings.images
+        # Removals in any process sharing this data directory void what the
+        # others hold in memory (see pymager_tx.epoch).
+        self.epoch = SharedEpoch.of(data_directory)
+        memory = settings.memory_cache
         self.images = ImageService(
             self.database,
             self.blobs,
             image_threads.offload,
             image_policy(settings),
             peers=peers,
+            cache=RenditionCache(memory.max_bytes, memory.max_item_bytes, memory.recheck_seconds, self.epoch),
         )
         write_tokens = WriteTokens(tokens)
         self.api = ImageAPI(
@@ -127,6 +134,7 @@ class PymagerService(MultiService):
             await self.blobs.wipe()
         await prepare_at_startup(self.database)
         await self._io.offload(self.owners.register)
+        await self._io.offload(self.epoch.open)
         await self.images.recover()
         await self._io.offload(self.owners.bury_dead)
         endpoint = serverFromString(self._reactor, self.settings.server.listen)
@@ -163,6 +171,7 @@ class PymagerService(MultiService):
             await maybeDeferred(port.stopListening)
         await self.database.dispose()
         await self._io.offload(self.owners.release)
+        self.epoch.close()
         await super().stopService()  # the thread pools, last
 
     def stopService(self) -> Deferred[None]:

@@ -89,6 +89,7 @@ from pymager_tx.model import (
     parse_derived_name,
 )
 from pymager_tx.peers import POLL_FIRST, POLL_MOST, Peers
+from pymager_tx.rendition_cache import Mark, RenditionCache
 from pymager_tx.storage import IBlobStore
 from pymager_tx.storage.keys import derived_key, derived_prefix, original_key
 from pymager_tx.threads import Offload
@@ -122,6 +123,9 @@ class StoredImage:
 
     record: StoredFile
     data: bytes | None
+    # For a derived image read without its bytes: when its row was checked,
+    # so that the bytes, once read, may be kept in memory.
+    checked: Mark | None = None
 
 
 def _utcnow() -> datetime:
@@ -139,6 +143,7 @@ class ImageService:
         policy: ImagePolicy,
         clock: Callable[[], datetime] = _utcnow,
         peers: Peers | None = None,
+        cache: RenditionCache | None = None,
     ) -> None:
         self._database = database
         self._blobs = blobs
@@ -146,6 +151,7 @@ class ImageService:
         self.policy = policy
         self._clock = clock
         self._peers = peers or Peers.alone()
+        self._cache = cache or RenditionCache(max_bytes=0, max_item_bytes=0, recheck_seconds=0)
         # IDs whose upload this process is carrying out right now.
         self._uploading: set[str] = set()
         self._derivations: InFlight[tuple[str, str, str], StoredImage] = InFlight()
@@ -257,20 +263,29 @@ class ImageService:
     async def fetch_derived(
         self, image_id: ImageId, spec: DerivedSpec, with_body: bool = True
     ) -> StoredImage:
+        key = (image_id.value, spec.variant)
+        held = self._cache.fresh(key)
+        if held is not None:
+            return StoredImage(*held)
+        mark = self._cache.mark()
         lookup = await self._database.read(lookup_derived_txn, image_id.value, spec.variant)
         original = lookup.original
         if original is None:
             raise _not_found(image_id)
         if lookup.derived is not None:
+            data = self._cache.confirmed(key, lookup.derived, mark)
+            if data is not None:
+                return StoredImage(lookup.derived, data)
             stored = await self._read_derived(lookup.derived, with_body)
             if stored is not None:
-                return stored
+                return self._remember(stored, mark)
         # Everyone asking for this rendition of this upload meanwhile shares
         # one derivation, and each gets a Deferred of its own.
-        return await self._derivations.run(
+        stored = await self._derivations.run(
             (original.image_id, original.generation, spec.variant),
             lambda: Deferred.fromCoroutine(self._derive(original, spec)),
         )
+        return self._remember(stored, mark)
 
     async def load_derived(self, image_id: ImageId, spec: DerivedSpec, stored: StoredImage) -> StoredImage:
         """stored, with the bytes of the derived image it describes (derived
@@ -279,7 +294,19 @@ class ImageService:
             return stored
         assert isinstance(stored.record, DerivedRecord)
         loaded = await self._read_derived(stored.record, with_body=True)
-        return loaded if loaded is not None else await self.fetch_derived(image_id, spec)
+        if loaded is None:
+            return await self.fetch_derived(image_id, spec)
+        return loaded if stored.checked is None else self._remember(loaded, stored.checked)
+
+    def _remember(self, stored: StoredImage, checked: Mark) -> StoredImage:
+        """stored, kept in memory if it has its bytes; else marked with when
+        it was checked, for load_derived to keep it once it has them."""
+        record = stored.record
+        assert isinstance(record, DerivedRecord)
+        if stored.data is None:
+            return replace(stored, checked=checked)
+        self._cache.put((record.image_id, record.variant), record, stored.data, checked)
+        return stored
 
     async def _still_current(self, original: OriginalRecord) -> bool:
         current = await self._database.read(find_original_txn, original.image_id)
@@ -533,6 +560,9 @@ class ImageService:
             self.log.failure("Could not clean up the failed upload of {image_id}", image_id=record.image_id)
 
     async def _remove(self, removal: Removal) -> None:
+        # The row is hidden already; from here no process may serve this
+        # image's renditions from memory without asking the database again.
+        self._cache.epoch.bump()
         original = removal.original
         image_id = ImageId(original.image_id)
         await self._blobs.delete(original.blob_key)

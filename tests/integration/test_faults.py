@@ -115,7 +115,13 @@ def through(proxy: CuttableProxy, postgres_server_url: str) -> str:
 async def test_database_unreachable_then_back(
     tmp_path: Path, postgres_server_url: str, proxy: CuttableProxy
 ) -> None:
-    server = await start(tmp_path / "data", database_url=through(proxy, postgres_server_url))
+    # Every request asks the database: a rendition held in memory is still
+    # not served while the database cannot say whether it was deleted.
+    server = await start(
+        tmp_path / "data",
+        database_url=through(proxy, postgres_server_url),
+        memory_cache={"recheck_seconds": 0},
+    )
     try:
         data = jpeg((160, 120))
         assert (await put(server, "photo", data)).code == 201

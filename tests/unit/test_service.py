@@ -12,7 +12,8 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import LogEvent
 
 from pymager_tx.db.database import Database
-from pymager_tx.db.repository import claim_original_txn, status_of_txn
+from pymager_tx.db.repository import claim_original_txn, forget_derived_txn, status_of_txn
+from pymager_tx.epoch import Epoch, LocalEpoch, SharedEpoch
 from pymager_tx.errors import (
     DerivedNameInvalid,
     ImageIdTaken,
@@ -26,7 +27,8 @@ from pymager_tx.errors import (
 )
 from pymager_tx.formats import default_decoders
 from pymager_tx.imaging import DecodeLimits, EncodeOptions
-from pymager_tx.model import ImageId, OriginalStatus, Size
+from pymager_tx.model import DerivedRecord, ImageId, OriginalStatus, Size
+from pymager_tx.rendition_cache import RenditionCache
 from pymager_tx.service import ImagePolicy, ImageService, StoredImage
 from pymager_tx.storage.filesystem import FilesystemBlobStore
 from pymager_tx.storage.keys import original_key
@@ -409,3 +411,105 @@ class TestWorkingCopy:
         result = derived(service, "photo-60x60.gif")
         assert self.sources(log_events) == [("photo-60x60.gif", "original")]
         assert getattr(opened(result.data), "n_frames", 1) == 3  # type: ignore[arg-type]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class TestDerivedInMemory:
+    """Popular renditions come from memory, but never outlive a delete seen
+    by the database: at once on this machine, within recheck_seconds from
+    elsewhere."""
+
+    def cached_service(
+        self, database: Database, blobs: FilesystemBlobStore, epoch: Epoch, clock: Clock
+    ) -> ImageService:
+        cache = RenditionCache(
+            max_bytes=10_000_000, max_item_bytes=1_000_000, recheck_seconds=1.0, epoch=epoch, clock=clock
+        )
+        return ImageService(database, blobs, immediate, POLICY, cache=cache)
+
+    def test_a_served_rendition_needs_neither_its_file_nor_its_row_until_the_recheck(
+        self, database: Database, blobs: FilesystemBlobStore, log_events: list[LogEvent]
+    ) -> None:
+        clock = Clock()
+        service = self.cached_service(database, blobs, LocalEpoch(), clock)
+        result_of(run(service.store_original(PHOTO, jpeg((400, 300)))))
+        first = derived(service, "photo-100x100.jpg")
+        assert isinstance(first.record, DerivedRecord)
+        result_of(blobs.delete(first.record.blob_key))
+        result_of(database.transact(forget_derived_txn, first.record))
+        assert derived(service, "photo-100x100.jpg") == first
+        assert derivations(log_events) == ["photo-100x100.jpeg"]
+        # Due for a recheck: the database no longer knows it, so it is derived again.
+        clock.now += 1.0
+        again = derived(service, "photo-100x100.jpg")
+        assert derivations(log_events) == ["photo-100x100.jpeg"] * 2
+        assert again.record != first.record
+
+    def test_a_recheck_finding_the_same_row_does_not_read_the_file(
+        self, database: Database, blobs: FilesystemBlobStore, log_events: list[LogEvent]
+    ) -> None:
+        clock = Clock()
+        service = self.cached_service(database, blobs, LocalEpoch(), clock)
+        result_of(run(service.store_original(PHOTO, jpeg((400, 300)))))
+        image_id, spec = service.derived_request("photo-100x100.jpg")
+        # As a GET does it: the metadata first, then the bytes.
+        head = result_of(run(service.fetch_derived(image_id, spec, with_body=False)))
+        first = result_of(run(service.load_derived(image_id, spec, head)))
+        assert isinstance(first.record, DerivedRecord)
+        result_of(blobs.delete(first.record.blob_key))
+        clock.now += 5.0
+        assert derived(service, "photo-100x100.jpg").data == first.data
+        assert derivations(log_events) == ["photo-100x100.jpeg"]
+
+    def test_a_delete_here_is_seen_at_once(self, database: Database, blobs: FilesystemBlobStore) -> None:
+        service = self.cached_service(database, blobs, LocalEpoch(), Clock())
+        result_of(run(service.store_original(PHOTO, jpeg((400, 300)))))
+        derived(service, "photo-100x100.jpg")
+        result_of(run(service.delete_original(PHOTO)))
+        image_id, spec = service.derived_request("photo-100x100.jpg")
+        failure_of(run(service.fetch_derived(image_id, spec))).trap(ImageNotFound)
+
+    def test_a_delete_by_another_process_on_this_machine_is_seen_at_once(
+        self, database: Database, blobs: FilesystemBlobStore, tmp_path: Path
+    ) -> None:
+        # Two processes: each maps the epoch file of the shared data directory.
+        mine, theirs = SharedEpoch.of(tmp_path), SharedEpoch.of(tmp_path)
+        mine.open()
+        theirs.open()
+        try:
+            clock = Clock()
+            service = self.cached_service(database, blobs, mine, clock)
+            other = self.cached_service(database, blobs, theirs, clock)
+            result_of(run(other.store_original(PHOTO, jpeg((400, 300), color=RED))))
+            assert close_to(opened(derived(service, "photo-100x100.png").data).getpixel((50, 50)), RED)
+            result_of(run(other.delete_original(PHOTO)))
+            image_id, spec = service.derived_request("photo-100x100.png")
+            failure_of(run(service.fetch_derived(image_id, spec))).trap(ImageNotFound)
+            # And a new upload under the ID is what the next request gets.
+            result_of(run(other.store_original(PHOTO, jpeg((400, 300), color=BLUE))))
+            assert close_to(opened(derived(service, "photo-100x100.png").data).getpixel((50, 50)), BLUE)
+        finally:
+            mine.close()
+            theirs.close()
+
+    def test_a_delete_on_another_machine_is_seen_by_the_recheck(
+        self, database: Database, blobs: FilesystemBlobStore
+    ) -> None:
+        clock = Clock()
+        service = self.cached_service(database, blobs, LocalEpoch(), clock)
+        elsewhere = self.cached_service(database, blobs, LocalEpoch(), clock)
+        result_of(run(service.store_original(PHOTO, jpeg((400, 300)))))
+        derived(service, "photo-100x100.jpg")
+        result_of(run(elsewhere.delete_original(PHOTO)))
+        clock.now += 0.5
+        assert derived(service, "photo-100x100.jpg").data is not None  # the bounded window
+        clock.now += 0.5
+        image_id, spec = service.derived_request("photo-100x100.jpg")
+        failure_of(run(service.fetch_derived(image_id, spec))).trap(ImageNotFound)
