@@ -55,6 +55,12 @@ class ServerSettings(_Section):
     dev_mode: bool = Field(
         False, description="Development: wipe the database and stored files at every start"
     )
+    access_log: bool = Field(
+        True, description="Log every request (turn off when the proxy in front logs them)"
+    )
+    workers: Annotated[int, Field(ge=1, le=64)] = Field(
+        1, description="Processes serving the one listening socket (use one per core)"
+    )
 
     @field_validator("public_url")
     @classmethod

@@ -36,6 +36,7 @@ from pymager_tx.site import PymagerSite
 from pymager_tx.storage.filesystem import FilesystemBlobStore
 from pymager_tx.threads import ThreadPoolService
 from pymager_tx.web import HttpPolicy, ImageAPI
+from pymager_tx.workers import Workers, adopt_listener, stop_with_parent
 
 # Blob reads and writes are short and mostly wait on the disk.
 _IO_THREADS = 8
@@ -50,9 +51,15 @@ class PymagerService(MultiService):
         reactor: Any,
         tokens: tuple[str, ...] = (),
         on_start_failure: Callable[[Failure], object] | None = None,
+        worker: int | None = None,
+        workers: Workers | None = None,
     ) -> None:
+        """worker: this process's number when another started it on its
+        socket; workers: the processes this one starts on its own socket."""
         super().__init__()
         self.settings = settings
+        self.worker = worker
+        self.workers = workers
         self._on_start_failure = on_start_failure
         self._reactor = reactor
         self._port: IListeningPort | None = None
@@ -103,6 +110,7 @@ class PymagerService(MultiService):
             idle_timeout=settings.server.idle_timeout,
             trust_forwarded_for=settings.server.trust_forwarded_for,
             tokens=write_tokens,
+            access_log=settings.server.access_log,
         )
         self._io = io_threads
 
@@ -128,7 +136,7 @@ class PymagerService(MultiService):
 
     async def _start(self) -> None:
         await self._io.offload(self.data_directory.mkdir, parents=True, exist_ok=True)
-        if self.settings.server.dev_mode:
+        if self.settings.server.dev_mode and self.worker is None:
             self.log.warn("Development mode: wiping the database and every stored file")
             await self.database.drop_schema()
             await self.blobs.wipe()
@@ -137,17 +145,30 @@ class PymagerService(MultiService):
         await self._io.offload(self.epoch.open)
         await self.images.recover()
         await self._io.offload(self.owners.bury_dead)
-        endpoint = serverFromString(self._reactor, self.settings.server.listen)
-        self._port = port = await endpoint.listen(self.site)
+        if self.worker is None:
+            endpoint = serverFromString(self._reactor, self.settings.server.listen)
+            port = await endpoint.listen(self.site)
+        else:
+            port = adopt_listener(self._reactor, self.site)
+            stop_with_parent(self._reactor)
+        self._port = port
+        if self.workers is not None or self.worker is not None:
+            # One connection per wake-up, so that of a burst of connections
+            # each process takes its share instead of the first awake taking all.
+            port.numberAccepts = 1
         address = port.getHost()
         self.log.info(
-            "pymager-tx {version} listening on {address}; data in {data_directory}",
+            "pymager-tx {version} {process} listening on {address}; data in {data_directory}",
             version=__version__,
+            process="(first process)" if self.worker is None else f"(worker {self.worker})",
             address=_describe(address),
             host=getattr(address, "host", None),
             port=getattr(address, "port", None),
             data_directory=str(self.data_directory),
         )
+        if self.workers is not None:
+            self.workers.startService()
+            self.workers.start(port.fileno())
         waiters, self._listening = self._listening, []
         for waiter in waiters:
             waiter.callback(port)
@@ -166,6 +187,8 @@ class PymagerService(MultiService):
     async def _stop(self) -> None:
         if self._starting is not None and not self._starting.called:
             self._starting.cancel()
+        if self.workers is not None and self.workers.running:
+            await self.workers.stopService()
         if self._port is not None:
             port, self._port = self._port, None
             await maybeDeferred(port.stopListening)

@@ -170,8 +170,10 @@ class PymagerSite(Site):
         idle_timeout: float = 60.0,
         trust_forwarded_for: bool = False,
         tokens: WriteTokens | None = None,
+        access_log: bool = True,
     ) -> None:
         super().__init__(resource, reactor=reactor, timeout=idle_timeout)
+        self.access_log = access_log
         self._parsePOSTFormSubmission = False
         self.max_upload_bytes = max_upload_bytes
         # A form around an upload of max_upload_bytes is a little larger.
@@ -180,6 +182,8 @@ class PymagerSite(Site):
         self.tokens = tokens or WriteTokens(())
 
     def log(self, request: Request) -> None:  # type: ignore[override]
+        if not self.access_log:
+            return
         client = request.getClientAddress()
         host = getattr(client, "host", "-")
         if self.trust_forwarded_for:

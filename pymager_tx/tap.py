@@ -23,12 +23,13 @@ from pymager_tx.config import Settings, load_settings
 from pymager_tx.endpoints import listens_only_locally
 from pymager_tx.errors import ConfigError
 from pymager_tx.server import PymagerService
+from pymager_tx.workers import Workers, worker_arguments
 
 log = Logger()
 
 
 class Options(usage.Options):
-    synopsis = "[--config FILE] [--listen ENDPOINT] [--data-dir DIR] [--dev]"
+    synopsis = "[--config FILE] [--listen ENDPOINT] [--data-dir DIR] [--workers N] [--dev]"
     longdesc = (
         "Stores images under IDs that clients choose and serves resized copies of them. "
         "With no options it listens on 127.0.0.1:8000 and keeps its data in ./pymager-data."
@@ -37,11 +38,15 @@ class Options(usage.Options):
         ["config", "c", None, "TOML configuration file (see etc/pymager.toml)"],
         ["listen", "l", None, "Twisted endpoint to listen on; overrides [server] listen"],
         ["data-dir", "d", None, "Directory of stored data; overrides [storage] data_directory"],
+        ["workers", "w", None, "Processes serving the listening socket; overrides [server] workers"],
+        # Set by the first process on the workers it starts (pymager_tx.workers).
+        ["worker", None, None, "(internal) run as worker N, on the socket passed as descriptor 3"],
     ]
     optFlags = [["dev", None, "Development mode: wipe the database and stored files at start"]]
 
     settings: Settings
     tokens: tuple[str, ...]
+    worker: int | None
 
     def postOptions(self) -> None:
         overrides: dict[str, dict[str, Any]] = {}
@@ -51,6 +56,12 @@ class Options(usage.Options):
             overrides.setdefault("server", {})["dev_mode"] = True
         if self["data-dir"]:
             overrides.setdefault("storage", {})["data_directory"] = self["data-dir"]
+        if self["workers"]:
+            overrides.setdefault("server", {})["workers"] = _number("--workers", self["workers"])
+        self.worker = None if self["worker"] is None else _number("--worker", self["worker"])
+        if self.worker is not None:
+            # The first process wiped and prepared the store; a worker joins it.
+            overrides.setdefault("server", {})["dev_mode"] = False
         path = Path(self["config"]) if self["config"] else None
         try:
             self.settings = load_settings(path, overrides)
@@ -58,6 +69,24 @@ class Options(usage.Options):
             check_exposure(self.settings, self.tokens)
         except ConfigError as error:
             raise usage.UsageError(str(error)) from None
+
+    def worker_arguments(self) -> list[str]:
+        """The plugin options a worker gets: those naming the settings,
+        none that only the first process acts on (--dev, --workers)."""
+        arguments = []
+        for name in ("config", "data-dir"):
+            if self[name]:
+                arguments.append(f"--{name}={Path(self[name]).absolute()}")
+        if self["listen"]:
+            arguments.append(f"--listen={self['listen']}")
+        return arguments
+
+
+def _number(option: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise usage.UsageError(f"{option}: {text!r} is not a whole number") from None
 
 
 def check_exposure(settings: Settings, tokens: tuple[str, ...]) -> None:
@@ -88,9 +117,34 @@ def makeService(options: Options) -> IService:
     # Pillow warns of a decompression bomb and decodes anyway; make the
     # warning an error, process-wide, here in the composition root.
     warnings.simplefilter("error", Image.DecompressionBombWarning)
+    workers = None
+    if options.worker is None and options.settings.server.workers > 1:
+        plugin_arguments = options.worker_arguments()
+        log_file = _log_file(getattr(options, "parent", None))
+        workers = Workers(
+            reactor,
+            options.settings.server.workers,
+            lambda number: worker_arguments([*plugin_arguments, f"--worker={number}"], number, log_file),
+        )
     return PymagerService(
-        options.settings, reactor, options.tokens, on_start_failure=_exit_on_failure(reactor)
+        options.settings,
+        reactor,
+        options.tokens,
+        on_start_failure=_exit_on_failure(reactor),
+        worker=options.worker,
+        workers=workers,
     )
+
+
+def _log_file(twistd_options: Any) -> str | None:
+    """Where twistd logs: None or "-" for standard output."""
+    if twistd_options is None:
+        return None
+    log_file: str | None = twistd_options.get("logfile")
+    if log_file is None:
+        # twistd's default: standard output in the foreground, else this file.
+        return None if twistd_options.get("nodaemon") else "twistd.log"
+    return log_file if log_file == "-" else str(Path(log_file).absolute())
 
 
 def _exit_on_failure(reactor: Any) -> Any:

@@ -27,7 +27,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from pymager_tx.db.database import Database, make_engine, sqlite_url
 from pymager_tx.threads import immediate
-from tests.images import jpeg, opened, png
+from tests.images import BLUE, RED, close_to, jpeg, opened, png
 from tests.integration.test_twistd import REPOSITORY, Twistd, spawn
 
 DERIVED = re.compile(r"Derived (\S+) \(")
@@ -161,6 +161,26 @@ async def test_a_delete_racing_derivations_on_other_processes_leaves_nothing(clu
             assert (await cluster.request("GET", number, "/derived/photo-100x100.jpg"))[0] == 404
         assert _stored_files(cluster.directory) == []
         assert_consistent(await cluster.check())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delete_through_one_process_voids_what_the_others_hold_in_memory(cluster: Cluster) -> None:
+    # An hour between database checks: only the shared removal epoch can
+    # tell the others that the image is gone.
+    with cluster.config.open("a") as config:
+        config.write("[memory_cache]\nrecheck_seconds = 3600.0\n")
+    await cluster.start(3)
+    assert (await cluster.request("PUT", 0, "/original/photo", data=jpeg((400, 300), RED)))[0] == 201
+    for number in range(3):
+        code, body = await cluster.request("GET", number, "/derived/photo-100x100.png")
+        assert code == 200 and close_to(opened(body).getpixel((50, 50)), RED)
+    assert (await cluster.request("DELETE", 1, "/original/photo"))[0] == 204
+    for number in range(3):
+        assert (await cluster.request("GET", number, "/derived/photo-100x100.png"))[0] == 404
+    assert (await cluster.request("PUT", 2, "/original/photo", data=jpeg((400, 300), BLUE)))[0] == 201
+    for number in range(3):
+        code, body = await cluster.request("GET", number, "/derived/photo-100x100.png")
+        assert code == 200 and close_to(opened(body).getpixel((50, 50)), BLUE)
 
 
 def assert_consistent(check: tuple[int, str]) -> None:

@@ -54,8 +54,8 @@ class Twistd(ProcessProtocol):
         self.ended.callback(code)
 
 
-def spawn(directory: Path, *arguments: str) -> tuple[Twistd, Any]:
-    protocol = Twistd()
+def spawn(directory: Path, *arguments: str, protocol: Twistd | None = None) -> tuple[Twistd, Any]:
+    protocol = protocol or Twistd()
     # The checkout's code and plugin, whatever else is installed.
     environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
     process = reactor.spawnProcess(

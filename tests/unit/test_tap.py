@@ -78,3 +78,29 @@ def test_make_service(tmp_path: Path) -> None:
     service = tap.makeService(options("--data-dir", str(tmp_path)))
     assert isinstance(service, PymagerService)
     assert service.data_directory == tmp_path
+
+
+def test_workers_from_the_command_line_or_the_file(tmp_path: Path) -> None:
+    assert options().settings.server.workers == 1
+    assert options("--workers", "4").settings.server.workers == 4
+    config = tmp_path / "pymager.toml"
+    config.write_text("[server]\nworkers = 2\n")
+    assert options("--config", str(config)).settings.server.workers == 2
+    with pytest.raises(UsageError, match="--workers"):
+        options("--workers", "many")
+    with pytest.raises(UsageError, match=r"server\.workers"):
+        options("--workers", "0")
+
+
+def test_a_worker_gets_the_settings_but_neither_the_wipe_nor_more_workers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pymager.toml").write_text("[server]\ndev_mode = true\nworkers = 3\n")
+    first = options("--config", "pymager.toml", "--data-dir", "d", "--workers", "3", "--dev")
+    arguments = first.worker_arguments()
+    assert arguments == [f"--config={tmp_path / 'pymager.toml'}", f"--data-dir={tmp_path / 'd'}"]
+    worker = options(*arguments, "--worker", "2")
+    assert worker.worker == 2
+    assert not worker.settings.server.dev_mode
+    assert worker.settings.storage.data_directory == tmp_path / "d"
