@@ -282,6 +282,11 @@ def working_scales(arguments: argparse.Namespace, corpus: list[photos.Photo]) ->
     return {photo.name: working_scale((photo.width, photo.height), sizes) for photo in corpus}
 
 
+def pymager_threads(arguments: argparse.Namespace) -> int:
+    """Image threads per pymager-tx process: the cores shared out."""
+    return max(1, (os.cpu_count() or 1) // arguments.pymager_workers)
+
+
 def run_servers(
     arguments: argparse.Namespace, corpus: list[photos.Photo], plan: Plan, results: Results
 ) -> None:
@@ -291,7 +296,13 @@ def run_servers(
         directory = Path(temporary)
         (directory / "pymager").mkdir()
         (directory / "thumbor").mkdir()
-        pymager = servers.start_pymager(directory / "pymager", sizes, threads=os.cpu_count() or 1)
+        pymager = servers.start_pymager(
+            directory / "pymager",
+            sizes,
+            threads=pymager_threads(arguments),
+            workers=arguments.pymager_workers,
+            access_log=arguments.pymager_access_log,
+        )
         thumbor = servers.start_thumbor(
             directory / "thumbor",
             arguments.thumbor_venv,
@@ -501,7 +512,10 @@ def report(
         f"pymager-tx allowed_sizes: {len(allowed_sizes(arguments))} sizes (the run's only), so its "
         f"working-copy scale is {min(scales.values()):.2f}-{max(scales.values()):.2f} across the corpus "
         "(a copy is made at <= 0.50).",
-        f"pymager-tx: 1 process, [images] threads = {os.cpu_count()}. thumbor: --processes "
+        f"pymager-tx: --workers {arguments.pymager_workers}, [images] threads = "
+        f"{pymager_threads(arguments)} each, access log "
+        f"{'on' if arguments.pymager_access_log else 'off (as thumbor at --log-level warning)'}. "
+        "thumbor: --processes "
         f"{arguments.thumbor_processes}, ENGINE_THREADPOOL_SIZE = {arguments.thumbor_engine_threads}, "
         "PIL engine, file loader, no original storage, file result storage (unsafe URLs stored), "
         "QUALITY = 85.",
@@ -576,6 +590,14 @@ def parse_arguments() -> argparse.Namespace:
     )
     parser.add_argument("--thumbor-venv", type=Path, default=Path("/tmp/venv-thumbor"))
     parser.add_argument("--thumbor-processes", type=int, default=2)
+    parser.add_argument(
+        "--pymager-workers", type=int, default=2, help="pymager-tx processes (as thumbor's --processes)"
+    )
+    parser.add_argument(
+        "--pymager-access-log",
+        action="store_true",
+        help="log every request (thumbor, at --log-level warning, logs none)",
+    )
     parser.add_argument(
         "--thumbor-engine-threads", type=int, default=0, help="thumbor's ENGINE_THREADPOOL_SIZE"
     )

@@ -155,13 +155,17 @@ def _wait_ready(server: Server, path: str, timeout: float = 60.0) -> None:
     sys.exit(f"{server.name} did not answer on port {server.port} within {timeout:.0f}s")
 
 
-def start_pymager(directory: Path, sizes: list[str], threads: int) -> Server:
-    """twistd pymager from this checkout, with the bench venv's twistd."""
+def start_pymager(
+    directory: Path, sizes: list[str], threads: int, workers: int = 1, access_log: bool = True
+) -> Server:
+    """twistd pymager from this checkout, with the bench venv's twistd:
+    workers processes on one socket, each with threads image threads."""
     port = free_port()
     config = directory / "pymager.toml"
     quoted = ", ".join(f'"{size}"' for size in sizes)
     config.write_text(
         f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\n'
+        f"workers = {workers}\naccess_log = {str(access_log).lower()}\n"
         f'[storage]\ndata_directory = "{directory / "data"}"\n'
         f"[images]\nallowed_sizes = [{quoted}]\nthreads = {threads}\n",
         encoding="utf-8",
@@ -178,6 +182,15 @@ def start_pymager(directory: Path, sizes: list[str], threads: int) -> Server:
     )
     server = Server("pymager-tx", process, port, log_path)
     _wait_ready(server, "/")
+    # The first process answers before its workers are up; wait for them.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if log_path.read_text(errors="replace").count(" listening on ") >= workers:
+            break
+        time.sleep(0.1)
+    else:
+        server.stop()
+        sys.exit(f"pymager-tx: not all {workers} workers listening after 60 s")
     return server
 
 

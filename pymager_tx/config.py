@@ -120,7 +120,7 @@ class ImageSettings(_Section):
         min_length=1,
     )
     threads: Annotated[int, Field(ge=0, le=256)] = Field(
-        0, description="Threads that decode, resize and encode; 0: one per CPU core"
+        0, description="Image threads per process; 0: the CPU cores shared out over [server] workers"
     )
     background: str = Field(
         "#ffffff",

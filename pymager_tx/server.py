@@ -70,7 +70,10 @@ class PymagerService(MultiService):
         self.data_directory = data_directory
         database_threads = self._pool("pymager-db", settings.database.pool_size)
         io_threads = self._pool("pymager-io", _IO_THREADS)
-        image_threads = self._pool("pymager-images", settings.images.threads or _usable_cpus())
+        # By default the processes of --workers share the cores out.
+        image_threads = self._pool(
+            "pymager-images", settings.images.threads or max(1, _usable_cpus() // settings.server.workers)
+        )
 
         url = settings.database.url or sqlite_url(data_directory / "pymager.sqlite3")
         self.database = Database(make_engine(url, settings.database.pool_size), database_threads.offload)
