@@ -185,7 +185,7 @@ def start_pymager(
     # The first process answers before its workers are up; wait for them.
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        if log_path.read_text(errors="replace").count(" listening on ") >= workers:
+        if log_path.read_text(errors="replace").count(" serving the connections ") >= workers - 1:
             break
         time.sleep(0.1)
     else:

@@ -27,6 +27,7 @@ from pymager_tx.db.database import Database, make_engine, sqlite_url
 from pymager_tx.db.schema_version import prepare_at_startup
 from pymager_tx.epoch import SharedEpoch
 from pymager_tx.errors import Unavailable
+from pymager_tx.handoff import Dealer, Receiver
 from pymager_tx.imaging import DecodeLimits, EncodeOptions
 from pymager_tx.owners import Owners
 from pymager_tx.peers import Peers
@@ -36,7 +37,7 @@ from pymager_tx.site import PymagerSite
 from pymager_tx.storage.filesystem import FilesystemBlobStore
 from pymager_tx.threads import ThreadPoolService
 from pymager_tx.web import HttpPolicy, ImageAPI
-from pymager_tx.workers import Workers, adopt_listener, stop_with_parent
+from pymager_tx.workers import Workers
 
 # Blob reads and writes are short and mostly wait on the disk.
 _IO_THREADS = 8
@@ -60,6 +61,8 @@ class PymagerService(MultiService):
         self.settings = settings
         self.worker = worker
         self.workers = workers
+        self._dealer: Dealer | None = None
+        self._receiver: Receiver | None = None
         self._on_start_failure = on_start_failure
         self._reactor = reactor
         self._port: IListeningPort | None = None
@@ -148,30 +151,33 @@ class PymagerService(MultiService):
         await self._io.offload(self.epoch.open)
         await self.images.recover()
         await self._io.offload(self.owners.bury_dead)
-        if self.worker is None:
-            endpoint = serverFromString(self._reactor, self.settings.server.listen)
-            port = await endpoint.listen(self.site)
-        else:
-            port = adopt_listener(self._reactor, self.site)
-            stop_with_parent(self._reactor)
-        self._port = port
-        if self.workers is not None or self.worker is not None:
-            # One connection per wake-up, so that of a burst of connections
-            # each process takes its share instead of the first awake taking all.
-            port.numberAccepts = 1
+        if self.worker is not None:
+            self._receiver = Receiver(self._reactor, self.site)
+            self._receiver.start()
+            self.log.info(
+                "pymager-tx {version} (worker {worker}) serving the connections the first process "
+                "passes it; data in {data_directory}",
+                version=__version__,
+                worker=self.worker,
+                data_directory=str(self.data_directory),
+            )
+            return
+        endpoint = serverFromString(self._reactor, self.settings.server.listen)
+        self._port = port = await endpoint.listen(self.site)
         address = port.getHost()
         self.log.info(
-            "pymager-tx {version} {process} listening on {address}; data in {data_directory}",
+            "pymager-tx {version} listening on {address}; data in {data_directory}",
             version=__version__,
-            process="(first process)" if self.worker is None else f"(worker {self.worker})",
             address=_describe(address),
             host=getattr(address, "host", None),
             port=getattr(address, "port", None),
             data_directory=str(self.data_directory),
         )
         if self.workers is not None:
+            self._dealer = Dealer(self._reactor, port, self.site)
+            self._dealer.startReading()
             self.workers.startService()
-            self.workers.start(port.fileno())
+            self.workers.start(self._dealer)
         waiters, self._listening = self._listening, []
         for waiter in waiters:
             waiter.callback(port)
@@ -190,8 +196,12 @@ class PymagerService(MultiService):
     async def _stop(self) -> None:
         if self._starting is not None and not self._starting.called:
             self._starting.cancel()
+        if self._receiver is not None:
+            self._receiver.stopReading()
         if self.workers is not None and self.workers.running:
             await self.workers.stopService()
+        if self._dealer is not None:
+            self._dealer.close()
         if self._port is not None:
             port, self._port = self._port, None
             await maybeDeferred(port.stopListening)

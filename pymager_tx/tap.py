@@ -14,7 +14,12 @@ from typing import Any
 
 from PIL import Image
 from twisted.application.service import IService
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import (
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    UNIXServerEndpoint,
+    serverFromString,
+)
 from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
@@ -67,6 +72,7 @@ class Options(usage.Options):
             self.settings = load_settings(path, overrides)
             self.tokens = self.settings.auth.tokens()
             check_exposure(self.settings, self.tokens)
+            check_workers(self.settings)
         except ConfigError as error:
             raise usage.UsageError(str(error)) from None
 
@@ -109,6 +115,20 @@ def check_exposure(settings: Settings, tokens: tuple[str, ...]) -> None:
         "Set [auth] write_tokens (or write_tokens_file), or, if something in front of this server "
         "guards writes, set [auth] allow_anonymous_writes = true."
     )
+
+
+def check_workers(settings: Settings) -> None:
+    """Workers are dealt plain connections: TLS would be lost on the way."""
+    from twisted.internet import reactor
+
+    endpoint = serverFromString(reactor, settings.server.listen)
+    if settings.server.workers > 1 and not isinstance(
+        endpoint, TCP4ServerEndpoint | TCP6ServerEndpoint | UNIXServerEndpoint
+    ):
+        raise ConfigError(
+            f"server.workers: more than one needs a tcp: or unix: endpoint, not {settings.server.listen!r} "
+            "(TLS belongs to the proxy in front)"
+        )
 
 
 def makeService(options: Options) -> IService:

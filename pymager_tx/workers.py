@@ -1,25 +1,23 @@
 """
-More processes on one listening socket: `twistd pymager --workers N`.
+More processes for one listening socket: `twistd pymager --workers N`.
 
 A process runs its HTTP and Python work on one core, so one process cannot
 use a machine's other cores for serving.  The first process (the one twistd
 started) opens the socket as usual, finishes start-up, then starts N - 1
-workers: the same `twistd pymager` command, given the listening socket as
-file descriptor 3, which each adopts and accepts on.  The kernel hands each
-new connection to one of them.  They share the database and data directory
-as any processes of one service do (README, "Several processes").
+workers: the same `twistd pymager` command, each given one end of a socket
+pair as descriptor 3, over which the first process passes it its share of
+the connections (pymager_tx.handoff).  They share the database and data
+directory as any processes of one service do (README, "Several processes").
 
 The first process supervises: a worker that exits is started again (after 1
 second, doubling to 30 while it keeps failing at once), and stopping the
-first process stops them all.  A worker watches its standard input, a pipe
-from the first process, and stops when it closes, so none outlives it, not
-even when the first process is killed with SIGKILL.
+first process stops them all.  A worker stops when its pair closes, so none
+outlives the first process, not even one killed with SIGKILL.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from contextlib import suppress
@@ -28,48 +26,18 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IProcessTransport
-from twisted.internet.protocol import ProcessProtocol, Protocol
+from twisted.internet.interfaces import IDelayedCall, IProcessTransport
+from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-# Where a worker finds the listening socket.
-LISTENER_FD = 3
+from pymager_tx.handoff import CHANNEL_FD, Dealer, channel_pair
+
 _RESTART_FIRST = 1.0
 _RESTART_MOST = 30.0
 # A worker that ran this long before exiting was not failing at start-up.
 _HEALTHY_AFTER = 30.0
 _STOP_GRACE = 10.0
-
-
-def adopt_listener(reactor: Any, factory: Any, descriptor: int = LISTENER_FD) -> IListeningPort:
-    """Listen on the socket the first process passed down."""
-    # socket() reads the family off the descriptor; detach() leaves it open.
-    family = socket.socket(fileno=descriptor)
-    address_family = family.family
-    family.detach()
-    port: IListeningPort = reactor.adoptStreamPort(descriptor, address_family, factory)
-    os.close(descriptor)  # the port holds its own duplicate
-    return port
-
-
-def stop_with_parent(reactor: Any) -> None:
-    """Stop this worker when the first process closes its end of stdin."""
-    from twisted.internet.stdio import StandardIO
-
-    StandardIO(_ParentWatch(reactor), reactor=reactor)
-
-
-class _ParentWatch(Protocol):
-    log = Logger()
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        if self._reactor.running:
-            self.log.info("The first process is gone; this worker stops")
-            self._reactor.stop()
 
 
 def worker_arguments(plugin_arguments: Sequence[str], number: int, log_file: str | None) -> list[str]:
@@ -90,34 +58,41 @@ class Workers(Service):
         self._reactor = reactor
         self._count = count
         self._arguments = arguments
-        self._listener: int | None = None
+        self._dealer: Dealer | None = None
         self._running: dict[int, _Worker] = {}
         self._restarts: dict[int, IDelayedCall] = {}
         self._delays: dict[int, float] = {}
 
-    def start(self, listener: int) -> None:
-        """Start the workers on the listening socket listener (a descriptor)."""
-        self._listener = listener
+    def start(self, dealer: Dealer) -> None:
+        """Start the workers, to serve the connections dealer deals them."""
+        self._dealer = dealer
         for number in range(1, self._count):
             self._spawn(number)
 
     def _spawn(self, number: int) -> None:
         self._restarts.pop(number, None)
-        assert self._listener is not None
+        assert self._dealer is not None
         worker = _Worker(self, number, self._reactor.seconds())
         arguments = self._arguments(number)
-        self._reactor.spawnProcess(
-            worker,
-            arguments[0],
-            arguments,
-            env=os.environ.copy(),
-            childFDs={0: "w", 1: 1, 2: 2, LISTENER_FD: self._listener},
-        )
+        ours, theirs = channel_pair()
+        try:
+            self._reactor.spawnProcess(
+                worker,
+                arguments[0],
+                arguments,
+                env=os.environ.copy(),
+                childFDs={0: "w", 1: 1, 2: 2, CHANNEL_FD: theirs.fileno()},
+            )
+        finally:
+            theirs.close()  # the worker has its own copy
+        self._dealer.add(number, ours)
         self._running[number] = worker
         self.log.info("Started worker {number} (pid {pid})", number=number, pid=worker.pid)
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         self._running.pop(worker.number, None)
+        if self._dealer is not None:
+            self._dealer.remove(worker.number)
         if not self.running:
             return
         ran = self._reactor.seconds() - worker.started_at
