@@ -38,6 +38,7 @@ from pymager_tx.db.repository import (
     Claim,
     ClaimOutcome,
     Removal,
+    abandon_upload_txn,
     begin_removal_txn,
     claim_derivation_txn,
     claim_original_txn,
@@ -544,8 +545,16 @@ class ImageService:
             abandoned = not await self._peers.alive(removal.owner)
         if not abandoned:
             raise _taken(image_id)
+        # What was read may be stale by now (the upload may have finished
+        # since): take the row over only if it is still that pending upload.
+        generation = removal.original.generation
+        taken_over = await self._database.transact(
+            abandon_upload_txn, image_id.value, generation, self._clock()
+        )
+        if taken_over is None:
+            raise _taken(image_id)
         self.log.info("Clearing the abandoned upload of {image_id}", image_id=image_id.value)
-        await self._remove(removal)
+        await self._remove(taken_over)
 
     async def _resume_removal(self, image_id: ImageId) -> None:
         removal = await self._database.transact(begin_removal_txn, image_id.value, self._clock())

@@ -29,5 +29,14 @@ class ManualOffload:
 
     def run_all(self) -> None:
         while self.pending:
-            waiting, work, args, kwargs = self.pending.pop(0)
-            maybeDeferred(work, *args, **kwargs).chainDeferred(waiting)
+            self.run_one()
+
+    def run_one(self, index: int = 0) -> None:
+        waiting, work, args, kwargs = self.pending.pop(index)
+        maybeDeferred(work, *args, **kwargs).chainDeferred(waiting)
+
+    def run_held(self, index: int = 0) -> Callable[[], None]:
+        """Do the work now; its caller hears of it when the returned function is called."""
+        waiting, work, args, kwargs = self.pending.pop(index)
+        result = work(*args, **kwargs)
+        return lambda: waiting.callback(result)

@@ -151,6 +151,23 @@ def begin_removal_txn(conn: Connection, image_id: str, now: datetime) -> Removal
     return removal_txn(conn, image_id)
 
 
+def abandon_upload_txn(conn: Connection, image_id: str, generation: str, now: datetime) -> Removal | None:
+    """Mark this upload's pending row as being deleted, if it is still
+    pending, and list what to remove; None if it was settled meanwhile."""
+    marked = conn.execute(
+        update(originals)
+        .where(
+            originals.c.image_id == image_id,
+            originals.c.generation == generation,
+            originals.c.status == OriginalStatus.PENDING.value,
+        )
+        .values(status=OriginalStatus.DELETING.value, updated_at=now)
+    )
+    if marked.rowcount != 1:
+        return None
+    return removal_txn(conn, image_id)
+
+
 def removal_txn(conn: Connection, image_id: str) -> Removal | None:
     """What removing the original under image_id would take, whatever its state."""
     row = conn.execute(select(originals).where(originals.c.image_id == image_id)).first()

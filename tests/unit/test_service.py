@@ -133,6 +133,26 @@ class TestOriginals:
         outcomes = sorted(type(outcome).__name__ for outcome in _settle(first, second))
         assert outcomes == ["Failure", "OriginalRecord"]
 
+    def test_an_upload_finishing_while_another_finds_it_abandoned_is_kept(
+        self, database: Database, blobs: FilesystemBlobStore
+    ) -> None:
+        transactions = ManualOffload()
+        service = ImageService(Database(database.engine, transactions), blobs, immediate, POLICY)
+        first_data = jpeg((80, 60), RED)
+        first = run(service.store_original(PHOTO, first_data))
+        transactions.run_one()  # status: free
+        transactions.run_one()  # claim: pending; first stores its file, then marks it ready...
+        second = run(service.store_original(PHOTO, jpeg((80, 60), BLUE)))
+        transactions.run_one(1)  # ... meanwhile second finds the ID pending,
+        answer_the_row = transactions.run_held(1)  # reads the pending row,
+        transactions.run_one()  # first finishes,
+        assert result_of(first).status is OriginalStatus.READY
+        answer_the_row()  # and second hears what it read: pending, and nobody uploading it.
+        transactions.run_all()
+        failure_of(second).trap(ImageIdTaken)
+        fetched = result_of(run(make_service(database, blobs).fetch_original(PHOTO)))
+        assert fetched.data == first_data
+
     @pytest.mark.parametrize(
         ("data", "error"),
         [
