@@ -40,7 +40,7 @@ def _check(target: Target, arguments: argparse.Namespace) -> int:
         epoch.open()
     try:
         blobs = FilesystemBlobStore(data_directory / "files", immediate, owners)
-        cache = RenditionCache(max_bytes=0, max_item_bytes=0, recheck_seconds=0, epoch=epoch)
+        cache = RenditionCache(max_bytes=0, max_item_bytes=0, poll_seconds=0, epoch=epoch)
         service = ImageService(
             database, blobs, immediate, image_policy(target.settings), peers=peers, cache=cache
         )

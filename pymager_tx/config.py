@@ -211,10 +211,11 @@ class MemoryCacheSettings(_Section):
     max_item_bytes: Annotated[int, Field(ge=0)] = Field(
         1024 * 1024, description="Larger derived images are always read from storage"
     )
-    recheck_seconds: Annotated[float, Field(ge=0)] = Field(
+    poll_seconds: Annotated[float, Field(ge=0)] = Field(
         1.0,
-        description="Ask the database again after this long (bounds how long a delete made on "
-        "another machine goes unseen; on this machine it is seen at once)",
+        description="How often each process asks the database whether anything was deleted: "
+        "how long a delete made on another machine can go unseen (on this machine it is seen "
+        "at once); 0: ask on every request",
     )
 
 

@@ -2,12 +2,20 @@
 Derived images kept in memory, so that a popular thumbnail costs neither a
 database query nor a file read.
 
-An entry may be served without asking the database while two things hold:
-no removal has begun in any process on this machine since it was checked
-(the shared Epoch), and it was checked less than recheck_seconds ago (which
-bounds what processes on other machines, whose removals the epoch does not
-see, can leave stale).  Past either, the next request asks the database,
-and an entry whose row is unchanged is served again without reading the file.
+An entry may be served without asking the database while no deletion has
+begun anywhere since its row was last checked.  Two signals tell:
+
+- the shared removal Epoch, which deletions by any process on this machine
+  change at once (a memory read per request);
+- the database's removal counter, which every deletion increments and which
+  each process polls (one small query every poll_seconds, however many
+  images it holds), for deletions made on other machines.
+
+An entry is served only while both are what they were when its row was
+checked, and while the poll is current: if polling stops (the database is
+away), entries stop being served after three missed polls.  An entry that
+may be stale is checked again on its next request; a check that finds the
+same row serves the held bytes again without reading the file.
 
 Entries are evicted least recently used first, by total bytes.
 """
@@ -23,14 +31,16 @@ from pymager_tx.epoch import Epoch, LocalEpoch
 from pymager_tx.model import DerivedRecord
 
 Key = tuple[str, str]  # image ID, variant
+# Polls that may be missed before entries stop being served.
+_MISSED_POLLS = 3
 
 
 @dataclass(frozen=True)
 class Mark:
-    """When, and in which removal epoch, a database check began."""
+    """What the deletion signals said when a database check began."""
 
     epoch: int
-    at: float
+    removals: int | None
 
 
 @dataclass
@@ -45,37 +55,50 @@ class RenditionCache:
         self,
         max_bytes: int,
         max_item_bytes: int,
-        recheck_seconds: float,
+        poll_seconds: float,
         epoch: Epoch | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """poll_seconds: how often heard_removals() is called; 0: never,
+        and every request checks the database."""
         self.max_bytes = max_bytes
         self.max_item_bytes = min(max_item_bytes, max_bytes)
-        self.recheck_seconds = recheck_seconds
+        self.poll_seconds = poll_seconds
         self.epoch = epoch or LocalEpoch()
         self._clock = clock
         self._entries: OrderedDict[Key, _Entry] = OrderedDict()
         self._bytes = 0
+        self._removals: int | None = None
+        self._heard_at = 0.0
 
     @property
     def size_bytes(self) -> int:
         return self._bytes
 
+    def heard_removals(self, count: int) -> None:
+        """The database's removal counter, as just read."""
+        self._removals = count
+        self._heard_at = self._clock()
+
     def mark(self) -> Mark:
         """Take this before the database check whose answer you will put():
-        a removal that begins after it then voids the entry."""
-        return Mark(self.epoch.read(), self._clock())
+        a deletion that begins after it then voids the entry."""
+        return Mark(self.epoch.read(), self._removals)
 
     def fresh(self, key: Key) -> tuple[DerivedRecord, bytes] | None:
         """The entry for key, if it may be served without a database check."""
         entry = self._entries.get(key)
-        if entry is None:
-            return None
-        checked = entry.checked
-        if checked.epoch != self.epoch.read() or self._clock() - checked.at >= self.recheck_seconds:
+        if entry is None or not self._current(entry.checked):
             return None
         self._entries.move_to_end(key)
         return entry.record, entry.data
+
+    def _current(self, checked: Mark) -> bool:
+        if self.poll_seconds <= 0 or checked.removals is None:
+            return False
+        if self._clock() - self._heard_at >= _MISSED_POLLS * self.poll_seconds:
+            return False
+        return checked.removals == self._removals and checked.epoch == self.epoch.read()
 
     def confirmed(self, key: Key, record: DerivedRecord, mark: Mark) -> bytes | None:
         """The bytes held for key, if they are those of record (as the

@@ -17,6 +17,7 @@ from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -63,6 +64,7 @@ class PymagerService(MultiService):
         self.workers = workers
         self._dealer: Dealer | None = None
         self._receiver: Receiver | None = None
+        self._removal_poll: LoopingCall | None = None
         self._on_start_failure = on_start_failure
         self._reactor = reactor
         self._port: IListeningPort | None = None
@@ -100,7 +102,7 @@ class PymagerService(MultiService):
             image_threads.offload,
             image_policy(settings),
             peers=peers,
-            cache=RenditionCache(memory.max_bytes, memory.max_item_bytes, memory.recheck_seconds, self.epoch),
+            cache=RenditionCache(memory.max_bytes, memory.max_item_bytes, memory.poll_seconds, self.epoch),
         )
         write_tokens = WriteTokens(tokens)
         self.api = ImageAPI(
@@ -151,6 +153,12 @@ class PymagerService(MultiService):
         await self._io.offload(self.epoch.open)
         await self.images.recover()
         await self._io.offload(self.owners.bury_dead)
+        memory = self.settings.memory_cache
+        if memory.max_bytes > 0 and memory.poll_seconds > 0:
+            self._removal_poll = LoopingCall(lambda: Deferred.fromCoroutine(self.images.poll_removals()))
+            self._removal_poll.clock = self._reactor
+            # Its Deferred fires when the polling stops, which stopService does.
+            self._removal_poll.start(memory.poll_seconds, now=True)
         if self.worker is not None:
             self._receiver = Receiver(self._reactor, self.site)
             self._receiver.start()
@@ -198,6 +206,8 @@ class PymagerService(MultiService):
             self._starting.cancel()
         if self._receiver is not None:
             self._receiver.stopReading()
+        if self._removal_poll is not None and self._removal_poll.running:
+            self._removal_poll.stop()
         if self.workers is not None and self.workers.running:
             await self.workers.stopService()
         if self._dealer is not None:

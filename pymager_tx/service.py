@@ -51,6 +51,7 @@ from pymager_tx.db.repository import (
     ping_txn,
     record_derived_txn,
     release_claim_txn,
+    removal_count_txn,
     removal_txn,
     renew_claim_txn,
     settle_claim_txn,
@@ -63,6 +64,7 @@ from pymager_tx.errors import (
     ImageNotFound,
     SizeNotAllowed,
     StorageUnavailable,
+    Unavailable,
     UnsupportedOutputFormat,
     UploadTooLarge,
 )
@@ -152,7 +154,7 @@ class ImageService:
         self.policy = policy
         self._clock = clock
         self._peers = peers or Peers.alone()
-        self._cache = cache or RenditionCache(max_bytes=0, max_item_bytes=0, recheck_seconds=0)
+        self._cache = cache or RenditionCache(max_bytes=0, max_item_bytes=0, poll_seconds=0)
         # IDs whose upload this process is carrying out right now.
         self._uploading: set[str] = set()
         self._derivations: InFlight[tuple[str, str, str], StoredImage] = InFlight()
@@ -308,6 +310,17 @@ class ImageService:
             return replace(stored, checked=checked)
         self._cache.put((record.image_id, record.variant), record, stored.data, checked)
         return stored
+
+    async def poll_removals(self) -> None:
+        """Learn of deletions made by processes on other machines, so that
+        no derived image held in memory outlives one for long."""
+        try:
+            self._cache.heard_removals(await self._database.read(removal_count_txn))
+        except Unavailable as error:
+            # Held images stop being served after a few missed polls.
+            self.log.warn("Cannot poll for deletions: {reason}", reason=error.reason)
+        except Exception:
+            self.log.failure("Cannot poll for deletions")
 
     async def _still_current(self, original: OriginalRecord) -> bool:
         current = await self._database.read(find_original_txn, original.image_id)

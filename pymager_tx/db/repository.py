@@ -18,7 +18,7 @@ from typing import TypeVar
 from sqlalchemy import Connection, Row, Table, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from pymager_tx.db.schema import derivation_claims, derived, originals
+from pymager_tx.db.schema import derivation_claims, derived, originals, removal_counter
 from pymager_tx.errors import ImageIdTaken
 from pymager_tx.formats import format_named
 from pymager_tx.model import DerivedRecord, OriginalRecord, OriginalStatus, StoredFile
@@ -148,7 +148,14 @@ def begin_removal_txn(conn: Connection, image_id: str, now: datetime) -> Removal
     )
     if marked.rowcount != 1:
         return None
+    conn.execute(update(removal_counter).values(value=removal_counter.c.value + 1))
     return removal_txn(conn, image_id)
+
+
+def removal_count_txn(conn: Connection) -> int:
+    """How many deletions have begun, ever (see schema.removal_counter)."""
+    value = conn.execute(select(removal_counter.c.value)).scalar()
+    return 0 if value is None else int(value)
 
 
 def abandon_upload_txn(conn: Connection, image_id: str, generation: str, now: datetime) -> Removal | None:

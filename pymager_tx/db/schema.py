@@ -110,3 +110,13 @@ derivation_claims = Table(
     Column("owner", String(64), nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
 )
+
+# One row, whose value every deletion increments: processes serving derived
+# images from memory ask for it once in a while, one small query for them
+# all, to learn of deletions made by processes on other machines.
+removal_counter = Table(
+    "removal_counter",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, Engine, inspect, select, text
 
 from pymager_tx.db.database import Database, make_engine
 from pymager_tx.db.migrations import alembic_config
+from pymager_tx.db.repository import begin_removal_txn, removal_count_txn
 from pymager_tx.db.schema import derivation_claims, derived, metadata, originals
 from pymager_tx.db.schema_version import (
     LOCK_KEY,
@@ -31,7 +32,7 @@ from tests.db.release_1 import NOW, create_release_1, insert_release_1_rows
 from tests.results import failure_of, result_of
 
 T = TypeVar("T")
-HEAD = "0002"
+HEAD = "0003"
 
 
 def migrate_to(connection: Connection, revision: str) -> None:
@@ -153,6 +154,17 @@ def test_downgrading_0002_keeps_the_rows_and_the_first_release_schema(run: Runne
     assert run(snapshot) == release_1
     # On SQLite a copied originals table would have cascaded to derived.
     assert run(lambda c: c.execute(select(derived.c.variant)).scalars().all()) == ["100x100.jpeg"]
+
+
+def test_upgrading_0002_starts_the_removal_counter_at_zero(run: Runner) -> None:
+    run(create_release_1)
+    run(insert_release_1_rows)
+    run(upgrade_txn)
+    run(downgrade_to, "0002")
+    run(upgrade_txn)
+    assert run(removal_count_txn) == 0
+    assert run(begin_removal_txn, "photo", NOW) is not None
+    assert run(removal_count_txn) == 1
 
 
 def test_upgrading_a_current_database_changes_nothing(run: Runner) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from pymager_tx.db.database import Database, make_engine, sqlite_url
 from pymager_tx.db.repository import (
+    abandon_upload_txn,
     begin_removal_txn,
     claim_original_txn,
     find_original_txn,
@@ -17,6 +18,7 @@ from pymager_tx.db.repository import (
     lookup_derived_txn,
     mark_original_ready_txn,
     record_derived_txn,
+    removal_count_txn,
     status_of_txn,
     unfinished_txn,
 )
@@ -125,6 +127,30 @@ def test_removal_hides_the_original_and_lists_its_files(database: Database) -> N
     assert sorted(again.derived_keys) == sorted(removal.derived_keys)
     result_of(database.transact(forget_original_txn, "photo", "g1"))
     assert result_of(database.transact(begin_removal_txn, "photo", NOW)) is None
+
+
+def test_every_deletion_counts_once_and_nothing_else_does(database: Database) -> None:
+    assert result_of(database.read(removal_count_txn)) == 0
+    stored(database, "one")
+    stored(database, "two")
+    result_of(database.transact(claim_original_txn, pending("three"), "owner-1"))
+    assert result_of(database.read(removal_count_txn)) == 0
+    result_of(database.transact(begin_removal_txn, "one", NOW))
+    assert result_of(database.transact(begin_removal_txn, "nothing", NOW)) is None
+    result_of(database.transact(begin_removal_txn, "two", NOW))
+    assert result_of(database.read(removal_count_txn)) == 2
+
+
+def test_an_abandoned_upload_is_taken_over_only_while_still_pending(database: Database) -> None:
+    result_of(database.transact(claim_original_txn, pending(), "owner-1"))
+    assert result_of(database.transact(abandon_upload_txn, "photo", "other", NOW)) is None
+    assert result_of(database.transact(mark_original_ready_txn, "photo", "g1", NOW))
+    assert result_of(database.transact(abandon_upload_txn, "photo", "g1", NOW)) is None
+    assert result_of(database.read(status_of_txn, "photo")) is OriginalStatus.READY
+    result_of(database.transact(claim_original_txn, pending("other"), "owner-1"))
+    removal = result_of(database.transact(abandon_upload_txn, "other", "g1", NOW))
+    assert removal is not None and removal.original.image_id == "other"
+    assert result_of(database.read(status_of_txn, "other")) is OriginalStatus.DELETING
 
 
 def test_forgetting_an_original_cascades_to_its_derived_rows(database: Database) -> None:

@@ -120,7 +120,7 @@ async def test_database_unreachable_then_back(
     server = await start(
         tmp_path / "data",
         database_url=through(proxy, postgres_server_url),
-        memory_cache={"recheck_seconds": 0},
+        memory_cache={"poll_seconds": 0},
     )
     try:
         data = jpeg((160, 120))

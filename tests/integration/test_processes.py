@@ -168,7 +168,7 @@ async def test_a_delete_through_one_process_voids_what_the_others_hold_in_memory
     # An hour between database checks: only the shared removal epoch can
     # tell the others that the image is gone.
     with cluster.config.open("a") as config:
-        config.write("[memory_cache]\nrecheck_seconds = 3600.0\n")
+        config.write("[memory_cache]\npoll_seconds = 3600.0\n")
     await cluster.start(3)
     assert (await cluster.request("PUT", 0, "/original/photo", data=jpeg((400, 300), RED)))[0] == 201
     for number in range(3):

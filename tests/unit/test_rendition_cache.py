@@ -37,53 +37,80 @@ def record(image_id: str = "photo", sha256: str = "a" * 64, variant: str = "100x
 def cache(
     clock: Clock, epoch: LocalEpoch | SharedEpoch | None = None, max_bytes: int = 100
 ) -> RenditionCache:
-    return RenditionCache(
-        max_bytes=max_bytes, max_item_bytes=40, recheck_seconds=1.0, epoch=epoch, clock=clock
-    )
+    held = RenditionCache(max_bytes=max_bytes, max_item_bytes=40, poll_seconds=1.0, epoch=epoch, clock=clock)
+    held.heard_removals(7)
+    return held
 
 
 KEY = ("photo", "100x100.jpg")
 
 
 class TestFreshness:
-    def test_an_entry_is_served_until_its_recheck_is_due(self) -> None:
+    def test_an_entry_is_served_while_no_deletion_is_heard_of(self) -> None:
         clock = Clock()
         held = cache(clock)
         held.put(KEY, record(), b"abc", held.mark())
-        clock.now += 0.99
-        assert held.fresh(KEY) == (record(), b"abc")
-        clock.now += 0.01
+        for _ in range(10):
+            clock.now += 1.0
+            held.heard_removals(7)
+            assert held.fresh(KEY) == (record(), b"abc")
+
+    def test_a_deletion_on_another_machine_voids_every_entry_at_the_next_poll(self) -> None:
+        held = cache(Clock())
+        held.put(KEY, record(), b"abc", held.mark())
+        held.heard_removals(8)
         assert held.fresh(KEY) is None
 
-    def test_a_removal_anywhere_voids_every_entry_at_once(self) -> None:
-        clock = Clock()
-        held = cache(clock)
+    def test_a_deletion_on_this_machine_voids_every_entry_at_once(self) -> None:
+        held = cache(Clock())
         held.put(KEY, record(), b"abc", held.mark())
         held.epoch.bump()
         assert held.fresh(KEY) is None
 
-    def test_a_removal_during_the_check_voids_what_the_check_found(self) -> None:
-        # mark() is taken before the database is asked; a removal that
+    def test_a_deletion_during_the_check_voids_what_the_check_found(self) -> None:
+        # mark() is taken before the database is asked; a deletion that
         # begins while the answer is on its way must not be hidden by it.
-        clock = Clock()
-        held = cache(clock)
+        held = cache(Clock())
         mark = held.mark()
         held.epoch.bump()
         held.put(KEY, record(), b"abc", mark)
         assert held.fresh(KEY) is None
+        mark = held.mark()
+        held.heard_removals(8)
+        held.put(KEY, record(), b"abc", mark)
+        assert held.fresh(KEY) is None
 
-    def test_a_recheck_that_finds_the_same_row_serves_the_bytes_again(self) -> None:
+    def test_without_polls_entries_stop_being_served(self) -> None:
         clock = Clock()
         held = cache(clock)
         held.put(KEY, record(), b"abc", held.mark())
-        clock.now += 5
+        clock.now += 2.9
+        assert held.fresh(KEY) is not None
+        clock.now += 0.1  # three polls missed: the database may be away
+        assert held.fresh(KEY) is None
+
+    def test_before_the_first_poll_nothing_is_served_from_memory(self) -> None:
+        held = RenditionCache(max_bytes=100, max_item_bytes=40, poll_seconds=1.0, clock=Clock())
+        held.put(KEY, record(), b"abc", held.mark())
+        assert held.fresh(KEY) is None
+
+    def test_with_no_polling_every_request_asks(self) -> None:
+        held = RenditionCache(max_bytes=100, max_item_bytes=40, poll_seconds=0, clock=Clock())
+        held.heard_removals(7)
+        held.put(KEY, record(), b"abc", held.mark())
+        assert held.fresh(KEY) is None
+        assert held.confirmed(KEY, record(), held.mark()) == b"abc"
+
+    def test_a_check_that_finds_the_same_row_serves_the_bytes_again(self) -> None:
+        held = cache(Clock())
+        held.put(KEY, record(), b"abc", held.mark())
+        held.heard_removals(8)
         assert held.fresh(KEY) is None
         assert held.confirmed(KEY, record(), held.mark()) == b"abc"
         assert held.fresh(KEY) == (record(), b"abc")
 
-    def test_a_recheck_that_finds_another_row_drops_the_entry(self) -> None:
-        clock = Clock()
-        held = cache(clock)
+    def test_a_check_that_finds_another_row_drops_the_entry(self) -> None:
+        held = cache(Clock())
         held.put(KEY, record(), b"abc", held.mark())
         assert held.confirmed(KEY, record(sha256="b" * 64), held.mark()) is None
         assert held.size_bytes == 0
@@ -118,7 +145,8 @@ class TestBounds:
         assert held.fresh(KEY) == (record(sha256="b" * 64), b"y" * 20)
 
     def test_no_bytes_no_cache(self) -> None:
-        held = RenditionCache(max_bytes=0, max_item_bytes=0, recheck_seconds=1.0, clock=Clock())
+        held = RenditionCache(max_bytes=0, max_item_bytes=0, poll_seconds=1.0, clock=Clock())
+        held.heard_removals(0)
         held.put(KEY, record(), b"abc", held.mark())
         assert held.fresh(KEY) is None
 

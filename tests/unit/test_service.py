@@ -443,18 +443,20 @@ class Clock:
 
 class TestDerivedInMemory:
     """Popular renditions come from memory, but never outlive a delete seen
-    by the database: at once on this machine, within recheck_seconds from
+    by the database: at once on this machine, at the next poll from
     elsewhere."""
 
     def cached_service(
         self, database: Database, blobs: FilesystemBlobStore, epoch: Epoch, clock: Clock
     ) -> ImageService:
         cache = RenditionCache(
-            max_bytes=10_000_000, max_item_bytes=1_000_000, recheck_seconds=1.0, epoch=epoch, clock=clock
+            max_bytes=10_000_000, max_item_bytes=1_000_000, poll_seconds=1.0, epoch=epoch, clock=clock
         )
-        return ImageService(database, blobs, immediate, POLICY, cache=cache)
+        service = ImageService(database, blobs, immediate, POLICY, cache=cache)
+        result_of(run(service.poll_removals()))
+        return service
 
-    def test_a_served_rendition_needs_neither_its_file_nor_its_row_until_the_recheck(
+    def test_a_served_rendition_needs_neither_its_file_nor_its_row_while_nothing_is_deleted(
         self, database: Database, blobs: FilesystemBlobStore, log_events: list[LogEvent]
     ) -> None:
         clock = Clock()
@@ -464,15 +466,19 @@ class TestDerivedInMemory:
         assert isinstance(first.record, DerivedRecord)
         result_of(blobs.delete(first.record.blob_key))
         result_of(database.transact(forget_derived_txn, first.record))
-        assert derived(service, "photo-100x100.jpg") == first
+        for _ in range(5):
+            clock.now += 1.0
+            result_of(run(service.poll_removals()))
+            assert derived(service, "photo-100x100.jpg") == first
         assert derivations(log_events) == ["photo-100x100.jpeg"]
-        # Due for a recheck: the database no longer knows it, so it is derived again.
-        clock.now += 1.0
+        # Once the polls stop, the database is asked: it no longer knows the
+        # rendition, so it is derived again.
+        clock.now += 3.0
         again = derived(service, "photo-100x100.jpg")
         assert derivations(log_events) == ["photo-100x100.jpeg"] * 2
         assert again.record != first.record
 
-    def test_a_recheck_finding_the_same_row_does_not_read_the_file(
+    def test_a_check_finding_the_same_row_does_not_read_the_file(
         self, database: Database, blobs: FilesystemBlobStore, log_events: list[LogEvent]
     ) -> None:
         clock = Clock()
@@ -484,7 +490,7 @@ class TestDerivedInMemory:
         first = result_of(run(service.load_derived(image_id, spec, head)))
         assert isinstance(first.record, DerivedRecord)
         result_of(blobs.delete(first.record.blob_key))
-        clock.now += 5.0
+        clock.now += 5.0  # no poll: every request asks the database
         assert derived(service, "photo-100x100.jpg").data == first.data
         assert derivations(log_events) == ["photo-100x100.jpeg"]
 
@@ -519,7 +525,7 @@ class TestDerivedInMemory:
             mine.close()
             theirs.close()
 
-    def test_a_delete_on_another_machine_is_seen_by_the_recheck(
+    def test_a_delete_on_another_machine_is_seen_at_the_next_poll(
         self, database: Database, blobs: FilesystemBlobStore
     ) -> None:
         clock = Clock()
@@ -528,8 +534,7 @@ class TestDerivedInMemory:
         result_of(run(service.store_original(PHOTO, jpeg((400, 300)))))
         derived(service, "photo-100x100.jpg")
         result_of(run(elsewhere.delete_original(PHOTO)))
-        clock.now += 0.5
-        assert derived(service, "photo-100x100.jpg").data is not None  # the bounded window
-        clock.now += 0.5
+        assert derived(service, "photo-100x100.jpg").data is not None  # until the poll
+        result_of(run(service.poll_removals()))
         image_id, spec = service.derived_request("photo-100x100.jpg")
         failure_of(run(service.fetch_derived(image_id, spec))).trap(ImageNotFound)
