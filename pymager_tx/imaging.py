@@ -35,7 +35,15 @@ from pymager_tx.errors import DerivationTooCostly, InvalidImage, PymagerError, T
 from pymager_tx.formats import ImageFormat, format_for_pillow, format_named
 from pymager_tx.geometry import Plan
 from pymager_tx.model import DerivedSpec, Size
-from pymager_tx.pixels import eight_bit, flatten, has_alpha, pad, resizable, to_srgb
+from pymager_tx.pixels import (
+    eight_bit,
+    eight_bit_transparency_key,
+    flatten,
+    has_alpha,
+    pad,
+    resizable,
+    to_srgb,
+)
 
 MAX_JPEG_SCANS = 100
 # Sources whose animations are kept, and the targets that can show them.
@@ -321,6 +329,7 @@ def _opened(data: bytes, limits: DecodeLimits) -> Iterator[ImageFile.ImageFile]:
         _check_pixels(image.size, limits)
         if _is_jpeg(image):
             _check_scans(data)
+        eight_bit_transparency_key(image)
         yield image
 
 

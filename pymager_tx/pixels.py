@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from io import BytesIO
 
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, ImageFile, ImageMath
 
 # Modes resize() filters properly (it premultiplies alpha for RGBA and LA).
 _RESIZABLE = frozenset({"RGB", "RGBA", "L", "LA", "CMYK", "I", "F"})
@@ -29,7 +29,9 @@ def resizable(image: Image.Image) -> Image.Image:
     if image.mode in _RESIZABLE and not (image.mode in ("RGB", "L") and "transparency" in image.info):
         return image
     if image.mode in _SIXTEEN_BIT:
-        return image.convert("I")
+        wide = image.convert("I")
+        key = image.info.get("transparency")
+        return _keyed_grey(wide, key) if isinstance(key, int) else wide
     if image.mode == "1":
         return image.convert("L")
     if image.has_transparency_data:
@@ -37,6 +39,28 @@ def resizable(image: Image.Image) -> Image.Image:
     if image.mode == "P" and image.palette is not None and image.palette.mode == "L":
         return image.convert("L")
     return image.convert("RGB")
+
+
+def _keyed_grey(wide: Image.Image, key: int) -> Image.Image:
+    """A 16-bit grey picture (as mode I) whose pixels of value key are
+    transparent (PNG tRNS), as 8-bit grey with alpha."""
+    keyed = ImageMath.lambda_eval(lambda names: names["equal"](names["picture"], key), picture=wide)
+    assert isinstance(keyed, Image.Image)
+    alpha = keyed.point(lambda value: value * -255 + 255).convert("L")
+    return Image.merge("LA", (eight_bit(wide), alpha))
+
+
+def eight_bit_transparency_key(image: ImageFile.ImageFile) -> None:
+    """Pillow reads a 16-bit RGB PNG as 8-bit RGB (the high byte of each
+    sample) but keeps its tRNS colour in 16 bits, which then marks the wrong
+    pixels transparent.  Bring the key to 8 bits as well, before decoding:
+    every colour within 1/256 of it is transparent then, the closest 8 bits
+    allow."""
+    key = image.info.get("transparency")
+    if not (image.format == "PNG" and image.mode == "RGB" and isinstance(key, tuple)):
+        return
+    if image.tile and image.tile[0][3] == "RGB;16B":
+        image.info["transparency"] = tuple(value >> 8 for value in key)
 
 
 def eight_bit(image: Image.Image) -> Image.Image:

@@ -81,6 +81,26 @@ def png_declaring(width: int, height: int) -> bytes:
     return out
 
 
+def png_sixteen_bit(
+    pixels: list[list[tuple[int, ...]]], colour_type: int, transparency: tuple[int, ...] | None = None
+) -> bytes:
+    """A 16-bit PNG written by hand (Pillow writes none but grey): pixels is
+    rows of samples; colour_type 0 grey, 2 RGB, 4 grey and alpha, 6 RGBA;
+    transparency, the tRNS key (grey: one value; RGB: three)."""
+    height, width = len(pixels), len(pixels[0])
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    raw = b"".join(b"\0" + b"".join(struct.pack(f">{len(p)}H", *p) for p in row) for row in pixels)
+    chunks = [(b"IHDR", ihdr)]
+    if transparency is not None:
+        chunks.append((b"tRNS", struct.pack(f">{len(transparency)}H", *transparency)))
+    chunks += [(b"IDAT", zlib.compress(raw)), (b"IEND", b"")]
+    out = b"\x89PNG\r\n\x1a\n"
+    for kind, body in chunks:
+        out += struct.pack(">I", len(body)) + kind + body
+        out += struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+    return out
+
+
 def opened(data: bytes) -> Image.Image:
     image = Image.open(BytesIO(data))
     image.load()

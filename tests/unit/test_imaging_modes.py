@@ -16,6 +16,7 @@ from tests.images import (
     derive,
     encode,
     mean_colour,
+    png_sixteen_bit,
     rgb_profile,
 )
 
@@ -81,14 +82,51 @@ class TestModes:
         assert image.mode == "RGB"
         assert close_to(mean_colour(image), (255, 128, 0), 2)
 
-    @pytest.mark.parametrize("format", ["PNG", "TIFF"])
-    def test_sixteen_bit_rgba_png_and_tiff(self, format: str) -> None:
-        # Pillow reads 16-bit RGBA as 8-bit; alpha must survive.
+    def test_eight_bit_rgba_tiff(self) -> None:
         source = Image.new("RGBA", (20, 20), (0, 0, 255, 255))
         source.paste((0, 0, 0, 0), (0, 0, 10, 20))
-        image = derive(encode(source, format), 20, 20, "png")
+        image = derive(encode(source, "TIFF"), 20, 20, "png")
         assert image.getpixel((2, 10))[3] == 0
         assert image.getpixel((17, 10)) == (0, 0, 255, 255)
+
+    def test_sixteen_bit_rgba_png(self) -> None:
+        # Pillow reads 16-bit RGBA as 8-bit (high bytes); alpha must survive.
+        row = [(0, 0, 0, 0)] * 10 + [(0, 32768, 65535, 65535)] * 10
+        image = derive(png_sixteen_bit([row] * 20, colour_type=6), 20, 20, "png")
+        assert image.getpixel((2, 10))[3] == 0
+        assert close_to(image.getpixel((17, 10)), (0, 128, 255, 255), 1)
+
+    def test_sixteen_bit_grey_with_alpha_png(self) -> None:
+        row = [(49152, 0)] * 10 + [(16384, 65535)] * 10
+        image = derive(png_sixteen_bit([row] * 20, colour_type=4), 20, 20, "png")
+        assert image.mode in ("LA", "RGBA")  # Pillow reads 16-bit grey and alpha as RGBA
+        assert image.getpixel((2, 10))[-1] == 0
+        assert close_to(image.convert("LA").getpixel((17, 10)), (64, 255), 1)
+
+    def test_sixteen_bit_grey_with_a_transparent_value(self) -> None:
+        # tRNS marks one 16-bit value transparent; a value one step above it stays opaque.
+        row = [(1000,)] * 10 + [(1001,)] * 5 + [(49152,)] * 5
+        data = png_sixteen_bit([row] * 20, colour_type=0, transparency=(1000,))
+        image = derive(data, 20, 20, "png")
+        assert image.mode == "LA"
+        assert image.getpixel((2, 10))[1] == 0
+        assert close_to(image.getpixel((12, 10)), (4, 255), 1)  # 1001 / 257, opaque
+        assert close_to(image.getpixel((18, 10)), (191, 255), 1)
+        flat = derive(data, 20, 20, "jpg", background=(0, 0, 255))
+        assert close_to(flat.getpixel((2, 10)), BLUE, 4)
+
+    def test_sixteen_bit_rgb_with_a_transparent_colour(self) -> None:
+        # Pillow keeps only the high byte of each sample: (1000, 2000, 3000)
+        # reads as (3, 7, 11), which must not match a tRNS key of (3, 7, 11).
+        row = [(1000, 2000, 3000)] * 10 + [(3, 7, 11)] * 5 + [(0, 0, 65535)] * 5
+        data = png_sixteen_bit([row] * 20, colour_type=2, transparency=(1000, 2000, 3000))
+        image = derive(data, 20, 20, "png")
+        assert image.mode == "RGBA"
+        assert image.getpixel((2, 10))[3] == 0
+        assert image.getpixel((12, 10)) == (0, 0, 0, 255)
+        assert image.getpixel((18, 10)) == (0, 0, 255, 255)
+        flat = derive(data, 20, 20, "jpg", background=(0, 255, 0))
+        assert close_to(flat.getpixel((2, 10)), (0, 255, 0), 4)
 
     def test_grey(self) -> None:
         image = derive(encode(Image.new("L", (40, 40), 100), "PNG"), 20, 20, "png")
