@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from io import BytesIO
 
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from pymager_tx.formats import ImageFormat
 from pymager_tx.pixels import Colour, has_alpha
@@ -26,6 +26,10 @@ _GIF_ALPHA_THRESHOLD = 128
 _VP8X_ALPHA = 0x10
 # TIFF compressions that keep every sample exactly.
 _LOSSY_TIFF = frozenset({"jpeg", "tiff_jpeg", "webp"})
+# A PNG text entry that says the PNG was made from a lossily compressed
+# picture (a working copy of a lossy WebP with alpha, say), so what is derived
+# from it is no more lossless than what would be derived from that picture.
+_SOURCE_KEY, _LOSSY = "pymager-source", "lossy"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class Encoding:
     webp_quality: int
     png_compress_level: int = 6
     lossless_source: bool = False
+    # PNG only: say in the file whether the source was lossless (see _SOURCE_KEY).
+    png_marks_source: bool = False
     background: Colour = (255, 255, 255)
 
 
@@ -129,7 +135,12 @@ def _parameters(output: ImageFormat, encoding: Encoding) -> dict[str, object]:
             return {"lossless": True}
         return {"quality": encoding.webp_quality}
     if name == "PNG":
-        return {"optimize": False, "compress_level": encoding.png_compress_level}
+        parameters: dict[str, object] = {"optimize": False, "compress_level": encoding.png_compress_level}
+        if encoding.png_marks_source and not encoding.lossless_source:
+            text = PngImagePlugin.PngInfo()
+            text.add_text(_SOURCE_KEY, _LOSSY)
+            parameters["pnginfo"] = text
+        return parameters
     if name == "GIF":
         return {"optimize": False}
     return {}
@@ -137,7 +148,9 @@ def _parameters(output: ImageFormat, encoding: Encoding) -> dict[str, object]:
 
 def lossless_source(image: Image.Image, data: bytes) -> bool:
     """Whether the source kept every sample exactly, so a WebP of it should too."""
-    if image.format in ("PNG", "GIF", "BMP"):
+    if image.format == "PNG":
+        return image.info.get(_SOURCE_KEY) != _LOSSY
+    if image.format in ("GIF", "BMP"):
         return True
     if image.format == "TIFF":
         return str(image.info.get("compression", "raw")) not in _LOSSY_TIFF

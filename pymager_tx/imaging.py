@@ -150,8 +150,11 @@ def make_working_copy(
     derived in every mode (render(copy.data, ...)) nearly as well as from
     data, at a fraction of the decoding cost.
 
-    The copy is upright, 8-bit sRGB and without metadata; a JPEG (quality 95,
-    no chroma subsampling) for opaque pictures, a PNG for those with alpha.
+    The copy is upright, 8-bit sRGB and without metadata; a PNG for
+    losslessly compressed sources and for pictures with alpha, else a JPEG
+    (quality 95, no chroma subsampling).  A PNG copy of a lossy source says
+    so, so that a WebP derived from either copy is lossless exactly when one
+    derived from the source would be.
     None when data is an animation, or when the copy would be more than half
     the source's size (not worth it).  options is accepted for symmetry with
     render: the copy's own encoding is fixed, near-lossless.
@@ -161,6 +164,7 @@ def make_working_copy(
         with _decoding():
             orientation = _orientation_before_decoding(image)
             animated = image.format in _ANIMATED_SOURCES and bool(getattr(image, "is_animated", False))
+        lossless = lossless_source(image, data)
         upright = geometry.upright_size(image.size, orientation)
         if animated or not wanted:
             return None
@@ -169,13 +173,15 @@ def make_working_copy(
             return None
         size = (max(1, math.ceil(upright[0] * scale)), max(1, math.ceil(upright[1] * scale)))
         picture = _reduced(image, geometry.whole(upright, size), orientation, deadline)
-    output = format_named("png" if has_alpha(picture) else "jpeg")
+    output = format_named("png" if lossless or has_alpha(picture) else "jpeg")
     working = Encoding(
         jpeg_quality=95,
         jpeg_progressive=False,
         jpeg_subsampling="4:4:4",
         webp_quality=options.webp_quality,
         png_compress_level=1,
+        lossless_source=lossless,
+        png_marks_source=True,
     )
     return Rendered(encode_still(picture, output, working), output, *picture.size)
 

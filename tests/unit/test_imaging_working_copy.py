@@ -6,8 +6,10 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+import pytest
 from PIL import Image, JpegImagePlugin
 
+from pymager_tx.encoders import webp_is_lossless
 from pymager_tx.imaging import EncodeOptions, make_working_copy, render, working_copy_covers
 from pymager_tx.model import ResizeMode, Size
 from tests.images import (
@@ -123,6 +125,39 @@ def test_upright_srgb_and_with_alpha_as_png() -> None:
     converted = make_working_copy(orange, LIMITS, [Size(50, 50)], OPTIONS)
     assert converted is not None
     assert close_to(mean_colour(opened(converted.data)), (219, 37, 13), 3)
+
+
+def _lossless_webp_of(data: bytes) -> bool:
+    return webp_is_lossless(render(data, spec(50, 50, "webp"), LIMITS, OPTIONS).data)
+
+
+@pytest.mark.parametrize(
+    ("format", "mode", "params", "copy_format"),
+    [
+        pytest.param("PNG", "RGB", {}, "PNG", id="opaque PNG"),
+        pytest.param("PNG", "RGBA", {}, "PNG", id="PNG with alpha"),
+        pytest.param("BMP", "RGB", {}, "PNG", id="BMP"),
+        pytest.param("WEBP", "RGB", {"lossless": True}, "PNG", id="lossless WebP"),
+        pytest.param("TIFF", "RGB", {}, "PNG", id="raw TIFF"),
+        pytest.param("JPEG", "RGB", {"quality": 90}, "JPEG", id="JPEG"),
+        pytest.param("WEBP", "RGB", {"quality": 90}, "JPEG", id="lossy WebP"),
+        pytest.param("WEBP", "RGBA", {"quality": 90}, "PNG", id="lossy WebP with alpha"),
+    ],
+)
+def test_a_webp_from_the_copy_is_lossless_exactly_when_one_from_the_source_is(
+    format: str, mode: str, params: dict[str, object], copy_format: str
+) -> None:
+    # A screenshot or diagram stays lossless whichever of the two it is derived from.
+    source = marked((800, 600)).convert(mode)
+    if mode == "RGBA":
+        source.paste((0, 0, 0, 0), (0, 0, 100, 100))
+    data = encode(source, format, **params)
+    working = make_working_copy(data, LIMITS, [Size(50, 50)], OPTIONS)
+    assert working is not None
+    assert opened(working.data).format == copy_format
+    lossless = format in ("PNG", "BMP", "TIFF") or params.get("lossless") is True
+    assert _lossless_webp_of(data) is lossless
+    assert _lossless_webp_of(working.data) is lossless
 
 
 class TestCovers:
