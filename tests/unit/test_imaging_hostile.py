@@ -13,8 +13,9 @@ import pytest
 from PIL import Image, PngImagePlugin
 
 from pymager_tx.errors import DerivationTooCostly, InvalidImage, PymagerError, TooManyPixels
+from pymager_tx.formats import default_decoders
 from pymager_tx.imaging import EncodeOptions, probe, render
-from tests.images import LIMITS, animation, encode, jpeg, limits, opened, png, spec
+from tests.images import LIMITS, animation, encode, jpeg, limits, opened, png, spec, with_orientation
 
 OPTIONS = EncodeOptions()
 
@@ -157,6 +158,10 @@ def _valid_sources() -> dict[str, bytes]:
         "PNG": _palette_png(),
         "GIF": animation("GIF", [(255, 0, 0), (0, 255, 0)], (24, 16)),
         "WEBP": encode(noisy, "WEBP", quality=70),
+        "TIFF": with_orientation(noisy, 6, "TIFF"),
+        "BMP": encode(noisy, "BMP"),
+        "APNG": animation("PNG", [(255, 0, 0), (0, 0, 255)], (24, 16)),
+        **({"AVIF": encode(noisy, "AVIF", quality=60)} if "AVIF" in default_decoders() else {}),
     }
 
 
@@ -198,7 +203,7 @@ def _with_png_checksums(data: bytes) -> bytes:
     return bytes(out + data[offset:])
 
 
-@pytest.mark.parametrize("format", ["JPEG", "PNG", "GIF", "WEBP"])
+@pytest.mark.parametrize("format", sorted(_valid_sources()))
 def test_fuzzed_bytes_give_only_domain_errors(format: str) -> None:
     rng = random.Random(f"pymager-{format}")  # deterministic: a failure reproduces
     source = _valid_sources()[format]
@@ -212,7 +217,7 @@ def test_fuzzed_bytes_give_only_domain_errors(format: str) -> None:
         except InvalidImage:
             outcomes["refused"] += 1
             continue
-        for target in ("png", "gif", "jpg"):
+        for target in ("png", "gif", "jpg", "webp"):
             try:
                 render(data, spec(12, 9, target), LIMITS, OPTIONS)
             except PymagerError:

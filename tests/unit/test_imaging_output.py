@@ -126,6 +126,12 @@ class TestFormats:
     def test_jpeg_quality(self) -> None:
         assert _size(self.noisy(), jpeg_quality=30) < _size(self.noisy(), jpeg_quality=95) * 0.7
 
+    def test_webp_quality(self) -> None:
+        lossy = encode(Image.effect_noise((200, 200), 50).convert("RGB"), "JPEG", quality=95)
+        low, high = (_data(lossy, 100, 100, "webp", webp_quality=quality) for quality in (20, 95))
+        assert not webp_is_lossless(low) and not webp_is_lossless(high)
+        assert len(low) < len(high) * 0.7
+
     @pytest.mark.parametrize(("source_format", "lossless"), [("PNG", True), ("GIF", True), ("BMP", True),
                                                              ("TIFF", True), ("JPEG", False)])  # fmt: skip
     def test_webp_is_lossless_for_lossless_sources(self, source_format: str, lossless: bool) -> None:

@@ -9,7 +9,9 @@ import pytest
 from pymager_tx.config import load_settings
 from pymager_tx.errors import ConfigError
 from pymager_tx.geometry import draft_request, plan, stored_box, working_scale
+from pymager_tx.imaging import DecodeLimits, EncodeOptions
 from pymager_tx.model import ResizeMode, Size
+from pymager_tx.server import image_policy
 
 
 def settings_from(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
@@ -24,6 +26,32 @@ def test_defaults() -> None:
     assert (images.jpeg_progressive, images.jpeg_subsampling, images.upscale) == (True, "4:2:0", True)
     assert (images.max_frames, images.max_animation_pixels) == (500, 100_000_000)
     assert images.derivation_time_budget == 20.0
+
+
+def test_every_imaging_setting_reaches_the_service(tmp_path: Path) -> None:
+    path = tmp_path / "pymager.toml"
+    path.write_text(
+        "[images]\n"
+        'allowed_sizes = ["10x20"]\nmax_upload_bytes = 1000\nmax_pixels = 5000\ndecoders = ["PNG"]\n'
+        "max_frames = 7\nmax_animation_pixels = 800\nderivation_time_budget = 1.5\n"
+        'jpeg_quality = 41\nwebp_quality = 42\nbackground = "#010203"\njpeg_progressive = false\n'
+        'jpeg_subsampling = "4:4:4"\nupscale = false\n',
+        encoding="utf-8",
+    )
+    policy = image_policy(load_settings(path))
+    assert policy.allowed_sizes == frozenset({Size(10, 20)})
+    assert policy.max_upload_bytes == 1000
+    assert policy.limits == DecodeLimits(
+        max_pixels=5000, decoders=("PNG",), max_frames=7, max_animation_pixels=800, time_budget=1.5
+    )
+    assert policy.encoding == EncodeOptions(
+        jpeg_quality=41,
+        webp_quality=42,
+        background=(1, 2, 3),
+        jpeg_progressive=False,
+        jpeg_subsampling="4:4:4",
+        upscale=False,
+    )
 
 
 def test_background_is_a_hex_colour(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ from pymager_tx.threads import Offload, immediate
 from pymager_tx.web import HttpPolicy, ImageAPI
 from tests.conftest import derivations
 from tests.fakes import ManualOffload
-from tests.images import FIXTURES, jpeg, opened, png, png_declaring, truncated_jpeg
+from tests.images import FIXTURES, RED, close_to, jpeg, opened, png, png_declaring, truncated_jpeg
 from tests.multipart import form
 from tests.results import failure_of, result_of
 
@@ -320,9 +320,34 @@ class TestDerived:
         assert content_length(head) == content_length(get) == str(len(get.body))
         assert content_length(head_first) == content_length(get)
 
+    def test_resize_modes_are_part_of_the_name(self, client: Client, log_events: list[LogEvent]) -> None:
+        # A 2:1 red picture, under an ID that ends like a mode name would.
+        client.put("/original/wide-pic", png((300, 150), RED))
+        crop = opened(client.request("GET", "/derived/wide-pic-100x100.png").body)
+        fit = client.request("GET", "/derived/wide-pic-100x100-fit.png")
+        pad = client.request("GET", "/derived/wide-pic-100x100-pad.PNG")
+        assert crop.size == (100, 100)
+        assert fit.code == pad.code == 200
+        assert opened(fit.body).size == (100, 50)  # inside 100x100, aspect kept
+        padded = opened(pad.body).convert("RGB")
+        assert padded.size == (100, 100)
+        assert padded.getpixel((50, 5)) == (255, 255, 255)  # the background, above the picture
+        assert close_to(padded.getpixel((50, 50)), RED, 4)
+        # Each mode is a rendition of its own, derived once.
+        assert client.request("GET", "/derived/wide-pic-100x100-fit.png").body == fit.body
+        assert sorted(derivations(log_events)) == [
+            "wide-pic-100x100-fit.png",
+            "wide-pic-100x100-pad.png",
+            "wide-pic-100x100.png",
+        ]
+
     @pytest.mark.parametrize(
         ("path", "status", "detail"),
         [
+            ("/derived/photo-100x100-fill.jpg", 404, "-fit.<ext>"),
+            ("/derived/photo-100x100-FIT.jpg", 404, ""),
+            ("/derived/photo-100x100-fit-pad.jpg", 404, ""),
+            ("/derived/photo-123x45-fit.jpg", 403, "allowed: "),
             ("/derived/photo.jpg", 404, "<ID>-<W>x<H>.<ext>"),
             ("/derived/photo-100x100", 404, "<ID>-<W>x<H>.<ext>"),
             ("/derived/photo-100x100.jpg.png", 404, ""),
