@@ -302,6 +302,7 @@ def run_servers(
             threads=pymager_threads(arguments),
             workers=arguments.pymager_workers,
             access_log=arguments.pymager_access_log,
+            memory_cache_bytes=arguments.pymager_memory_cache_bytes,
         )
         thumbor = servers.start_thumbor(
             directory / "thumbor",
@@ -514,7 +515,14 @@ def report(
         "(a copy is made at <= 0.50).",
         f"pymager-tx: --workers {arguments.pymager_workers}, [images] threads = "
         f"{pymager_threads(arguments)} each, access log "
-        f"{'on' if arguments.pymager_access_log else 'off (as thumbor at --log-level warning)'}. "
+        f"{'on' if arguments.pymager_access_log else 'off (as thumbor at --log-level warning)'}, "
+        "memory cache "
+        + (
+            "at its default (64 MiB a process)"
+            if arguments.pymager_memory_cache_bytes is None
+            else f"{arguments.pymager_memory_cache_bytes} bytes a process"
+        )
+        + ". "
         "thumbor: --processes "
         f"{arguments.thumbor_processes}, ENGINE_THREADPOOL_SIZE = {arguments.thumbor_engine_threads}, "
         "PIL engine, file loader, no original storage, file result storage (unsafe URLs stored), "
@@ -597,6 +605,13 @@ def parse_arguments() -> argparse.Namespace:
         "--pymager-access-log",
         action="store_true",
         help="log every request (thumbor, at --log-level warning, logs none)",
+    )
+    parser.add_argument(
+        "--pymager-memory-cache-bytes",
+        type=int,
+        default=None,
+        help="[memory_cache] max_bytes of each pymager-tx process (default: the service's; "
+        "0 serves every warm request from storage, as thumbor does)",
     )
     parser.add_argument(
         "--thumbor-engine-threads", type=int, default=0, help="thumbor's ENGINE_THREADPOOL_SIZE"

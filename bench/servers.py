@@ -156,10 +156,16 @@ def _wait_ready(server: Server, path: str, timeout: float = 60.0) -> None:
 
 
 def start_pymager(
-    directory: Path, sizes: list[str], threads: int, workers: int = 1, access_log: bool = True
+    directory: Path,
+    sizes: list[str],
+    threads: int,
+    workers: int = 1,
+    access_log: bool = True,
+    memory_cache_bytes: int | None = None,
 ) -> Server:
     """twistd pymager from this checkout, with the bench venv's twistd:
-    workers processes on one socket, each with threads image threads."""
+    workers processes on one socket, each with threads image threads and
+    memory_cache_bytes of derived images held in memory (None: the default)."""
     port = free_port()
     config = directory / "pymager.toml"
     quoted = ", ".join(f'"{size}"' for size in sizes)
@@ -167,7 +173,8 @@ def start_pymager(
         f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\n'
         f"workers = {workers}\naccess_log = {str(access_log).lower()}\n"
         f'[storage]\ndata_directory = "{directory / "data"}"\n'
-        f"[images]\nallowed_sizes = [{quoted}]\nthreads = {threads}\n",
+        f"[images]\nallowed_sizes = [{quoted}]\nthreads = {threads}\n"
+        + ("" if memory_cache_bytes is None else f"[memory_cache]\nmax_bytes = {memory_cache_bytes}\n"),
         encoding="utf-8",
     )
     twistd = str(Path(sys.executable).parent / "twistd")
