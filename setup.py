@@ -18,6 +18,9 @@ setup(
     python_requires=">=3.11",
     # twisted/plugins has no __init__.py on purpose: it extends Twisted's own
     # plugin package, where `twistd` finds the "pymager" command.
+    # The project root is the package root: an editable install then puts it on
+    # sys.path (a .pth file), where twistd finds twisted/plugins as well.
+    package_dir={"": "."},
     packages=[*find_packages(exclude=["tests", "tests.*", "bench", "bench.*"]), "twisted.plugins"],
     package_data={"twisted.plugins": ["pymager_plugin.py"]},
     install_requires=[

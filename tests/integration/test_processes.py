@@ -28,7 +28,7 @@ from twisted.web.client import HTTPConnectionPool
 from pymager_tx.db.database import Database, make_engine, sqlite_url
 from pymager_tx.threads import immediate
 from tests.images import BLUE, RED, close_to, jpeg, opened, png
-from tests.integration.test_twistd import REPOSITORY, Twistd, spawn
+from tests.integration.test_twistd import Twistd, spawn
 
 DERIVED = re.compile(r"Derived (\S+) \(")
 SIZES = ("100x100", "40x30", "800x600")
@@ -74,7 +74,7 @@ class Cluster:
         out, err, status = await getProcessOutputAndValue(
             sys.executable,
             ["-m", "pymager_tx.admin", "check", "--config", str(self.config)],
-            env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
+            env=dict(os.environ),
             path=str(self.directory),
         )
         return status, (out + err).decode()

@@ -22,7 +22,6 @@ from twisted.web.client import HTTPConnectionPool
 
 from tests.images import FIXTURES, opened
 
-REPOSITORY = Path(__file__).parents[2]
 TWISTD = str(Path(sys.executable).parent / "twistd")
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+)")
 
@@ -56,13 +55,13 @@ class Twistd(ProcessProtocol):
 
 def spawn(directory: Path, *arguments: str, protocol: Twistd | None = None) -> tuple[Twistd, Any]:
     protocol = protocol or Twistd()
-    # The checkout's code and plugin, whatever else is installed.
-    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY)}
+    # No PYTHONPATH: twistd must find the plugin as installed (the README's
+    # editable install puts the checkout on sys.path through a .pth file).
     process = reactor.spawnProcess(
         protocol,
         TWISTD,
         [TWISTD, "--nodaemon", "--pidfile=", "--logfile=-", "pymager", *arguments],
-        env=environment,
+        env=dict(os.environ),
         path=str(directory),
     )
     return protocol, process
