@@ -21,6 +21,7 @@ import os
 import sys
 from collections.abc import Sequence
 from contextlib import suppress
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
@@ -44,8 +45,17 @@ def worker_arguments(plugin_arguments: Sequence[str], number: int, log_file: str
     """The command line of worker number: this same twistd plugin, with
     the options that only the first process may act on left out."""
     twistd = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
-    log = "-" if log_file in (None, "-") else f"{log_file}.worker{number}"
+    log = "-" if log_file in (None, "-") else worker_log_file(log_file, number)
     return [*twistd, "--nodaemon", "--pidfile=", f"--logfile={log}", "pymager", *plugin_arguments]
+
+
+def worker_log_file(log_file: str, number: int) -> str:
+    """server.log -> server-worker1.log.  Not server.log.worker1: twistd
+    takes every server.log.<anything>.<digits> for one of server.log's own
+    rotated files, so the first process's rotation would trip over the
+    worker's and stop logging."""
+    path = Path(log_file)
+    return str(path.with_name(f"{path.stem}-worker{number}{path.suffix}"))
 
 
 class Workers(Service):

@@ -5,10 +5,12 @@ from pathlib import Path
 import pytest
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
+from twisted.python.logfile import LogFile
 from twisted.python.usage import UsageError
 
 from pymager_tx import tap
 from pymager_tx.server import PymagerService
+from pymager_tx.workers import worker_arguments
 
 TOKEN = "a-write-token-0123456789"
 
@@ -104,3 +106,27 @@ def test_a_worker_gets_the_settings_but_neither_the_wipe_nor_more_workers(
     assert worker.worker == 2
     assert not worker.settings.server.dev_mode
     assert worker.settings.storage.data_directory == tmp_path / "d"
+
+
+@pytest.mark.parametrize(
+    ("log_file", "worker_log"),
+    [("twistd.log", "twistd-worker2.log"), ("/var/log/pymager", "/var/log/pymager-worker2")],
+)
+def test_worker_logs_rotate_apart_from_the_first_process_log(
+    tmp_path: Path, log_file: str, worker_log: str
+) -> None:
+    arguments = worker_arguments(["--config=x"], 2, log_file)
+    assert f"--logfile={worker_log}" in arguments
+    # twistd's own rotation of the first process's log must not take the
+    # worker's rotated files for its own (it would stop logging for good).
+    main = LogFile(Path(log_file).name, str(tmp_path), rotateLength=10)
+    worker = LogFile(Path(worker_log).name, str(tmp_path), rotateLength=10)
+    for _ in range(3):
+        worker.write("w" * 20)
+    assert len(worker.listLogs()) >= 2
+    assert main.listLogs() == []
+    main.write("m" * 20)
+    main.write("m" * 20)
+    assert main.listLogs() == [1]
+    main.close()
+    worker.close()
