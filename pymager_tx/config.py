@@ -138,7 +138,8 @@ class ImageSettings(_Section):
     )
     max_animation_pixels: Annotated[int, Field(ge=1)] = Field(
         100_000_000,
-        description="Most frames x frame pixels of an animation kept; more: the first frame only",
+        description="Most frames x canvas pixels, and frames x derived pixels, of an animation kept; "
+        "more: the first frame only",
     )
     derivation_time_budget: Annotated[float, Field(gt=0)] = Field(
         20.0, description="Seconds a derivation may take before it is given up (422)"

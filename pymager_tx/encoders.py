@@ -9,7 +9,7 @@ colour profile (pixels are sRGB by then, which every viewer assumes).
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -60,9 +60,16 @@ def encode_animation(
     loop: int | None,
     output: ImageFormat,
     encoding: Encoding,
+    after_frame: Callable[[int], object] | None = None,
 ) -> bytes:
-    """loop: the source's loop count (0: forever); None: the source plays once."""
-    pictures = [ready_for(frame, output) for frame in frames]
+    """loop: the source's loop count (0: forever); None: the source plays once.
+    after_frame(index) is called as each frame is made ready (quantized, for
+    GIF), the costly part, so a caller can give up between frames."""
+    pictures = []
+    for index, frame in enumerate(frames):
+        pictures.append(ready_for(frame, output))
+        if after_frame is not None:
+            after_frame(index)
     params = _parameters(output, encoding)
     params.update(save_all=True, append_images=pictures[1:], duration=list(durations))
     if loop is not None:

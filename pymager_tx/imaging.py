@@ -21,46 +21,38 @@ frame; max_animation_pixels bounds the decoding work.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
-from io import BytesIO
 
-from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile
 
 from pymager_tx import geometry
 from pymager_tx.encoders import Encoding, encode_animation, encode_still, lossless_source
-from pymager_tx.errors import DerivationTooCostly, InvalidImage, PymagerError, TooManyPixels
 from pymager_tx.formats import ImageFormat, format_for_pillow, format_named
 from pymager_tx.geometry import Plan
+from pymager_tx.gif import gif_canvas
 from pymager_tx.model import DerivedSpec, Size
-from pymager_tx.pixels import (
-    eight_bit,
-    eight_bit_transparency_key,
-    flatten,
-    has_alpha,
-    pad,
-    resizable,
-    to_srgb,
-)
+from pymager_tx.pixels import eight_bit, flatten, has_alpha, pad, resizable, to_srgb
+from pymager_tx.untrusted import DecodeLimits, check_deadline, check_pixels, decoding, is_jpeg, opened
 
-MAX_JPEG_SCANS = 100
+__all__ = [
+    "DecodeLimits",
+    "EncodeOptions",
+    "ImageInfo",
+    "Rendered",
+    "make_working_copy",
+    "probe",
+    "render",
+    "working_copy_covers",
+    "worth_a_working_copy",
+]
+
 # Sources whose animations are kept, and the targets that can show them.
 _ANIMATED_SOURCES = frozenset({"GIF", "WEBP", "PNG"})
 _ANIMATED_TARGETS = frozenset({"GIF", "WEBP"})
 # A working copy is only worth making when it is at most this scale of the source.
 _WORKING_SCALE_LIMIT = 0.5
 _DEFAULT_FRAME_MS = 100
-
-
-@dataclass(frozen=True)
-class DecodeLimits:
-    max_pixels: int
-    decoders: tuple[str, ...]
-    max_frames: int = 500  # more frames than this: the first frame only
-    max_animation_pixels: int = 100_000_000  # frames x frame pixels of the source, likewise
-    time_budget: float | None = None  # seconds for one derivation (the caller sets render's deadline)
 
 
 @dataclass(frozen=True)
@@ -95,12 +87,12 @@ def probe(data: bytes, limits: DecodeLimits) -> ImageInfo:
     every byte), so truncated and corrupt files are refused here rather than
     when someone first asks for a thumbnail.
     """
-    with _opened(data, limits) as image:
+    with opened(data, limits) as image:
         assert image.format is not None
-        with _decoding():
+        with decoding():
             orientation = _orientation_before_decoding(image)
             stored = image.size  # before draft() shrinks it
-            if _is_jpeg(image):
+            if is_jpeg(image):
                 image.draft(None, (1, 1))
             image.load()
         width, height = geometry.upright_size(stored, orientation)
@@ -122,12 +114,13 @@ def render(
     time.monotonic() value, checked between stages and frames: past it,
     DerivationTooCostly.
     """
-    with _opened(data, limits) as image:
-        with _decoding():
+    with opened(data, limits) as image:
+        with decoding():
             orientation = _orientation_before_decoding(image)
-            animated = _animates(image, spec.output, limits)
         upright = geometry.upright_size(image.size, orientation)
         plan = geometry.plan(upright, spec.size, spec.mode, options.upscale)
+        with decoding():
+            animated = _animates(image, data, plan, spec.output, limits)
         encoding = _encoding(options, lossless_source(image, data))
         if animated:
             return _render_animation(
@@ -135,7 +128,7 @@ def render(
             )
         picture = _reduced(image, plan, orientation, deadline)
     picture = _finished(picture, plan, spec.output, options)
-    _check_deadline(deadline, "after resizing")
+    check_deadline(deadline, "after resizing")
     return Rendered(encode_still(picture, spec.output, encoding), spec.output, *picture.size)
 
 
@@ -160,8 +153,8 @@ def make_working_copy(
     render: the copy's own encoding is fixed, near-lossless.
     """
     wanted = list(sizes)
-    with _opened(data, limits) as image:
-        with _decoding():
+    with opened(data, limits) as image:
+        with decoding():
             orientation = _orientation_before_decoding(image)
             animated = image.format in _ANIMATED_SOURCES and bool(getattr(image, "is_animated", False))
         lossless = lossless_source(image, data)
@@ -220,12 +213,12 @@ def _reduced(image: ImageFile.ImageFile, plan: Plan, orientation: int, deadline:
     box = geometry.stored_box(plan.box, stored, orientation)
     size = geometry.stored_size(plan.size, orientation)
     icc = image.info.get("icc_profile")
-    with _decoding():
-        if _is_jpeg(image):
+    with decoding():
+        if is_jpeg(image):
             image.draft(None, geometry.draft_request(stored, plan.reduction))
         image.load()
-    _check_deadline(deadline, "after decoding")
-    with _decoding():
+    check_deadline(deadline, "after decoding")
+    with decoding():
         source = resizable(image)
         resized = source.resize(
             size,
@@ -264,10 +257,10 @@ def _render_animation(
     frames: list[Image.Image] = []
     durations: list[int] = []
     for index in range(_frame_count(image)):
-        with _decoding():
+        with decoding():
             image.seek(index)
             # A GIF frame may reach past the canvas, and Pillow grows the canvas.
-            _check_pixels(image.size, limits)
+            check_pixels(image.size, limits)
             whole = image.convert("RGBA")
             resized = whole.resize(
                 size, Image.Resampling.LANCZOS, box=box, reducing_gap=geometry.REDUCING_GAP
@@ -276,22 +269,40 @@ def _render_animation(
             frame = to_srgb(geometry.transpose(resized, orientation), icc)
         frames.append(_finished(frame, plan, output, options))
         durations.append(_duration(image.info.get("duration")))
-        _check_deadline(deadline, f"after frame {index + 1}")
-    data = encode_animation(frames, durations, loop if isinstance(loop, int) else None, output, encoding)
+        check_deadline(deadline, f"after frame {index + 1}")
+    data = encode_animation(
+        frames,
+        durations,
+        loop if isinstance(loop, int) else None,
+        output,
+        encoding,
+        after_frame=lambda index: check_deadline(deadline, f"encoding frame {index + 1}"),
+    )
     width, height = frames[0].size
     return Rendered(data, output, width, height)
 
 
-def _animates(image: ImageFile.ImageFile, output: ImageFormat, limits: DecodeLimits) -> bool:
-    """Whether to keep an animation: counted from the headers before any
-    frame is decoded (GIF: a scan of block lengths; WebP and APNG: declared)."""
+def _animates(
+    image: ImageFile.ImageFile, data: bytes, plan: Plan, output: ImageFormat, limits: DecodeLimits
+) -> bool:
+    """Whether to keep an animation, counted from the headers before any
+    frame is decoded (GIF: a scan of its blocks; WebP and APNG: declared,
+    and no frame may reach past their canvas).  Frames times the canvas
+    every frame covers bounds the decoding; frames times the output size,
+    the resizing and encoding; both must be within max_animation_pixels."""
     if output.pillow_name not in _ANIMATED_TARGETS or image.format not in _ANIMATED_SOURCES:
         return False
     if not getattr(image, "is_animated", False):
         return False
     frames = _frame_count(image)
-    width, height = image.size
-    return frames <= limits.max_frames and frames * width * height <= limits.max_animation_pixels
+    width, height = gif_canvas(data) if image.format == "GIF" else image.size
+    output_width, output_height = plan.output_size
+    return (
+        frames <= limits.max_frames
+        and width * height <= limits.max_pixels
+        and frames * width * height <= limits.max_animation_pixels
+        and frames * output_width * output_height <= limits.max_animation_pixels
+    )
 
 
 def _frame_count(image: Image.Image) -> int:
@@ -313,83 +324,6 @@ def _encoding(options: EncodeOptions, lossless: bool) -> Encoding:
     )
 
 
-# Opening untrusted data
-
-
-@contextmanager
-def _opened(data: bytes, limits: DecodeLimits) -> Iterator[ImageFile.ImageFile]:
-    if not data:
-        raise InvalidImage("the upload is empty")
-    accepted = ", ".join(limits.decoders)
-    try:
-        image = Image.open(BytesIO(data), formats=list(limits.decoders))
-    except UnidentifiedImageError:
-        raise InvalidImage(f"not an image in an accepted format ({accepted})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise TooManyPixels(f"the image declares more pixels than the limit of {limits.max_pixels}") from None
-    except Exception:
-        # Pillow reports bad headers with many exception types (SyntaxError,
-        # struct.error, ValueError, ...); all of them mean the same to a client.
-        raise InvalidImage("the image header is damaged or not understood") from None
-    with image:
-        _check_pixels(image.size, limits)
-        if _is_jpeg(image):
-            _check_scans(data)
-        eight_bit_transparency_key(image)
-        yield image
-
-
-def _check_pixels(size: tuple[int, int], limits: DecodeLimits) -> None:
-    """Refuse what declares too many pixels, by our own count: Pillow only
-    warns between its limit and twice it, and a warnings filter is process
-    state that this function must not depend on."""
-    width, height = size
-    if width < 1 or height < 1:
-        raise InvalidImage(f"the image declares an empty size {width}x{height}")
-    limit = limits.max_pixels
-    if Image.MAX_IMAGE_PIXELS is not None:
-        limit = min(limit, Image.MAX_IMAGE_PIXELS)
-    if width * height > limit:
-        raise TooManyPixels(f"the image is {width}x{height} = {width * height} pixels; the limit is {limit}")
-
-
-@contextmanager
-def _decoding() -> Iterator[None]:
-    """Turn any failure while decoding untrusted pixels into InvalidImage."""
-    try:
-        yield
-    except PymagerError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise TooManyPixels("the image expands to more pixels than allowed") from None
-    except Exception:
-        raise InvalidImage("the image data is truncated or corrupt") from None
-
-
-def _check_deadline(deadline: float | None, stage: str) -> None:
-    if deadline is not None and time.monotonic() > deadline:
-        raise DerivationTooCostly(f"deriving the image took longer than its time budget ({stage})")
-
-
-def _check_scans(data: bytes) -> None:
-    """Refuse a JPEG with more scans than any encoder writes.
-
-    Each progressive scan makes the decoder pass over the whole image again,
-    so a small file repeating one tiny scan thousands of times costs minutes
-    of CPU.  Counting start-of-scan markers over-counts at worst (the bytes
-    can occur inside metadata segments, never inside entropy-coded data),
-    which the generous limit absorbs: encoders write at most a dozen scans
-    per picture, a few pictures per file.
-    """
-    scans = data.count(b"\xff\xda")
-    if scans > MAX_JPEG_SCANS:
-        raise InvalidImage(f"the JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are accepted")
-
-
-def _is_jpeg(image: Image.Image) -> bool:
-    return image.format in ("JPEG", "MPO")
-
-
 def _orientation_before_decoding(image: ImageFile.ImageFile) -> int:
     """The EXIF orientation still to apply to image as Pillow decodes it.
 
@@ -397,7 +331,7 @@ def _orientation_before_decoding(image: ImageFile.ImageFile) -> int:
     size); anything else is decoded first, because some decoders apply the
     orientation themselves (Pillow's TIFF plugin turns the picture upright
     while loading and drops the tag), and PNG reads a late eXIf only then."""
-    if not _is_jpeg(image):
+    if not is_jpeg(image):
         image.load()
     return _orientation(image)
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import struct
+
 import pytest
 from PIL import Image
 
+from pymager_tx.encoders import Encoding, encode_animation
+from pymager_tx.errors import DerivationTooCostly
+from pymager_tx.formats import format_named
+from pymager_tx.gif import gif_canvas
 from pymager_tx.imaging import EncodeOptions, render
 from pymager_tx.model import ResizeMode
 from tests.images import (
@@ -23,6 +29,7 @@ from tests.images import (
 
 COLOURS = [RED, GREEN, BLUE]
 DURATIONS = [100, 200, 300]
+ENCODING = Encoding(jpeg_quality=85, jpeg_progressive=True, jpeg_subsampling="4:2:0", webp_quality=80)
 
 
 def animated(format: str, **params: object) -> bytes:
@@ -104,6 +111,61 @@ def test_past_the_budget_the_first_frame_only(budget: dict[str, int]) -> None:
 def test_exactly_at_the_budget_stays_animated() -> None:
     budget = limits(max_frames=3, max_animation_pixels=3 * 60 * 40)
     assert opened(render(animated("WEBP"), spec(30, 30, "webp"), budget, EncodeOptions()).data).n_frames == 3
+
+
+def test_the_output_counts_against_the_budget_too() -> None:
+    # 3 frames of 60x40 (7200 source pixels) enlarged: the output decides.
+    budget = limits(max_animation_pixels=3 * 100 * 100)
+    within = opened(render(animated("GIF"), spec(100, 100, "gif"), budget, EncodeOptions()).data)
+    past = opened(
+        render(
+            animated("GIF"),
+            spec(100, 100, "gif"),
+            limits(max_animation_pixels=3 * 100 * 100 - 1),
+            EncodeOptions(),
+        ).data
+    )
+    assert within.n_frames == 3
+    assert getattr(past, "n_frames", 1) == 1
+
+
+def late_frames_reaching_far(width: int, height: int) -> bytes:
+    """A 3-frame 16x16 GIF whose later frames declare width x height (the
+    shape of a small file that decodes to gigabytes)."""
+    data = animation("GIF", COLOURS, (16, 16))
+    descriptor = b",\x00\x00\x00\x00" + struct.pack("<HH", 16, 16)
+    first = data.index(descriptor)
+    head, tail = data[: first + len(descriptor)], data[first + len(descriptor) :]
+    return head + tail.replace(descriptor, b",\x00\x00\x00\x00" + struct.pack("<HH", width, height))
+
+
+def test_the_canvas_every_gif_frame_covers() -> None:
+    assert gif_canvas(animated("GIF")) == (60, 40)
+    assert gif_canvas(late_frames_reaching_far(8000, 7999)) == (8000, 7999)
+    assert gif_canvas(late_frames_reaching_far(8000, 7999)[:-40]) == (8000, 7999)  # truncated
+
+
+def test_later_gif_frames_count_at_the_size_they_declare() -> None:
+    # 3 x 8000x7999 is far past the budget though each frame is within
+    # max_pixels: the first frame only, and no large frame is decoded.
+    hostile = late_frames_reaching_far(8000, 7999)
+    image = opened(render(hostile, spec(30, 30, "gif"), LIMITS, EncodeOptions()).data)
+    assert getattr(image, "n_frames", 1) == 1
+    assert close_to(image.convert("RGB").getpixel((20, 20)), RED)
+
+
+def test_encoding_can_be_given_up_between_frames() -> None:
+    frames = [Image.new("RGB", (20, 20), colour) for colour in COLOURS]
+    seen: list[int] = []
+
+    def after_frame(index: int) -> None:
+        seen.append(index)
+        if index == 1:
+            raise DerivationTooCostly("past the budget")
+
+    with pytest.raises(DerivationTooCostly):
+        encode_animation(frames, DURATIONS, 0, format_named("gif"), ENCODING, after_frame)
+    assert seen == [0, 1]
 
 
 def test_orientation_applies_to_every_frame() -> None:
