@@ -60,8 +60,10 @@ from pymager_tx.db.repository import (
 )
 from pymager_tx.errors import (
     BlobNotFound,
+    DerivationTooCostly,
     ImageIdTaken,
     ImageNotFound,
+    InvalidImage,
     SizeNotAllowed,
     StorageUnavailable,
     Unavailable,
@@ -92,6 +94,7 @@ from pymager_tx.model import (
     parse_derived_name,
 )
 from pymager_tx.peers import POLL_FIRST, POLL_MOST, Peers
+from pymager_tx.refusals import RecentRefusals
 from pymager_tx.rendition_cache import Mark, RenditionCache
 from pymager_tx.storage import IBlobStore
 from pymager_tx.storage.keys import derived_key, derived_prefix, original_key
@@ -147,6 +150,7 @@ class ImageService:
         clock: Callable[[], datetime] = _utcnow,
         peers: Peers | None = None,
         cache: RenditionCache | None = None,
+        refusals: RecentRefusals | None = None,
     ) -> None:
         self._database = database
         self._blobs = blobs
@@ -155,6 +159,7 @@ class ImageService:
         self._clock = clock
         self._peers = peers or Peers.alone()
         self._cache = cache or RenditionCache(max_bytes=0, max_item_bytes=0, poll_seconds=0)
+        self._refusals = refusals if refusals is not None else RecentRefusals()
         # IDs whose upload this process is carrying out right now.
         self._uploading: set[str] = set()
         self._derivations: InFlight[tuple[str, str, str], StoredImage] = InFlight()
@@ -282,12 +287,20 @@ class ImageService:
             stored = await self._read_derived(lookup.derived, with_body)
             if stored is not None:
                 return self._remember(stored, mark)
+        rendition = (original.image_id, original.generation, spec.variant)
+        refused = self._refusals.recall(rendition)
+        if refused is not None:
+            raise refused
         # Everyone asking for this rendition of this upload meanwhile shares
         # one derivation, and each gets a Deferred of its own.
-        stored = await self._derivations.run(
-            (original.image_id, original.generation, spec.variant),
-            lambda: Deferred.fromCoroutine(self._derive(original, spec)),
-        )
+        try:
+            stored = await self._derivations.run(
+                rendition, lambda: Deferred.fromCoroutine(self._derive(original, spec))
+            )
+        except (InvalidImage, DerivationTooCostly) as error:
+            # Refused for what the source is: it would be refused again.
+            self._refusals.remember(rendition, error)
+            raise
         return self._remember(stored, mark)
 
     async def load_derived(self, image_id: ImageId, spec: DerivedSpec, stored: StoredImage) -> StoredImage:

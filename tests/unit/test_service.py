@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Coroutine
+from dataclasses import replace
 from io import BytesIO
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ from pymager_tx.db.database import Database
 from pymager_tx.db.repository import claim_original_txn, forget_derived_txn, status_of_txn
 from pymager_tx.epoch import Epoch, LocalEpoch, SharedEpoch
 from pymager_tx.errors import (
+    DerivationTooCostly,
     DerivedNameInvalid,
     ImageIdTaken,
     ImageNotFound,
@@ -28,6 +30,7 @@ from pymager_tx.errors import (
 from pymager_tx.formats import default_decoders
 from pymager_tx.imaging import DecodeLimits, EncodeOptions
 from pymager_tx.model import DerivedRecord, ImageId, OriginalStatus, Size
+from pymager_tx.refusals import RecentRefusals
 from pymager_tx.rendition_cache import RenditionCache
 from pymager_tx.service import ImagePolicy, ImageService, StoredImage
 from pymager_tx.storage.filesystem import FilesystemBlobStore
@@ -439,6 +442,71 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+class TestRefusedDerivations:
+    """A derivation refused for its source is answered at once for a while."""
+
+    def test_are_remembered_per_upload_for_a_while(
+        self, database: Database, blobs: FilesystemBlobStore
+    ) -> None:
+        # A time budget no derivation can meet: every render is refused.
+        policy = replace(POLICY, limits=replace(POLICY.limits, time_budget=1e-9))
+        imaging, clock = ManualOffload(), Clock()
+        service = ImageService(database, blobs, imaging, policy, refusals=RecentRefusals(60, clock=clock))
+
+        def attempt() -> Deferred[StoredImage]:
+            image_id, spec = service.derived_request("photo-100x100.jpg")
+            attempt = run(service.fetch_derived(image_id, spec))
+            imaging.run_all()
+            return attempt
+
+        upload = run(service.store_original(PHOTO, jpeg((400, 300))))
+        imaging.run_all()
+        result_of(upload)
+        failure_of(attempt()).trap(DerivationTooCostly)
+        renders = imaging.calls
+        failure_of(attempt()).trap(DerivationTooCostly)
+        assert imaging.calls == renders  # refused again without rendering
+        clock.now = 61
+        failure_of(attempt()).trap(DerivationTooCostly)
+        assert imaging.calls == renders + 1  # forgotten: tried once more
+        # A new upload under the ID is another source: tried afresh.
+        result_of(run(service.delete_original(PHOTO)))
+        upload = run(service.store_original(PHOTO, jpeg((400, 300))))
+        imaging.run_all()
+        result_of(upload)
+        calls = imaging.calls
+        failure_of(attempt()).trap(DerivationTooCostly)
+        assert imaging.calls == calls + 1
+
+    def test_unavailable_storage_is_not_remembered(
+        self, database: Database, blobs: FilesystemBlobStore
+    ) -> None:
+        service = make_service(database, blobs)
+        result_of(run(service.store_original(PHOTO, jpeg((400, 300)))))
+        image_id, spec = service.derived_request("photo-100x100.jpg")
+        blocker = blobs.root / "derived"
+        blocker.write_bytes(b"a file where a directory must go")
+        failure_of(run(service.fetch_derived(image_id, spec))).trap(StorageUnavailable)
+        blocker.unlink()
+        assert opened(derived(service, "photo-100x100.jpg").data or b"").size == (100, 100)
+
+
+class TestRecentRefusals:
+    def test_bounded_oldest_out_first(self) -> None:
+        refusals = RecentRefusals(60, max_entries=2)
+        for key in "abc":
+            refusals.remember(key, InvalidImage(key))
+        assert len(refusals) == 2
+        assert refusals.recall("a") is None
+        recalled = refusals.recall("c")
+        assert isinstance(recalled, InvalidImage) and recalled.detail == "c"
+
+    def test_zero_seconds_remembers_nothing(self) -> None:
+        refusals = RecentRefusals(0)
+        refusals.remember("a", InvalidImage("a"))
+        assert refusals.recall("a") is None
 
 
 class TestDerivedInMemory:
