@@ -27,7 +27,7 @@ from twisted.web.server import Request, Site
 
 from pymager_tx.auth import WriteTokens, challenge
 from pymager_tx.errors import Unauthorized, UploadTooLarge
-from pymager_tx.problems import BAD_REQUEST, PROBLEMS, Problem, problem_body
+from pymager_tx.problems import BAD_REQUEST, METHOD_NOT_ALLOWED, PROBLEMS, Problem, problem_body
 
 _LINGER_SECONDS = 5.0
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -114,6 +114,20 @@ class BodyLimitedRequest(Request):
             self._refuse(PROBLEMS[UploadTooLarge], detail)
             return
         self._body.write(data)
+
+    def process(self) -> None:
+        if self.path == b"*" and self.method != b"OPTIONS":
+            # Twisted answers these with an empty 405; every refusal here
+            # is a problem document.
+            body = problem_body(METHOD_NOT_ALLOWED, "only OPTIONS applies to the server as a whole (*)")
+            self.setResponseCode(METHOD_NOT_ALLOWED.status)
+            self.setHeader(b"Allow", b"OPTIONS")
+            self.setHeader(b"Content-Type", b"application/problem+json")
+            self.setHeader(b"Content-Length", b"%d" % len(body))
+            self.write(body)
+            self.finish()
+            return
+        super().process()
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         if self._refused:

@@ -208,3 +208,20 @@ def test_malformed_http_gets_a_problem_document(request_bytes: bytes) -> None:
     assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
     assert problem(answer)["status"] == 400
     assert connection.transport.disconnecting
+
+
+@pytest.mark.parametrize("method", [b"GET", b"HEAD", b"DELETE"])
+def test_a_request_for_the_whole_server_is_options_only(method: bytes) -> None:
+    connection = Connection()
+    connection.send(method + b" * HTTP/1.1\r\nHost: h\r\n\r\n")
+    answer = connection.answer
+    assert answer.startswith(b"HTTP/1.1 405 Method Not Allowed\r\n")
+    assert b"\r\nAllow: OPTIONS\r\n" in answer
+    if method != b"HEAD":
+        assert problem(answer)["status"] == 405
+
+
+def test_options_for_the_whole_server_is_answered() -> None:
+    connection = Connection()
+    connection.send(b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert connection.answer.startswith(b"HTTP/1.1 200 OK\r\n")
