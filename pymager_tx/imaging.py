@@ -33,7 +33,15 @@ from pymager_tx.geometry import Plan
 from pymager_tx.gif import gif_canvas
 from pymager_tx.model import DerivedSpec, Size
 from pymager_tx.pixels import eight_bit, flatten, has_alpha, pad, resizable, to_srgb
-from pymager_tx.untrusted import DecodeLimits, check_deadline, check_pixels, decoding, is_jpeg, opened
+from pymager_tx.untrusted import (
+    DecodeLimits,
+    check_deadline,
+    check_pixels,
+    decoding,
+    is_jpeg,
+    opened,
+    pixel_limit,
+)
 
 __all__ = [
     "DecodeLimits",
@@ -299,7 +307,7 @@ def _animates(
     output_width, output_height = plan.output_size
     return (
         frames <= limits.max_frames
-        and width * height <= limits.max_pixels
+        and width * height <= pixel_limit(limits)
         and frames * width * height <= limits.max_animation_pixels
         and frames * output_width * output_height <= limits.max_animation_pixels
     )

@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from twisted.web.iweb import IRequest
+
 from pymager_tx import errors
 
 
@@ -62,3 +64,13 @@ def problem_body(problem: Problem, detail: str) -> bytes:
         "detail": detail,
     }
     return json.dumps(document).encode("utf-8")
+
+
+def answer_with_problem(request: IRequest, problem: Problem, detail: str) -> bytes:
+    """Set request's status and headers for problem; the body to send."""
+    request.setResponseCode(problem.status)
+    request.setHeader(b"Content-Type", b"application/problem+json")
+    request.setHeader(b"Cache-Control", b"no-store")
+    body = problem_body(problem, detail)
+    request.setHeader(b"Content-Length", b"%d" % len(body))
+    return body

@@ -27,7 +27,14 @@ from twisted.web.server import Request, Site
 
 from pymager_tx.auth import WriteTokens, challenge
 from pymager_tx.errors import Unauthorized, UploadTooLarge
-from pymager_tx.problems import BAD_REQUEST, METHOD_NOT_ALLOWED, PROBLEMS, Problem, problem_body
+from pymager_tx.problems import (
+    BAD_REQUEST,
+    METHOD_NOT_ALLOWED,
+    PROBLEMS,
+    Problem,
+    answer_with_problem,
+    problem_body,
+)
 
 _LINGER_SECONDS = 5.0
 FORM_OVERHEAD_BYTES = 64 * 1024
@@ -119,12 +126,9 @@ class BodyLimitedRequest(Request):
         if self.path == b"*" and self.method != b"OPTIONS":
             # Twisted answers these with an empty 405; every refusal here
             # is a problem document.
-            body = problem_body(METHOD_NOT_ALLOWED, "only OPTIONS applies to the server as a whole (*)")
-            self.setResponseCode(METHOD_NOT_ALLOWED.status)
+            detail = "only OPTIONS applies to the server as a whole (*)"
             self.setHeader(b"Allow", b"OPTIONS")
-            self.setHeader(b"Content-Type", b"application/problem+json")
-            self.setHeader(b"Content-Length", b"%d" % len(body))
-            self.write(body)
+            self.write(answer_with_problem(self, METHOD_NOT_ALLOWED, detail))
             self.finish()
             return
         super().process()

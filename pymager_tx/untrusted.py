@@ -64,11 +64,16 @@ def check_pixels(size: tuple[int, int], limits: DecodeLimits) -> None:
     width, height = size
     if width < 1 or height < 1:
         raise InvalidImage(f"the image declares an empty size {width}x{height}")
-    limit = limits.max_pixels
-    if Image.MAX_IMAGE_PIXELS is not None:
-        limit = min(limit, Image.MAX_IMAGE_PIXELS)
+    limit = pixel_limit(limits)
     if width * height > limit:
         raise TooManyPixels(f"the image is {width}x{height} = {width * height} pixels; the limit is {limit}")
+
+
+def pixel_limit(limits: DecodeLimits) -> int:
+    """The most pixels one picture may have: ours, or Pillow's if lower."""
+    if Image.MAX_IMAGE_PIXELS is None:
+        return limits.max_pixels
+    return min(limits.max_pixels, Image.MAX_IMAGE_PIXELS)
 
 
 @contextmanager

@@ -35,7 +35,7 @@ from pymager_tx.problems import (
     NOT_IMPLEMENTED,
     UNAVAILABLE,
     Problem,
-    problem_body,
+    answer_with_problem,
     problem_for,
 )
 from pymager_tx.service import ImageService, StoredImage
@@ -77,7 +77,7 @@ class ImageAPI:
 
     def resource(self) -> IResource:
         """The root resource to serve."""
-        return _StrictPaths(self.app.resource(), self._problem)
+        return _StrictPaths(self.app.resource())
 
     # Originals
 
@@ -135,11 +135,11 @@ class ImageAPI:
         except Unavailable as error:
             self.log.warn("Health check failed: {reason}", reason=error.reason)
             request.setHeader(b"Retry-After", b"%d" % error.retry_after)
-            return self._problem(request, problem_for(error), error.detail)
+            return answer_with_problem(request, problem_for(error), error.detail)
         except Exception:
             self.log.failure("Health check failed")
             request.setHeader(b"Retry-After", b"%d" % Unavailable.retry_after)
-            return self._problem(request, UNAVAILABLE, "the metadata database does not answer")
+            return answer_with_problem(request, UNAVAILABLE, "the metadata database does not answer")
         request.setHeader(b"Cache-Control", b"no-store")
         return _json(request, {"status": "ok"})
 
@@ -175,14 +175,6 @@ class ImageAPI:
             host += f":{getattr(address, 'port', 80)}"
         return f"{scheme}://{host}{path}"
 
-    def _problem(self, request: IRequest, problem: Problem, detail: str) -> bytes:
-        request.setResponseCode(problem.status)
-        request.setHeader(b"Content-Type", b"application/problem+json")
-        request.setHeader(b"Cache-Control", b"no-store")
-        body = problem_body(problem, detail)
-        request.setHeader(b"Content-Length", b"%d" % len(body))
-        return body
-
     # Errors, most specific first: Klein tries handlers in this order.
 
     @app.handle_errors(PymagerError)
@@ -199,11 +191,11 @@ class ImageAPI:
                 reason=error.reason,
             )
             request.setHeader(b"Retry-After", b"%d" % error.retry_after)
-        return self._problem(request, problem_for(error), error.detail)
+        return answer_with_problem(request, problem_for(error), error.detail)
 
     @app.handle_errors(NotFound)
     def unknown_path(self, request: IRequest, failure: Failure) -> bytes:
-        return self._problem(request, NOT_FOUND, "nothing is served at this path")
+        return answer_with_problem(request, NOT_FOUND, "nothing is served at this path")
 
     @app.handle_errors(MethodNotAllowed)
     def wrong_method(self, request: IRequest, failure: Failure) -> bytes:
@@ -212,7 +204,7 @@ class ImageAPI:
         allowed = sorted(error.valid_methods or ())
         request.setHeader(b"Allow", ", ".join(allowed).encode("ascii"))
         method = request.method.decode("ascii", "replace")
-        return self._problem(
+        return answer_with_problem(
             request, METHOD_NOT_ALLOWED, f"{method} is not allowed here; allowed: {', '.join(allowed)}"
         )
 
@@ -224,7 +216,7 @@ class ImageAPI:
         for name, value in error.get_response().headers:
             if name.lower() not in ("content-type", "content-length"):
                 request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
-        return self._problem(request, *_routing_problem(error))
+        return answer_with_problem(request, *_routing_problem(error))
 
     @app.handle_errors(Exception)
     def unexpected(self, request: IRequest, failure: Failure) -> bytes:
@@ -234,7 +226,8 @@ class ImageAPI:
             method=request.method.decode("ascii", "replace"),
             uri=request.uri.decode("ascii", "replace"),
         )
-        return self._problem(request, INTERNAL_ERROR, "an unexpected error occurred; it has been logged")
+        detail = "an unexpected error occurred; it has been logged"
+        return answer_with_problem(request, INTERNAL_ERROR, detail)
 
 
 class _StrictPaths(Resource):
@@ -245,33 +238,33 @@ class _StrictPaths(Resource):
 
     isLeaf = True
 
-    def __init__(self, wrapped: IResource, problem: Any) -> None:
+    def __init__(self, wrapped: IResource) -> None:
         super().__init__()
         self._wrapped = wrapped
-        self._problem = problem
 
     def render(self, request: IRequest) -> Any:
         if request.method not in _METHODS:
             # Methods are case-sensitive; Werkzeug would route "post" as POST.
             method = request.method.decode("ascii", "backslashreplace")
-            return self._problem(
+            return answer_with_problem(
                 request, NOT_IMPLEMENTED, f"the method {method!r} is not one this server knows"
             )
         hosts = request.requestHeaders.getRawHeaders(b"host", [])
         if len(hosts) > 1 or (not hosts and getattr(request, "clientproto", None) == b"HTTP/1.1"):
-            return self._problem(request, BAD_REQUEST, "an HTTP/1.1 request has exactly one Host header")
+            detail = "an HTTP/1.1 request has exactly one Host header"
+            return answer_with_problem(request, BAD_REQUEST, detail)
         try:
             unquote_to_bytes(request.path).decode("utf-8")
             (request.getHeader(b"host") or b"").decode("utf-8")
         except UnicodeDecodeError:
             detail = "the URL path (percent-decoded) and the Host header must be UTF-8"
-            return self._problem(request, BAD_REQUEST, detail)
+            return answer_with_problem(request, BAD_REQUEST, detail)
         if b"//" in request.path:
-            return self._problem(request, NOT_FOUND, "nothing is served at this path")
+            return answer_with_problem(request, NOT_FOUND, "nothing is served at this path")
         try:
             return self._wrapped.render(request)
         except HTTPException as error:  # raised while binding the URL map
-            return self._problem(request, *_routing_problem(error))
+            return answer_with_problem(request, *_routing_problem(error))
 
 
 def _routing_problem(error: HTTPException) -> tuple[Problem, str]:
