@@ -89,6 +89,17 @@ class StorageFull(StorageUnavailable):
     retry_after = 60
 
 
+class OutOfMemory(Unavailable):
+    """The process ran out of memory on this image: a condition of the
+    server at this moment, not a fault of the image, so never remembered."""
+
+
+class DerivationPending(Unavailable):
+    """Another process claimed this derivation and has not finished it within
+    the time a derivation may take; asking again later finds it done or
+    taken over."""
+
+
 class BlobNotFound(Exception):
     """Storage holds nothing under this key (an internal condition, not a client error)."""
 

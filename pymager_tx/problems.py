@@ -39,6 +39,8 @@ PROBLEMS: dict[type[errors.PymagerError], Problem] = {
     errors.DatabaseUnavailable: Problem(503, "database-unavailable", "Database unavailable"),
     errors.StorageFull: Problem(503, "storage-full", "Storage full"),
     errors.StorageUnavailable: Problem(503, "storage-unavailable", "Storage unavailable"),
+    errors.OutOfMemory: Problem(503, "out-of-memory", "Out of memory"),
+    errors.DerivationPending: Problem(503, "derivation-pending", "Derivation not finished"),
 }
 
 BAD_REQUEST = Problem(400, "bad-request", "Bad request")
