@@ -215,8 +215,8 @@ class MemoryCacheSettings(_Section):
     poll_seconds: Annotated[float, Field(ge=0)] = Field(
         1.0,
         description="How often each process asks the database whether anything was deleted: "
-        "how long a delete made on another machine can go unseen (on this machine it is seen "
-        "at once); 0: ask on every request",
+        "how long a delete made on another machine can go unseen while polls succeed (twice "
+        "this at most when they fail; on this machine it is seen at once); 0: ask on every request",
     )
 
 

@@ -2,15 +2,16 @@
 Compare the metadata with the stored files, and repair what disagrees.
 
 Safe while the service runs: what a live process holds (a pending upload, a
-claimed derivation) is left to it, and a file that looks orphaned is checked
-against the database again after the listing, so an upload or derivation
-that finished meanwhile is not taken for garbage.  At worst a repair races a
-new derivation of the same rendition, which is then derived again.
+claimed derivation) is left to it; the files are listed between two
+snapshots of the database, so an upload or derivation that finished
+meanwhile is not taken for garbage; and repair looks at each finding again
+before it acts, acting only on the very upload (its generation) the check
+saw, so a delete and re-upload in between keeps the new upload.
 """
 
 from __future__ import annotations
 
-from contextlib import suppress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -20,28 +21,39 @@ from twisted.python.failure import Failure
 
 from pymager_tx.db.database import Database
 from pymager_tx.db.repository import (
-    Claim,
     StoreIndex,
+    claims_txn,
     forget_derived_key_txn,
+    names_blob_txn,
     store_index_txn,
     unfinished_txn,
 )
-from pymager_tx.errors import BlobNotFound, ImageNotFound
 from pymager_tx.model import ImageId, OriginalStatus
 from pymager_tx.peers import Peers
-from pymager_tx.service import ImageService
+from pymager_tx.service import ImageService, claimed_key
 from pymager_tx.storage import IBlobStore
-from pymager_tx.storage.keys import derived_key
 
 T = TypeVar("T")
 log = Logger()
 _TOP_LEVELS = ("originals", "derived")
 
 
+@dataclass(frozen=True)
+class LostOriginal:
+    """A ready upload whose file the listing did not find."""
+
+    image_id: str
+    generation: str
+    blob_key: str
+
+    def __str__(self) -> str:
+        return self.image_id
+
+
 @dataclass
 class Report:
     orphan_files: list[str] = field(default_factory=list)  # files no row refers to
-    missing_originals: list[str] = field(default_factory=list)  # IDs of ready rows without a file
+    missing_originals: list[LostOriginal] = field(default_factory=list)  # ready rows without a file
     missing_derived: list[str] = field(default_factory=list)  # keys of derived rows without a file
     unfinished: list[str] = field(default_factory=list)  # IDs left pending or deleting by dead processes
     dead_claims: list[str] = field(default_factory=list)  # derivations claimed by dead processes
@@ -51,7 +63,7 @@ class Report:
         return not any(vars(self).values())
 
     def lines(self) -> list[str]:
-        described = [
+        described: list[tuple[str, Sequence[object]]] = [
             ("orphan file", self.orphan_files),
             ("original without its file", self.missing_originals),
             ("derived image without its file", self.missing_derived),
@@ -61,30 +73,33 @@ class Report:
         return [f"{what}: {item}" for what, items in described for item in items]
 
 
-def _claim_key(claim: Claim) -> str:
-    return derived_key(ImageId(claim.image_id), claim.generation, claim.variant)
-
-
 async def check(database: Database, blobs: IBlobStore, peers: Peers) -> Report:
+    """Compare the database with the stored files.  A listing that fails
+    fails the check (StorageUnavailable): a directory it could not read
+    would otherwise make every original in it look lost."""
     report = Report()
-    before = await database.read(store_index_txn, _claim_key)
+    # Each index is one snapshot of the database (Database.read).
+    before = await database.read(store_index_txn, claimed_key)
     stored: set[str] = set()
     for top in _TOP_LEVELS:
         stored.update(await blobs.keys(top))
-    after = await database.read(store_index_txn, _claim_key)
+    after = await database.read(store_index_txn, claimed_key)
+    # A file is written only after the row or claim that names it exists,
+    # and named by one writer only (storage.keys): a file listed before the
+    # second snapshot that the snapshot does not name is garbage for good.
     for key in sorted(stored):
         if not after.references(key) and not await _claimed_by_the_living(after, key, peers):
             report.orphan_files.append(key)
-    for key, image_id in sorted(before.ready_originals.items()):
+    for key, (image_id, generation) in sorted(before.ready_originals.items()):
         if key not in stored and key in after.ready_originals:
-            report.missing_originals.append(image_id)
+            report.missing_originals.append(LostOriginal(image_id, generation, key))
     for key in sorted(before.derived):
         if key not in stored and key in after.derived:
             report.missing_derived.append(key)
-    for removal in await database.read(unfinished_txn):
-        pending = removal.original.status is OriginalStatus.PENDING
-        if not (pending and await peers.alive(removal.owner)):
-            report.unfinished.append(removal.original.image_id)
+    for state in await database.read(unfinished_txn):
+        pending = state.status is OriginalStatus.PENDING
+        if not (pending and await peers.alive(state.owner)):
+            report.unfinished.append(state.image_id)
     for key, claim in sorted(after.claimed.items()):
         if not await peers.alive(claim.owner):
             report.dead_claims.append(key)
@@ -100,21 +115,31 @@ async def repair(report: Report, service: ImageService, database: Database, blob
     """Make storage and metadata agree again.  Unfinished work and dead
     claims are finished as start-up recovery does; a lost original is
     forgotten, so its ID can be uploaded again; a lost derived image is
-    forgotten, so it is derived again when asked for."""
+    forgotten, so it is derived again when asked for.  Each is looked at
+    again first, and forgotten only as the very upload the check saw."""
     await service.recover()
     for key in report.orphan_files:
+        if await _named(database, key):
+            continue
         log.info("Removing orphan file {key}", key=key)
         await blobs.delete(key)
-    for image_id in report.missing_originals:
-        log.warn("Forgetting original {image_id}, whose file is lost", image_id=image_id)
-        with suppress(ImageNotFound):  # deleted meanwhile
-            await service.delete_original(ImageId(image_id))
+    for lost in report.missing_originals:
+        if await blobs.exists(lost.blob_key):
+            log.warn("The file of original {image_id} is there after all; keeping it", image_id=lost.image_id)
+            continue
+        if await service.forget_lost_original(ImageId(lost.image_id), lost.generation):
+            log.warn("Forgot original {image_id}, whose file is lost", image_id=lost.image_id)
     for key in report.missing_derived:
-        try:
-            await blobs.get(key)
-        except BlobNotFound:
+        if not await blobs.exists(key):
             log.info("Forgetting derived image {key}, whose file is lost", key=key)
             await database.transact(forget_derived_key_txn, key)
+
+
+async def _named(database: Database, key: str) -> bool:
+    """Whether a row or a claim names key now."""
+    if await database.read(names_blob_txn, key):
+        return True
+    return any(claimed_key(claim) == key for claim in await database.read(claims_txn))
 
 
 def check_store(

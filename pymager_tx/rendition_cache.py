@@ -13,7 +13,8 @@ begun anywhere since its row was last checked.  Two signals tell:
 
 An entry is served only while both are what they were when its row was
 checked, and while the poll is current: if polling stops (the database is
-away), entries stop being served after three missed polls.  An entry that
+away), entries stop being served once the last answer is two polls old, so
+a deletion anywhere is seen within two poll intervals whatever happens.  An entry that
 may be stale is checked again on its next request; a check that finds the
 same row serves the held bytes again without reading the file.
 
@@ -31,8 +32,11 @@ from pymager_tx.epoch import Epoch, LocalEpoch
 from pymager_tx.model import DerivedRecord
 
 Key = tuple[str, str]  # image ID, variant
-# Polls that may be missed before entries stop being served.
-_MISSED_POLLS = 3
+# Entries stop being served once the last poll's answer is this many poll
+# intervals old: one interval is the normal age of an answer, the second
+# allows for a slow poll, and together they bound how long a deletion made
+# on another machine can go unseen.
+_POLLS_OF_AGE = 2
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ class RenditionCache:
     def _current(self, checked: Mark) -> bool:
         if self.poll_seconds <= 0 or checked.removals is None:
             return False
-        if self._clock() - self._heard_at >= _MISSED_POLLS * self.poll_seconds:
+        if self._clock() - self._heard_at >= _POLLS_OF_AGE * self.poll_seconds:
             return False
         return checked.removals == self._removals and checked.epoch == self.epoch.read()
 

@@ -30,14 +30,18 @@ from datetime import UTC, datetime
 from uuid import uuid4
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from pymager_tx.db.database import Database
 from pymager_tx.db.repository import (
     Claim,
     ClaimOutcome,
+    Recorded,
     Removal,
+    RowState,
     abandon_upload_txn,
     begin_removal_txn,
     claim_derivation_txn,
@@ -45,21 +49,24 @@ from pymager_tx.db.repository import (
     claims_txn,
     find_original_txn,
     forget_derived_txn,
+    forget_lost_original_txn,
     forget_original_txn,
     lookup_derived_txn,
     mark_original_ready_txn,
+    names_blob_txn,
     ping_txn,
     record_derived_txn,
     release_claim_txn,
     removal_count_txn,
-    removal_txn,
     renew_claim_txn,
-    settle_claim_txn,
-    status_of_txn,
+    resume_removal_txn,
+    row_state_txn,
+    take_over_claim_txn,
     unfinished_txn,
 )
 from pymager_tx.errors import (
     BlobNotFound,
+    DerivationPending,
     DerivationTooCostly,
     ImageIdTaken,
     ImageNotFound,
@@ -134,6 +141,10 @@ class StoredImage:
     checked: Mark | None = None
 
 
+# Seconds a derivation may take when the policy sets no time budget.
+_DEFAULT_BUDGET = 20.0
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -160,7 +171,9 @@ class ImageService:
         self._peers = peers or Peers.alone()
         self._cache = cache or RenditionCache(max_bytes=0, max_item_bytes=0, poll_seconds=0)
         self._refusals = refusals if refusals is not None else RecentRefusals()
-        # IDs whose upload this process is carrying out right now.
+        # Generations of the uploads this process is carrying out right now,
+        # registered before their pending row exists: a pending row of ours
+        # whose generation is not here was abandoned.
         self._uploading: set[str] = set()
         self._derivations: InFlight[tuple[str, str, str], StoredImage] = InFlight()
 
@@ -172,14 +185,15 @@ class ImageService:
                 f"the image is {len(data)} bytes; the limit is {self.policy.max_upload_bytes}"
             )
         # Cheap early answer for the common conflict; the claim below decides.
-        status = await self._database.read(status_of_txn, image_id.value)
-        if status is OriginalStatus.DELETING:
-            # A deletion that failed half-way: finish it, then take the ID.
-            await self._resume_removal(image_id)
-        elif status is OriginalStatus.PENDING:
-            await self._take_over_abandoned_upload(image_id)
-        elif status is not None:
-            raise _taken(image_id)
+        state = await self._database.read(row_state_txn, image_id.value)
+        if state is not None:
+            if state.status is OriginalStatus.DELETING:
+                # A deletion that failed half-way: finish it, then take the ID.
+                await self._resume_removal(state)
+            elif state.status is OriginalStatus.PENDING:
+                await self._take_over_abandoned_upload(state)
+            else:
+                raise _taken(image_id)
         info, digest = await self._imaging(_describe, data, self.policy.limits)
         generation = uuid4().hex
         record = OriginalRecord(
@@ -195,20 +209,21 @@ class ImageService:
             blob_key=original_key(image_id, generation),
             created_at=self._clock(),
         )
-        await self._database.transact(claim_original_txn, record, self._peers.me)
-        self._uploading.add(image_id.value)
+        self._uploading.add(generation)
         try:
-            await self._blobs.put(record.blob_key, data)
-            ready_at = self._clock()
-            if not await self._database.transact(
-                mark_original_ready_txn, record.image_id, generation, ready_at
-            ):
-                raise RuntimeError(f"the pending row of {record.image_id!r} vanished before it was ready")
-        except BaseException:
-            await self._abandon(record)
-            raise
+            await self._database.transact(claim_original_txn, record, self._peers.me)
+            try:
+                await self._blobs.put(record.blob_key, data)
+                ready_at = self._clock()
+                if not await self._database.transact(
+                    mark_original_ready_txn, record.image_id, generation, ready_at
+                ):
+                    raise RuntimeError(f"the pending row of {record.image_id!r} vanished before it was ready")
+            except BaseException:
+                await self._abandon(record)
+                raise
         finally:
-            self._uploading.discard(image_id.value)
+            self._uploading.discard(generation)
         self.log.info(
             "Stored original {image_id}: {image_format} {width}x{height}, {byte_length} bytes",
             image_id=record.image_id,
@@ -357,21 +372,25 @@ class ImageService:
         """The rendition, derived here or by whichever process claimed it."""
         image_id = ImageId(original.image_id)
         delay = POLL_FIRST
+        give_up_at: float | None = None
         while True:
-            now = self._clock()
-            outcome, held = await self._database.transact(
+            outcome, claim = await self._database.transact(
                 claim_derivation_txn,
                 original.image_id,
                 spec.variant,
                 original.generation,
                 self._peers.me,
-                now,
-                now + self._peers.lease,
+                uuid4().hex,
+                self._peers.lease,
             )
             if outcome is ClaimOutcome.GONE:
                 raise _not_found(image_id)
             if outcome is ClaimOutcome.CLAIMED:
-                return await self._derive_claimed(original, spec)
+                assert claim is not None
+                derived = await self._derive_claimed(original, spec, claim)
+                if derived is not None:
+                    return derived
+                continue  # our claim was taken over: wait for its new holder
             if outcome is ClaimOutcome.DONE:
                 # Derived meanwhile, here or elsewhere.  If its file is gone
                 # after all, its row is forgotten and the next claim wins.
@@ -381,62 +400,114 @@ class ImageService:
                     if stored is not None:
                         return stored
                 continue
-            if held is None:
+            if claim is None:
                 continue  # released meanwhile
-            if not await self._peers.alive(held.owner):
-                await self._settle(held)
+            if not await self._peers.alive(claim.owner):
+                await self._settle(claim)
                 continue
-            # A live peer is deriving it: look again soon, then less often.
+            # A live peer is deriving it: look again soon, then less often,
+            # for as long as a derivation may take, then answer all the same.
             timer = self._peers.timer
             assert timer is not None, "a live peer holds a claim, but this process has no peers"
+            if give_up_at is None:
+                give_up_at = timer.seconds() + self._hold_limit
+            elif timer.seconds() >= give_up_at:
+                raise DerivationPending(
+                    f"another process is still deriving {original.image_id}-{spec.variant}; try again later",
+                    f"{claim.owner} has held the claim on {original.image_id} {spec.variant} "
+                    f"for over {self._hold_limit:.0f}s",
+                )
             await deferLater(timer, delay)
             delay = min(delay * 2, POLL_MOST)
 
-    async def _derive_claimed(self, original: OriginalRecord, spec: Target) -> StoredImage:
+    @property
+    def _hold_limit(self) -> float:
+        """Seconds a holder renews a claim, and a waiter waits for one: twice
+        the time a derivation may take, for its reads and writes."""
+        return 2 * (self.policy.limits.time_budget or _DEFAULT_BUDGET)
+
+    async def _derive_claimed(
+        self, original: OriginalRecord, spec: Target, claim: Claim
+    ) -> StoredImage | None:
         """Derive a rendition this process has claimed, renewing the claim
-        for as long as the work takes, and end the claim either way."""
-        me = self._peers.me
+        while the work takes, and end the claim either way; None if the
+        claim was lost meanwhile (its lease ran out and a peer took it)."""
+        holding = _Holding(claim)
         renewal = None
-        if self._peers.timer is not None:
-            renewal = LoopingCall(self._renew_claim, original.image_id, spec.variant)
-            renewal.clock = self._peers.timer
+        timer = self._peers.timer
+        if timer is not None:
+            holding.since = timer.seconds()
+            renewal = LoopingCall(self._renew_claim, holding, timer)
+            renewal.clock = timer
             renewal.start(self._peers.lease.total_seconds() / 3, now=False)
         try:
-            return await self._render_and_record(original, spec)
+            return await self._render_and_record(original, spec, holding)
+        except _Superseded as superseded:
+            self.log.info(
+                "Gave up deriving {image_id} {variant} here: {reason}",
+                image_id=original.image_id,
+                variant=spec.variant,
+                reason=str(superseded),
+            )
+            return None
         except Exception:
             # Not on GeneratorExit: a coroutine being garbage-collected can
             # no longer wait for a transaction; the lease then runs out.
-            await self._database.transact(release_claim_txn, original.image_id, spec.variant, me)
+            await self._database.transact(release_claim_txn, claim)
             raise
         finally:
             if renewal is not None and renewal.running:
                 renewal.stop()
 
-    def _renew_claim(self, image_id: str, variant: str) -> Deferred[bool]:
-        renewed = self._database.transact(
-            renew_claim_txn, image_id, variant, self._peers.me, self._clock() + self._peers.lease
-        )
-        # A failed renewal is no reason to stop: the claim may lapse, and
-        # then at worst another process derives the same image too.
-        renewed.addErrback(
-            lambda failure: self.log.failure(
-                "Could not renew the claim on {image_id} {variant}",
-                failure,
-                image_id=image_id,
-                variant=variant,
+    def _renew_claim(self, holding: _Holding, timer: IReactorTime) -> Deferred[None] | None:
+        """Extend a claim while its work goes on, but not for ever: a holder
+        stuck (in I/O, say) past the hold limit lets its claim lapse, so a
+        peer takes the derivation over."""
+        claim = holding.claim
+        if holding.lost or holding.expired:
+            return None
+        if timer.seconds() - holding.since > self._hold_limit:
+            holding.expired = True
+            self.log.warn(
+                "Still deriving {image_id} {variant} after {seconds:.0f}s: letting the claim lapse",
+                image_id=claim.image_id,
+                variant=claim.variant,
+                seconds=self._hold_limit,
             )
-        )
-        return renewed
+            return None
 
-    async def _render_and_record(self, original: OriginalRecord, spec: Target) -> StoredImage:
+        def renewed(still_held: bool) -> None:
+            if not still_held:
+                holding.lost = True
+
+        def failed(failure: Failure) -> None:
+            # Not a reason to stop: the next renewal may work, and a claim
+            # that lapses meanwhile fences this holder from recording.
+            self.log.warn(
+                "Could not renew the claim on {image_id} {variant}: {reason}",
+                image_id=claim.image_id,
+                variant=claim.variant,
+                reason=failure.getErrorMessage(),
+            )
+
+        return self._database.transact(renew_claim_txn, claim, self._peers.lease).addCallbacks(
+            renewed, failed
+        )
+
+    async def _render_and_record(
+        self, original: OriginalRecord, spec: Target, holding: _Holding
+    ) -> StoredImage:
         image_id = ImageId(original.image_id)
+        claim = holding.claim
         started = time.perf_counter()
         source, source_name = await self._source_for(original, spec)
         outcome = await self._imaging(_render, source, spec, self.policy.limits, self.policy.encoding)
         if outcome is None:
             raise _NoWorkingCopy()
+        if holding.lost:
+            raise _Superseded("its claim was taken over")
         rendered, digest, render_seconds = outcome
-        key = derived_key(image_id, original.generation, spec.variant)
+        key = claimed_key(claim)
         try:
             await self._blobs.put(key, rendered.data)
         except StorageUnavailable:
@@ -457,12 +528,25 @@ class ImageService:
             blob_key=key,
             created_at=self._clock(),
         )
-        if not await self._database.transact(record_derived_txn, record, original.generation, self._peers.me):
-            # Deleted while this was derived: take the file back out, and the
-            # generation's directory if the deletion already emptied it.
+        recorded = await self._database.transact(record_derived_txn, record, original.generation, claim)
+        if recorded is not Recorded.RECORDED:
+            # No row names our file, and none ever will: only our claim's
+            # token does.  The claim (if still ours) ends only once the file
+            # is gone, so a crash in between leaves it for recovery to find.
             await self._blobs.delete(key)
-            await self._blobs.delete_prefix(derived_prefix(image_id, original.generation))
-            raise _not_found(image_id)
+            if recorded is Recorded.GONE:
+                # Deleted while this was derived; the generation's directory
+                # goes too, if the deletion already emptied it.
+                await self._blobs.delete_prefix(derived_prefix(image_id, original.generation))
+            if recorded is not Recorded.LOST:
+                await self._database.transact(release_claim_txn, claim)
+            if recorded is Recorded.GONE:
+                raise _not_found(image_id)
+            raise _Superseded(
+                "its claim was taken over"
+                if recorded is Recorded.LOST
+                else "another process recorded it first"
+            )
         if isinstance(spec, WorkingCopy):
             self.log.info(
                 "Made the working copy of {image_id}: {width}x{height}, {byte_length} bytes, "
@@ -529,72 +613,105 @@ class ImageService:
     async def recover(self) -> None:
         """Finish what crashed processes left: unfinished writes in storage,
         uploads and deletions that never completed, and derivations stored
-        but never recorded.  What live peers hold is left to them."""
+        but never recorded.  What live peers hold is left to them, and every
+        step is conditional on the row being as it was read, so an upload a
+        peer finishes meanwhile is never taken for an interrupted one."""
         await self._blobs.recover()
-        for removal in await self._database.read(unfinished_txn):
-            pending = removal.original.status is OriginalStatus.PENDING
-            if pending and await self._peers.alive(removal.owner):
-                continue
+        for state in await self._database.read(unfinished_txn):
+            if state.status is OriginalStatus.PENDING:
+                if await self._peers.alive(state.owner):
+                    continue
+                removal = await self._database.transact(
+                    abandon_upload_txn, state.image_id, state.generation, self._clock()
+                )
+            else:
+                removal = await self._database.transact(resume_removal_txn, state.image_id, state.generation)
+            if removal is None:
+                continue  # finished or changed meanwhile: not ours to touch
             self.log.info(
                 "Finishing interrupted {status} of {image_id}",
-                status="upload" if removal.original.status is OriginalStatus.PENDING else "deletion",
-                image_id=removal.original.image_id,
+                status="upload" if state.status is OriginalStatus.PENDING else "deletion",
+                image_id=state.image_id,
+                generation=state.generation,
             )
             await self._remove(removal)
         for claim in await self._database.read(claims_txn):
             if not await self._peers.alive(claim.owner):
                 await self._settle(claim)
 
+    async def forget_lost_original(self, image_id: ImageId, generation: str) -> bool:
+        """Forget this upload, whose file is lost, so that its ID can be
+        uploaded again; False if it is not that ready upload any more."""
+        removal = await self._database.transact(
+            forget_lost_original_txn, image_id.value, generation, self._clock()
+        )
+        if removal is None:
+            return False
+        await self._remove(removal)
+        return True
+
     async def _settle(self, claim: Claim) -> None:
         """End the claim of a dead process, and remove the file it may have
-        stored without recording it."""
-        key = derived_key(ImageId(claim.image_id), claim.generation, claim.variant)
-        if await self._database.transact(settle_claim_txn, claim, key):
-            self.log.info(
-                "Ending the claim of {owner}, which is gone, on {image_id} {variant}",
-                image_id=claim.image_id,
-                variant=claim.variant,
-                owner=claim.owner,
-            )
+        stored without recording it.  The claim is made ours first, keeping
+        its token, and ends only once the file is gone: if this process dies
+        in between, whoever settles the claim next removes the file."""
+        if not await self._database.transact(take_over_claim_txn, claim, self._peers.me, self._peers.lease):
+            return  # someone else settled it, or took it over
+        self.log.info(
+            "Ending the claim of {owner}, which is gone, on {image_id} {variant}",
+            image_id=claim.image_id,
+            variant=claim.variant,
+            owner=claim.owner,
+        )
+        key = claimed_key(claim)
+        # Only the claim's holder could record this file, and it is dead; a
+        # row naming it would be one recorded before tokens existed.
+        if not await self._database.read(names_blob_txn, key):
             await self._blobs.delete(key)
+        await self._database.transact(release_claim_txn, replace(claim, owner=self._peers.me))
 
-    async def _take_over_abandoned_upload(self, image_id: ImageId) -> None:
+    async def _take_over_abandoned_upload(self, state: RowState) -> None:
         """Clear the pending row of an upload nobody is carrying out any
         more (its process died, or its own clean-up failed here while the
         database was away), or refuse: the ID is being uploaded."""
-        removal = await self._database.read(removal_txn, image_id.value)
-        if removal is None or removal.original.status is not OriginalStatus.PENDING:
-            raise _taken(image_id)  # settled meanwhile; the claim decides
-        if removal.owner == self._peers.me:
-            abandoned = image_id.value not in self._uploading
+        image_id = ImageId(state.image_id)
+        if state.owner == self._peers.me:
+            abandoned = state.generation not in self._uploading
         else:
-            abandoned = not await self._peers.alive(removal.owner)
+            abandoned = not await self._peers.alive(state.owner)
         if not abandoned:
             raise _taken(image_id)
         # What was read may be stale by now (the upload may have finished
         # since): take the row over only if it is still that pending upload.
-        generation = removal.original.generation
         taken_over = await self._database.transact(
-            abandon_upload_txn, image_id.value, generation, self._clock()
+            abandon_upload_txn, state.image_id, state.generation, self._clock()
         )
         if taken_over is None:
             raise _taken(image_id)
-        self.log.info("Clearing the abandoned upload of {image_id}", image_id=image_id.value)
+        self.log.info("Clearing the abandoned upload of {image_id}", image_id=state.image_id)
         await self._remove(taken_over)
 
-    async def _resume_removal(self, image_id: ImageId) -> None:
-        removal = await self._database.transact(begin_removal_txn, image_id.value, self._clock())
+    async def _resume_removal(self, state: RowState) -> None:
+        """Finish the interrupted deletion read in state, if the row is still
+        that deletion; an upload finished under the ID meanwhile is kept
+        (and then refuses this one when it claims the ID)."""
+        removal = await self._database.transact(resume_removal_txn, state.image_id, state.generation)
         if removal is not None:
             await self._remove(removal)
 
     async def _abandon(self, record: OriginalRecord) -> None:
         """Undo a claimed upload that failed; recovery retries if this fails too."""
         try:
-            await self._remove(Removal(record, ()))
+            removal = await self._database.transact(
+                abandon_upload_txn, record.image_id, record.generation, self._clock()
+            )
+            await self._remove(removal if removal is not None else Removal(record, ()))
         except Exception:
             self.log.failure("Could not clean up the failed upload of {image_id}", image_id=record.image_id)
 
     async def _remove(self, removal: Removal) -> None:
+        """Remove the files of an upload whose row is marked deleting, then
+        the row.  Every key removed belongs to that upload's generation."""
         # The row is hidden already; from here no process may serve this
         # image's renditions from memory without asking the database again.
         self._cache.epoch.bump()
@@ -605,6 +722,21 @@ class ImageService:
             await self._blobs.delete(key)
         await self._blobs.delete_prefix(derived_prefix(image_id, original.generation))
         await self._database.transact(forget_original_txn, original.image_id, original.generation)
+
+
+def claimed_key(claim: Claim) -> str:
+    """The file the holder of claim writes (see storage.keys.derived_key)."""
+    return derived_key(ImageId(claim.image_id), claim.generation, claim.variant, claim.token)
+
+
+class _Holding:
+    """A claim this process holds, as its renewals see it."""
+
+    def __init__(self, claim: Claim) -> None:
+        self.claim = claim
+        self.since = 0.0
+        self.lost = False  # a renewal found it taken over
+        self.expired = False  # held past the hold limit: renewals stopped
 
 
 def _describe(data: bytes, limits: DecodeLimits) -> tuple[ImageInfo, str]:
@@ -630,6 +762,11 @@ def _render(
 
 class _NoWorkingCopy(Exception):
     """The original is one no working copy is made of (an animation)."""
+
+
+class _Superseded(Exception):
+    """This process may not record the rendition it derived: its claim was
+    taken over, or another holder recorded the rendition first."""
 
 
 def _not_found(image_id: ImageId) -> ImageNotFound:

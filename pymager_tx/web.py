@@ -122,7 +122,12 @@ class ImageAPI:
         if self._not_modified(request, stored):
             return b""
         if not _is_head(request):
-            stored = await self._service.load_derived(image_id, spec, stored)
+            loaded = await self._service.load_derived(image_id, spec, stored)
+            if loaded.record != stored.record:
+                # Derived again meanwhile (its file was lost, or a new upload
+                # took the ID): the headers describe the bytes sent.
+                self._set_validators(request, loaded)
+            stored = loaded
         return self._send_image(request, stored)
 
     # Operations
@@ -148,13 +153,16 @@ class ImageAPI:
     def _not_modified(self, request: IRequest, stored: StoredImage) -> bool:
         """Set the validators; answer 304 if the client's copy is current."""
         record = stored.record
-        etag = strong_etag(record.sha256)
-        set_validators(request, etag, record.created_at, self._policy.cache_control)
+        self._set_validators(request, stored)
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        if not_modified(request, etag, record.created_at):
+        if not_modified(request, strong_etag(record.sha256), record.created_at):
             request.setResponseCode(304)
             return True
         return False
+
+    def _set_validators(self, request: IRequest, stored: StoredImage) -> None:
+        record = stored.record
+        set_validators(request, strong_etag(record.sha256), record.created_at, self._policy.cache_control)
 
     def _send_image(self, request: IRequest, stored: StoredImage) -> bytes:
         record = stored.record

@@ -114,13 +114,19 @@ class Database:
         return self._offload(self._run, True, work, args, kwargs)
 
     def read(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> Deferred[T]:
-        """Run work(conn, *args, **kwargs) as one transaction that only reads."""
+        """Run work(conn, *args, **kwargs) as one transaction that only reads,
+        and sees one snapshot of the database however many statements it
+        runs (SQLite's read transactions do; PostgreSQL's READ COMMITTED
+        would show each statement another state, so reads run REPEATABLE
+        READ there, which costs a read-only transaction nothing)."""
         return self._offload(self._run, False, work, args, kwargs)
 
     def _run(self, write: bool, work: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         try:
             with self.engine.connect() as connection:
                 connection.execution_options(**{_WRITE: write})
+                if not write and self.engine.dialect.name != "sqlite":
+                    connection.execution_options(isolation_level="REPEATABLE READ")
                 with connection.begin():
                     return work(connection, *args, **kwargs)
         except _UNAVAILABLE as error:

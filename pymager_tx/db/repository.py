@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import TypeVar
 
-from sqlalchemy import Connection, Row, Table, delete, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pymager_tx.db.schema import derivation_claims, derived, originals, removal_counter
@@ -54,6 +54,38 @@ class Claim:
     variant: str
     generation: str
     owner: str
+    # Names the one file this claim's holder may write (empty for claims of
+    # releases before tokens), and fences the holder: it records its result
+    # only while its claim still carries this token.
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class RowState:
+    """What one statement read of an original's row: every destructive step
+    taken from it is conditional on the row still being in this state."""
+
+    image_id: str
+    generation: str
+    status: OriginalStatus
+    owner: str | None
+
+
+class Recorded(Enum):
+    RECORDED = "recorded"  # the row names our file now
+    ALREADY = "already"  # another holder's row was there first: ours is surplus
+    LOST = "lost"  # our claim was taken over: we may not record
+    GONE = "gone"  # the original (this generation of it) is not ready any more
+
+
+def database_now(conn: Connection) -> datetime:
+    """The database's clock: leases are judged by one clock for every
+    process, however far apart their own clocks are."""
+    if conn.dialect.name == "sqlite":
+        text = conn.execute(select(func.strftime("%Y-%m-%d %H:%M:%f", "now"))).scalar_one()
+        return datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
+    value: datetime = conn.execute(select(func.now())).scalar_one()
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _record(kind: type[R], row: Row[tuple[object, ...]]) -> R:
@@ -124,14 +156,20 @@ def mark_original_ready_txn(conn: Connection, image_id: str, generation: str, no
 
 
 def forget_original_txn(conn: Connection, image_id: str, generation: str) -> None:
-    """Delete the row of this upload (its derived rows go with it)."""
+    """Delete the row of this upload once it is being deleted (its derived
+    rows go with it); any other state of the row is left alone."""
     conn.execute(
-        delete(originals).where(originals.c.image_id == image_id, originals.c.generation == generation)
+        delete(originals).where(
+            originals.c.image_id == image_id,
+            originals.c.generation == generation,
+            originals.c.status == OriginalStatus.DELETING.value,
+        )
     )
 
 
 def begin_removal_txn(conn: Connection, image_id: str, now: datetime) -> Removal | None:
-    """Mark an original as being deleted and list what to remove.
+    """Mark the original under image_id as being deleted, whichever upload
+    it is (a client's DELETE), and list what to remove.
 
     From here on nobody sees it, and no new derived row can be recorded for
     it (record_derived_txn checks the status under a shared row lock), so
@@ -148,8 +186,27 @@ def begin_removal_txn(conn: Connection, image_id: str, now: datetime) -> Removal
     )
     if marked.rowcount != 1:
         return None
+    # The row is locked by the update: this reads the very row it marked.
+    generation = conn.execute(
+        select(originals.c.generation).where(originals.c.image_id == image_id)
+    ).scalar_one()
     conn.execute(update(removal_counter).values(value=removal_counter.c.value + 1))
-    return removal_txn(conn, image_id)
+    return _removal(conn, image_id, generation)
+
+
+def resume_removal_txn(conn: Connection, image_id: str, generation: str) -> Removal | None:
+    """What is left to remove of this upload's interrupted deletion; None
+    unless the row is still this upload, being deleted (a new upload under
+    the ID, finished meanwhile, is not touched)."""
+    return _removal(conn, image_id, generation, OriginalStatus.DELETING)
+
+
+def forget_lost_original_txn(
+    conn: Connection, image_id: str, generation: str, now: datetime
+) -> Removal | None:
+    """Mark this ready upload, whose file is lost, as being deleted; None if
+    the row is no longer that ready upload (deleted, or uploaded again)."""
+    return _mark_deleting(conn, image_id, generation, OriginalStatus.READY, now)
 
 
 def removal_count_txn(conn: Connection) -> int:
@@ -161,38 +218,72 @@ def removal_count_txn(conn: Connection) -> int:
 def abandon_upload_txn(conn: Connection, image_id: str, generation: str, now: datetime) -> Removal | None:
     """Mark this upload's pending row as being deleted, if it is still
     pending, and list what to remove; None if it was settled meanwhile."""
+    return _mark_deleting(conn, image_id, generation, OriginalStatus.PENDING, now)
+
+
+def _mark_deleting(
+    conn: Connection, image_id: str, generation: str, status: OriginalStatus, now: datetime
+) -> Removal | None:
     marked = conn.execute(
         update(originals)
         .where(
             originals.c.image_id == image_id,
             originals.c.generation == generation,
-            originals.c.status == OriginalStatus.PENDING.value,
+            originals.c.status == status.value,
         )
         .values(status=OriginalStatus.DELETING.value, updated_at=now)
     )
     if marked.rowcount != 1:
         return None
-    return removal_txn(conn, image_id)
+    if status is OriginalStatus.READY:
+        conn.execute(update(removal_counter).values(value=removal_counter.c.value + 1))
+    return _removal(conn, image_id, generation)
 
 
-def removal_txn(conn: Connection, image_id: str) -> Removal | None:
-    """What removing the original under image_id would take, whatever its state."""
-    row = conn.execute(select(originals).where(originals.c.image_id == image_id)).first()
+def _removal(
+    conn: Connection, image_id: str, generation: str, status: OriginalStatus | None = None
+) -> Removal | None:
+    """What removing this upload takes: its row (in status, if given) and
+    the keys of its derived rows.  Derived rows hang off the ID, and an ID
+    has one row, so while this upload's row stands they are all its own."""
+    conditions = [originals.c.image_id == image_id, originals.c.generation == generation]
+    if status is not None:
+        conditions.append(originals.c.status == status.value)
+    row = conn.execute(select(originals).where(*conditions)).first()
     if row is None:
         return None
     keys = conn.execute(select(derived.c.blob_key).where(derived.c.image_id == image_id)).scalars().all()
     return Removal(_original(row), tuple(keys), row.owner)
 
 
-def unfinished_txn(conn: Connection) -> list[Removal]:
-    """Uploads and deletions under way or interrupted (the caller tells
-    which by the owner of each pending upload)."""
-    ids = (
-        conn.execute(select(originals.c.image_id).where(originals.c.status != OriginalStatus.READY.value))
-        .scalars()
-        .all()
+def row_state_txn(conn: Connection, image_id: str) -> RowState | None:
+    """The row holding image_id, whatever its status; None if none does."""
+    row = conn.execute(
+        select(originals.c.image_id, originals.c.generation, originals.c.status, originals.c.owner).where(
+            originals.c.image_id == image_id
+        )
+    ).first()
+    return (
+        None if row is None else RowState(row.image_id, row.generation, OriginalStatus(row.status), row.owner)
     )
-    return [removal for image_id in ids if (removal := removal_txn(conn, image_id)) is not None]
+
+
+def removal_txn(conn: Connection, image_id: str) -> Removal | None:
+    """What removing the original under image_id would take, whatever its state."""
+    state = row_state_txn(conn, image_id)
+    return None if state is None else _removal(conn, image_id, state.generation)
+
+
+def unfinished_txn(conn: Connection) -> list[RowState]:
+    """Uploads and deletions under way or interrupted, read in one statement:
+    the caller acts on each only through a transaction conditional on the
+    state read here (abandon_upload_txn, resume_removal_txn)."""
+    rows = conn.execute(
+        select(originals.c.image_id, originals.c.generation, originals.c.status, originals.c.owner).where(
+            originals.c.status != OriginalStatus.READY.value
+        )
+    ).all()
+    return [RowState(row.image_id, row.generation, OriginalStatus(row.status), row.owner) for row in rows]
 
 
 def lookup_derived_txn(conn: Connection, image_id: str, variant: str) -> DerivedLookup:
@@ -205,14 +296,17 @@ def lookup_derived_txn(conn: Connection, image_id: str, variant: str) -> Derived
     return DerivedLookup(original, None if row is None else _derived(row))
 
 
-def record_derived_txn(
-    conn: Connection, record: DerivedRecord, generation: str, owner: str | None = None
-) -> bool:
-    """Record a derived image whose file is stored, if its original (this
-    generation of it) is still ready; False if it was deleted meanwhile.
-    Either way owner's claim on the rendition ends with this transaction."""
-    if owner is not None:
-        release_claim_txn(conn, record.image_id, record.variant, owner)
+def record_derived_txn(conn: Connection, record: DerivedRecord, generation: str, claim: Claim) -> Recorded:
+    """Record a derived image whose file (record.blob_key) is stored, if the
+    holder still holds claim and its original (this generation of it) is
+    still ready.  The claim ends with the record; otherwise it stays, so
+    that the holder removes its file before it ends the claim (and if the
+    holder dies first, recovery finds the file through the claim)."""
+    # FOR UPDATE: a peer taking over the claim now waits for this
+    # transaction, and then finds it gone.
+    held = conn.execute(select(derivation_claims.c.token).where(*_holding(claim)).with_for_update()).first()
+    if held is None:
+        return Recorded.LOST
     # FOR SHARE (PostgreSQL) holds off a concurrent begin_removal_txn until
     # this commits; SQLite serializes writers anyway and ignores it.
     current = conn.execute(
@@ -225,19 +319,15 @@ def record_derived_txn(
         .with_for_update(read=True)
     ).first()
     if current is None:
-        return False
-    _insert_derived(conn, record)
-    return True
-
-
-def _insert_derived(conn: Connection, record: DerivedRecord) -> None:
-    # Another process may record the same rendition at the same moment; its
-    # row describes the same file, so losing that race is success too.
+        return Recorded.GONE
     try:
         with conn.begin_nested():
             conn.execute(insert(derived).values(**_row(record, derived)))
     except IntegrityError:
-        pass
+        # A holder whose claim lapsed recorded the same rendition first.
+        return Recorded.ALREADY
+    conn.execute(delete(derivation_claims).where(*_holding(claim)))
+    return Recorded.RECORDED
 
 
 def forget_derived_txn(conn: Connection, record: DerivedRecord) -> None:
@@ -256,37 +346,40 @@ def ping_txn(conn: Connection) -> None:
 
 
 def claim_derivation_txn(
-    conn: Connection, image_id: str, variant: str, generation: str, owner: str, now: datetime, until: datetime
+    conn: Connection, image_id: str, variant: str, generation: str, owner: str, token: str, lease: timedelta
 ) -> tuple[ClaimOutcome, Claim | None]:
-    """Claim the derivation of a rendition for owner until a time, unless it
-    is done, its original is gone, or a live claim of another owner holds it.
+    """Claim the derivation of a rendition for owner, with a new token, for
+    lease (by the database's clock), unless it is done, its original is
+    gone, or a live claim of another owner holds it.  Returns the claim
+    made, or the claim that holds it.
 
     An expired claim is taken over: its owner died or stalled, and deriving
-    twice is better than never.
+    twice is better than never; the stalled holder's own token then fences
+    it from recording (record_derived_txn).
     """
     original = find_original_txn(conn, image_id)
     if original is None or original.generation != generation:
         return ClaimOutcome.GONE, None
+    now = database_now(conn)
+    ours = Claim(image_id, variant, generation, owner, token)
+    values = {"generation": generation, "owner": owner, "token": token, "expires_at": now + lease}
     key = (derivation_claims.c.image_id == image_id, derivation_claims.c.variant == variant)
     try:
         with conn.begin_nested():
-            conn.execute(
-                insert(derivation_claims).values(
-                    image_id=image_id, variant=variant, generation=generation, owner=owner, expires_at=until
-                )
-            )
+            conn.execute(insert(derivation_claims).values(image_id=image_id, variant=variant, **values))
     except IntegrityError:
         # Conditional on the lease having run out, so of several processes
-        # taking over one expired claim, one wins.
+        # taking over one expired claim, one wins.  A claim of our own (of an
+        # older upload under this ID) is ours to take: its holder here is
+        # fenced by its token.
         taken = conn.execute(
             update(derivation_claims)
             .where(*key, (derivation_claims.c.expires_at < now) | (derivation_claims.c.owner == owner))
-            .values(generation=generation, owner=owner, expires_at=until)
+            .values(**values)
         )
         if taken.rowcount != 1:
             row = conn.execute(select(derivation_claims).where(*key)).first()
-            held = None if row is None else Claim(row.image_id, row.variant, row.generation, row.owner)
-            return ClaimOutcome.HELD, held
+            return ClaimOutcome.HELD, None if row is None else _claim(row)
     # Only now, holding the claim: a holder that finished just before (its
     # row recorded and its claim ended in one transaction, which our insert
     # waited for) is visible to this statement, even under READ COMMITTED.
@@ -294,62 +387,69 @@ def claim_derivation_txn(
         select(derived.c.image_id).where(derived.c.image_id == image_id, derived.c.variant == variant)
     ).first()
     if done is not None:
-        release_claim_txn(conn, image_id, variant, owner)
+        release_claim_txn(conn, ours)
         return ClaimOutcome.DONE, None
-    return ClaimOutcome.CLAIMED, None
+    return ClaimOutcome.CLAIMED, ours
 
 
-def renew_claim_txn(conn: Connection, image_id: str, variant: str, owner: str, until: datetime) -> bool:
-    """Extend owner's claim; False if it was lost (expired and taken over)."""
+def renew_claim_txn(conn: Connection, claim: Claim, lease: timedelta) -> bool:
+    """Extend claim by lease from now (the database's clock); False if it
+    was lost (expired and taken over)."""
     result = conn.execute(
-        update(derivation_claims)
-        .where(
-            derivation_claims.c.image_id == image_id,
-            derivation_claims.c.variant == variant,
-            derivation_claims.c.owner == owner,
-        )
-        .values(expires_at=until)
+        update(derivation_claims).where(*_holding(claim)).values(expires_at=database_now(conn) + lease)
     )
     return result.rowcount == 1
 
 
-def release_claim_txn(conn: Connection, image_id: str, variant: str, owner: str) -> None:
-    conn.execute(
-        delete(derivation_claims).where(
-            derivation_claims.c.image_id == image_id,
-            derivation_claims.c.variant == variant,
-            derivation_claims.c.owner == owner,
-        )
-    )
+def release_claim_txn(conn: Connection, claim: Claim) -> None:
+    """End claim, if it is still this very claim (its token)."""
+    conn.execute(delete(derivation_claims).where(*_holding(claim)))
 
 
 def claims_txn(conn: Connection) -> list[Claim]:
     """Every derivation claim: the caller tells the dead from the living."""
-    rows = conn.execute(select(derivation_claims)).all()
-    return [Claim(row.image_id, row.variant, row.generation, row.owner) for row in rows]
+    return [_claim(row) for row in conn.execute(select(derivation_claims)).all()]
 
 
-def settle_claim_txn(conn: Connection, claim: Claim, blob_key: str) -> bool:
-    """Forget a dead owner's claim; True if the file it may have stored at
-    blob_key belongs to no row and should be removed."""
-    ended = conn.execute(
-        delete(derivation_claims).where(
-            derivation_claims.c.image_id == claim.image_id,
-            derivation_claims.c.variant == claim.variant,
-            derivation_claims.c.owner == claim.owner,
-        )
+def take_over_claim_txn(conn: Connection, claim: Claim, owner: str, lease: timedelta) -> bool:
+    """Make a dead holder's claim owner's, keeping its token (and so the
+    name of the file the dead holder may have stored), if it is still that
+    claim.  If owner dies in turn before releasing it, the claim still
+    names that file for whoever settles it next."""
+    taken = conn.execute(
+        update(derivation_claims)
+        .where(*_holding(claim))
+        .values(owner=owner, expires_at=database_now(conn) + lease)
     )
-    if ended.rowcount != 1:
-        return False  # someone else settled it, or took it over
-    recorded = conn.execute(select(derived.c.image_id).where(derived.c.blob_key == blob_key)).first()
-    return recorded is None
+    return taken.rowcount == 1
+
+
+def names_blob_txn(conn: Connection, blob_key: str) -> bool:
+    """Whether a row of either table names blob_key."""
+    for table in (originals, derived):
+        if conn.execute(select(table.c.image_id).where(table.c.blob_key == blob_key)).first() is not None:
+            return True
+    return False
+
+
+def _holding(claim: Claim) -> tuple[ColumnElement[bool], ...]:
+    return (
+        derivation_claims.c.image_id == claim.image_id,
+        derivation_claims.c.variant == claim.variant,
+        derivation_claims.c.owner == claim.owner,
+        derivation_claims.c.token == claim.token,
+    )
+
+
+def _claim(row: Row[tuple[object, ...]]) -> Claim:
+    return Claim(row.image_id, row.variant, row.generation, row.owner, row.token)
 
 
 @dataclass(frozen=True)
 class StoreIndex:
     """What the metadata says should be in storage, for consistency checks."""
 
-    ready_originals: dict[str, str]  # blob key -> image ID
+    ready_originals: dict[str, tuple[str, str]]  # blob key -> (image ID, generation)
     unfinished_originals: dict[str, str]  # blob key -> image ID, pending or deleting
     derived: dict[str, str]  # blob key -> image ID
     claimed: dict[str, Claim]  # blob key a claimed derivation will write -> claim
@@ -359,17 +459,23 @@ class StoreIndex:
 
 
 def store_index_txn(conn: Connection, claim_key: Callable[[Claim], str]) -> StoreIndex:
-    ready: dict[str, str] = {}
+    """Read with Database.read, whose transactions see one snapshot of the
+    database (PostgreSQL's REPEATABLE READ; SQLite's read transactions):
+    work that finishes between these statements (a derived row recorded
+    and its claim ended) is seen either wholly before or wholly after."""
+    ready: dict[str, tuple[str, str]] = {}
     unfinished: dict[str, str] = {}
-    for row in conn.execute(select(originals.c.image_id, originals.c.status, originals.c.blob_key)):
-        (ready if row.status == OriginalStatus.READY.value else unfinished)[row.blob_key] = row.image_id
+    for row in conn.execute(
+        select(originals.c.image_id, originals.c.generation, originals.c.status, originals.c.blob_key)
+    ):
+        if row.status == OriginalStatus.READY.value:
+            ready[row.blob_key] = (row.image_id, row.generation)
+        else:
+            unfinished[row.blob_key] = row.image_id
     rendered = {
         row.blob_key: row.image_id for row in conn.execute(select(derived.c.image_id, derived.c.blob_key))
     }
-    claims = [
-        Claim(row.image_id, row.variant, row.generation, row.owner)
-        for row in conn.execute(select(derivation_claims))
-    ]
+    claims = [_claim(row) for row in conn.execute(select(derivation_claims))]
     return StoreIndex(ready, unfinished, rendered, {claim_key(claim): claim for claim in claims})
 
 

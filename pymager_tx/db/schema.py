@@ -97,10 +97,13 @@ derived = Table(
 
 # One row per derivation under way, so that of many processes asked for the
 # same rendition at once, one derives and the others wait for its row in
-# `derived`.  A claim expires: a process that dies mid-derivation holds it
-# only until expires_at, then another takes it over.  No foreign key: a claim
-# outlives a deletion of its original, so that recovery can still find and
-# remove a file its dead owner stored but never recorded.
+# `derived`.  A claim expires (by the database's clock): a process that dies
+# or stalls mid-derivation holds it only until expires_at, then another takes
+# it over.  Every claim has a new token, which names the one file its holder
+# may write, so no two holders ever write the same file, and which the holder
+# must still hold to record its result.  No foreign key: a claim outlives a
+# deletion of its original, so that recovery can still find and remove a
+# file its dead owner stored but never recorded.
 derivation_claims = Table(
     "derivation_claims",
     metadata,
@@ -109,6 +112,8 @@ derivation_claims = Table(
     Column("generation", String(32), nullable=False),
     Column("owner", String(64), nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
+    # Empty for the claims of releases before tokens (revision 0004).
+    Column("token", String(32), nullable=False, server_default=""),
 )
 
 # One row, whose value every deletion increments: processes serving derived

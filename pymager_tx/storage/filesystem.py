@@ -17,6 +17,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import suppress
@@ -71,6 +72,9 @@ class FilesystemBlobStore:
 
     def get(self, key: str) -> Deferred[bytes]:
         return self._offload(self._get, self._path(key))
+
+    def exists(self, key: str) -> Deferred[bool]:
+        return self._offload(self._exists, self._path(key))
 
     def delete(self, key: str) -> Deferred[None]:
         return self._offload(self._delete, self._path(key))
@@ -128,6 +132,13 @@ class FilesystemBlobStore:
             return path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             raise BlobNotFound(str(path.relative_to(self.root))) from None
+
+    @_storage_errors
+    def _exists(self, path: Path) -> bool:
+        try:
+            return stat.S_ISREG(path.stat().st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
 
     @_storage_errors
     def _delete(self, path: Path) -> None:

@@ -31,6 +31,9 @@ class IBlobStore(Interface):
     def get(key: str) -> Deferred[bytes]:
         """The bytes under key; fails with BlobNotFound if there are none."""
 
+    def exists(key: str) -> Deferred[bool]:
+        """Whether a whole blob is stored under key (without reading it)."""
+
     def delete(key: str) -> Deferred[None]:
         """Remove key; removing a missing key is not an error."""
 

@@ -24,6 +24,9 @@ class MemoryBlobStore:
         except KeyError:
             return fail(BlobNotFound(key))
 
+    def exists(self, key: str) -> Deferred[bool]:
+        return succeed(validate_key(key) in self.blobs)
+
     def delete(self, key: str) -> Deferred[None]:
         self.blobs.pop(validate_key(key), None)
         return succeed(None)

@@ -5,23 +5,33 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
+from sqlalchemy import update
 
 from pymager_tx.db.database import Database, make_engine, sqlite_url
 from pymager_tx.db.repository import (
+    Claim,
+    ClaimOutcome,
+    Recorded,
+    RowState,
     abandon_upload_txn,
     begin_removal_txn,
+    claim_derivation_txn,
     claim_original_txn,
+    claims_txn,
     find_original_txn,
     forget_original_txn,
     lookup_derived_txn,
     mark_original_ready_txn,
     record_derived_txn,
+    release_claim_txn,
     removal_count_txn,
     status_of_txn,
     unfinished_txn,
 )
+from pymager_tx.db.schema import derivation_claims
 from pymager_tx.errors import ImageIdTaken
 from pymager_tx.model import DerivedRecord, OriginalRecord, OriginalStatus
 from pymager_tx.threads import immediate
@@ -61,9 +71,43 @@ def rendition(image_id: str = "photo", variant: str = "100x100.jpeg") -> Derived
     )
 
 
+LEASE = timedelta(seconds=30)
+
+
 def stored(database: Database, image_id: str = "photo", generation: str = "g1") -> None:
     result_of(database.transact(claim_original_txn, pending(image_id, generation), "owner-1"))
     assert result_of(database.transact(mark_original_ready_txn, image_id, generation, NOW))
+
+
+def claimed(
+    database: Database,
+    image_id: str = "photo",
+    variant: str = "100x100.jpeg",
+    generation: str = "g1",
+    owner: str = "owner-1",
+) -> Claim:
+    outcome, claim = result_of(
+        database.transact(claim_derivation_txn, image_id, variant, generation, owner, uuid4().hex, LEASE)
+    )
+    assert outcome is ClaimOutcome.CLAIMED and claim is not None
+    return claim
+
+
+def record(database: Database, derived_record: DerivedRecord, generation: str = "g1") -> Recorded:
+    """Claim the rendition (of the current upload) and record it for generation."""
+    claim = claimed(database, derived_record.image_id, derived_record.variant)
+    recorded: Recorded = result_of(database.transact(record_derived_txn, derived_record, generation, claim))
+    return recorded
+
+
+def lapse_claims(database: Database) -> None:
+    """Every claim's lease runs out, as the database's clock sees it."""
+
+    def lapse(connection: object) -> None:
+        past = datetime(2000, 1, 1, tzinfo=UTC)
+        connection.execute(update(derivation_claims).values(expires_at=past))  # type: ignore[attr-defined]
+
+    result_of(database.transact(lapse))
 
 
 def test_a_pending_original_is_invisible_but_holds_its_id(database: Database) -> None:
@@ -93,13 +137,50 @@ def test_mark_ready_only_applies_to_the_claiming_generation(database: Database) 
 
 def test_derived_rows_are_recorded_for_the_current_generation_only(database: Database) -> None:
     stored(database)
-    assert not result_of(database.transact(record_derived_txn, rendition(), "g0"))
-    assert result_of(database.transact(record_derived_txn, rendition(), "g1"))
-    # Recording the same rendition twice (two processes racing) is fine.
-    assert result_of(database.transact(record_derived_txn, rendition(), "g1"))
+    claim = claimed(database)
+    assert result_of(database.transact(record_derived_txn, rendition(), "g0", claim)) is Recorded.GONE
+    assert result_of(database.transact(record_derived_txn, rendition(), "g1", claim)) is Recorded.RECORDED
     lookup = result_of(database.read(lookup_derived_txn, "photo", "100x100.jpeg"))
     assert lookup.derived == rendition()
     assert result_of(database.read(lookup_derived_txn, "photo", "800x600.jpeg")).derived is None
+    # The record ended the claim.
+    assert result_of(database.read(claims_txn)) == []
+
+
+def test_a_holder_whose_claim_was_taken_over_cannot_record(database: Database) -> None:
+    stored(database)
+    stalled = claimed(database, owner="stalled")
+    lapse_claims(database)
+    newer = claimed(database, owner="newer")
+    assert newer.token != stalled.token
+    assert result_of(database.transact(record_derived_txn, rendition(), "g1", stalled)) is Recorded.LOST
+    assert result_of(database.read(claims_txn)) == [newer]
+    assert result_of(database.transact(record_derived_txn, rendition(), "g1", newer)) is Recorded.RECORDED
+
+
+def test_a_live_claim_holds_whatever_the_claimants_own_clocks_say(database: Database) -> None:
+    stored(database)
+    holder = claimed(database, owner="holder")
+    # Claims are judged by the database's clock alone: a claimant cannot
+    # bring its own idea of the time.
+    outcome, held = result_of(
+        database.transact(claim_derivation_txn, "photo", "100x100.jpeg", "g1", "fast", uuid4().hex, LEASE)
+    )
+    assert (outcome, held) == (ClaimOutcome.HELD, holder)
+    lapse_claims(database)
+    outcome, taken = result_of(
+        database.transact(claim_derivation_txn, "photo", "100x100.jpeg", "g1", "fast", uuid4().hex, LEASE)
+    )
+    assert outcome is ClaimOutcome.CLAIMED and taken is not None and taken.owner == "fast"
+
+
+def test_releasing_a_claim_that_was_taken_again_leaves_the_new_one(database: Database) -> None:
+    stored(database)
+    old = claimed(database, owner="me")
+    # The same process claims again (for a newer upload under the ID, say).
+    new = claimed(database, owner="me")
+    result_of(database.transact(release_claim_txn, old))
+    assert result_of(database.read(claims_txn)) == [new]
 
 
 def test_lookup_of_an_unknown_original(database: Database) -> None:
@@ -109,8 +190,8 @@ def test_lookup_of_an_unknown_original(database: Database) -> None:
 
 def test_removal_hides_the_original_and_lists_its_files(database: Database) -> None:
     stored(database)
-    result_of(database.transact(record_derived_txn, rendition(), "g1"))
-    result_of(database.transact(record_derived_txn, rendition(variant="800x600.png"), "g1"))
+    record(database, rendition())
+    record(database, rendition(variant="800x600.png"))
     removal = result_of(database.transact(begin_removal_txn, "photo", NOW))
     assert removal is not None
     assert removal.original.status is OriginalStatus.DELETING
@@ -120,7 +201,11 @@ def test_removal_hides_the_original_and_lists_its_files(database: Database) -> N
     ]
     assert result_of(database.read(find_original_txn, "photo")) is None
     # No derivation can be recorded once the removal began.
-    assert not result_of(database.transact(record_derived_txn, rendition(variant="1x1.png"), "g1"))
+    late = Claim("photo", "1x1.png", "g1", "owner-1", "token")
+    assert result_of(database.transact(record_derived_txn, rendition(variant="1x1.png"), "g1", late)) in (
+        Recorded.LOST,
+        Recorded.GONE,
+    )
     # A removal that failed half-way is picked up again, whole.
     again = result_of(database.transact(begin_removal_txn, "photo", NOW))
     assert again is not None
@@ -155,7 +240,8 @@ def test_an_abandoned_upload_is_taken_over_only_while_still_pending(database: Da
 
 def test_forgetting_an_original_cascades_to_its_derived_rows(database: Database) -> None:
     stored(database)
-    result_of(database.transact(record_derived_txn, rendition(), "g1"))
+    record(database, rendition())
+    result_of(database.transact(begin_removal_txn, "photo", NOW))
     result_of(database.transact(forget_original_txn, "photo", "g1"))
     stored(database, generation="g2")
     assert result_of(database.read(lookup_derived_txn, "photo", "100x100.jpeg")).derived is None
@@ -164,14 +250,20 @@ def test_forgetting_an_original_cascades_to_its_derived_rows(database: Database)
 def test_unfinished_lists_interrupted_uploads_and_deletions(database: Database) -> None:
     stored(database, "kept")
     stored(database, "being-deleted")
-    result_of(database.transact(record_derived_txn, rendition("being-deleted"), "g1"))
+    record(database, rendition("being-deleted"))
     result_of(database.transact(begin_removal_txn, "being-deleted", NOW))
     result_of(database.transact(claim_original_txn, pending("half-uploaded"), "owner-1"))
     unfinished = result_of(database.read(unfinished_txn))
-    assert sorted((r.original.image_id, r.original.status.value, r.derived_keys) for r in unfinished) == [
-        ("being-deleted", "deleting", ("derived/aa/bb/being-deleted/g1/100x100.jpeg",)),
-        ("half-uploaded", "pending", ()),
+    assert sorted(unfinished, key=lambda state: state.image_id) == [
+        RowState("being-deleted", "g1", OriginalStatus.DELETING, None),
+        RowState("half-uploaded", "g1", OriginalStatus.PENDING, "owner-1"),
     ]
+
+
+def test_a_ready_row_is_forgotten_only_once_it_is_being_deleted(database: Database) -> None:
+    stored(database)
+    result_of(database.transact(forget_original_txn, "photo", "g1"))
+    assert result_of(database.read(status_of_txn, "photo")) is OriginalStatus.READY
 
 
 def test_a_failed_transaction_leaves_nothing(database: Database) -> None:

@@ -39,6 +39,16 @@ def test_get_returns_what_put_stored(store: IBlobStore) -> None:
     assert result_of(store.get(KEY)) == b"picture"
 
 
+def test_exists_tells_a_stored_key_from_a_missing_one(store: IBlobStore) -> None:
+    assert not result_of(store.exists("originals/ab/cd/abcd/g1"))
+    result_of(store.put("originals/ab/cd/abcd/g1", b"bytes"))
+    assert result_of(store.exists("originals/ab/cd/abcd/g1"))
+    # A prefix of stored keys is no key.
+    assert not result_of(store.exists("originals/ab/cd/abcd"))
+    result_of(store.delete("originals/ab/cd/abcd/g1"))
+    assert not result_of(store.exists("originals/ab/cd/abcd/g1"))
+
+
 def test_get_of_a_missing_key_fails(store: IBlobStore) -> None:
     failure_of(store.get(KEY)).trap(BlobNotFound)
 

@@ -17,7 +17,7 @@ from pymager_tx.db.schema import originals
 from pymager_tx.db.schema_version import drop_txn
 from tests.db.release_1 import create_release_1, insert_release_1_rows
 
-HEAD = "0003"
+HEAD = "0004"
 
 
 def revision_at(url: str) -> str | None:

@@ -10,17 +10,17 @@ from twisted.internet.defer import Deferred, succeed
 
 from pymager_tx.consistency import Report, check_store
 from pymager_tx.db.database import Database
-from pymager_tx.db.repository import claim_derivation_txn, claim_original_txn, claims_txn, status_of_txn
+from pymager_tx.db.repository import claim_original_txn, claims_txn, lookup_derived_txn, status_of_txn
 from pymager_tx.model import ImageId
 from pymager_tx.peers import Peers
-from pymager_tx.service import ImageService
+from pymager_tx.service import ImageService, claimed_key
 from pymager_tx.storage.filesystem import FilesystemBlobStore
 from pymager_tx.storage.keys import derived_key, original_key
 from pymager_tx.threads import immediate
+from tests.db.test_repository import claimed as claimed_by
 from tests.db.test_repository import pending
 from tests.images import jpeg, opened
 from tests.results import result_of
-from tests.unit.test_peers import NOON
 from tests.unit.test_service import POLICY, files, run
 
 LIVE = "live-process"
@@ -71,18 +71,19 @@ def test_finds_and_repairs_every_kind_of_damage(store: Store) -> None:
     stray = derived_key(ImageId("kept"), kept, "800x600.jpeg")
     result_of(store.blobs.put(stray, b"stray rendition"))
     (store.blobs.root / original_key(ImageId("lost"), lost_generation)).unlink()
-    lost_thumb = derived_key(ImageId("thumb-lost"), thumb_lost, "100x100.jpeg")
+    thumb = result_of(store.database.read(lookup_derived_txn, "thumb-lost", "100x100.jpeg")).derived
+    assert thumb is not None and thumb_lost in thumb.blob_key
+    lost_thumb = thumb.blob_key
     (store.blobs.root / lost_thumb).unlink()
     record = replace(pending("stale"), blob_key=original_key(ImageId("stale"), "1" * 32))
     result_of(store.database.transact(claim_original_txn, record, DEAD))
-    claimed = derived_key(ImageId("kept"), kept, "20x10.jpeg")
-    result_of(store.database.transact(claim_derivation_txn, "kept", "20x10.jpeg", kept, DEAD, NOON, NOON))
+    claimed = claimed_key(claimed_by(store.database, "kept", "20x10.jpeg", kept, DEAD))
     result_of(store.blobs.put(claimed, b"never recorded"))
 
     report, after = store.check()
     assert after is None
     assert sorted(report.orphan_files) == sorted([orphan, stray, claimed])
-    assert report.missing_originals == ["lost"]
+    assert [str(lost) for lost in report.missing_originals] == ["lost"]
     assert report.missing_derived == [lost_thumb]
     assert report.unfinished == ["stale"]
     assert report.dead_claims == [claimed]
@@ -106,8 +107,7 @@ def test_leaves_what_live_processes_hold(store: Store) -> None:
     record = replace(pending("uploading"), blob_key=original_key(ImageId("uploading"), "2" * 32))
     result_of(store.database.transact(claim_original_txn, record, LIVE))
     result_of(store.blobs.put(record.blob_key, b"arriving"))
-    deriving = derived_key(ImageId("kept"), kept, "20x10.jpeg")
-    result_of(store.database.transact(claim_derivation_txn, "kept", "20x10.jpeg", kept, LIVE, NOON, NOON))
+    deriving = claimed_key(claimed_by(store.database, "kept", "20x10.jpeg", kept, LIVE))
     result_of(store.blobs.put(deriving, b"about to be recorded"))
     report, _ = store.check(repairing=True)
     assert report.consistent, report.lines()

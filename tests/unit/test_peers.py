@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent
@@ -25,15 +26,17 @@ from pymager_tx.db.repository import (
     find_original_txn,
     status_of_txn,
 )
-from pymager_tx.errors import ImageIdTaken, ImageNotFound
+from pymager_tx.db.schema import derivation_claims
+from pymager_tx.errors import DerivationPending, ImageIdTaken, ImageNotFound
 from pymager_tx.model import OriginalStatus
 from pymager_tx.peers import CLAIM_LEASE, POLL_MOST, Peers
-from pymager_tx.service import ImageService
+from pymager_tx.service import ImageService, claimed_key
+from pymager_tx.storage import IBlobStore
 from pymager_tx.storage.filesystem import FilesystemBlobStore
-from pymager_tx.storage.keys import derived_key, original_key
+from pymager_tx.storage.keys import original_key
 from pymager_tx.threads import Offload, immediate
 from tests.conftest import derivations
-from tests.db.test_repository import pending
+from tests.db.test_repository import lapse_claims, pending
 from tests.fakes import ManualOffload
 from tests.images import jpeg, opened
 from tests.results import failure_of, no_result, result_of
@@ -52,12 +55,22 @@ class World:
     timer: Clock = field(default_factory=Clock)
     now: datetime = NOON
 
-    def process(self, name: str, imaging: Offload = immediate) -> ImageService:
+    def process(
+        self,
+        name: str,
+        imaging: Offload = immediate,
+        blobs: IBlobStore | None = None,
+        clock_ahead: timedelta = timedelta(0),
+    ) -> ImageService:
+        """A process; its own clock may run ahead of the others'."""
         self.alive.add(name)
-        blobs = FilesystemBlobStore(self.root, immediate)
-        result_of(blobs.recover())
+        if blobs is None:
+            blobs = FilesystemBlobStore(self.root, immediate)
+            result_of(blobs.recover())
         peers = Peers(name, lambda owner: succeed(owner in self.alive), self.timer)
-        return ImageService(self.database, blobs, imaging, POLICY, clock=lambda: self.now, peers=peers)
+        return ImageService(
+            self.database, blobs, imaging, POLICY, clock=lambda: self.now + clock_ahead, peers=peers
+        )
 
     def dies(self, name: str) -> None:
         self.alive.discard(name)
@@ -125,29 +138,113 @@ def test_a_live_peer_that_stalls_past_its_lease_is_taken_over(
     _a, a_imaging, a_asked = holding(world, "a")
     b = world.process("b")
     b_asked = ask(b)
-    # Time passes for the database but not for a's renewals: a has stalled.
-    world.now += CLAIM_LEASE + timedelta(seconds=1)
+    # a's lease runs out by the database's clock: a has stalled.
+    lapse_claims(world.database)
     world.timer.advance(POLL_MOST)
     b_result = result_of(b_asked)
     assert opened(b_result.data).size == (100, 100)  # type: ignore[attr-defined]
-    # When a finishes after all, its duplicate changes nothing.
+    # When a finishes after all, its token no longer holds the claim: it
+    # records nothing, removes its own file, and serves b's.
     a_imaging.run_all()
-    assert result_of(a_asked).record.sha256 == b_result.record.sha256  # type: ignore[attr-defined]
-    assert len(derivations(log_events)) == 2
+    assert result_of(a_asked) == b_result
+    assert derivations(log_events) == ["photo-100x100.jpeg"]
     assert result_of(world.database.read(claims_txn)) == []
+    assert files(b._blobs) == sorted([original_key(PHOTO, _generation(world)), b_result.record.blob_key])  # type: ignore[arg-type,attr-defined]
+
+
+def test_a_claimant_whose_clock_runs_ahead_waits_for_a_live_holder(
+    world: World, log_events: list[LogEvent]
+) -> None:
+    _a, a_imaging, a_asked = holding(world, "a")
+    b = world.process("b", clock_ahead=CLAIM_LEASE + timedelta(seconds=1))
+    b_asked = ask(b)
+    world.wait(POLL_MOST)
+    no_result(b_asked)
+    a_imaging.run_all()
+    world.wait(POLL_MOST)
+    assert result_of(b_asked) == result_of(a_asked)
+    assert derivations(log_events) == ["photo-100x100.jpeg"]
+
+
+def _expiry(world: World) -> datetime:
+    def read(connection: object) -> datetime:
+        value: datetime = connection.execute(select(derivation_claims.c.expires_at)).scalar_one()  # type: ignore[attr-defined]
+        return value
+
+    return result_of(world.database.read(read))
 
 
 def test_a_holder_renews_its_claim_while_it_works(world: World) -> None:
     holding(world, "a")
-    for _ in range(4):
-        world.wait(CLAIM_LEASE.total_seconds() / 3)
+    first = _expiry(world)
+    world.wait(CLAIM_LEASE.total_seconds() / 3)
+    assert _expiry(world) > first
     outcome, held = result_of(
         world.database.transact(
-            claim_derivation_txn, "photo", "100x100.jpeg", _generation(world), "b", world.now, world.now
+            claim_derivation_txn, "photo", "100x100.jpeg", _generation(world), "b", "token-b", CLAIM_LEASE
         )
     )
     assert outcome is ClaimOutcome.HELD
     assert held is not None and held.owner == "a"
+
+
+def test_a_holder_stuck_past_the_hold_limit_lets_its_claim_lapse(world: World) -> None:
+    holding(world, "a")
+    step = CLAIM_LEASE.total_seconds() / 3
+    hold_limit = 2 * (POLICY.limits.time_budget or 20.0)
+    world.wait(hold_limit)  # the last renewal
+    renewed_last = _expiry(world)
+    for _ in range(3):
+        world.wait(step)
+    # Stuck for good: no renewal after the limit, so the lease runs out.
+    assert _expiry(world) == renewed_last
+
+
+def test_a_waiter_answers_503_once_a_live_holder_takes_too_long(world: World) -> None:
+    holding(world, "a")
+    b_asked = ask(world.process("b"))
+    hold_limit = 2 * (POLICY.limits.time_budget or 20.0)
+    world.wait(hold_limit / 2)
+    no_result(b_asked)
+    for _ in range(int(hold_limit / POLL_MOST) + 2):
+        world.wait(POLL_MOST)
+    failure_of(b_asked).trap(DerivationPending)
+
+
+def test_a_holder_whose_renewal_finds_its_claim_taken_stops_and_serves_the_new_holders(
+    world: World, log_events: list[LogEvent]
+) -> None:
+    a, a_imaging, a_asked = holding(world, "a")
+    lapse_claims(world.database)
+    b_imaging = ManualOffload()
+    b = world.process("b", b_imaging)
+    b_asked = ask(b)  # takes a's lapsed claim over
+    world.wait(CLAIM_LEASE.total_seconds() / 3)  # a's renewal finds its claim gone
+    a_imaging.run_all()  # a's rendering ends: a stores nothing
+    assert [path for path in files(a._blobs) if path.startswith("derived/")] == []  # type: ignore[arg-type]
+    b_imaging.run_all()
+    world.wait(POLL_MOST)
+    assert result_of(a_asked) == result_of(b_asked)
+    assert derivations(log_events) == ["photo-100x100.jpeg"]
+
+
+def test_a_stale_derivation_never_releases_the_claim_its_process_took_again(world: World) -> None:
+    a, a_imaging, first = holding(world, "a")
+    # The ID is deleted and uploaded again while a derives the old upload...
+    result_of(run(a.delete_original(PHOTO)))
+    upload = run(a.store_original(PHOTO, jpeg((400, 300))))
+    a_imaging.run_one(1)  # the new upload's probe; the old rendering still waits
+    result_of(upload)
+    # ... and a is asked for the new upload's rendition: it claims it again.
+    second = ask(a)
+    (newer,) = result_of(world.database.read(claims_txn))
+    # The old derivation ends: it may release no claim but its own.
+    a_imaging.run_one()
+    failure_of(first).trap(ImageNotFound)
+    assert result_of(world.database.read(claims_txn)) == [newer]
+    a_imaging.run_all()
+    assert opened(result_of(second).data).size == (100, 100)  # type: ignore[attr-defined]
+    assert result_of(world.database.read(claims_txn)) == []
 
 
 def _generation(world: World) -> str:
@@ -164,6 +261,11 @@ def test_a_deletion_in_one_process_while_another_derives_leaves_nothing(world: W
     failure_of(a_asked).trap(ImageNotFound)
     assert files(b._blobs) == []  # type: ignore[arg-type]
     assert result_of(world.database.read(claims_txn)) == []
+
+
+def _claimed_file(world: World) -> str:
+    (claim,) = result_of(world.database.read(claims_txn))
+    return claimed_key(claim)
 
 
 class TestRecovery:
@@ -187,7 +289,7 @@ class TestRecovery:
         generation = _generation(world)
         world.dies("a")
         # a stored the rendition, then died before recording it.
-        result_of(a._blobs.put(derived_key(PHOTO, generation, "100x100.jpeg"), b"rendered"))
+        result_of(a._blobs.put(_claimed_file(world), b"rendered"))
         b = world.process("b")
         result_of(run(b.recover()))
         assert result_of(world.database.read(claims_txn)) == []
@@ -195,12 +297,11 @@ class TestRecovery:
 
     def test_a_claim_whose_original_was_deleted_is_cleaned_up_too(self, world: World) -> None:
         a, _imaging, _asked = holding(world, "a")
-        generation = _generation(world)
         b = world.process("b")
         result_of(run(b.delete_original(PHOTO)))
         world.dies("a")
         # a's rendering was stored after the deletion swept the files.
-        result_of(a._blobs.put(derived_key(PHOTO, generation, "100x100.jpeg"), b"late"))
+        result_of(a._blobs.put(_claimed_file(world), b"late"))
         result_of(run(b.recover()))
         assert files(b._blobs) == []  # type: ignore[arg-type]
         assert result_of(world.database.read(claims_txn)) == []

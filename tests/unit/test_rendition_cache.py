@@ -84,9 +84,9 @@ class TestFreshness:
         clock = Clock()
         held = cache(clock)
         held.put(KEY, record(), b"abc", held.mark())
-        clock.now += 2.9
+        clock.now += 1.9
         assert held.fresh(KEY) is not None
-        clock.now += 0.1  # three polls missed: the database may be away
+        clock.now += 0.1  # the last answer is two polls old: the database may be away
         assert held.fresh(KEY) is None
 
     def test_before_the_first_poll_nothing_is_served_from_memory(self) -> None:

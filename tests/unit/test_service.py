@@ -143,16 +143,33 @@ class TestOriginals:
         service = ImageService(Database(database.engine, transactions), blobs, immediate, POLICY)
         first_data = jpeg((80, 60), RED)
         first = run(service.store_original(PHOTO, first_data))
-        transactions.run_one()  # status: free
-        transactions.run_one()  # claim: pending; first stores its file, then marks it ready...
+        transactions.run_one()  # first: the ID is free
+        transactions.run_one()  # first claims it; it stores its file, then marks it ready...
         second = run(service.store_original(PHOTO, jpeg((80, 60), BLUE)))
-        transactions.run_one(1)  # ... meanwhile second finds the ID pending,
-        answer_the_row = transactions.run_held(1)  # reads the pending row,
+        answer_the_row = transactions.run_held(1)  # ... meanwhile second reads the pending row,
         transactions.run_one()  # first finishes,
         assert result_of(first).status is OriginalStatus.READY
         answer_the_row()  # and second hears what it read: pending, and nobody uploading it.
         transactions.run_all()
         failure_of(second).trap(ImageIdTaken)
+        fetched = result_of(run(make_service(database, blobs).fetch_original(PHOTO)))
+        assert fetched.data == first_data
+
+    def test_a_second_upload_never_clears_the_row_a_first_one_has_just_claimed(
+        self, database: Database, blobs: FilesystemBlobStore
+    ) -> None:
+        transactions = ManualOffload()
+        service = ImageService(Database(database.engine, transactions), blobs, immediate, POLICY)
+        first_data = jpeg((80, 60), RED)
+        first = run(service.store_original(PHOTO, first_data))
+        transactions.run_one()  # first: the ID is free
+        claimed = transactions.run_held()  # first's pending row commits; first has not heard yet
+        second = run(service.store_original(PHOTO, jpeg((80, 60), BLUE)))
+        transactions.run_all()  # second finds the pending row: it is first's, under way
+        claimed()
+        transactions.run_all()
+        failure_of(second).trap(ImageIdTaken)
+        assert result_of(first).status is OriginalStatus.READY
         fetched = result_of(run(make_service(database, blobs).fetch_original(PHOTO)))
         assert fetched.data == first_data
 
@@ -295,7 +312,7 @@ class TestDerivation:
     ) -> None:
         result_of(run(service.store_original(PHOTO, jpeg((400, 300)))))
         derived(service, "photo-100x100.jpg")
-        for path in (blobs.root / "derived").rglob("100x100.jpeg"):
+        for path in (blobs.root / "derived").rglob("100x100.jpeg.*"):
             path.unlink()
         assert opened(derived(service, "photo-100x100.jpg").data or b"").size == (100, 100)
         assert len(derivations(log_events)) == 2

@@ -582,3 +582,22 @@ def test_unexpected_failures_are_500_and_logged(database: Database, log_events: 
 @pytest.fixture
 def tmp(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
+
+
+def test_a_derived_image_made_again_while_answering_is_described_by_its_own_validators(
+    database: Database,
+) -> None:
+    # Its file is lost: the row found first describes bytes that are gone,
+    # and the image is derived again, a day later, while the request waits.
+    blobs = MemoryBlobStore()
+    now = [datetime(2026, 11, 1, 12, 0, tzinfo=UTC)]
+    service = ImageService(database, blobs, immediate, POLICY, clock=lambda: now[0])
+    client = Client(ImageAPI(service, WriteTokens(()), immediate, HttpPolicy()))
+    assert client.put("/original/photo", jpeg((300, 200))).code == 201
+    assert client.request("GET", "/derived/photo-100x100.jpg").code == 200
+    for key in [key for key in blobs.blobs if key.startswith("derived/")]:
+        del blobs.blobs[key]
+    now[0] += timedelta(days=1)
+    response = client.request("GET", "/derived/photo-100x100.jpg")
+    assert response.code == 200
+    assert header(response, "Last-Modified") == format_datetime(now[0], usegmt=True)
