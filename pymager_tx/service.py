@@ -453,11 +453,32 @@ class ImageService:
         except Exception:
             # Not on GeneratorExit: a coroutine being garbage-collected can
             # no longer wait for a transaction; the lease then runs out.
-            await self._database.transact(release_claim_txn, claim)
+            if await self._discard_stored(holding):
+                await self._database.transact(release_claim_txn, claim)
             raise
         finally:
             if renewal is not None and renewal.running:
                 renewal.stop()
+
+    async def _discard_stored(self, holding: _Holding) -> bool:
+        """Remove the file a failed derivation stored under its claim, which
+        no row names; False if it is still there, and then the claim must
+        stay, to lead recovery to it should this process die."""
+        if not holding.stored:
+            return True
+        try:
+            await self._blobs.delete(claimed_key(holding.claim))
+        except Exception as error:
+            self.log.warn(
+                "Could not remove the unrecorded rendition of {image_id} {variant}; its claim stays: "
+                "{reason}",
+                image_id=holding.claim.image_id,
+                variant=holding.claim.variant,
+                reason=str(error),
+            )
+            return False
+        holding.stored = False
+        return True
 
     def _renew_claim(self, holding: _Holding, timer: IReactorTime) -> Deferred[None] | None:
         """Extend a claim while its work goes on, but not for ever: a holder
@@ -508,6 +529,7 @@ class ImageService:
             raise _Superseded("its claim was taken over")
         rendered, digest, render_seconds = outcome
         key = claimed_key(claim)
+        holding.stored = True  # from here, a file may stand under the claim's key
         try:
             await self._blobs.put(key, rendered.data)
         except StorageUnavailable:
@@ -528,12 +550,21 @@ class ImageService:
             blob_key=key,
             created_at=self._clock(),
         )
-        recorded = await self._database.transact(record_derived_txn, record, original.generation, claim)
-        if recorded is not Recorded.RECORDED:
+        try:
+            recorded = await self._database.transact(record_derived_txn, record, original.generation, claim)
+        except Exception:
+            holding.stored = False  # it may have been recorded: never remove it on a guess
+            raise
+        if recorded is Recorded.RECORDED:
+            holding.stored = False
+        else:
             # No row names our file, and none ever will: only our claim's
             # token does.  The claim (if still ours) ends only once the file
             # is gone, so a crash in between leaves it for recovery to find.
-            await self._blobs.delete(key)
+            if not await self._discard_stored(holding):
+                raise StorageUnavailable(
+                    "the image storage is failing; try again later", f"could not remove {key}"
+                )
             if recorded is Recorded.GONE:
                 # Deleted while this was derived; the generation's directory
                 # goes too, if the deletion already emptied it.
@@ -702,10 +733,14 @@ class ImageService:
     async def _abandon(self, record: OriginalRecord) -> None:
         """Undo a claimed upload that failed; recovery retries if this fails too."""
         try:
+            # The file first: it is this upload's alone, never acknowledged,
+            # and it goes even when the database is what failed.
+            await self._blobs.delete(record.blob_key)
             removal = await self._database.transact(
                 abandon_upload_txn, record.image_id, record.generation, self._clock()
             )
-            await self._remove(removal if removal is not None else Removal(record, ()))
+            if removal is not None:
+                await self._remove(removal)
         except Exception:
             self.log.failure("Could not clean up the failed upload of {image_id}", image_id=record.image_id)
 
@@ -737,6 +772,7 @@ class _Holding:
         self.since = 0.0
         self.lost = False  # a renewal found it taken over
         self.expired = False  # held past the hold limit: renewals stopped
+        self.stored = False  # a file no row names may stand under the claim's key
 
 
 def _describe(data: bytes, limits: DecodeLimits) -> tuple[ImageInfo, str]:

@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, fail, maybeDeferred
+from zope.interface import implementer
+
+from pymager_tx.errors import StorageUnavailable
+from pymager_tx.storage import IBlobStore
 
 T = TypeVar("T")
 
@@ -40,3 +44,43 @@ class ManualOffload:
         waiting, work, args, kwargs = self.pending.pop(index)
         result = work(*args, **kwargs)
         return lambda: waiting.callback(result)
+
+
+@implementer(IBlobStore)
+class InterceptedBlobs:
+    """A blob store that lets a test act just before each delete (another
+    process doing its work at that very moment), or makes deletes fail (a
+    process that dies there)."""
+
+    def __init__(self, store: IBlobStore) -> None:
+        self._store = store
+        self.before_delete: Callable[[str], None] | None = None
+        self.deletes_fail = False
+
+    def put(self, key: str, data: bytes) -> Deferred[None]:
+        return self._store.put(key, data)
+
+    def get(self, key: str) -> Deferred[bytes]:
+        return self._store.get(key)
+
+    def exists(self, key: str) -> Deferred[bool]:
+        return self._store.exists(key)
+
+    def delete(self, key: str) -> Deferred[None]:
+        if self.deletes_fail:
+            return fail(StorageUnavailable("the process dies here"))
+        if self.before_delete is not None:
+            self.before_delete(key)
+        return self._store.delete(key)
+
+    def delete_prefix(self, prefix: str) -> Deferred[None]:
+        return self._store.delete_prefix(prefix)
+
+    def recover(self) -> Deferred[int]:
+        return self._store.recover()
+
+    def wipe(self) -> Deferred[None]:
+        return self._store.wipe()
+
+    def keys(self, prefix: str) -> Deferred[list[str]]:
+        return self._store.keys(prefix)
