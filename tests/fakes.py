@@ -49,15 +49,17 @@ class ManualOffload:
 @implementer(IBlobStore)
 class InterceptedBlobs:
     """A blob store that lets a test act just before each delete (another
-    process doing its work at that very moment), or makes deletes fail (a
-    process that dies there)."""
+    process doing its work at that very moment), makes deletes fail (a
+    process that dies there), and lists the keys written."""
 
     def __init__(self, store: IBlobStore) -> None:
         self._store = store
         self.before_delete: Callable[[str], None] | None = None
         self.deletes_fail = False
+        self.puts: list[str] = []
 
     def put(self, key: str, data: bytes) -> Deferred[None]:
+        self.puts.append(key)
         return self._store.put(key, data)
 
     def get(self, key: str) -> Deferred[bytes]:
