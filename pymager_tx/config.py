@@ -122,6 +122,11 @@ class ImageSettings(_Section):
     threads: Annotated[int, Field(ge=0, le=256)] = Field(
         0, description="Image threads per process; 0: the CPU cores shared out over [server] workers"
     )
+    max_queue: Annotated[int, Field(ge=0, le=100_000)] = Field(
+        0,
+        description="Derivations and upload checks that may wait for an image thread, per process; "
+        "more are refused at once with 503; 0: four per image thread",
+    )
     background: str = Field(
         "#ffffff",
         description='Colour under transparency in JPEG and BMP, and of padding ("-pad"), as "#rrggbb"',

@@ -94,6 +94,13 @@ class OutOfMemory(Unavailable):
     server at this moment, not a fault of the image, so never remembered."""
 
 
+class Overloaded(Unavailable):
+    """Every image thread is busy and the queue in front of them is full:
+    the server says "not now" instead of piling the work up."""
+
+    retry_after = 2
+
+
 class DerivationPending(Unavailable):
     """Another process claimed this derivation and has not finished it within
     the time a derivation may take; asking again later finds it done or

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -26,6 +26,7 @@ V = TypeVar("V")
 class InFlight(Generic[K, V]):
     def __init__(self) -> None:
         self._waiters: dict[K, list[Deferred[V]]] = {}
+        self._deserted: dict[K, Deferred[None]] = {}
 
     def __contains__(self, key: K) -> bool:
         return key in self._waiters
@@ -39,15 +40,28 @@ class InFlight(Generic[K, V]):
         joining = waiters is not None
         if waiters is None:
             waiters = self._waiters[key] = []
-        waiter: Deferred[V] = Deferred(lambda d: _discard(waiters, d))
+        waiter: Deferred[V] = Deferred(lambda d: self._leave(key, waiters, d))
         waiters.append(waiter)
         if not joining:
             maybeDeferred(start).addBoth(self._finished, key)
         return waiter
 
+    def deserted(self, key: K) -> Deferred[None]:
+        """Fires if every waiter for the work running under key leaves before
+        it finishes: work that has not begun in earnest (that still waits for
+        a thread, say) may then give up; work under way should finish."""
+        return self._deserted.setdefault(key, Deferred())
+
+    def _leave(self, key: K, waiters: list[Deferred[V]], waiter: Deferred[V]) -> None:
+        _discard(waiters, waiter)
+        deserted = self._deserted.get(key)
+        if not waiters and deserted is not None and not deserted.called:
+            deserted.callback(None)
+
     def _finished(self, result: V | Failure, key: K) -> None:
         # Forget the key before anyone hears the result, so that a waiter's
         # own callbacks asking again start afresh instead of joining the past.
+        self._deserted.pop(key, None)
         waiters = self._waiters.pop(key)
         if not waiters and isinstance(result, Failure):
             _unheard(result, "Shared work for {key} failed after every waiter left", key=key)
@@ -66,7 +80,7 @@ def _discard(waiters: list[Deferred[V]], waiter: Deferred[V]) -> None:
 def _unheard(failure: Failure, message: str, **fields: Any) -> None:
     """Log a failure nobody is left to hear: a refusal (a domain error) as a
     line, anything else with its traceback."""
-    if failure.check(PymagerError):
+    if failure.check(PymagerError, CancelledError):
         log.info(message + ": {reason}", reason=failure.getErrorMessage(), **fields)
     else:
         log.failure(message, failure, **fields)

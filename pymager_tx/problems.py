@@ -40,6 +40,7 @@ PROBLEMS: dict[type[errors.PymagerError], Problem] = {
     errors.StorageFull: Problem(503, "storage-full", "Storage full"),
     errors.StorageUnavailable: Problem(503, "storage-unavailable", "Storage unavailable"),
     errors.OutOfMemory: Problem(503, "out-of-memory", "Out of memory"),
+    errors.Overloaded: Problem(503, "overloaded", "Too busy"),
     errors.DerivationPending: Problem(503, "derivation-pending", "Derivation not finished"),
 }
 

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pymager_tx import __version__
+from pymager_tx.admission import ImageAdmission
 from pymager_tx.auth import WriteTokens
 from pymager_tx.config import Settings
 from pymager_tx.db.database import Database, make_engine, sqlite_url
@@ -76,8 +77,10 @@ class PymagerService(MultiService):
         database_threads = self._pool("pymager-db", settings.database.pool_size)
         io_threads = self._pool("pymager-io", _IO_THREADS)
         # By default the processes of --workers share the cores out.
-        image_threads = self._pool(
-            "pymager-images", settings.images.threads or max(1, _usable_cpus() // settings.server.workers)
+        image_thread_count = settings.images.threads or max(1, _usable_cpus() // settings.server.workers)
+        image_threads = self._pool("pymager-images", image_thread_count)
+        self.admission = ImageAdmission(
+            image_thread_count, settings.images.max_queue or 4 * image_thread_count, reactor
         )
 
         url = settings.database.url or sqlite_url(data_directory / "pymager.sqlite3")
@@ -103,6 +106,7 @@ class PymagerService(MultiService):
             image_policy(settings),
             peers=peers,
             cache=RenditionCache(memory.max_bytes, memory.max_item_bytes, memory.poll_seconds, self.epoch),
+            admission=self.admission,
         )
         write_tokens = WriteTokens(tokens)
         self.api = ImageAPI(

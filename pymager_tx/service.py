@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import TypeVar
 from uuid import uuid4
 
 from twisted.internet.defer import Deferred
@@ -35,6 +36,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pymager_tx.admission import ImageAdmission
 from pymager_tx.db.database import Database
 from pymager_tx.db.repository import (
     Claim,
@@ -48,6 +50,7 @@ from pymager_tx.db.repository import (
     claim_original_txn,
     claims_txn,
     find_original_txn,
+    forget_derived_key_txn,
     forget_derived_txn,
     forget_lost_original_txn,
     forget_original_txn,
@@ -71,6 +74,7 @@ from pymager_tx.errors import (
     ImageIdTaken,
     ImageNotFound,
     InvalidImage,
+    Overloaded,
     SizeNotAllowed,
     StorageUnavailable,
     Unavailable,
@@ -141,6 +145,7 @@ class StoredImage:
     checked: Mark | None = None
 
 
+T = TypeVar("T")
 # Seconds a derivation may take when the policy sets no time budget.
 _DEFAULT_BUDGET = 20.0
 
@@ -162,7 +167,10 @@ class ImageService:
         peers: Peers | None = None,
         cache: RenditionCache | None = None,
         refusals: RecentRefusals | None = None,
+        admission: ImageAdmission | None = None,
     ) -> None:
+        """admission: the bounded queue in front of the image threads; None:
+        image work goes straight to imaging, unbounded (tests, the CLI)."""
         self._database = database
         self._blobs = blobs
         self._imaging = imaging
@@ -171,6 +179,7 @@ class ImageService:
         self._peers = peers or Peers.alone()
         self._cache = cache or RenditionCache(max_bytes=0, max_item_bytes=0, poll_seconds=0)
         self._refusals = refusals if refusals is not None else RecentRefusals()
+        self._admission = admission
         # Generations of the uploads this process is carrying out right now,
         # registered before their pending row exists: a pending row of ours
         # whose generation is not here was abandoned.
@@ -179,7 +188,9 @@ class ImageService:
 
     # Originals
 
-    async def store_original(self, image_id: ImageId, data: bytes) -> OriginalRecord:
+    async def store_original(
+        self, image_id: ImageId, data: bytes, arrived: float | None = None
+    ) -> OriginalRecord:
         if len(data) > self.policy.max_upload_bytes:
             raise UploadTooLarge(
                 f"the image is {len(data)} bytes; the limit is {self.policy.max_upload_bytes}"
@@ -194,7 +205,9 @@ class ImageService:
                 await self._take_over_abandoned_upload(state)
             else:
                 raise _taken(image_id)
-        info, digest = await self._imaging(_describe, data, self.policy.limits)
+        info, digest = await self._admitted(
+            lambda: self._imaging(_describe, data, self.policy.limits), _Errand(self._deadline(arrived))
+        )
         generation = uuid4().hex
         record = OriginalRecord(
             image_id=image_id.value,
@@ -284,8 +297,11 @@ class ImageService:
         return parsed.image_id, DerivedSpec(parsed.size, output, parsed.mode)
 
     async def fetch_derived(
-        self, image_id: ImageId, spec: DerivedSpec, with_body: bool = True
+        self, image_id: ImageId, spec: DerivedSpec, with_body: bool = True, arrived: float | None = None
     ) -> StoredImage:
+        """The derived image, derived first if need be.  arrived: when the
+        request came (time.monotonic()); the time budget counts from then,
+        time spent queueing for an image thread included."""
         key = (image_id.value, spec.variant)
         held = self._cache.fresh(key)
         if held is not None:
@@ -308,9 +324,10 @@ class ImageService:
             raise refused
         # Everyone asking for this rendition of this upload meanwhile shares
         # one derivation, and each gets a Deferred of its own.
+        errand = _Errand(self._deadline(arrived), self._derivations.deserted)
         try:
             stored = await self._derivations.run(
-                rendition, lambda: Deferred.fromCoroutine(self._derive(original, spec))
+                rendition, lambda: Deferred.fromCoroutine(self._derive(original, spec, errand.of(rendition)))
             )
         except (InvalidImage, DerivationTooCostly) as error:
             # Refused for what the source is: it would be refused again.
@@ -368,7 +385,18 @@ class ImageService:
             await self._database.transact(forget_derived_txn, record)
             return None
 
-    async def _derive(self, original: OriginalRecord, spec: Target) -> StoredImage:
+    def _deadline(self, arrived: float | None) -> float | None:
+        budget = self.policy.limits.time_budget
+        return None if arrived is None or budget is None else arrived + budget
+
+    async def _admitted(self, work: Callable[[], Deferred[T]], errand: _Errand) -> T:
+        """work(), once an image thread is free for it (see admission)."""
+        if self._admission is None:
+            return await work()
+        wait = None if errand.deadline is None else errand.deadline - time.monotonic()
+        return await self._admission.run(work, wait, errand.deserted_now)
+
+    async def _derive(self, original: OriginalRecord, spec: Target, errand: _Errand) -> StoredImage:
         """The rendition, derived here or by whichever process claimed it."""
         image_id = ImageId(original.image_id)
         delay = POLL_FIRST
@@ -387,7 +415,7 @@ class ImageService:
                 raise _not_found(image_id)
             if outcome is ClaimOutcome.CLAIMED:
                 assert claim is not None
-                derived = await self._derive_claimed(original, spec, claim)
+                derived = await self._derive_claimed(original, spec, claim, errand)
                 if derived is not None:
                     return derived
                 continue  # our claim was taken over: wait for its new holder
@@ -427,7 +455,7 @@ class ImageService:
         return 2 * (self.policy.limits.time_budget or _DEFAULT_BUDGET)
 
     async def _derive_claimed(
-        self, original: OriginalRecord, spec: Target, claim: Claim
+        self, original: OriginalRecord, spec: Target, claim: Claim, errand: _Errand
     ) -> StoredImage | None:
         """Derive a rendition this process has claimed, renewing the claim
         while the work takes, and end the claim either way; None if the
@@ -441,7 +469,7 @@ class ImageService:
             renewal.clock = timer
             renewal.start(self._peers.lease.total_seconds() / 3, now=False)
         try:
-            return await self._render_and_record(original, spec, holding)
+            return await self._render_and_record(original, spec, holding, errand)
         except _Superseded as superseded:
             self.log.info(
                 "Gave up deriving {image_id} {variant} here: {reason}",
@@ -516,13 +544,15 @@ class ImageService:
         )
 
     async def _render_and_record(
-        self, original: OriginalRecord, spec: Target, holding: _Holding
+        self, original: OriginalRecord, spec: Target, holding: _Holding, errand: _Errand
     ) -> StoredImage:
         image_id = ImageId(original.image_id)
         claim = holding.claim
         started = time.perf_counter()
-        source, source_name = await self._source_for(original, spec)
-        outcome = await self._imaging(_render, source, spec, self.policy.limits, self.policy.encoding)
+        source_key, source_name = await self._source_for(original, spec, errand)
+        outcome = await self._admitted(
+            lambda: Deferred.fromCoroutine(self._read_and_render(original, source_key, spec, errand)), errand
+        )
         if outcome is None:
             raise _NoWorkingCopy()
         if holding.lost:
@@ -603,41 +633,83 @@ class ImageService:
             )
         return StoredImage(record, rendered.data)
 
-    async def _source_for(self, original: OriginalRecord, spec: Target) -> tuple[bytes, str]:
-        """The bytes to derive spec from: the original's working copy where
-        it will do as well, else the original itself."""
+    async def _source_for(self, original: OriginalRecord, spec: Target, errand: _Errand) -> tuple[str, str]:
+        """The key of the bytes to derive spec from: the original's working
+        copy where it will do as well, else the original itself.  A key, not
+        the bytes: they are read once an image thread is free for them."""
         if isinstance(spec, DerivedSpec) and worth_a_working_copy(
             original.width, original.height, self.policy.allowed_sizes
         ):
-            working = await self._working_copy(original)
+            working = await self._working_copy(original, errand)
             if working is not None and working_copy_covers(
-                working.record.width, working.record.height, original.width, original.height, spec
+                working.width, working.height, original.width, original.height, spec
             ):
-                assert working.data is not None
-                return working.data, "working copy"
-        try:
-            return await self._blobs.get(original.blob_key), "original"
-        except BlobNotFound:
-            raise _not_found(ImageId(original.image_id)) from None
+                return working.blob_key, "working copy"
+        return original.blob_key, "original"
 
-    async def _working_copy(self, original: OriginalRecord) -> StoredImage | None:
+    async def _read_and_render(
+        self, original: OriginalRecord, source_key: str, spec: Target, errand: _Errand
+    ) -> tuple[Rendered, str, float] | None:
+        try:
+            source = await self._blobs.get(source_key)
+        except BlobNotFound:
+            if source_key == original.blob_key:
+                raise _not_found(ImageId(original.image_id)) from None
+            self.log.warn(
+                "The working copy of {image_id} is missing; deriving from the original",
+                image_id=original.image_id,
+            )
+            await self._database.transact(forget_derived_key_txn, source_key)
+            try:
+                source = await self._blobs.get(original.blob_key)
+            except BlobNotFound:
+                raise _not_found(ImageId(original.image_id)) from None
+        budget = self.policy.limits.time_budget
+        deadline, shortened = errand.deadline, False
+        if budget is not None:
+            if deadline is None:
+                deadline = time.monotonic() + budget
+            else:
+                # Counted from the request's arrival: was the budget spent
+                # waiting for a thread?
+                shortened = deadline - time.monotonic() < budget * 0.95
+        limits, encoding = self.policy.limits, self.policy.encoding
+        try:
+            return await self._imaging(_render, source, spec, limits, encoding, deadline)
+        except DerivationTooCostly:
+            if shortened:
+                # It waited for a thread first: not the image's fault alone.
+                raise Overloaded(
+                    "the server was too busy to finish this image in time; try again shortly",
+                    f"{original.image_id} {spec.variant} ran out of time after queueing",
+                ) from None
+            raise
+
+    async def _working_copy(self, original: OriginalRecord, errand: _Errand) -> DerivedRecord | None:
         target = WorkingCopy(self.policy.allowed_sizes)
         lookup = await self._database.read(lookup_derived_txn, original.image_id, target.variant)
         if lookup.derived is not None:
-            stored = await self._read_derived(lookup.derived, with_body=True)
-            if stored is not None:
-                return stored
+            return lookup.derived
+        key = (original.image_id, original.generation, target.variant)
         try:
-            return await self._derivations.run(
-                (original.image_id, original.generation, target.variant),
-                lambda: Deferred.fromCoroutine(self._derive(original, target)),
+            made = await self._derivations.run(
+                key, lambda: Deferred.fromCoroutine(self._derive(original, target, errand.of(key)))
             )
         except _NoWorkingCopy:
             return None  # an animation: derived from the original, frame by frame
+        assert isinstance(made.record, DerivedRecord)
+        return made.record
 
     async def check_health(self) -> None:
         """Fails unless the metadata database answers a query."""
         await self._database.read(ping_txn)
+
+    def image_load(self) -> dict[str, object] | None:
+        """How busy the image threads are, and whether new work would be
+        refused (for health answers); None without admission control."""
+        if self._admission is None:
+            return None
+        return {**self._admission.describe(), "full": self._admission.full}
 
     # Start-up and removal
 
@@ -764,6 +836,24 @@ def claimed_key(claim: Claim) -> str:
     return derived_key(ImageId(claim.image_id), claim.generation, claim.variant, claim.token)
 
 
+class _Errand:
+    """What one request's derivation carries down to its image work: when it
+    must be done by, and how it hears that nobody waits for it any more."""
+
+    def __init__(
+        self, deadline: float | None, deserted: Callable[[tuple[str, str, str]], Deferred[None]] | None = None
+    ) -> None:
+        self.deadline = deadline
+        self._deserted = deserted
+        self.deserted_now: Deferred[None] | None = None
+
+    def of(self, key: tuple[str, str, str]) -> _Errand:
+        """The errand of the shared work running under key."""
+        errand = _Errand(self.deadline, self._deserted)
+        errand.deserted_now = None if self._deserted is None else self._deserted(key)
+        return errand
+
+
 class _Holding:
     """A claim this process holds, as its renewals see it."""
 
@@ -780,13 +870,11 @@ def _describe(data: bytes, limits: DecodeLimits) -> tuple[ImageInfo, str]:
 
 
 def _render(
-    data: bytes, spec: Target, limits: DecodeLimits, encoding: EncodeOptions
+    data: bytes, spec: Target, limits: DecodeLimits, encoding: EncodeOptions, deadline: float | None
 ) -> tuple[Rendered, str, float] | None:
     # Timed in the worker thread: the time spent queueing for one is not
-    # the image's cost.
+    # the image's cost.  The deadline counts from the request's arrival.
     started = time.perf_counter()
-    # The budget starts here, in the worker, for the same reason.
-    deadline = None if limits.time_budget is None else time.monotonic() + limits.time_budget
     if isinstance(spec, WorkingCopy):
         rendered = make_working_copy(data, limits, spec.sizes, encoding, deadline)
         if rendered is None:

@@ -15,6 +15,7 @@ connection reset.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from io import BytesIO
 from typing import Any
@@ -93,6 +94,8 @@ class BodyLimitedRequest(Request):
         self._refused = False
         self._linger: IDelayedCall | None = None
         self.started_at = self._site.reactor.seconds()
+        # For time budgets, which count from a request's arrival.
+        self.arrived = time.monotonic()
 
     def gotLength(self, length: int | None) -> None:
         self.content = self._body

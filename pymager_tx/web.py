@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from klein import Klein
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -24,7 +24,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from pymager_tx.auth import WriteTokens, challenge
 from pymager_tx.conditional import not_modified, set_validators, strong_etag
-from pymager_tx.errors import PymagerError, Unauthorized, Unavailable
+from pymager_tx.errors import Overloaded, PymagerError, Unauthorized, Unavailable
 from pymager_tx.inflight import shielded
 from pymager_tx.model import ImageId, OriginalRecord
 from pymager_tx.problems import (
@@ -99,7 +99,8 @@ class ImageAPI:
         parse = image_from_form if request.method == b"POST" else image_from_body
         data = await self._offload(_read_body, request, parse, content_type)
         # Once started, an upload finishes whether or not its client waits.
-        record = await shielded(Deferred.fromCoroutine(self._service.store_original(valid_id, data)))
+        arrived = _arrival(request)
+        record = await shielded(Deferred.fromCoroutine(self._service.store_original(valid_id, data, arrived)))
         location = self._absolute_url(request, f"/original/{quote(record.image_id)}")
         request.setResponseCode(201)
         request.setHeader(b"Location", location.encode("ascii"))
@@ -118,7 +119,7 @@ class ImageAPI:
     @app.route("/derived/<string:name>", methods=["GET", "HEAD"])
     async def get_derived(self, request: IRequest, name: str) -> bytes:
         image_id, spec = self._service.derived_request(name)
-        stored = await self._service.fetch_derived(image_id, spec, with_body=False)
+        stored = await self._service.fetch_derived(image_id, spec, with_body=False, arrived=_arrival(request))
         if self._not_modified(request, stored):
             return b""
         if not _is_head(request):
@@ -134,9 +135,27 @@ class ImageAPI:
 
     @app.route("/healthz", methods=["GET", "HEAD"])
     async def health(self, request: IRequest) -> bytes:
-        """200 when the database answers; for load balancers and systemd."""
+        """200 when the database answers; for systemd and liveness probes.
+        It says how busy the image threads are, but stays 200 when they are:
+        a busy process is alive (see /readyz)."""
+        return await self._health(request, ready=False)
+
+    @app.route("/readyz", methods=["GET", "HEAD"])
+    async def readiness(self, request: IRequest) -> bytes:
+        """/healthz, but 503 too while the image queue is full: for a load
+        balancer, to send new work elsewhere until this process catches up."""
+        return await self._health(request, ready=True)
+
+    async def _health(self, request: IRequest, ready: bool) -> bytes:
+        load = self._service.image_load()
+        if ready and load is not None and load["full"]:
+            request.setHeader(b"Retry-After", b"%d" % Overloaded.retry_after)
+            detail = f"every image thread is busy and {load['queued']} jobs wait; send work elsewhere"
+            return answer_with_problem(request, problem_for(Overloaded(detail)), detail)
         try:
             await self._service.check_health()
+        except CancelledError:
+            raise  # the client left: nothing failed
         except Unavailable as error:
             self.log.warn("Health check failed: {reason}", reason=error.reason)
             request.setHeader(b"Retry-After", b"%d" % error.retry_after)
@@ -146,7 +165,10 @@ class ImageAPI:
             request.setHeader(b"Retry-After", b"%d" % Unavailable.retry_after)
             return answer_with_problem(request, UNAVAILABLE, "the metadata database does not answer")
         request.setHeader(b"Cache-Control", b"no-store")
-        return _json(request, {"status": "ok"})
+        document: dict[str, object] = {"status": "ok"}
+        if load is not None:
+            document["images"] = load
+        return _json(request, document)
 
     # Answers
 
@@ -306,6 +328,12 @@ def _json(request: IRequest, document: dict[str, object]) -> bytes:
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Content-Length", b"%d" % len(body))
     return body
+
+
+def _arrival(request: IRequest) -> float | None:
+    """When the request arrived (time.monotonic()), as the site records it."""
+    arrived: float | None = getattr(request, "arrived", None)
+    return arrived
 
 
 def _is_head(request: IRequest) -> bool:

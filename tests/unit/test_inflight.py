@@ -127,3 +127,18 @@ def test_a_failure_nobody_hears_is_logged_with_its_traceback(log_events: list[Lo
     work.started[0].errback(OSError("disk on fire"))
     [event] = [e for e in log_events if e.get("log_namespace") == "pymager_tx.inflight"]
     assert event["log_failure"].check(OSError)
+
+
+def test_work_hears_when_every_waiter_has_left() -> None:
+    inflight: InFlight[str, str] = InFlight()
+    deserted: list[Deferred[None]] = []
+
+    def start() -> Deferred[str]:
+        deserted.append(inflight.deserted("k"))
+        return Deferred()
+
+    first, second = inflight.run("k", start), inflight.run("k", start)
+    first.cancel()
+    no_result(deserted[0])
+    second.cancel()
+    assert result_of(deserted[0]) is None

@@ -14,10 +14,12 @@ import pytest
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogEvent
 from zope.interface import implementer
 
+from pymager_tx.admission import ImageAdmission
 from pymager_tx.auth import WriteTokens
 from pymager_tx.db.database import Database
 from pymager_tx.formats import default_decoders
@@ -601,3 +603,40 @@ def test_a_derived_image_made_again_while_answering_is_described_by_its_own_vali
     response = client.request("GET", "/derived/photo-100x100.jpg")
     assert response.code == 200
     assert header(response, "Last-Modified") == format_datetime(now[0], usegmt=True)
+
+
+def test_past_the_image_queue_derivations_get_503_and_readiness_says_so(database: Database) -> None:
+    imaging = ManualOffload()
+    admission = ImageAdmission(slots=1, max_queue=0, clock=Clock())
+    service = ImageService(database, MemoryBlobStore(), imaging, POLICY, admission=admission)
+    api = ImageAPI(service, WriteTokens(()), immediate, HttpPolicy())
+    client = Client(api)
+    for name in ("one", "two"):
+        uploading = client.stub.request("PUT", f"{BASE}/original/{name}", data=jpeg((300, 200)))
+        imaging.run_all()
+        client.stub.flush()
+        assert result_of(uploading).code == 201
+    busy = client.stub.request("GET", f"{BASE}/derived/one-100x100.jpg")  # takes the only thread
+    refused = client.request("GET", "/derived/two-100x100.jpg")
+    assert_problem(refused, 503, "busy")
+    assert json.loads(refused.body)["type"] == "/problems/overloaded"
+    assert header(refused, "Retry-After") == "2"
+    not_ready = client.request("GET", "/readyz")
+    assert_problem(not_ready, 503)
+    alive = client.request("GET", "/healthz")
+    assert alive.code == 200
+    assert json.loads(alive.body)["images"] == {
+        "threads": 1,
+        "busy": 1,
+        "queued": 0,
+        "max_queue": 0,
+        "full": True,
+    }
+    imaging.run_all()
+    client.stub.flush()
+    assert result_of(busy).code == 200
+    assert client.request("GET", "/readyz").code == 200
+    retried = client.stub.request("GET", f"{BASE}/derived/two-100x100.jpg")
+    imaging.run_all()
+    client.stub.flush()
+    assert result_of(retried).code == 200
