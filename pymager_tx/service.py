@@ -107,7 +107,7 @@ from pymager_tx.model import (
 from pymager_tx.peers import POLL_FIRST, POLL_MOST, Peers
 from pymager_tx.refusals import RecentRefusals
 from pymager_tx.rendition_cache import Mark, RenditionCache
-from pymager_tx.storage import IBlobStore
+from pymager_tx.storage import IBlobReader, IBlobStore
 from pymager_tx.storage.keys import derived_key, derived_prefix, original_key
 from pymager_tx.threads import Offload
 
@@ -136,13 +136,15 @@ Target = DerivedSpec | WorkingCopy
 @dataclass(frozen=True)
 class StoredImage:
     """An original or derived image as served: its record, and its bytes
-    unless only the metadata was asked for (HEAD)."""
+    unless only the metadata was asked for (HEAD), or unless they are too
+    many to hold: then an open reader to send them from, a part at a time."""
 
     record: StoredFile
     data: bytes | None
     # For a derived image read without its bytes: when its row was checked,
     # so that the bytes, once read, may be kept in memory.
     checked: Mark | None = None
+    reader: IBlobReader | None = None
 
 
 T = TypeVar("T")
@@ -254,11 +256,14 @@ class ImageService:
         stored = StoredImage(record, None)
         return await self.load_original(stored) if with_body else stored
 
-    async def load_original(self, stored: StoredImage) -> StoredImage:
-        """stored, with the bytes of the original it describes."""
+    async def load_original(self, stored: StoredImage, whole_up_to: int | None = None) -> StoredImage:
+        """stored, with the bytes of the original it describes; past
+        whole_up_to bytes, with a reader of them instead."""
         record = stored.record
         assert isinstance(record, OriginalRecord)
         try:
+            if whole_up_to is not None and record.byte_length > whole_up_to:
+                return StoredImage(record, None, reader=await self._blobs.open(record.blob_key))
             return StoredImage(record, await self._blobs.get(record.blob_key))
         except BlobNotFound:
             # Deleted since the metadata was read, or lost: only the first is a 404.
@@ -335,12 +340,22 @@ class ImageService:
             raise
         return self._remember(stored, mark)
 
-    async def load_derived(self, image_id: ImageId, spec: DerivedSpec, stored: StoredImage) -> StoredImage:
+    async def load_derived(
+        self, image_id: ImageId, spec: DerivedSpec, stored: StoredImage, whole_up_to: int | None = None
+    ) -> StoredImage:
         """stored, with the bytes of the derived image it describes (derived
-        again if its file went missing)."""
+        again if its file went missing); past whole_up_to bytes, and too
+        large to keep in memory, with a reader of them instead."""
         if stored.data is not None:
             return stored
         assert isinstance(stored.record, DerivedRecord)
+        if whole_up_to is not None and stored.record.byte_length > max(
+            whole_up_to, self._cache.max_item_bytes
+        ):
+            try:
+                return replace(stored, reader=await self._blobs.open(stored.record.blob_key))
+            except BlobNotFound:
+                pass  # read below, which derives it again
         loaded = await self._read_derived(stored.record, with_body=True)
         if loaded is None:
             return await self.fetch_derived(image_id, spec)

@@ -39,6 +39,7 @@ from pymager_tx.problems import (
     problem_for,
 )
 from pymager_tx.service import ImageService, StoredImage
+from pymager_tx.streaming import BlobSender
 from pymager_tx.threads import Offload
 from pymager_tx.uploads import image_from_body, image_from_form
 
@@ -46,6 +47,8 @@ from pymager_tx.uploads import image_from_body, image_from_form
 _METHODS = frozenset(
     {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH"}
 )
+# Larger images are sent from storage a part at a time, as the client reads.
+_WHOLE_BYTES = 256 * 1024
 _HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
@@ -88,8 +91,8 @@ class ImageAPI:
         if self._not_modified(request, stored):
             return b""
         if not _is_head(request):
-            stored = await self._service.load_original(stored)
-        return self._send_image(request, stored)
+            stored = await self._service.load_original(stored, whole_up_to=_WHOLE_BYTES)
+        return await self._send_image(request, stored)
 
     @app.route("/original/<string:image_id>", methods=["POST", "PUT"])
     async def put_original(self, request: IRequest, image_id: str) -> bytes:
@@ -123,13 +126,13 @@ class ImageAPI:
         if self._not_modified(request, stored):
             return b""
         if not _is_head(request):
-            loaded = await self._service.load_derived(image_id, spec, stored)
+            loaded = await self._service.load_derived(image_id, spec, stored, whole_up_to=_WHOLE_BYTES)
             if loaded.record != stored.record:
                 # Derived again meanwhile (its file was lost, or a new upload
                 # took the ID): the headers describe the bytes sent.
                 self._set_validators(request, loaded)
             stored = loaded
-        return self._send_image(request, stored)
+        return await self._send_image(request, stored)
 
     # Operations
 
@@ -186,11 +189,15 @@ class ImageAPI:
         record = stored.record
         set_validators(request, strong_etag(record.sha256), record.created_at, self._policy.cache_control)
 
-    def _send_image(self, request: IRequest, stored: StoredImage) -> bytes:
+    async def _send_image(self, request: IRequest, stored: StoredImage) -> bytes:
         record = stored.record
         request.setHeader(b"Content-Type", record.media_type.encode("ascii"))
         # Set explicitly, so HEAD (which sends no body) announces what GET sends.
         request.setHeader(b"Content-Length", b"%d" % record.byte_length)
+        if stored.reader is not None:
+            # Sent as the client takes it; Klein finishes the request after.
+            await BlobSender(stored.reader, request).send()  # type: ignore[arg-type]
+            return b""
         return stored.data or b""
 
     def _absolute_url(self, request: IRequest, path: str) -> str:

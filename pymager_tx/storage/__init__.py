@@ -1,5 +1,5 @@
 """Where image bytes live: an interface, a filesystem store and an in-memory fake."""
 
-from pymager_tx.storage.interface import IBlobStore, validate_key
+from pymager_tx.storage.interface import IBlobReader, IBlobStore, validate_key
 
-__all__ = ["IBlobStore", "validate_key"]
+__all__ = ["IBlobReader", "IBlobStore", "validate_key"]

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from contextlib import suppress
 from functools import wraps
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import BinaryIO, ParamSpec, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -31,7 +31,7 @@ from zope.interface import implementer
 
 from pymager_tx.errors import BlobNotFound, StorageFull, StorageUnavailable
 from pymager_tx.owners import Owners
-from pymager_tx.storage.interface import IBlobStore, validate_key
+from pymager_tx.storage.interface import IBlobReader, IBlobStore, validate_key
 from pymager_tx.threads import Offload
 
 _TEMPORARY = ".tmp"
@@ -72,6 +72,9 @@ class FilesystemBlobStore:
 
     def get(self, key: str) -> Deferred[bytes]:
         return self._offload(self._get, self._path(key))
+
+    def open(self, key: str) -> Deferred[IBlobReader]:
+        return self._offload(self._open, self._path(key))
 
     def exists(self, key: str) -> Deferred[bool]:
         return self._offload(self._exists, self._path(key))
@@ -132,6 +135,15 @@ class FilesystemBlobStore:
             return path.read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             raise BlobNotFound(str(path.relative_to(self.root))) from None
+
+    @_storage_errors
+    def _open(self, path: Path) -> IBlobReader:
+        try:
+            file = path.open("rb")
+        except (FileNotFoundError, NotADirectoryError):
+            raise BlobNotFound(str(path.relative_to(self.root))) from None
+        # An open file stays readable after a delete removes its name.
+        return _FileReader(file, os.fstat(file.fileno()).st_size, self._offload)
 
     @_storage_errors
     def _exists(self, path: Path) -> bool:
@@ -210,6 +222,20 @@ class FilesystemBlobStore:
                 new.mkdir()
             # A new directory is durable only once its parent records it.
             _fsync_directory(new.parent)
+
+
+@implementer(IBlobReader)
+class _FileReader:
+    def __init__(self, file: BinaryIO, size: int, offload: Offload) -> None:
+        self.size = size
+        self._file = file
+        self._offload = offload
+
+    def read(self, size: int) -> Deferred[bytes]:
+        return self._offload(_storage_errors(self._file.read), size)
+
+    def close(self) -> Deferred[None]:
+        return self._offload(self._file.close)
 
 
 def _prune(directory: Path) -> None:

@@ -18,6 +18,19 @@ def validate_key(key: str) -> str:
     return key
 
 
+class IBlobReader(Interface):
+    """One stored blob, opened for reading a part at a time, so that an
+    answer is sent as the client takes it instead of held whole."""
+
+    size: int
+
+    def read(size: int) -> Deferred[bytes]:
+        """The next bytes, at most size of them; b"" once all were read."""
+
+    def close() -> Deferred[None]:
+        """Let go of the blob (idempotent)."""
+
+
 class IBlobStore(Interface):
     """Bytes under keys like 'originals/ab/cd/<hash>/<generation>'.
 
@@ -30,6 +43,11 @@ class IBlobStore(Interface):
 
     def get(key: str) -> Deferred[bytes]:
         """The bytes under key; fails with BlobNotFound if there are none."""
+
+    def open(key: str) -> Deferred[IBlobReader]:
+        """The blob under key, to read a part at a time; fails with
+        BlobNotFound if there is none.  The reader sees the blob as it was
+        when opened, even if it is deleted meanwhile."""
 
     def exists(key: str) -> Deferred[bool]:
         """Whether a whole blob is stored under key (without reading it)."""

@@ -6,7 +6,26 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from pymager_tx.errors import BlobNotFound
-from pymager_tx.storage.interface import IBlobStore, validate_key
+from pymager_tx.storage.interface import IBlobReader, IBlobStore, validate_key
+
+
+@implementer(IBlobReader)
+class BytesReader:
+    """Bytes held in memory, read a part at a time."""
+
+    def __init__(self, data: bytes) -> None:
+        self.size = len(data)
+        self._view = memoryview(data)
+        self._offset = 0
+
+    def read(self, size: int) -> Deferred[bytes]:
+        part = bytes(self._view[self._offset : self._offset + size])
+        self._offset += len(part)
+        return succeed(part)
+
+    def close(self) -> Deferred[None]:
+        self._view = memoryview(b"")
+        return succeed(None)
 
 
 @implementer(IBlobStore)
@@ -21,6 +40,12 @@ class MemoryBlobStore:
     def get(self, key: str) -> Deferred[bytes]:
         try:
             return succeed(self.blobs[validate_key(key)])
+        except KeyError:
+            return fail(BlobNotFound(key))
+
+    def open(self, key: str) -> Deferred[IBlobReader]:
+        try:
+            return succeed(BytesReader(self.blobs[validate_key(key)]))
         except KeyError:
             return fail(BlobNotFound(key))
 

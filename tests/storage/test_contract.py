@@ -49,6 +49,17 @@ def test_exists_tells_a_stored_key_from_a_missing_one(store: IBlobStore) -> None
     assert not result_of(store.exists("originals/ab/cd/abcd/g1"))
 
 
+def test_open_reads_a_blob_a_part_at_a_time_even_once_deleted(store: IBlobStore) -> None:
+    result_of(store.put(KEY, b"0123456789"))
+    reader = result_of(store.open(KEY))
+    assert reader.size == 10
+    result_of(store.delete(KEY))
+    parts = [result_of(reader.read(4)) for _ in range(4)]
+    assert parts == [b"0123", b"4567", b"89", b""]
+    result_of(reader.close())
+    failure_of(store.open(KEY)).trap(BlobNotFound)
+
+
 def test_get_of_a_missing_key_fails(store: IBlobStore) -> None:
     failure_of(store.get(KEY)).trap(BlobNotFound)
 
