@@ -178,11 +178,17 @@ class FilesystemBlobStore:
         return removed
 
     def _keys(self, prefix: str) -> Iterator[str]:
+        """Every key below prefix.  A directory that cannot be read fails the
+        listing: a key left out would look lost, and a repair would forget a
+        healthy original.  Names that cannot be keys (an NFS client's
+        .nfsXXXX, an editor's backup) are not the store's, and are left out."""
         top = self._path(prefix)
-        for directory, subdirectories, names in os.walk(top):
-            subdirectories.sort()
+        for directory, subdirectories, names in os.walk(top, onerror=_unlisted):
+            below = Path(directory).relative_to(self.root)
+            subdirectories[:] = sorted(name for name in subdirectories if _is_key(below / name))
             for name in names:
-                yield str((Path(directory) / name).relative_to(self.root))
+                if _is_key(below / name):
+                    yield str(below / name)
 
     def _wipe(self) -> None:
         with suppress(FileNotFoundError, NotADirectoryError):
@@ -199,6 +205,24 @@ class FilesystemBlobStore:
                 new.mkdir()
             # A new directory is durable only once its parent records it.
             _fsync_directory(new.parent)
+
+
+def _unlisted(error: OSError) -> None:
+    # Removed meanwhile, by a deletion pruning its directory: nothing to list.
+    if isinstance(error, FileNotFoundError):
+        return
+    raise StorageUnavailable(
+        "the image storage cannot be listed; try again later",
+        f"cannot list {error.filename}: {error.strerror or error}",
+    ) from error
+
+
+def _is_key(path: Path) -> bool:
+    try:
+        validate_key(str(path))
+    except ValueError:
+        return False
+    return True
 
 
 def _prune(directory: Path) -> None:
