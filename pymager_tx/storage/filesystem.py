@@ -34,6 +34,7 @@ from pymager_tx.storage.interface import IBlobStore, validate_key
 from pymager_tx.threads import Offload
 
 _TEMPORARY = ".tmp"
+_UNLISTED = "the image storage cannot be listed; try again later"
 _RENAME_ATTEMPTS = 3
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 P = ParamSpec("P")
@@ -180,10 +181,24 @@ class FilesystemBlobStore:
     def _keys(self, prefix: str) -> Iterator[str]:
         """Every key below prefix.  A directory that cannot be read fails the
         listing: a key left out would look lost, and a repair would forget a
-        healthy original.  Names that cannot be keys (an NFS client's
-        .nfsXXXX, an editor's backup) are not the store's, and are left out."""
+        healthy original.  Symbolic links are followed, as get() follows
+        them; one that leads to a directory listed already fails it too.
+        Names that cannot be keys (an NFS client's .nfsXXXX, an editor's
+        backup) are not the store's, and are left out."""
         top = self._path(prefix)
-        for directory, subdirectories, names in os.walk(top, onerror=_unlisted):
+        seen: set[tuple[int, int]] = set()
+        for directory, subdirectories, names in os.walk(top, onerror=_unlisted, followlinks=True):
+            try:
+                status = os.stat(directory)
+            except OSError as error:
+                _unlisted(error)
+                subdirectories.clear()  # removed meanwhile
+                continue
+            if (status.st_dev, status.st_ino) in seen:
+                raise StorageUnavailable(
+                    _UNLISTED, f"cannot list {directory}: a symbolic link leads to it again"
+                )
+            seen.add((status.st_dev, status.st_ino))
             below = Path(directory).relative_to(self.root)
             subdirectories[:] = sorted(name for name in subdirectories if _is_key(below / name))
             for name in names:
@@ -211,10 +226,7 @@ def _unlisted(error: OSError) -> None:
     # Removed meanwhile, by a deletion pruning its directory: nothing to list.
     if isinstance(error, FileNotFoundError):
         return
-    raise StorageUnavailable(
-        "the image storage cannot be listed; try again later",
-        f"cannot list {error.filename}: {error.strerror or error}",
-    ) from error
+    raise StorageUnavailable(_UNLISTED, f"cannot list {error.filename}: {error.strerror or error}") from error
 
 
 def _is_key(path: Path) -> bool:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pymager_tx.errors import StorageUnavailable
 from pymager_tx.storage.filesystem import FilesystemBlobStore
 from pymager_tx.threads import immediate
-from tests.results import result_of
+from tests.results import failure_of, result_of
 
 KEY = "originals/ab/cd/abcd/0123"
 
@@ -25,3 +26,32 @@ def test_names_that_cannot_be_keys_are_not_listed(tmp_path: Path) -> None:
     (directory / b"caf\xe9".decode("utf-8", "surrogateescape")).write_bytes(b"not ours")
 
     assert result_of(store.keys("originals")) == [KEY]
+
+
+def test_keys_below_a_symlinked_directory_are_listed(tmp_path: Path) -> None:
+    # An operator moved a shard to another disk and linked it back: get()
+    # reads through the link, so the listing must see what is there too.
+    store = FilesystemBlobStore(tmp_path / "files", immediate)
+    result_of(store.recover())
+    result_of(store.put(KEY, b"picture"))
+    shard = store.root / "originals" / "ab"
+    moved = tmp_path / "other-disk" / "ab"
+    moved.parent.mkdir()
+    shard.rename(moved)
+    shard.symlink_to(moved)
+
+    assert result_of(store.get(KEY)) == b"picture"
+    assert result_of(store.keys("originals")) == [KEY]
+
+
+def test_a_symbolic_link_back_up_the_tree_fails_the_listing(tmp_path: Path) -> None:
+    store = FilesystemBlobStore(tmp_path / "files", immediate)
+    result_of(store.recover())
+    result_of(store.put(KEY, b"picture"))
+    loop = store.root / "originals" / "ab" / "cd" / "loop"
+    loop.symlink_to(store.root / "originals" / "ab")
+
+    failure = failure_of(store.keys("originals"))
+
+    assert failure.check(StorageUnavailable)
+    assert failure.value.reason == f"cannot list {loop}: a symbolic link leads to it again"
