@@ -31,11 +31,13 @@ _WITHOUT_OVERRIDE = """
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
+CANNOT_DROP = 77
 for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
     if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+        sys.exit(CANNOT_DROP)  # no CAP_SETPCAP here (a restricted container)
 os.execv(sys.executable, [sys.executable, *sys.argv[1:]])
 """
+_CANNOT_DROP = 77
 
 
 class Store:
@@ -57,9 +59,10 @@ class Store:
     def has_original(self, image_id: str) -> bool:
         return result_of(self.database.read(find_original_txn, image_id)) is not None
 
-    def check(self, *options: str) -> subprocess.CompletedProcess[str]:
+    def check(self, *options: str, as_a_user: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run pymager-admin check; as_a_user: without root's reading of any directory."""
         arguments = ["-m", "pymager_tx.admin", "check", *options, "--data-dir", str(self.data)]
-        if os.geteuid() == 0:
+        if as_a_user and os.geteuid() == 0:
             arguments = ["-c", _WITHOUT_OVERRIDE, *arguments]
         return subprocess.run(
             [sys.executable, *arguments], capture_output=True, text=True, timeout=120, check=False
@@ -82,10 +85,12 @@ def test_a_directory_it_cannot_list_stops_the_repair(store: Store) -> None:
     assert shard not in kept.parents
     shard.chmod(0)
     try:
-        checked = store.check("--repair")
+        checked = store.check("--repair", as_a_user=True)
     finally:
         shard.chmod(0o755)
 
+    if checked.returncode == _CANNOT_DROP:
+        pytest.skip("this root cannot drop the capabilities that let it read any directory")
     assert checked.returncode == 1
     assert checked.stdout == ""
     assert checked.stderr == (
