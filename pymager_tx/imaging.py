@@ -6,7 +6,8 @@ data is opened only with an allow-list of decoders, its pixel count is checked
 from the header before anything is decoded (and again for every animation
 frame, which may declare a larger size than the first), frames are counted
 before any is decoded, a deadline is checked between stages, and every way a
-decoder can fail becomes one domain error.
+decoder can fail becomes one domain error; running out of memory at any stage
+becomes OutOfMemory, which is the server's condition, not the image's.
 
 Memory, per derivation: the decoded picture (a JPEG at the smallest DCT scale
 that still leaves twice the output size, anything else at full size) at up to
@@ -39,6 +40,7 @@ from pymager_tx.untrusted import (
     check_pixels,
     decoding,
     is_jpeg,
+    memory_guarded,
     opened,
     pixel_limit,
 )
@@ -88,6 +90,7 @@ class Rendered:
     height: int
 
 
+@memory_guarded("probing")
 def probe(data: bytes, limits: DecodeLimits) -> ImageInfo:
     """Check that data is a whole image we accept, and describe it.
 
@@ -107,6 +110,7 @@ def probe(data: bytes, limits: DecodeLimits) -> ImageInfo:
         return ImageInfo(format_for_pillow(image.format), width, height)
 
 
+@memory_guarded("rendering")
 def render(
     data: bytes,
     spec: DerivedSpec,
@@ -140,6 +144,7 @@ def render(
     return Rendered(encode_still(picture, spec.output, encoding), spec.output, *picture.size)
 
 
+@memory_guarded("making a working copy of")
 def make_working_copy(
     data: bytes,
     limits: DecodeLimits,

@@ -1,16 +1,18 @@
 """
 The whole service, wired: thread pools, database, storage, HTTP.
 
-Start-up runs in order before the port opens: create the data directory,
-wipe it in development mode, create the schema, recover what a crash left
-behind.  Only then does the service listen, so no request ever meets a store
-that is half recovered.
+Start-up runs in order before the port opens: refuse a deployment SQLite
+cannot serve safely (pymager_tx.deployment), create the data directory,
+register this process, wipe it in development mode, create the schema,
+recover what a crash left behind.  Only then does the service listen, so no
+request ever meets a store that is half recovered.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -27,6 +29,12 @@ from pymager_tx.auth import WriteTokens
 from pymager_tx.config import Settings
 from pymager_tx.db.database import Database, make_engine, sqlite_url
 from pymager_tx.db.schema_version import prepare_at_startup
+from pymager_tx.deployment import (
+    MOUNTINFO,
+    UnsafeDeployment,
+    refuse_sqlite_on_a_network_filesystem,
+    refuse_sqlite_shared_with_other_machines,
+)
 from pymager_tx.epoch import SharedEpoch
 from pymager_tx.errors import Unavailable
 from pymager_tx.handoff import Dealer, Receiver
@@ -56,9 +64,11 @@ class PymagerService(MultiService):
         on_start_failure: Callable[[Failure], object] | None = None,
         worker: int | None = None,
         workers: Workers | None = None,
+        mountinfo: Path = MOUNTINFO,
     ) -> None:
         """worker: this process's number when another started it on its
-        socket; workers: the processes this one starts on its own socket."""
+        socket; workers: the processes this one starts on its own socket;
+        mountinfo: where to read the mounts from (Linux's /proc)."""
         super().__init__()
         self.settings = settings
         self.worker = worker
@@ -71,6 +81,7 @@ class PymagerService(MultiService):
         self._port: IListeningPort | None = None
         self._listening: list[Deferred[IListeningPort]] = []
         self._starting: Deferred[None] | None = None
+        self._mountinfo = mountinfo
 
         data_directory = settings.storage.data_directory.absolute()
         self.data_directory = data_directory
@@ -147,13 +158,19 @@ class PymagerService(MultiService):
         self._starting.addErrback(self._start_failed)
 
     async def _start(self) -> None:
+        url = self.database.engine.url
+        # Before anything is written, not even the data directory.
+        await self._io.offload(refuse_sqlite_on_a_network_filesystem, url, self._mountinfo)
         await self._io.offload(self.data_directory.mkdir, parents=True, exist_ok=True)
+        # Registered first, then looking for other machines: of two starting
+        # at once, at least one sees the other.
+        await self._io.offload(self.owners.register)
+        await self._io.offload(refuse_sqlite_shared_with_other_machines, url, self.owners)
         if self.settings.server.dev_mode and self.worker is None:
             self.log.warn("Development mode: wiping the database and every stored file")
             await self.database.drop_schema()
             await self.blobs.wipe()
         await prepare_at_startup(self.database)
-        await self._io.offload(self.owners.register)
         await self._io.offload(self.epoch.open)
         await self.images.recover()
         await self._io.offload(self.owners.bury_dead)
@@ -197,6 +214,8 @@ class PymagerService(MultiService):
     def _start_failed(self, failure: Failure) -> None:
         if isinstance(failure.value, Unavailable):
             self.log.critical("pymager-tx could not start: {reason}", reason=failure.value.reason)
+        elif isinstance(failure.value, UnsafeDeployment):
+            self.log.critical("pymager-tx could not start: {reason}", reason=str(failure.value))
         else:
             self.log.failure("pymager-tx could not start", failure)
         if self._on_start_failure is not None:

@@ -6,6 +6,10 @@ the header, by our own count, before anything is decoded; a JPEG with more
 scans than any encoder writes is refused (a "scan bomb"); every way Pillow
 reports a bad file becomes one domain error; and a deadline can be checked
 between stages of the work.
+
+Running out of memory is the one failure that is not the file's: it becomes
+OutOfMemory (503, try again), never InvalidImage, so that nothing remembers
+a good image as a bad one.
 """
 
 from __future__ import annotations
@@ -18,7 +22,13 @@ from io import BytesIO
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
-from pymager_tx.errors import DerivationTooCostly, InvalidImage, PymagerError, TooManyPixels
+from pymager_tx.errors import (
+    DerivationTooCostly,
+    InvalidImage,
+    OutOfMemory,
+    PymagerError,
+    TooManyPixels,
+)
 from pymager_tx.pixels import eight_bit_transparency_key
 
 MAX_JPEG_SCANS = 100
@@ -45,6 +55,8 @@ def opened(data: bytes, limits: DecodeLimits) -> Iterator[ImageFile.ImageFile]:
         raise InvalidImage(f"not an image in an accepted format ({accepted})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise TooManyPixels(f"the image declares more pixels than the limit of {limits.max_pixels}") from None
+    except MemoryError:
+        raise out_of_memory("opening") from None
     except Exception:
         # Pillow reports bad headers with many exception types (SyntaxError,
         # struct.error, ValueError, ...); all of them mean the same to a client.
@@ -78,15 +90,36 @@ def pixel_limit(limits: DecodeLimits) -> int:
 
 @contextmanager
 def decoding() -> Iterator[None]:
-    """Turn any failure while decoding untrusted pixels into InvalidImage."""
+    """Turn any failure while decoding untrusted pixels into InvalidImage,
+    but running out of memory into OutOfMemory."""
     try:
         yield
     except PymagerError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise TooManyPixels("the image expands to more pixels than allowed") from None
+    except MemoryError:
+        raise out_of_memory("decoding") from None
     except Exception:
         raise InvalidImage("the image data is truncated or corrupt") from None
+
+
+@contextmanager
+def memory_guarded(work: str) -> Iterator[None]:
+    """Turn a MemoryError anywhere in work (resizing, converting, encoding:
+    the stages outside decoding()) into OutOfMemory."""
+    try:
+        yield
+    except MemoryError:
+        raise out_of_memory(work) from None
+
+
+def out_of_memory(stage: str) -> OutOfMemory:
+    # The image may well be fine: the same request can work once memory is free.
+    return OutOfMemory(
+        "the server ran out of memory working on this image; try again later",
+        f"MemoryError while {stage} an image",
+    )
 
 
 def check_deadline(deadline: float | None, stage: str) -> None:

@@ -35,6 +35,7 @@ from pymager_tx.storage.interface import IBlobReader, IBlobStore, validate_key
 from pymager_tx.threads import Offload
 
 _TEMPORARY = ".tmp"
+_UNLISTED = "the image storage cannot be listed; try again later"
 _RENAME_ATTEMPTS = 3
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 P = ParamSpec("P")
@@ -201,11 +202,31 @@ class FilesystemBlobStore:
         return removed
 
     def _keys(self, prefix: str) -> Iterator[str]:
+        """Every key below prefix.  A directory that cannot be read fails the
+        listing: a key left out would look lost, and a repair would forget a
+        healthy original.  Symbolic links are followed, as get() follows
+        them; one that leads to a directory listed already fails it too.
+        Names that cannot be keys (an NFS client's .nfsXXXX, an editor's
+        backup) are not the store's, and are left out."""
         top = self._path(prefix)
-        for directory, subdirectories, names in os.walk(top):
-            subdirectories.sort()
+        seen: set[tuple[int, int]] = set()
+        for directory, subdirectories, names in os.walk(top, onerror=_unlisted, followlinks=True):
+            try:
+                status = os.stat(directory)
+            except OSError as error:
+                _unlisted(error)
+                subdirectories.clear()  # removed meanwhile
+                continue
+            if (status.st_dev, status.st_ino) in seen:
+                raise StorageUnavailable(
+                    _UNLISTED, f"cannot list {directory}: a symbolic link leads to it again"
+                )
+            seen.add((status.st_dev, status.st_ino))
+            below = Path(directory).relative_to(self.root)
+            subdirectories[:] = sorted(name for name in subdirectories if _is_key(below / name))
             for name in names:
-                yield str((Path(directory) / name).relative_to(self.root))
+                if _is_key(below / name):
+                    yield str(below / name)
 
     def _wipe(self) -> None:
         with suppress(FileNotFoundError, NotADirectoryError):
@@ -236,6 +257,21 @@ class _FileReader:
 
     def close(self) -> Deferred[None]:
         return self._offload(self._file.close)
+
+
+def _unlisted(error: OSError) -> None:
+    # Removed meanwhile, by a deletion pruning its directory: nothing to list.
+    if isinstance(error, FileNotFoundError):
+        return
+    raise StorageUnavailable(_UNLISTED, f"cannot list {error.filename}: {error.strerror or error}") from error
+
+
+def _is_key(path: Path) -> bool:
+    try:
+        validate_key(str(path))
+    except ValueError:
+        return False
+    return True
 
 
 def _prune(directory: Path) -> None:
