@@ -14,9 +14,11 @@ import pytest
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import LogEvent
+from twisted.logger import LogEvent, LogLevel
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pymager_tx.admission import ImageAdmission
@@ -640,3 +642,21 @@ def test_past_the_image_queue_derivations_get_503_and_readiness_says_so(database
     imaging.run_all()
     client.stub.flush()
     assert result_of(retried).code == 200
+
+
+def test_a_client_leaving_a_health_check_early_is_no_failed_check(
+    database: Database, log_events: list[LogEvent]
+) -> None:
+    transactions = ManualOffload()
+    service = ImageService(Database(database.engine, transactions), MemoryBlobStore(), immediate, POLICY)
+    api = ImageAPI(service, WriteTokens(()), immediate, HttpPolicy())
+    site = PymagerSite(api.resource(), max_upload_bytes=POLICY.max_upload_bytes, reactor=MemoryReactorClock())
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: images.example.com\r\n\r\n")
+    assert len(transactions.pending) == 1, "the check waits for the database"
+    channel.connectionLost(Failure(ConnectionDone("the client left")))
+    transactions.run_all()
+    assert [
+        event for event in log_events if event.get("log_level") in (LogLevel.critical, LogLevel.error)
+    ] == []
