@@ -24,6 +24,12 @@ class ImageNotFound(PymagerError):
     """No original is stored under this ID."""
 
 
+class OriginalLost(ImageNotFound):
+    """An original is recorded under this ID, but its file is lost from
+    storage: nothing can be served or derived from it until an operator
+    repairs the store (pymager-admin check --repair forgets it)."""
+
+
 class ImageIdTaken(PymagerError):
     """An original is already stored under this ID."""
 

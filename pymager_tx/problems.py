@@ -32,6 +32,7 @@ PROBLEMS: dict[type[errors.PymagerError], Problem] = {
     errors.Unauthorized: Problem(401, "unauthorized", "Write token required"),
     errors.SizeNotAllowed: Problem(403, "size-not-allowed", "Size not allowed"),
     errors.ImageNotFound: Problem(404, "not-found", "Not found"),
+    errors.OriginalLost: Problem(404, "original-lost", "Original lost"),
     errors.DerivedNameInvalid: Problem(404, "not-found", "Not found"),
     errors.ImageIdTaken: Problem(409, "id-taken", "Image ID taken"),
     errors.UploadTooLarge: Problem(413, "upload-too-large", "Upload too large"),

@@ -74,7 +74,9 @@ from pymager_tx.errors import (
     ImageIdTaken,
     ImageNotFound,
     InvalidImage,
+    OriginalLost,
     Overloaded,
+    PymagerError,
     SizeNotAllowed,
     StorageUnavailable,
     Unavailable,
@@ -266,10 +268,32 @@ class ImageService:
                 return StoredImage(record, None, reader=await self._blobs.open(record.blob_key))
             return StoredImage(record, await self._blobs.get(record.blob_key))
         except BlobNotFound:
-            # Deleted since the metadata was read, or lost: only the first is a 404.
-            if not await self._still_current(record):
-                raise _not_found(ImageId(record.image_id)) from None
-            raise
+            raise await self._missing(record) from None
+
+    async def confirm_original(self, stored: StoredImage) -> None:
+        """Fail as load_original would if the original's file is gone, without
+        reading it: for answers that send no bytes (HEAD, 304)."""
+        record = stored.record
+        assert isinstance(record, OriginalRecord)
+        if not await self._blobs.exists(record.blob_key):
+            raise await self._missing(record)
+
+    async def _missing(self, original: OriginalRecord) -> PymagerError:
+        """The error for an original whose file was not found: deleted since
+        its row was read (404), or lost from storage (an operator's matter,
+        logged as an error; pymager-admin check reports it too)."""
+        if not await self._still_current(original):
+            return _not_found(ImageId(original.image_id))
+        self.log.error(
+            "The file of original {image_id} is lost ({blob_key}); "
+            "`pymager-admin check` reports it, `--repair` forgets the original",
+            image_id=original.image_id,
+            blob_key=original.blob_key,
+        )
+        return OriginalLost(
+            f"the original stored under the ID {original.image_id!r} is lost from storage; "
+            "the operator has been told"
+        )
 
     async def delete_original(self, image_id: ImageId) -> None:
         removal = await self._database.transact(begin_removal_txn, image_id.value, self._clock())
@@ -669,7 +693,7 @@ class ImageService:
             source = await self._blobs.get(source_key)
         except BlobNotFound:
             if source_key == original.blob_key:
-                raise _not_found(ImageId(original.image_id)) from None
+                raise await self._missing(original) from None
             self.log.warn(
                 "The working copy of {image_id} is missing; deriving from the original",
                 image_id=original.image_id,
@@ -678,7 +702,7 @@ class ImageService:
             try:
                 source = await self._blobs.get(original.blob_key)
             except BlobNotFound:
-                raise _not_found(ImageId(original.image_id)) from None
+                raise await self._missing(original) from None
         budget = self.policy.limits.time_budget
         deadline, shortened = errand.deadline, False
         if budget is not None:

@@ -88,6 +88,10 @@ class ImageAPI:
     async def get_original(self, request: IRequest, image_id: str) -> bytes:
         # Metadata first: a revalidation or a HEAD never reads the file.
         stored = await self._service.fetch_original(ImageId(image_id), with_body=False)
+        if _is_head(request) or _is_conditional(request):
+            # Answers that may send no bytes give a GET's answer all the
+            # same if the file is lost.
+            await self._service.confirm_original(stored)
         if self._not_modified(request, stored):
             return b""
         if not _is_head(request):
@@ -341,6 +345,12 @@ def _arrival(request: IRequest) -> float | None:
     """When the request arrived (time.monotonic()), as the site records it."""
     arrived: float | None = getattr(request, "arrived", None)
     return arrived
+
+
+def _is_conditional(request: IRequest) -> bool:
+    return (
+        request.getHeader(b"if-none-match") is not None or request.getHeader(b"if-modified-since") is not None
+    )
 
 
 def _is_head(request: IRequest) -> bool:

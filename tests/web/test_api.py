@@ -660,3 +660,28 @@ def test_a_client_leaving_a_health_check_early_is_no_failed_check(
     assert [
         event for event in log_events if event.get("log_level") in (LogLevel.critical, LogLevel.error)
     ] == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/original/photo", {}),
+        ("HEAD", "/original/photo", {}),
+        ("GET", "/original/photo", {"If-None-Match": "*"}),
+        ("GET", "/derived/photo-100x100.jpg", {}),
+    ],
+)
+def test_an_original_whose_file_is_lost_is_the_same_documented_404_everywhere(
+    database: Database, log_events: list[LogEvent], method: str, path: str, headers: dict[str, str]
+) -> None:
+    blobs = MemoryBlobStore()
+    client = Client(make_api(database, blobs))
+    assert client.put("/original/photo", jpeg((300, 200))).code == 201
+    for key in [key for key in blobs.blobs if key.startswith("originals/")]:
+        del blobs.blobs[key]  # lost: a disk failed, or an operator erred
+    response = client.request(method, path, headers=headers)
+    assert response.code == 404
+    if method != "HEAD":
+        assert json.loads(response.body)["type"] == "/problems/original-lost"
+    errors = [event for event in log_events if event.get("log_level") == LogLevel.error]
+    assert [event["image_id"] for event in errors] == ["photo"]
