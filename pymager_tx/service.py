@@ -275,8 +275,12 @@ class ImageService:
         reading it: for answers that send no bytes (HEAD, 304)."""
         record = stored.record
         assert isinstance(record, OriginalRecord)
-        if not await self._blobs.exists(record.blob_key):
-            raise await self._missing(record)
+        try:
+            # Opened, not just looked up: it fails as reading it would.
+            reader = await self._blobs.open(record.blob_key)
+        except BlobNotFound:
+            raise await self._missing(record) from None
+        await reader.close()
 
     async def _missing(self, original: OriginalRecord) -> PymagerError:
         """The error for an original whose file was not found: deleted since
