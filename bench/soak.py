@@ -63,11 +63,6 @@ def main() -> int:
     parser.add_argument("--delete-fraction", type=float, default=0.08)
     parser.add_argument("--derive-fraction", type=float, default=0.12)
     parser.add_argument(
-        "--no-settle",
-        action="store_true",
-        help="verify without the `check --repair` that otherwise runs once everything is quiet",
-    )
-    parser.add_argument(
         "--directory", type=Path, help="where data and logs go (default: a new temporary one)"
     )
     parser.add_argument(
@@ -106,7 +101,6 @@ def main() -> int:
             max_extras=arguments.max_extras,
             repairs_at_once=arguments.repairs_at_once,
             weights=weights,
-            settle=not arguments.no_settle,
             log=(lambda line: None) if arguments.quiet else (lambda line: print(line, flush=True)),
         )
         began = time.monotonic()

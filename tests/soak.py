@@ -86,8 +86,11 @@ class SoakOptions:
     request_timeout: float = 30.0
     start_timeout: float = 60.0
     admin_timeout: float = 120.0
-    settle: bool = True  # a `check --repair` once all is quiet, before verifying
     log: Callable[[str], None] = lambda _line: None
+
+    def __post_init__(self) -> None:
+        # The processes run in it, and are given paths under it.
+        self.directory = self.directory.absolute()
 
 
 # Processes
@@ -276,12 +279,11 @@ class SoakResult:
     lost: list[str] = field(default_factory=list)  # acknowledged 201, now 404
     wrong: list[str] = field(default_factory=list)  # other bytes, or back after a 204
     unverifiable: list[str] = field(default_factory=list)  # no clean answer at the end
-    settle_status: int | None = None
-    settle_output: str = ""
     check_status: int | None = None
     check_output: str = ""
     tracebacks: int = 0
     evidence: dict[str, list[str]] = field(default_factory=dict)
+    causes: Counter[str] = field(default_factory=Counter)  # what removed the lost and wrong IDs
     recovery_lines: list[str] = field(default_factory=list)
 
     @property
@@ -338,14 +340,15 @@ class SoakResult:
                 f"  start-up recoveries finished {len(self.recovery_lines)} uploads or deletions"
                 " (`Finishing interrupted ...`, `Clearing the abandoned ...`)"
             )
-        if self.settle_status is not None:
-            lines.append(f"  settling `check --repair` (exit {self.settle_status}):")
-            lines += [f"    {line}" for line in self.settle_output.strip().splitlines()[:20]]
         lines.append(f"  final `pymager-admin check` (exit {self.check_status}):")
         lines += [f"    {line}" for line in self.check_output.strip().splitlines()[:30]]
-        for image_id, evidence in list(self.evidence.items())[:20]:
+        for cause, count in self.causes.most_common():
+            lines.append(f"  lost or wrong because {cause}: {count}")
+        for image_id, evidence in list(self.evidence.items())[:10]:
             lines.append(f"  evidence for {image_id}:")
             lines += [f"    {line}" for line in evidence]
+        if len(self.evidence) > 10:
+            lines.append(f"  (evidence for all {len(self.evidence)}: {self.directory / 'soak-report.json'})")
         problems = self.problems()
         lines.append("PROBLEMS:" if problems else "OK: nothing acknowledged was lost")
         lines += [f"  {problem}" for problem in problems]
@@ -392,7 +395,8 @@ class Soak:
         self.config = options.directory / "pymager.toml"
         self.fleet = Fleet()
         self.long_lived: list[Process] = []
-        self.extras: list[Process] = []
+        self.extras: list[Process] = []  # serving extra processes
+        self.starting = 0  # extra processes not listening yet
         self.every_process: list[Process] = []
         self.stop = threading.Event()  # no new uploads, no new chaos
         self.lock = threading.Condition()
@@ -491,12 +495,17 @@ class Soak:
             raise SoakError("a client or chaos thread did not finish in time")
         uploads_over = time.monotonic()
         self.event("uploads and chaos over")
-        # Quiet: the extras go, the long-lived ones are all up.
+        # Quiet: the extras go, the long-lived ones are all up, and one
+        # more process starts: its start-up recovery finishes whatever the
+        # killed and stopped ones left, as it would in production.  No
+        # repair here: the final check must find the store consistent as
+        # the service itself leaves it.
         for process in list(self.extras):
             self._stop_extra(process)
         for index, process in enumerate(self.long_lived):
             if not process.alive():
                 self.long_lived[index] = self._start_serving("p")
+        self.long_lived.append(self._start_serving("final"))
         result = SoakResult(
             database=self.options.database_url or "sqlite (in the data directory)",
             directory=self.options.directory,
@@ -504,9 +513,6 @@ class Soak:
             chaos=self.chaos,
             elapsed=0.0,
         )
-        if self.options.settle:
-            result.settle_status, result.settle_output = self.admin(repair=True)
-            self.event(f"settling repair: exit {result.settle_status}")
         self._verify(result)
         result.check_status, result.check_output = self.admin(repair=False)
         self.event(f"final check: exit {result.check_status}")
@@ -516,6 +522,7 @@ class Soak:
                 process.terminate()
             process.finish()
         self._gather_logs(result)
+        self.write_report(result)
         return result
 
     # clients
@@ -791,28 +798,38 @@ class Soak:
         self.event(f"{process.name} listening on {port}")
         return process
 
-    def _chaos_start(self, rng: random.Random) -> None:
+    def _chaos_start(self, rng: random.Random, fallback: bool = True) -> None:
         if self.options.max_extras < 1:
             return
         with self.process_lock:
-            full = len(self.extras) >= self.options.max_extras
+            full = len(self.extras) + self.starting >= self.options.max_extras
+            if not full:
+                self.starting += 1
         if full:
-            self._chaos_stop(rng)
+            if fallback:
+                self._chaos_stop(rng, fallback=False)
             return
-        process = self.spawn("extra")
-        with self.process_lock:
-            self.extras.append(process)
-        port = process.wait_listening(self.options.start_timeout)
+        try:
+            process = self.spawn("extra")
+            port = process.wait_listening(self.options.start_timeout)
+            # Only now may another chaos loop stop or kill it: a process
+            # stopped before it listens would count as a failed start.
+            with self.process_lock:
+                self.extras.append(process)
+        finally:
+            with self.process_lock:
+                self.starting -= 1
         self.fleet.add(process)
         with self.lock:
             self.chaos.started += 1
         self.event(f"{process.name} listening on {port}")
 
-    def _chaos_stop(self, rng: random.Random) -> None:
+    def _chaos_stop(self, rng: random.Random, fallback: bool = True) -> None:
         with self.process_lock:
             victim = self.extras[0] if self.extras else None
         if victim is None:
-            self._chaos_start(rng)
+            if fallback:
+                self._chaos_start(rng, fallback=False)
             return
         self._stop_extra(victim)
 
@@ -934,6 +951,10 @@ class Soak:
                 getattr(result, verdict).append(image_id)
 
     def _gather_logs(self, result: SoakResult) -> None:
+        """Tracebacks, recoveries, and every log line naming a lost or wrong ID."""
+        suspects = set(result.lost + result.wrong)
+        named: dict[str, list[str]] = {image_id: [] for image_id in suspects}
+        ids = re.compile(rf"s{self.run_id}-c\d+-[0-9a-f]+")
         for process in self.every_process:
             result.tracebacks += sum(1 for line in process.notable if "Traceback" in line)
             result.recovery_lines += [
@@ -941,13 +962,53 @@ class Soak:
                 for line in process.notable
                 if "Finishing interrupted" in line or "Clearing the abandoned" in line
             ]
-        for image_id in result.lost + result.wrong:
+            if not suspects:
+                continue
+            try:
+                text = process.log_path.read_text(errors="replace")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                for image_id in set(ids.findall(line)) & suspects:
+                    named[image_id].append(f"{process.name}: {line}")
+        for image_id in sorted(suspects):
             outcome = self.outcomes.get(image_id)
-            lines = list(outcome.history) if outcome else []
-            for process in self.every_process:
-                lines += [f"{process.name}: {line}" for line in process.lines_naming([image_id])]
-            lines += [line for line in self.chaos.repair_findings if image_id in line]
-            result.evidence[image_id] = lines
+            repairs = [line for line in self.chaos.repair_findings if image_id in line]
+            result.evidence[image_id] = (list(outcome.history) if outcome else []) + named[image_id] + repairs
+            if any("Finishing interrupted" in line for line in named[image_id]):
+                cause = "a start-up recovery logged `Finishing interrupted ...` for it"
+            elif repairs:
+                cause = "a concurrent `check --repair` named it unfinished"
+            else:
+                cause = "no line names its removal (a `check --repair` logs none)"
+            result.causes[cause] += 1
+
+    def write_report(self, result: SoakResult) -> Path:
+        """Everything the summary says, and every lost ID's evidence, as JSON."""
+        path = self.options.directory / "soak-report.json"
+        document = {
+            "database": result.database,
+            "seed": self.seed,
+            "options": {
+                key: value for key, value in vars(self.options).items() if key not in ("log", "directory")
+            },
+            "tally": {**vars(result.tally), "unknown_answers": dict(result.tally.unknown_answers)},
+            "chaos": vars(result.chaos),
+            "uploads_seconds": result.elapsed,
+            "verified_present": result.verified_present,
+            "verified_absent": result.verified_absent,
+            "unknown_ids": sorted(self.unknown),
+            "lost": result.lost,
+            "wrong": result.wrong,
+            "unverifiable": result.unverifiable,
+            "causes": dict(result.causes),
+            "evidence": result.evidence,
+            "recovery_lines": result.recovery_lines,
+            "check": [result.check_status, result.check_output],
+            "problems": result.problems(),
+        }
+        path.write_text(json.dumps(document, indent=1, default=str))
+        return path
 
 
 def run_soak(options: SoakOptions) -> SoakResult:
