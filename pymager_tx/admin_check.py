@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 
 from twisted.internet.defer import succeed
+from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogPublisher
+from zope.interface import implementer
 
 from pymager_tx.admin import AdminError, Command, Target
 from pymager_tx.consistency import check_store
@@ -44,12 +46,21 @@ def _check(target: Target, arguments: argparse.Namespace) -> int:
         service = ImageService(
             database, blobs, immediate, image_policy(target.settings), peers=peers, cache=cache
         )
-        found, after = check_store(database, blobs, service, peers, repairing=arguments.repair)
+        # What repair does (removes, forgets, finishes) is told as it is done.
+        actions: list[str] = []
+        observer = _ActionLog(actions)
+        globalLogPublisher.addObserver(observer)
+        try:
+            found, after = check_store(database, blobs, service, peers, repairing=arguments.repair)
+        finally:
+            globalLogPublisher.removeObserver(observer)
     finally:
         database.engine.dispose()
         epoch.close()
     for line in found.lines():
         print(line)
+    for action in actions:
+        print(f"repair: {action}")
     if found.consistent:
         print(f"{target.shown_url} and {blobs.root}: consistent")
         return 0
@@ -60,6 +71,20 @@ def _check(target: Target, arguments: argparse.Namespace) -> int:
         print(f"still: {line}")
     print("repaired" if after.consistent else f"{len(after.lines())} inconsistencies remain")
     return 0 if after.consistent else 1
+
+
+_TOLD = {LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical}
+
+
+@implementer(ILogObserver)
+class _collecting:
+    def __init__(self, actions: list[str]) -> None:
+        self._actions = actions
+
+    def __call__(self, event: LogEvent) -> None:
+        namespace = str(event.get("log_namespace", ""))
+        if event.get("log_level") in _TOLD and namespace.startswith("pymager_tx"):
+            self._actions.append(formatEvent(event))
 
 
 def _arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,7 +28,7 @@ from pymager_tx.db.repository import (
     store_index_txn,
     unfinished_txn,
 )
-from pymager_tx.model import ImageId, OriginalStatus
+from pymager_tx.model import ImageId
 from pymager_tx.peers import Peers
 from pymager_tx.service import ImageService, claimed_key
 from pymager_tx.storage import IBlobStore
@@ -97,8 +97,8 @@ async def check(database: Database, blobs: IBlobStore, peers: Peers) -> Report:
         if key not in stored and key in after.derived:
             report.missing_derived.append(key)
     for state in await database.read(unfinished_txn):
-        pending = state.status is OriginalStatus.PENDING
-        if not (pending and await peers.alive(state.owner)):
+        # A live process's upload or deletion is under way, not unfinished.
+        if not await peers.alive(state.owner):
             report.unfinished.append(state.image_id)
     for key, claim in sorted(after.claimed.items()):
         if not await peers.alive(claim.owner):

@@ -57,7 +57,7 @@ class ImageService:
         peers = peers or Peers.alone()
         cache = cache or RenditionCache(max_bytes=0, max_item_bytes=0, poll_seconds=0)
         self._work = ImageWork(imaging, admission)
-        removals = Removals(database, blobs, cache.epoch, clock)
+        removals = Removals(database, blobs, cache.epoch, clock, peers.me)
         claims = Claims(database, blobs, peers, policy.hold_limit)
         self._originals = Originals(database, blobs, self._work, policy, clock, peers, removals)
         derivations = Derivations(database, blobs, self._work, policy, clock, peers, claims, self._originals)

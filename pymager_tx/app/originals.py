@@ -167,7 +167,9 @@ class Originals:
         return current is not None and current.generation == original.generation
 
     async def delete(self, image_id: ImageId) -> None:
-        removal = await self._database.transact(begin_removal_txn, image_id.value, self._clock())
+        removal = await self._database.transact(
+            begin_removal_txn, image_id.value, self._clock(), self._peers.me
+        )
         if removal is None:
             raise not_found(image_id)
         await self._removals.remove(removal)
@@ -191,7 +193,7 @@ class Originals:
         # What was read may be stale by now (the upload may have finished
         # since): take the row over only if it is still that pending upload.
         taken_over = await self._database.transact(
-            abandon_upload_txn, state.image_id, state.generation, self._clock()
+            abandon_upload_txn, state.image_id, state.generation, self._clock(), self._peers.me
         )
         if taken_over is None:
             raise taken(image_id)
@@ -205,7 +207,7 @@ class Originals:
             # and it goes even when the database is what failed.
             await self._blobs.delete(record.blob_key)
             removal = await self._database.transact(
-                abandon_upload_txn, record.image_id, record.generation, self._clock()
+                abandon_upload_txn, record.image_id, record.generation, self._clock(), self._peers.me
             )
             if removal is not None:
                 await self._removals.remove(removal)

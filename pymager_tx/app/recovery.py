@@ -43,11 +43,11 @@ class Recovery:
         is never taken for an interrupted one."""
         await self._blobs.recover()
         for state in await self._database.read(unfinished_txn):
+            if await self._peers.alive(state.owner):
+                continue  # a live process's upload or deletion, under way
             if state.status is OriginalStatus.PENDING:
-                if await self._peers.alive(state.owner):
-                    continue
                 removal = await self._database.transact(
-                    abandon_upload_txn, state.image_id, state.generation, self._clock()
+                    abandon_upload_txn, state.image_id, state.generation, self._clock(), self._peers.me
                 )
             else:
                 removal = await self._database.transact(resume_removal_txn, state.image_id, state.generation)

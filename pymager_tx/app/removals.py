@@ -23,9 +23,16 @@ from pymager_tx.storage.keys import derived_prefix
 
 class Removals:
     def __init__(
-        self, database: Database, blobs: IBlobStore, epoch: Epoch, clock: Callable[[], datetime]
+        self,
+        database: Database,
+        blobs: IBlobStore,
+        epoch: Epoch,
+        clock: Callable[[], datetime],
+        me: str,
     ) -> None:
-        """epoch: the removal signal every process sharing the store hears."""
+        """epoch: the removal signal every process sharing the store hears;
+        me: this process, named on the rows it marks for deletion."""
+        self._me = me
         self._database = database
         self._blobs = blobs
         self._epoch = epoch
@@ -57,7 +64,7 @@ class Removals:
         """Forget this upload, whose file is lost, so that its ID can be
         uploaded again; False if it is not that ready upload any more."""
         removal = await self._database.transact(
-            forget_lost_original_txn, image_id.value, generation, self._clock()
+            forget_lost_original_txn, image_id.value, generation, self._clock(), self._me
         )
         if removal is None:
             return False

@@ -167,7 +167,9 @@ def forget_original_txn(conn: Connection, image_id: str, generation: str) -> Non
     )
 
 
-def begin_removal_txn(conn: Connection, image_id: str, now: datetime) -> Removal | None:
+def begin_removal_txn(
+    conn: Connection, image_id: str, now: datetime, owner: str | None = None
+) -> Removal | None:
     """Mark the original under image_id as being deleted, whichever upload
     it is (a client's DELETE), and list what to remove.
 
@@ -182,7 +184,7 @@ def begin_removal_txn(conn: Connection, image_id: str, now: datetime) -> Removal
             originals.c.image_id == image_id,
             originals.c.status.in_([OriginalStatus.READY.value, OriginalStatus.DELETING.value]),
         )
-        .values(status=OriginalStatus.DELETING.value, updated_at=now)
+        .values(status=OriginalStatus.DELETING.value, updated_at=now, owner=owner)
     )
     if marked.rowcount != 1:
         return None
@@ -202,11 +204,11 @@ def resume_removal_txn(conn: Connection, image_id: str, generation: str) -> Remo
 
 
 def forget_lost_original_txn(
-    conn: Connection, image_id: str, generation: str, now: datetime
+    conn: Connection, image_id: str, generation: str, now: datetime, owner: str | None = None
 ) -> Removal | None:
     """Mark this ready upload, whose file is lost, as being deleted; None if
     the row is no longer that ready upload (deleted, or uploaded again)."""
-    return _mark_deleting(conn, image_id, generation, OriginalStatus.READY, now)
+    return _mark_deleting(conn, image_id, generation, OriginalStatus.READY, now, owner)
 
 
 def removal_count_txn(conn: Connection) -> int:
@@ -215,14 +217,21 @@ def removal_count_txn(conn: Connection) -> int:
     return 0 if value is None else int(value)
 
 
-def abandon_upload_txn(conn: Connection, image_id: str, generation: str, now: datetime) -> Removal | None:
+def abandon_upload_txn(
+    conn: Connection, image_id: str, generation: str, now: datetime, owner: str | None = None
+) -> Removal | None:
     """Mark this upload's pending row as being deleted, if it is still
     pending, and list what to remove; None if it was settled meanwhile."""
-    return _mark_deleting(conn, image_id, generation, OriginalStatus.PENDING, now)
+    return _mark_deleting(conn, image_id, generation, OriginalStatus.PENDING, now, owner)
 
 
 def _mark_deleting(
-    conn: Connection, image_id: str, generation: str, status: OriginalStatus, now: datetime
+    conn: Connection,
+    image_id: str,
+    generation: str,
+    status: OriginalStatus,
+    now: datetime,
+    owner: str | None,
 ) -> Removal | None:
     marked = conn.execute(
         update(originals)
@@ -231,7 +240,7 @@ def _mark_deleting(
             originals.c.generation == generation,
             originals.c.status == status.value,
         )
-        .values(status=OriginalStatus.DELETING.value, updated_at=now)
+        .values(status=OriginalStatus.DELETING.value, updated_at=now, owner=owner)
     )
     if marked.rowcount != 1:
         return None

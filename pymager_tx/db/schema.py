@@ -74,8 +74,9 @@ originals = Table(
     Column("status", String(16), nullable=False),
     *_file_columns(),
     Column("updated_at", UTCDateTime, nullable=False),
-    # The process that holds a pending upload, so that start-up recovery in
-    # another process finishes only the uploads of processes that are gone.
+    # The process carrying out a pending upload or a deletion, so that
+    # recovery and repair in another process finish only what processes
+    # that are gone left, never what a live one is doing.
     Column("owner", String(64), nullable=True),
     CheckConstraint("status IN ('pending', 'ready', 'deleting')", name="status"),
     # Start-up recovery looks for the few rows that are not ready.

@@ -208,6 +208,7 @@ def test_check_finds_a_broken_store_and_repair_fixes_it(
     assert orphan.exists()
     status, out, _ = admin(capsys, "check", "--repair", "--data-dir", data)
     assert (status, out.splitlines()[-1]) == (0, "repaired")
+    assert "repair: Removing orphan file originals/ab/cd/abcd/0123" in out.splitlines()
     assert not orphan.exists()
     assert admin(capsys, "check", "--data-dir", data)[0] == 0
 

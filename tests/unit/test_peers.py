@@ -20,6 +20,7 @@ from twisted.logger import LogEvent
 from pymager_tx.db.database import Database
 from pymager_tx.db.repository import (
     ClaimOutcome,
+    begin_removal_txn,
     claim_derivation_txn,
     claim_original_txn,
     claims_txn,
@@ -321,3 +322,18 @@ def test_an_upload_takes_an_id_left_pending_by_a_dead_peer_but_not_a_live_ones(w
     world.dies("a")
     assert result_of(run(b.store_original(PHOTO, jpeg()))).status is OriginalStatus.READY
     assert record.blob_key not in files(b._blobs)  # type: ignore[arg-type]
+
+
+def test_recovery_leaves_a_live_peers_deletion_and_finishes_a_dead_ones(world: World) -> None:
+    a = world.process("a")
+    result_of(run(a.store_original(PHOTO, jpeg())))
+    # a has marked the original for deletion; its files are not gone yet.
+    result_of(world.database.transact(begin_removal_txn, "photo", world.now, "a"))
+    b = world.process("b")
+    result_of(run(b.recover()))
+    assert result_of(world.database.read(status_of_txn, "photo")) is OriginalStatus.DELETING
+    assert len(files(b._blobs)) == 1  # type: ignore[arg-type]
+    world.dies("a")
+    result_of(run(b.recover()))
+    assert result_of(world.database.read(status_of_txn, "photo")) is None
+    assert files(b._blobs) == []  # type: ignore[arg-type]
