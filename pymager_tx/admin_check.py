@@ -77,7 +77,7 @@ _TOLD = {LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical}
 
 
 @implementer(ILogObserver)
-class _collecting:
+class _ActionLog:
     def __init__(self, actions: list[str]) -> None:
         self._actions = actions
 

@@ -39,7 +39,13 @@ async def start(
         "server": {"listen": "tcp:0:interface=127.0.0.1"},
         "storage": {"data_directory": str(data_directory)},
         "database": {"url": database_url},
-        "images": {"allowed_sizes": ["100x100", "800x600", "40x30"], "max_upload_bytes": 2_000_000},
+        # Room in the image queue for the bursts the tests send at once: they
+        # test races, not overload (tests/unit/test_admission.py does that).
+        "images": {
+            "allowed_sizes": ["100x100", "800x600", "40x30"],
+            "max_upload_bytes": 2_000_000,
+            "max_queue": 100,
+        },
     }
     for section, values in sections.items():
         overrides.setdefault(section, {}).update(values)
