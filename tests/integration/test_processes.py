@@ -94,6 +94,8 @@ async def cluster(tmp_path: Path, database_url: str) -> AsyncIterator[Cluster]:
         "[images]\n"
         f"allowed_sizes = {list(SIZES)!r}\n"
         "threads = 2\n"
+        # Room for the bursts these tests send: they test races, not overload.
+        "max_queue = 100\n"
     )
     pool = HTTPConnectionPool(reactor, persistent=False)
     running = Cluster(tmp_path, config, url, pool)
