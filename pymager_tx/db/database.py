@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
@@ -27,6 +27,7 @@ from pymager_tx.errors import DatabaseUnavailable
 from pymager_tx.threads import Offload
 
 T = TypeVar("T")
+P = ParamSpec("P")
 _WRITE = "pymager_write"
 # Seconds to wait for a connection to a server that does not answer: a
 # request should fail fast with 503, not hang with its client.
@@ -109,11 +110,16 @@ class Database:
         self.engine = engine
         self._offload = offload
 
-    def transact(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> Deferred[T]:
-        """Run work(conn, *args, **kwargs) as one read-write transaction."""
+    def transact(
+        self, work: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Deferred[T]:
+        """Run work(conn, *args, **kwargs) as one read-write transaction.
+        The transaction's name, for the log, is work's name."""
         return self._offload(self._run, True, work, args, kwargs)
 
-    def read(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> Deferred[T]:
+    def read(
+        self, work: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Deferred[T]:
         """Run work(conn, *args, **kwargs) as one transaction that only reads,
         and sees one snapshot of the database however many statements it
         runs (SQLite's read transactions do; PostgreSQL's READ COMMITTED
@@ -133,7 +139,8 @@ class Database:
             # The pool drops a broken connection and pre_ping replaces it on
             # the next checkout, so service resumes once the server is back.
             raise DatabaseUnavailable(
-                "the metadata database is unavailable; try again later", _first_line(error)
+                "the metadata database is unavailable; try again later",
+                f"{getattr(work, '__name__', 'a transaction')}: {_first_line(error)}",
             ) from error
 
     def create_schema(self) -> Deferred[None]:
