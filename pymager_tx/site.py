@@ -144,7 +144,10 @@ class ProblemChannel(HTTPChannel):
         super().allContentReceived()
 
     def requestDone(self, request: Request) -> None:
-        if not (self.persistent and self._dataBuffer):
+        # Buffered: in _dataBuffer, or (for a request answered at once, in
+        # the middle of parsing) still in LineReceiver's buffer, which the
+        # parsing loop then hands to rawDataReceived: into _dataBuffer.
+        if not (self.persistent and (self._dataBuffer or self._buffer)):
             super().requestDone(request)
             return
         # Requests already buffered behind this one: HTTPChannel would parse

@@ -69,7 +69,10 @@ def test_refuses_a_flood_of_parts() -> None:
 
 def test_media_types_are_case_insensitive() -> None:
     content_type, body = form({"file": IMAGE})
-    assert image_from_form(content_type.replace("multipart/form-data", "Multipart/Form-Data"), BytesIO(body)) == IMAGE
+    assert (
+        image_from_form(content_type.replace("multipart/form-data", "Multipart/Form-Data"), BytesIO(body))
+        == IMAGE
+    )
     assert image_from_body("Image/PNG", BytesIO(IMAGE)) == IMAGE
 
 
