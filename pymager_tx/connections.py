@@ -2,12 +2,13 @@
 How many client connections a process holds: a bound, and the listen backlog.
 
 Past max_connections a process stops taking new connections from whatever
-feeds it them (its listening port, the Dealer of the first process of
---workers, or a worker's Receiver) and takes them again once one closes: the
+feeds it them (the Dealer accepting on the listening socket in the first
+process, or a worker's Receiver) and takes them again once one closes: the
 connections past the limit wait in the kernel's backlog, not in descriptors
-of this process.  A port takes a batch of connections per wake-up; any it
-takes past the limit in the same batch is closed at once (the Site builds no
-protocol for it), so the descriptors held never pass the bound.
+of this process.  Both stop at the connection that reaches the limit.  A TLS
+port, which the Dealer cannot accept for, takes a batch of connections per
+wake-up; any it takes past the limit in that batch is closed at once (the
+Site builds no protocol for it), so the descriptors held never pass the bound.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class ConnectionLimit:
         self.open = 0
         self._feed: Feed | None = None
         self._paused = False
+        self._pauses = 0
 
     def fed_by(self, feed: Feed | None) -> None:
         """Pause and resume feed from now on (None: nothing, when stopping)."""
@@ -73,15 +75,20 @@ class ConnectionLimit:
         if full and not self._paused:
             self._paused = True
             self._feed.pause()
-            _log.warn(
-                "{open} connections open, the most this process takes: new ones wait in the backlog",
-                open=self.open,
-                maximum=self.maximum,
-            )
+            self._pauses += 1
+            # At the limit, pausing and resuming may alternate with every
+            # connection: say so the first time, then every thousandth.
+            if self._pauses % 1000 == 1:
+                _log.warn(
+                    "{open} connections open, the most this process takes: new ones wait in the "
+                    "backlog (paused {pauses} times so far)",
+                    open=self.open,
+                    maximum=self.maximum,
+                    pauses=self._pauses,
+                )
         elif not full and self._paused:
             self._paused = False
             self._feed.resume()
-            _log.info("Taking new connections again", open=self.open, maximum=self.maximum)
 
 
 def with_backlog(listen: str, backlog: int) -> str:

@@ -108,7 +108,12 @@ class Dealer(FileDescriptor):
                     self.stopReading()
                     self._reactor.callLater(_EXHAUSTED_PAUSE, self._exhaustion_over)
                     return
-                raise
+                # Linux passes a pending connection's network error (EPROTO,
+                # ENETDOWN...) up through accept(), and netfilter EPERM:
+                # raising would make the reactor drop the Dealer, and nothing
+                # would accept again.  Twisted's own port logs and goes on.
+                self.log.warn("accept() failed: {error}", error=error.strerror)
+                return
             with connection:
                 self._deal(connection)
 

@@ -15,7 +15,12 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import (
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    UNIXServerEndpoint,
+    serverFromString,
+)
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -44,6 +49,9 @@ from pymager_tx.workers import Workers
 
 # Blob reads and writes are short and mostly wait on the disk.
 _IO_THREADS = 8
+# Endpoints whose connections are plain sockets, which the Dealer can accept
+# (TLS ones go through the port's own wrapping).
+_PLAIN_ENDPOINTS = (TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint)
 
 
 class PymagerService(MultiService):
@@ -197,14 +205,19 @@ class PymagerService(MultiService):
             port=getattr(address, "port", None),
             data_directory=str(self.data_directory),
         )
-        if self.workers is not None:
+        if self.workers is not None or isinstance(endpoint, _PLAIN_ENDPOINTS):
+            # The Dealer accepts even without workers: unlike the port, which
+            # takes a batch of connections per wake-up, growing without bound
+            # in a flood, it stops at the connection that fills this process.
             self._dealer = Dealer(self._reactor, port, self.site)
             self._dealer.startReading()
             self.site.connections.fed_by(self._dealer)
-            self.workers.startService()
-            self.workers.start(self._dealer)
         else:
             self.site.connections.fed_by(PortFeed(port))
+        if self.workers is not None:
+            assert self._dealer is not None
+            self.workers.startService()
+            self.workers.start(self._dealer)
         waiters, self._listening = self._listening, []
         for waiter in waiters:
             waiter.callback(port)

@@ -86,7 +86,7 @@ class ProblemChannel(HTTPChannel):
     and a request line or header over its line limit with nothing at all;
     both hooks are overridden here, as are the choice of a transfer decoder
     and the end of a request (all private to Twisted, and
-    tests/web/test_site.py guards them).
+    tests/web/test_edge.py checks they still exist).
     """
 
     site: PymagerSite
@@ -101,10 +101,10 @@ class ProblemChannel(HTTPChannel):
         self.site.connections.opened()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        for call in (self._head_deadline, self._body_deadline, self._release_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._head_deadline = self._body_deadline = self._release_call = None
+        self._cancel_deadlines()
+        if self._release_call is not None and self._release_call.active():
+            self._release_call.cancel()
+        self._release_call = None
         super().connectionLost(reason)
         self.site.connections.closed()
 
@@ -138,9 +138,7 @@ class ProblemChannel(HTTPChannel):
             self._body_deadline = self.callLater(self.site.body_timeout, self._body_too_slow)
 
     def allContentReceived(self) -> None:
-        if self._body_deadline is not None and self._body_deadline.active():
-            self._body_deadline.cancel()
-        self._body_deadline = None
+        self._cancel_deadlines()
         super().allContentReceived()
 
     def requestDone(self, request: Request) -> None:
@@ -202,6 +200,12 @@ class ProblemChannel(HTTPChannel):
             self._head_deadline.cancel()
         self._head_deadline = None
 
+    def _cancel_deadlines(self) -> None:
+        self._cancel_head_deadline()
+        if self._body_deadline is not None and self._body_deadline.active():
+            self._body_deadline.cancel()
+        self._body_deadline = None
+
     def _head_too_slow(self) -> None:
         self._head_deadline = None
         detail = (
@@ -217,8 +221,10 @@ class ProblemChannel(HTTPChannel):
         self._refuse_and_close(REQUEST_TIMEOUT, detail)
 
     def _refuse_and_close(self, problem: Problem, detail: str) -> None:
+        self._cancel_deadlines()
+        if self._closing():
+            return  # refused already
         assert self.transport is not None
-        self._cancel_head_deadline()
         self.transport.write(_refusal(problem, detail))
         _access_log.info(
             "{client} refused: {detail}",
@@ -230,7 +236,7 @@ class ProblemChannel(HTTPChannel):
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         assert self.transport is not None
-        self._cancel_head_deadline()
+        self._cancel_deadlines()
         self.transport.write(_refusal(BAD_REQUEST, "the request is not valid HTTP/1.1"))
         self.loseConnection()
 

@@ -264,6 +264,15 @@ def test_a_body_that_arrives_in_time_is_answered_and_the_deadline_forgotten() ->
     assert not connection.transport.disconnecting
 
 
+def test_a_request_refused_as_malformed_gets_no_timeout_answer_after_it() -> None:
+    site = Site(body_timeout=5.0)
+    connection = site.connect()
+    connection.send(b"PUT /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+    site.reactor.advance(10.0)
+    assert connection.answer.startswith(b"HTTP/1.1 400 ")
+    assert b" 408 " not in connection.answer
+
+
 # Pipelines
 
 
