@@ -61,6 +61,27 @@ class ServerSettings(_Section):
     workers: Annotated[int, Field(ge=1, le=64)] = Field(
         1, description="Processes serving the one listening socket (use one per core)"
     )
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        900,
+        description="Client connections each process holds; past it, new ones wait in the listen "
+        "backlog (size LimitNOFILE to this plus max_uploads, pool_size and a margin)",
+    )
+    backlog: Annotated[int, Field(ge=1, le=65535)] = Field(
+        1024,
+        description="Connections the kernel queues before they are accepted (capped by "
+        "net.core.somaxconn), unless listen names its own backlog=",
+    )
+    max_uploads: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        16,
+        description="Request bodies each process receives or handles at once; more are refused at "
+        "once with 503",
+    )
+    header_timeout: Annotated[float, Field(gt=0)] = Field(
+        10.0, description="Seconds a request's line and headers may take to arrive from its first byte (408)"
+    )
+    body_timeout: Annotated[float, Field(gt=0)] = Field(
+        300.0, description="Seconds a request body may take to arrive from the end of its headers (408)"
+    )
 
     @field_validator("public_url")
     @classmethod

@@ -62,6 +62,7 @@ class Dealer(FileDescriptor):
         port.stopReading()  # type: ignore[attr-defined]
         self._channels: dict[int, _Channel] = {}
         self._turn = 0
+        self._paused = False
 
     def fileno(self) -> int:
         return self._listener.fileno()
@@ -78,8 +79,23 @@ class Dealer(FileDescriptor):
         if reader is not None:
             reader.close()
 
+    def pause(self) -> None:
+        """Accept nothing (this process holds all it may) until resume()."""
+        self._paused = True
+        self.stopReading()
+
+    def resume(self) -> None:
+        self._paused = False
+        self.startReading()
+
+    def _exhaustion_over(self) -> None:
+        if not self._paused:
+            self.startReading()
+
     def doRead(self) -> None:
         for _ in range(_ACCEPTS_PER_WAKE):
+            if self._paused:
+                return  # the last connection dealt here reached the limit
             try:
                 connection, _address = self._listener.accept()
             except BlockingIOError:
@@ -90,9 +106,14 @@ class Dealer(FileDescriptor):
                 if error.errno in _EXHAUSTED:
                     self.log.warn("Cannot accept connections for now: {error}", error=error.strerror)
                     self.stopReading()
-                    self._reactor.callLater(_EXHAUSTED_PAUSE, self.startReading)
+                    self._reactor.callLater(_EXHAUSTED_PAUSE, self._exhaustion_over)
                     return
-                raise
+                # Linux passes a pending connection's network error (EPROTO,
+                # ENETDOWN...) up through accept(), and netfilter EPERM:
+                # raising would make the reactor drop the Dealer, and nothing
+                # would accept again.  Twisted's own port logs and goes on.
+                self.log.warn("accept() failed: {error}", error=error.strerror)
+                return
             with connection:
                 self._deal(connection)
 
@@ -161,6 +182,7 @@ class Receiver(FileDescriptor):
         self._factory = factory
         self._channel = socket.socket(fileno=descriptor)
         self._channel.setblocking(False)
+        self._paused = False
 
     def fileno(self) -> int:
         return self._channel.fileno()
@@ -169,8 +191,19 @@ class Receiver(FileDescriptor):
         self.startReading()
         self._channel.send(_READY)
 
+    def pause(self) -> None:
+        """Take no more connections (this worker holds all it may) until
+        resume(): they queue in the pair, and once it is full the first
+        process serves them itself."""
+        self._paused = True
+        self.stopReading()
+
+    def resume(self) -> None:
+        self._paused = False
+        self.startReading()
+
     def doRead(self) -> Any:
-        while True:
+        while not self._paused:
             try:
                 message, descriptors, _flags, _address = socket.recv_fds(self._channel, 16, 4)
             except BlockingIOError:

@@ -48,6 +48,7 @@ PROBLEMS: dict[type[errors.PymagerError], Problem] = {
 BAD_REQUEST = Problem(400, "bad-request", "Bad request")
 NOT_FOUND = Problem(404, "not-found", "Not found")
 METHOD_NOT_ALLOWED = Problem(405, "method-not-allowed", "Method not allowed")
+REQUEST_TIMEOUT = Problem(408, "request-timeout", "Request timeout")
 INTERNAL_ERROR = Problem(500, "internal-error", "Internal server error")
 NOT_IMPLEMENTED = Problem(501, "not-implemented", "Method not implemented")
 UNAVAILABLE = Problem(503, "unavailable", "Service unavailable")

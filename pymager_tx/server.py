@@ -17,7 +17,12 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import (
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    UNIXServerEndpoint,
+    serverFromString,
+)
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -27,6 +32,7 @@ from pymager_tx import __version__
 from pymager_tx.admission import ImageAdmission
 from pymager_tx.auth import WriteTokens
 from pymager_tx.config import Settings
+from pymager_tx.connections import PortFeed, with_backlog
 from pymager_tx.db.database import Database, make_engine, sqlite_url
 from pymager_tx.db.schema_version import prepare_at_startup
 from pymager_tx.deployment import (
@@ -51,6 +57,9 @@ from pymager_tx.workers import Workers
 
 # Blob reads and writes are short and mostly wait on the disk.
 _IO_THREADS = 8
+# Endpoints whose connections are plain sockets, which the Dealer can accept
+# (TLS ones go through the port's own wrapping).
+_PLAIN_ENDPOINTS = (TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint)
 
 
 class PymagerService(MultiService):
@@ -85,6 +94,9 @@ class PymagerService(MultiService):
 
         data_directory = settings.storage.data_directory.absolute()
         self.data_directory = data_directory
+        # Request bodies spooled to disk: on the data directory's filesystem,
+        # not a tmpfs /tmp that would hold them in memory after all.
+        self.upload_directory = data_directory / "uploads"
         database_threads = self._pool("pymager-db", settings.database.pool_size)
         io_threads = self._pool("pymager-io", _IO_THREADS)
         # By default the processes of --workers share the cores out.
@@ -134,6 +146,11 @@ class PymagerService(MultiService):
             trust_forwarded_for=settings.server.trust_forwarded_for,
             tokens=write_tokens,
             access_log=settings.server.access_log,
+            upload_directory=self.upload_directory,
+            max_uploads=settings.server.max_uploads,
+            header_timeout=settings.server.header_timeout,
+            body_timeout=settings.server.body_timeout,
+            max_connections=settings.server.max_connections,
         )
         self._io = io_threads
 
@@ -170,6 +187,7 @@ class PymagerService(MultiService):
             self.log.warn("Development mode: wiping the database and every stored file")
             await self.database.drop_schema()
             await self.blobs.wipe()
+        await self._io.offload(self.upload_directory.mkdir, parents=True, exist_ok=True)
         await prepare_at_startup(self.database)
         await self._io.offload(self.epoch.open)
         await self.images.recover()
@@ -183,6 +201,7 @@ class PymagerService(MultiService):
         if self.worker is not None:
             self._receiver = Receiver(self._reactor, self.site)
             self._receiver.start()
+            self.site.connections.fed_by(self._receiver)
             self.log.info(
                 "pymager-tx {version} (worker {worker}) serving the connections the first process "
                 "passes it; data in {data_directory}",
@@ -191,7 +210,8 @@ class PymagerService(MultiService):
                 data_directory=str(self.data_directory),
             )
             return
-        endpoint = serverFromString(self._reactor, self.settings.server.listen)
+        server = self.settings.server
+        endpoint = serverFromString(self._reactor, with_backlog(server.listen, server.backlog))
         self._port = port = await endpoint.listen(self.site)
         address = port.getHost()
         self.log.info(
@@ -202,9 +222,17 @@ class PymagerService(MultiService):
             port=getattr(address, "port", None),
             data_directory=str(self.data_directory),
         )
-        if self.workers is not None:
+        if self.workers is not None or isinstance(endpoint, _PLAIN_ENDPOINTS):
+            # The Dealer accepts even without workers: unlike the port, which
+            # takes a batch of connections per wake-up, growing without bound
+            # in a flood, it stops at the connection that fills this process.
             self._dealer = Dealer(self._reactor, port, self.site)
             self._dealer.startReading()
+            self.site.connections.fed_by(self._dealer)
+        else:
+            self.site.connections.fed_by(PortFeed(port))
+        if self.workers is not None:
+            assert self._dealer is not None
             self.workers.startService()
             self.workers.start(self._dealer)
         waiters, self._listening = self._listening, []
@@ -227,6 +255,8 @@ class PymagerService(MultiService):
     async def _stop(self) -> None:
         if self._starting is not None and not self._starting.called:
             self._starting.cancel()
+        # Connections closing from now on must not restart accepting.
+        self.site.connections.fed_by(None)
         if self._receiver is not None:
             self._receiver.stopReading()
         if self._removal_poll is not None and self._removal_poll.running:

@@ -7,11 +7,17 @@ pure function of the Content-Type and the body, run off the reactor.
 Werkzeug's sans-I/O decoder does the multipart parsing; it hands over each
 part's raw bytes, so a "file" part without a filename is not mangled by text
 decoding.
+
+The body comes as a file (the site spools it to disk): a form is fed to the
+decoder in slices read from it, so only the image part's bytes are ever held
+in memory, and a raw body is read once.
 """
 
 from __future__ import annotations
 
 import re
+from io import BytesIO
+from typing import BinaryIO
 
 from werkzeug.http import parse_options_header
 from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDecoder, NeedData
@@ -26,7 +32,7 @@ _SLICE = 64 * 1024
 _BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
 
 
-def image_from_form(content_type: str | None, body: bytes) -> bytes:
+def image_from_form(content_type: str | None, body: BinaryIO) -> bytes:
     mimetype, options = parse_options_header(content_type or "")
     if mimetype.lower() != "multipart/form-data":
         raise BadUpload(
@@ -46,7 +52,7 @@ def image_from_form(content_type: str | None, body: bytes) -> bytes:
     return files[0]
 
 
-def image_from_body(content_type: str | None, body: bytes) -> bytes:
+def image_from_body(content_type: str | None, body: BinaryIO) -> bytes:
     mimetype, _ = parse_options_header(content_type or "")
     mimetype = mimetype.lower()
     if mimetype and not (mimetype.startswith("image/") or mimetype == "application/octet-stream"):
@@ -54,18 +60,17 @@ def image_from_body(content_type: str | None, body: bytes) -> bytes:
             "PUT takes the raw image as the body, with Content-Type image/* or "
             f"application/octet-stream; got {content_type!r} (to send a form, use POST)"
         )
-    return body
+    return body.read()
 
 
-def _parts_named(name: str, boundary: bytes, body: bytes) -> list[bytes]:
+def _parts_named(name: str, boundary: bytes, body: BinaryIO) -> list[bytes]:
     collector = _Collector(name)
     decoder = MultipartDecoder(boundary, max_parts=_MAX_PARTS)
-    view = memoryview(body)
     # Fed in slices: given a whole body at once, the decoder searches all of
     # it in one regular expression call that holds the GIL (and so stalls
-    # the reactor) for as long as it takes.
-    for start in range(0, len(view), _SLICE):
-        decoder.receive_data(bytes(view[start : start + _SLICE]))
+    # the reactor) for as long as it takes; and only a slice is read at once.
+    while piece := body.read(_SLICE):
+        decoder.receive_data(piece)
         if collector.read(decoder):
             return collector.found
     decoder.receive_data(None)
@@ -80,7 +85,8 @@ class _Collector:
     def __init__(self, name: str) -> None:
         self.name = name
         self.found: list[bytes] = []
-        self._current: list[bytes] | None = None
+        # Written as the part streams past: its bytes are held once.
+        self._current: BytesIO | None = None
 
     def read(self, decoder: MultipartDecoder) -> bool:
         """Consume the events decoded so far; True once the form has ended."""
@@ -96,9 +102,9 @@ class _Collector:
             if isinstance(event, Epilogue):
                 return True
             if isinstance(event, File | Field):
-                self._current = [] if event.name == self.name else None
+                self._current = BytesIO() if event.name == self.name else None
             elif isinstance(event, Data) and self._current is not None:
-                self._current.append(event.data)
+                self._current.write(event.data)
                 if not event.more_data:
-                    self.found.append(b"".join(self._current))
+                    self.found.append(self._current.getvalue())
                     self._current = None

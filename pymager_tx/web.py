@@ -316,7 +316,7 @@ def _routing_problem(error: HTTPException) -> tuple[Problem, str]:
 def _read_body(request: IRequest, parse: Any, content_type: str | None) -> bytes:
     content = request.content
     content.seek(0)
-    data: bytes = parse(content_type, content.read())
+    data: bytes = parse(content_type, content)
     return data
 
 
