@@ -16,10 +16,10 @@ from typing import Annotated, Any, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pymager_tx.db.database import check_database_url
-from pymager_tx.errors import ConfigError
-from pymager_tx.formats import default_decoders, unknown_decoders
-from pymager_tx.model import Size
+from pymager_tx.adapters.sql.database import check_database_url
+from pymager_tx.core.errors import ConfigError
+from pymager_tx.core.model import Size
+from pymager_tx.imaging.formats import default_decoders, unknown_decoders
 
 # The largest side any output format writes: WebP's limit.
 MAX_SIDE = 16383

@@ -897,7 +897,7 @@ class Soak:
     def admin(self, repair: bool) -> tuple[int, str]:
         """The real `pymager-admin check` on this store: its status and output."""
         admin = BIN / "pymager-admin"
-        command = [str(admin)] if admin.exists() else [sys.executable, "-m", "pymager_tx.admin"]
+        command = [str(admin)] if admin.exists() else [sys.executable, "-m", "pymager_tx.admin.cli"]
         command += ["check", *(["--repair"] if repair else []), "--config", str(self.config)]
         try:
             done = subprocess.run(

@@ -1,5 +1,5 @@
 """Image work as the use cases run it: on the image threads, through the
-admission queue when there is one (see pymager_tx.admission)."""
+admission queue when there is one (see pymager_tx.app.admission)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 
-from pymager_tx.admission import ImageAdmission
+from pymager_tx.app.admission import ImageAdmission
 from pymager_tx.app.values import Errand, Target, WorkingCopy
-from pymager_tx.imaging import (
+from pymager_tx.imaging.render import (
     DecodeLimits,
     EncodeOptions,
     ImageInfo,
@@ -21,7 +21,7 @@ from pymager_tx.imaging import (
     probe,
     render,
 )
-from pymager_tx.threads import Offload
+from pymager_tx.ports import Offload
 
 T = TypeVar("T")
 

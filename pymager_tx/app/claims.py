@@ -22,9 +22,8 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pymager_tx.app.values import StoredImage, Target, claimed_key, not_found
-from pymager_tx.db.database import Database
-from pymager_tx.db.repository import (
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.sql.repository import (
     Claim,
     ClaimOutcome,
     claim_derivation_txn,
@@ -33,10 +32,11 @@ from pymager_tx.db.repository import (
     renew_claim_txn,
     take_over_claim_txn,
 )
-from pymager_tx.errors import DerivationPending
-from pymager_tx.model import ImageId, OriginalRecord
-from pymager_tx.peers import POLL_FIRST, POLL_MOST, Peers
-from pymager_tx.storage import IBlobStore
+from pymager_tx.app.peers import POLL_FIRST, POLL_MOST, Peers
+from pymager_tx.app.values import StoredImage, Target, claimed_key, not_found
+from pymager_tx.core.errors import DerivationPending
+from pymager_tx.core.model import ImageId, OriginalRecord
+from pymager_tx.ports import IBlobStore
 
 
 class Holding:

@@ -14,9 +14,19 @@ from datetime import datetime
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.sql.repository import (
+    Recorded,
+    forget_derived_key_txn,
+    forget_derived_txn,
+    lookup_derived_txn,
+    record_derived_txn,
+)
 from pymager_tx.app.admitted import ImageWork, render_target
 from pymager_tx.app.claims import Claims, Holding, Superseded
+from pymager_tx.app.inflight import InFlight
 from pymager_tx.app.originals import Originals
+from pymager_tx.app.peers import Peers
 from pymager_tx.app.values import (
     Errand,
     ImagePolicy,
@@ -27,21 +37,11 @@ from pymager_tx.app.values import (
     claimed_key,
     not_found,
 )
-from pymager_tx.db.database import Database
-from pymager_tx.db.repository import (
-    Recorded,
-    forget_derived_key_txn,
-    forget_derived_txn,
-    lookup_derived_txn,
-    record_derived_txn,
-)
-from pymager_tx.errors import BlobNotFound, DerivationTooCostly, Overloaded, StorageUnavailable
-from pymager_tx.imaging import Rendered, working_copy_covers, worth_a_working_copy
-from pymager_tx.inflight import InFlight
-from pymager_tx.model import DerivedRecord, DerivedSpec, ImageId, OriginalRecord
-from pymager_tx.peers import Peers
-from pymager_tx.storage import IBlobStore
-from pymager_tx.storage.keys import derived_prefix
+from pymager_tx.core.errors import BlobNotFound, DerivationTooCostly, Overloaded, StorageUnavailable
+from pymager_tx.core.keys import derived_prefix
+from pymager_tx.core.model import DerivedRecord, DerivedSpec, ImageId, OriginalRecord
+from pymager_tx.imaging.render import Rendered, working_copy_covers, worth_a_working_copy
+from pymager_tx.ports import IBlobStore
 
 
 class _NoWorkingCopy(Exception):

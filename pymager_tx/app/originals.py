@@ -10,11 +10,8 @@ from uuid import uuid4
 
 from twisted.logger import Logger
 
-from pymager_tx.app.admitted import ImageWork, describe
-from pymager_tx.app.removals import Removals
-from pymager_tx.app.values import Errand, ImagePolicy, StoredImage, not_found, taken
-from pymager_tx.db.database import Database
-from pymager_tx.db.repository import (
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.sql.repository import (
     RowState,
     abandon_upload_txn,
     begin_removal_txn,
@@ -23,11 +20,14 @@ from pymager_tx.db.repository import (
     mark_original_ready_txn,
     row_state_txn,
 )
-from pymager_tx.errors import BlobNotFound, OriginalLost, PymagerError, UploadTooLarge
-from pymager_tx.model import ImageId, OriginalRecord, OriginalStatus
-from pymager_tx.peers import Peers
-from pymager_tx.storage import IBlobStore
-from pymager_tx.storage.keys import original_key
+from pymager_tx.app.admitted import ImageWork, describe
+from pymager_tx.app.peers import Peers
+from pymager_tx.app.removals import Removals
+from pymager_tx.app.values import Errand, ImagePolicy, StoredImage, not_found, taken
+from pymager_tx.core.errors import BlobNotFound, OriginalLost, PymagerError, UploadTooLarge
+from pymager_tx.core.keys import original_key
+from pymager_tx.core.model import ImageId, OriginalRecord, OriginalStatus
+from pymager_tx.ports import IBlobStore
 
 
 class Originals:

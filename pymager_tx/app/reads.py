@@ -9,11 +9,13 @@ from dataclasses import replace
 
 from twisted.logger import Logger
 
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.sql.repository import lookup_derived_txn, removal_count_txn
 from pymager_tx.app.derivations import Derivations
+from pymager_tx.app.refusals import RecentRefusals
+from pymager_tx.app.rendition_cache import Mark, RenditionCache
 from pymager_tx.app.values import ImagePolicy, StoredImage, not_found
-from pymager_tx.db.database import Database
-from pymager_tx.db.repository import lookup_derived_txn, removal_count_txn
-from pymager_tx.errors import (
+from pymager_tx.core.errors import (
     BlobNotFound,
     DerivationTooCostly,
     InvalidImage,
@@ -21,11 +23,9 @@ from pymager_tx.errors import (
     Unavailable,
     UnsupportedOutputFormat,
 )
-from pymager_tx.formats import output_format_for, writable_extensions
-from pymager_tx.model import DerivedRecord, DerivedSpec, ImageId, parse_derived_name
-from pymager_tx.refusals import RecentRefusals
-from pymager_tx.rendition_cache import Mark, RenditionCache
-from pymager_tx.storage import IBlobStore
+from pymager_tx.core.model import DerivedRecord, DerivedSpec, ImageId, parse_derived_name
+from pymager_tx.imaging.formats import output_format_for, writable_extensions
+from pymager_tx.ports import IBlobStore
 
 
 class Renditions:

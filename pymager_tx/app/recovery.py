@@ -7,13 +7,18 @@ from datetime import datetime
 
 from twisted.logger import Logger
 
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.sql.repository import (
+    abandon_upload_txn,
+    claims_txn,
+    resume_removal_txn,
+    unfinished_txn,
+)
 from pymager_tx.app.claims import Claims
+from pymager_tx.app.peers import Peers
 from pymager_tx.app.removals import Removals
-from pymager_tx.db.database import Database
-from pymager_tx.db.repository import abandon_upload_txn, claims_txn, resume_removal_txn, unfinished_txn
-from pymager_tx.model import OriginalStatus
-from pymager_tx.peers import Peers
-from pymager_tx.storage import IBlobStore
+from pymager_tx.core.model import OriginalStatus
+from pymager_tx.ports import IBlobStore
 
 
 class Recovery:

@@ -7,18 +7,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from pymager_tx.db.database import Database
-from pymager_tx.db.repository import (
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.sql.repository import (
     Removal,
     RowState,
     forget_lost_original_txn,
     forget_original_txn,
     resume_removal_txn,
 )
-from pymager_tx.epoch import Epoch
-from pymager_tx.model import ImageId
-from pymager_tx.storage import IBlobStore
-from pymager_tx.storage.keys import derived_prefix
+from pymager_tx.core.keys import derived_prefix
+from pymager_tx.core.model import ImageId
+from pymager_tx.ports import Epoch, IBlobStore
 
 
 class Removals:

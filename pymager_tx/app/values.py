@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
 
-from pymager_tx.db.repository import Claim
-from pymager_tx.errors import ImageIdTaken, ImageNotFound
-from pymager_tx.imaging import DecodeLimits, EncodeOptions
-from pymager_tx.model import DerivedSpec, ImageId, Size, StoredFile
-from pymager_tx.rendition_cache import Mark
-from pymager_tx.storage import IBlobReader
-from pymager_tx.storage.keys import derived_key
+from pymager_tx.adapters.sql.repository import Claim
+from pymager_tx.app.rendition_cache import Mark
+from pymager_tx.core.errors import ImageIdTaken, ImageNotFound
+from pymager_tx.core.keys import derived_key
+from pymager_tx.core.model import DerivedSpec, ImageId, Size, StoredFile
+from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
+from pymager_tx.ports import IBlobReader
 
 # Seconds a derivation may take when the policy sets no time budget.
 DEFAULT_BUDGET = 20.0

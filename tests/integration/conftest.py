@@ -14,7 +14,7 @@ from twisted.internet import reactor
 from twisted.web.client import HTTPConnectionPool
 
 from pymager_tx.config import load_settings
-from pymager_tx.server import PymagerService
+from pymager_tx.process.server import PymagerService
 
 TOKEN = "integration-token-0123456789"
 
@@ -90,8 +90,8 @@ def data_directory(tmp_path: Path) -> Path:
 async def _drop_schema(database_url: str) -> None:
     from twisted.internet.threads import deferToThread
 
-    from pymager_tx.db.database import make_engine
-    from pymager_tx.db.schema_version import drop_txn
+    from pymager_tx.adapters.sql.database import make_engine
+    from pymager_tx.adapters.sql.schema_version import drop_txn
 
     def drop() -> None:
         engine = make_engine(database_url, pool_size=1)

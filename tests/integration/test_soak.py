@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from pymager_tx.db.database import Database, make_engine
-from pymager_tx.threads import immediate
+from pymager_tx.adapters.sql.database import Database, make_engine
+from pymager_tx.ports import immediate
 from tests.results import result_of
 from tests.soak import SoakOptions, run_soak
 

@@ -12,14 +12,14 @@ import pytest
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 
-from pymager_tx.admission import ImageAdmission
-from pymager_tx.db.database import Database
-from pymager_tx.db.repository import claims_txn
-from pymager_tx.errors import Overloaded
-from pymager_tx.model import ImageId
-from pymager_tx.service import ImagePolicy, ImageService, StoredImage
-from pymager_tx.storage.filesystem import FilesystemBlobStore
-from pymager_tx.threads import immediate
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.sql.repository import claims_txn
+from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.app.admission import ImageAdmission
+from pymager_tx.app.service import ImagePolicy, ImageService, StoredImage
+from pymager_tx.core.errors import Overloaded
+from pymager_tx.core.model import ImageId
+from pymager_tx.ports import immediate
 from tests.fakes import InterceptedBlobs, ManualOffload
 from tests.images import jpeg, opened
 from tests.results import failure_of, no_result, result_of

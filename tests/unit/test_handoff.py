@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 
-from pymager_tx.handoff import Dealer, Receiver, channel_pair
+from pymager_tx.process.handoff import Dealer, Receiver, channel_pair
 
 
 class Greeter(Protocol):

@@ -17,8 +17,8 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent
 
-from pymager_tx.db.database import Database
-from pymager_tx.db.repository import (
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.sql.repository import (
     ClaimOutcome,
     begin_removal_txn,
     claim_derivation_txn,
@@ -27,15 +27,14 @@ from pymager_tx.db.repository import (
     find_original_txn,
     status_of_txn,
 )
-from pymager_tx.db.schema import derivation_claims
-from pymager_tx.errors import DerivationPending, ImageIdTaken, ImageNotFound
-from pymager_tx.model import OriginalStatus
-from pymager_tx.peers import CLAIM_LEASE, POLL_MOST, Peers
-from pymager_tx.service import ImageService, claimed_key
-from pymager_tx.storage import IBlobStore
-from pymager_tx.storage.filesystem import FilesystemBlobStore
-from pymager_tx.storage.keys import original_key
-from pymager_tx.threads import Offload, immediate
+from pymager_tx.adapters.sql.schema import derivation_claims
+from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.app.peers import CLAIM_LEASE, POLL_MOST, Peers
+from pymager_tx.app.service import ImageService, claimed_key
+from pymager_tx.core.errors import DerivationPending, ImageIdTaken, ImageNotFound
+from pymager_tx.core.keys import original_key
+from pymager_tx.core.model import OriginalStatus
+from pymager_tx.ports import IBlobStore, Offload, immediate
 from tests.conftest import derivations
 from tests.db.test_repository import lapse_claims, pending
 from tests.fakes import InterceptedBlobs, ManualOffload

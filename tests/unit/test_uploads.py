@@ -4,8 +4,8 @@ from io import BytesIO
 
 import pytest
 
-from pymager_tx.errors import BadUpload
-from pymager_tx.uploads import image_from_body, image_from_form
+from pymager_tx.core.errors import BadUpload
+from pymager_tx.http.uploads import image_from_body, image_from_form
 from tests.multipart import form
 
 IMAGE = b"\xff\xd8\xff\xe0 not really a jpeg \r\n--almost-a-boundary\r\n"

@@ -21,18 +21,17 @@ from twisted.logger import LogEvent, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from pymager_tx.admission import ImageAdmission
-from pymager_tx.auth import WriteTokens
-from pymager_tx.db.database import Database
-from pymager_tx.formats import default_decoders
-from pymager_tx.imaging import DecodeLimits, EncodeOptions
-from pymager_tx.model import Size
-from pymager_tx.service import ImagePolicy, ImageService
-from pymager_tx.site import PymagerSite
-from pymager_tx.storage import IBlobStore
-from pymager_tx.storage.memory import MemoryBlobStore
-from pymager_tx.threads import Offload, immediate
-from pymager_tx.web import HttpPolicy, ImageAPI
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.storage.memory import MemoryBlobStore
+from pymager_tx.app.admission import ImageAdmission
+from pymager_tx.app.service import ImagePolicy, ImageService
+from pymager_tx.core.model import Size
+from pymager_tx.http.guards import WriteTokens
+from pymager_tx.http.routes import HttpPolicy, ImageAPI
+from pymager_tx.http.site import PymagerSite
+from pymager_tx.imaging.formats import default_decoders
+from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
+from pymager_tx.ports import IBlobStore, Offload, immediate
 from tests.conftest import derivations
 from tests.fakes import ManualOffload
 from tests.images import FIXTURES, RED, close_to, jpeg, opened, png, png_declaring, truncated_jpeg

@@ -20,8 +20,8 @@ from twisted.web.http import HTTPChannel
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
-from pymager_tx.connections import with_backlog
-from pymager_tx.site import IN_MEMORY_BODY_BYTES, PymagerSite
+from pymager_tx.http.connections import with_backlog
+from pymager_tx.http.site import IN_MEMORY_BODY_BYTES, PymagerSite
 
 LIMIT = 10 * 1024 * 1024
 LARGE = 3 * IN_MEMORY_BODY_BYTES
