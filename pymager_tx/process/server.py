@@ -23,6 +23,7 @@ from twisted.internet.endpoints import (
     UNIXServerEndpoint,
     serverFromString,
 )
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -178,6 +179,18 @@ class PymagerService(MultiService):
 
     async def _start(self) -> None:
         url = self.database.engine.url
+        listening = endpoint = None
+        if self.worker is None:
+            # The port first, paused: a port in use stops start-up before
+            # anything is written, and connections that come during start-up
+            # wait in the backlog until recovery is done.
+            server = self.settings.server
+            endpoint = serverFromString(self._reactor, with_backlog(server.listen, server.backlog))
+            try:
+                self._port = listening = await endpoint.listen(self.site)
+            except CannotListenError as error:
+                raise CannotServe(f"cannot listen on {server.listen}: {_reason(error)}") from None
+            listening.stopReading()
         # Before anything is written, not even the data directory.
         await self._io.offload(refuse_sqlite_on_a_network_filesystem, url, self._mountinfo)
         await self._io.offload(self.data_directory.mkdir, parents=True, exist_ok=True)
@@ -212,9 +225,8 @@ class PymagerService(MultiService):
                 data_directory=str(self.data_directory),
             )
             return
-        server = self.settings.server
-        endpoint = serverFromString(self._reactor, with_backlog(server.listen, server.backlog))
-        self._port = port = await endpoint.listen(self.site)
+        assert listening is not None
+        port = listening
         address = port.getHost()
         self.log.info(
             "pymager-tx {version} listening on {address}; data in {data_directory}",
@@ -232,6 +244,7 @@ class PymagerService(MultiService):
             self._dealer.startReading()
             self.site.connections.fed_by(self._dealer)
         else:
+            port.startReading()
             self.site.connections.fed_by(PortFeed(port))
         if self.workers is not None:
             assert self._dealer is not None
@@ -244,7 +257,7 @@ class PymagerService(MultiService):
     def _start_failed(self, failure: Failure) -> None:
         if isinstance(failure.value, Unavailable):
             self.log.critical("pymager-tx could not start: {reason}", reason=failure.value.reason)
-        elif isinstance(failure.value, UnsafeDeployment):
+        elif isinstance(failure.value, UnsafeDeployment | CannotServe):
             self.log.critical("pymager-tx could not start: {reason}", reason=str(failure.value))
         else:
             self.log.failure("pymager-tx could not start", failure)
@@ -277,6 +290,16 @@ class PymagerService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
+
+
+class CannotServe(Exception):
+    """Start-up cannot go on, for a reason told in one line (a port in use)."""
+
+
+def _reason(error: CannotListenError) -> str:
+    """What the system said, without Twisted's wording around it."""
+    cause = error.socketError
+    return getattr(cause, "strerror", None) or str(cause)
 
 
 def image_policy(settings: Settings) -> ImagePolicy:

@@ -172,6 +172,8 @@ def _exit_on_failure(reactor: Any) -> Any:
         # twistd has no exit status of its own to set: leave with 1 once the
         # reactor has shut down cleanly, so systemd sees a failed start.
         reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
-        reactor.stop()
+        # A start that fails at once (a port in use) fails before twistd has
+        # run the reactor: stop it as soon as it runs.
+        reactor.callWhenRunning(reactor.stop)
 
     return stop
