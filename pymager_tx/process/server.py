@@ -89,6 +89,7 @@ class PymagerService(MultiService):
         self._on_start_failure = on_start_failure
         self._reactor = reactor
         self._port: IListeningPort | None = None
+        self._serving = False  # start-up done: the port takes connections
         self._listening: list[Deferred[IListeningPort]] = []
         self._starting: Deferred[None] | None = None
         self._mountinfo = mountinfo
@@ -166,7 +167,7 @@ class PymagerService(MultiService):
         """Fires with the listening port once start-up is done, or fails with
         the reason start-up failed."""
         waiter: Deferred[IListeningPort] = Deferred()
-        if self._port is not None:
+        if self._serving and self._port is not None:
             waiter.callback(self._port)
         else:
             self._listening.append(waiter)
@@ -250,6 +251,7 @@ class PymagerService(MultiService):
             assert self._dealer is not None
             self.workers.startService()
             self.workers.start(self._dealer)
+        self._serving = True
         waiters, self._listening = self._listening, []
         for waiter in waiters:
             waiter.callback(port)
