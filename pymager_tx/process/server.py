@@ -1,11 +1,13 @@
 """
 The whole service, wired: thread pools, database, storage, HTTP.
 
-Start-up runs in order before the port opens: refuse a deployment SQLite
-cannot serve safely (pymager_tx.process.deployment), create the data directory,
-register this process, wipe it in development mode, create the schema,
-recover what a crash left behind.  Only then does the service listen, so no
-request ever meets a store that is half recovered.
+Start-up runs in order: open the port, paused (a port in use stops start-up
+before anything is written), refuse a deployment SQLite cannot serve safely
+(pymager_tx.process.deployment), create the data directory, register this
+process, wipe it in development mode, create the schema, recover what a
+crash left behind.  Only then does the port take connections (those that
+came meanwhile wait in the backlog), so no request ever meets a store that
+is half recovered.
 """
 
 from __future__ import annotations
