@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pymager_tx.adapters.sql.database import check_database_url
+from pymager_tx.adapters.sql.database import check_database_url, sqlite_url
 from pymager_tx.core.errors import ConfigError
 from pymager_tx.core.model import Size
 from pymager_tx.imaging.formats import default_decoders, unknown_decoders
@@ -289,6 +289,13 @@ class Settings(_Section):
     http: HttpSettings = HttpSettings.model_validate({})
     memory_cache: MemoryCacheSettings = MemoryCacheSettings.model_validate({})
     auth: AuthSettings = AuthSettings.model_validate({})
+
+    @property
+    def database_url(self) -> str:
+        """The database's URL: [database] url, or by default the SQLite
+        file pymager.sqlite3 in the data directory."""
+        default = sqlite_url(self.storage.data_directory.absolute() / "pymager.sqlite3")
+        return self.database.url or default
 
 
 def _check_token(token: str) -> None:

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from pymager_tx.adapters.sql.database import check_database_url, sqlite_url
+from pymager_tx.adapters.sql.database import check_database_url
 from pymager_tx.adapters.sql.schema_version import SchemaError, State, status_txn, upgrade_txn
 from pymager_tx.admin.check import CHECK_COMMANDS
 from pymager_tx.admin.command import AdminError, Command, Target
@@ -100,7 +100,7 @@ def target_of(arguments: argparse.Namespace) -> Target:
         overrides["database"] = {"url": arguments.database_url}
     settings = load_settings(arguments.config, overrides)
     # The same default as the service's (server.py).
-    url = settings.database.url or sqlite_url(settings.storage.data_directory.absolute() / "pymager.sqlite3")
+    url = settings.database_url
     return Target(settings, url)
 
 

@@ -18,10 +18,6 @@ class WriteTokens:
     def __init__(self, tokens: Iterable[str]) -> None:
         self._tokens = tuple(token.encode("utf-8") for token in tokens)
 
-    @property
-    def required(self) -> bool:
-        return bool(self._tokens)
-
     def check(self, authorization: bytes | None) -> None:
         """Raise Unauthorized unless authorization is 'Bearer <a write token>'
         (or no tokens are configured, and writes are open)."""

@@ -34,7 +34,7 @@ from twisted.python.failure import Failure
 from pymager_tx import __version__
 from pymager_tx.adapters.cluster.epoch import SharedEpoch
 from pymager_tx.adapters.cluster.owners import Owners
-from pymager_tx.adapters.sql.database import Database, make_engine, sqlite_url
+from pymager_tx.adapters.sql.database import Database, make_engine
 from pymager_tx.adapters.sql.schema_version import prepare_at_startup
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.app.admission import ImageAdmission
@@ -110,7 +110,7 @@ class PymagerService(MultiService):
             image_thread_count, settings.images.max_queue or 4 * image_thread_count, reactor
         )
 
-        url = settings.database.url or sqlite_url(data_directory / "pymager.sqlite3")
+        url = settings.database_url
         self.database = Database(make_engine(url, settings.database.pool_size), database_threads.offload)
         # Every process sharing the data directory registers here, so each
         # can tell what a dead one left unfinished from what a live one holds.
