@@ -7,16 +7,30 @@ immediate() for the offload seam).
 - Offload: the seam to thread pools; everything that may block goes through
   one (decoding, resizing, encoding, file I/O, database transactions).
 - Epoch: the removal signal, which voids what processes hold in memory.
+- IMetadataStore: the metadata, as named transactions (the SQL database,
+  pymager_tx.adapters.sql.database.Database, provides it).
 - Peer liveness is pymager_tx.app.peers.Peers, a value of callables.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from zope.interface import Interface
+
+from pymager_tx.core.model import DerivedRecord, OriginalRecord
+from pymager_tx.core.records import (
+    Claim,
+    ClaimOutcome,
+    DerivedLookup,
+    Recorded,
+    Removal,
+    RowState,
+    StoreIndex,
+)
 
 T = TypeVar("T")
 
@@ -104,3 +118,86 @@ class LocalEpoch:
 
     def bump(self) -> None:
         self._value += 1
+
+
+class IMetadataStore(Interface):
+    """The metadata: originals, renditions, claims, as named transactions.
+
+    Each method runs one whole transaction off the reactor and returns a
+    Deferred of plain values; each destructive one is conditional on the
+    state its caller decided from (status, generation, token)."""
+
+    def ping() -> Deferred[None]:
+        """Fails unless the database answers a query."""
+
+    def find_original(image_id: str) -> Deferred[OriginalRecord | None]:
+        """The ready original under image_id."""
+
+    def row_state(image_id: str) -> Deferred[RowState | None]:
+        """The row holding image_id, whatever its status."""
+
+    def claim_original(record: OriginalRecord, owner: str) -> Deferred[None]:
+        """Insert record as pending, held by owner; ImageIdTaken if the ID is taken."""
+
+    def mark_original_ready(image_id: str, generation: str, now: datetime) -> Deferred[bool]:
+        """Mark this pending upload ready; False if it is not pending any more."""
+
+    def begin_removal(image_id: str, now: datetime, owner: str | None = None) -> Deferred[Removal | None]:
+        """Mark the original under image_id (ready or being deleted) as being deleted by owner."""
+
+    def resume_removal(image_id: str, generation: str) -> Deferred[Removal | None]:
+        """What is left to remove of this upload's interrupted deletion, if it still is one."""
+
+    def forget_lost_original(
+        image_id: str, generation: str, now: datetime, owner: str | None = None
+    ) -> Deferred[Removal | None]:
+        """Mark this ready upload, whose file is lost, as being deleted."""
+
+    def abandon_upload(
+        image_id: str, generation: str, now: datetime, owner: str | None = None
+    ) -> Deferred[Removal | None]:
+        """Mark this pending upload as being deleted, if it is still pending."""
+
+    def forget_original(image_id: str, generation: str) -> Deferred[None]:
+        """Delete this upload's row once it is being deleted."""
+
+    def unfinished() -> Deferred[list[RowState]]:
+        """Uploads and deletions under way or interrupted, read in one statement."""
+
+    def removal_count() -> Deferred[int]:
+        """How many deletions have begun, ever."""
+
+    def lookup_derived(image_id: str, variant: str) -> Deferred[DerivedLookup]:
+        """The ready original under image_id and its rendition variant."""
+
+    def record_derived(record: DerivedRecord, generation: str, claim: Claim) -> Deferred[Recorded]:
+        """Record a rendition stored under claim, if claim still holds and its original is ready."""
+
+    def forget_derived(record: DerivedRecord) -> Deferred[None]:
+        """Delete the row of record, and no newer row of the same rendition."""
+
+    def forget_derived_key(blob_key: str) -> Deferred[None]:
+        """Delete the rendition row naming blob_key."""
+
+    def claim_derivation(
+        image_id: str, variant: str, generation: str, owner: str, token: str, lease: timedelta
+    ) -> Deferred[tuple[ClaimOutcome, Claim | None]]:
+        """Claim a rendition's derivation for lease (by the database's clock)."""
+
+    def renew_claim(claim: Claim, lease: timedelta) -> Deferred[bool]:
+        """Extend claim; False if it was lost."""
+
+    def release_claim(claim: Claim) -> Deferred[None]:
+        """End claim, if it is still this very claim."""
+
+    def claims() -> Deferred[list[Claim]]:
+        """Every derivation claim."""
+
+    def take_over_claim(claim: Claim, owner: str, lease: timedelta) -> Deferred[bool]:
+        """Make a dead holder's claim owner's, keeping its token."""
+
+    def names_blob(blob_key: str) -> Deferred[bool]:
+        """Whether a row names blob_key."""
+
+    def store_index(claim_key: Callable[[Claim], str]) -> Deferred[StoreIndex]:
+        """What should be in storage, in one snapshot."""

@@ -22,21 +22,12 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pymager_tx.adapters.sql.database import Database
-from pymager_tx.adapters.sql.repository import (
-    Claim,
-    ClaimOutcome,
-    claim_derivation_txn,
-    names_blob_txn,
-    release_claim_txn,
-    renew_claim_txn,
-    take_over_claim_txn,
-)
 from pymager_tx.app.peers import POLL_FIRST, POLL_MOST, Peers
 from pymager_tx.app.values import StoredImage, Target, claimed_key, not_found
 from pymager_tx.core.errors import DerivationPending
 from pymager_tx.core.model import ImageId, OriginalRecord
-from pymager_tx.ports import IBlobStore
+from pymager_tx.core.records import Claim, ClaimOutcome
+from pymager_tx.ports import IBlobStore, IMetadataStore
 
 
 class Holding:
@@ -62,8 +53,8 @@ ReadRecorded = Callable[[], Awaitable[StoredImage | None]]
 class Claims:
     log = Logger()
 
-    def __init__(self, database: Database, blobs: IBlobStore, peers: Peers, hold_limit: float) -> None:
-        self._database = database
+    def __init__(self, database: IMetadataStore, blobs: IBlobStore, peers: Peers, hold_limit: float) -> None:
+        self._store = database
         self._blobs = blobs
         self._peers = peers
         self._hold_limit = hold_limit
@@ -76,8 +67,7 @@ class Claims:
         delay = POLL_FIRST
         give_up_at: float | None = None
         while True:
-            outcome, claim = await self._database.transact(
-                claim_derivation_txn,
+            outcome, claim = await self._store.claim_derivation(
                 original.image_id,
                 spec.variant,
                 original.generation,
@@ -145,7 +135,7 @@ class Claims:
             # Not on GeneratorExit: a coroutine being garbage-collected can
             # no longer wait for a transaction; the lease then runs out.
             if await self.discard_stored(holding):
-                await self._database.transact(release_claim_txn, claim)
+                await self._store.release_claim(claim)
             raise
         finally:
             if renewal is not None and renewal.running:
@@ -172,7 +162,7 @@ class Claims:
         return True
 
     async def release(self, claim: Claim) -> None:
-        await self._database.transact(release_claim_txn, claim)
+        await self._store.release_claim(claim)
 
     def _renew(self, holding: Holding, timer: IReactorTime) -> Deferred[None] | None:
         """Extend a claim while its work goes on, but not for ever: a holder
@@ -205,7 +195,7 @@ class Claims:
                 reason=failure.getErrorMessage(),
             )
 
-        renewing = self._database.transact(renew_claim_txn, claim, self._peers.lease)
+        renewing = self._store.renew_claim(claim, self._peers.lease)
         return renewing.addCallbacks(renewed, failed)
 
     async def settle(self, claim: Claim) -> None:
@@ -213,7 +203,7 @@ class Claims:
         stored without recording it.  The claim is made ours first, keeping
         its token, and ends only once the file is gone: if this process dies
         in between, whoever settles the claim next removes the file."""
-        if not await self._database.transact(take_over_claim_txn, claim, self._peers.me, self._peers.lease):
+        if not await self._store.take_over_claim(claim, self._peers.me, self._peers.lease):
             return  # someone else settled it, or took it over
         self.log.info(
             "Ending the claim of {owner}, which is gone, on {image_id} {variant}",
@@ -224,6 +214,6 @@ class Claims:
         key = claimed_key(claim)
         # Only the claim's holder could record this file, and it is dead; a
         # row naming it would be one recorded before tokens existed.
-        if not await self._database.read(names_blob_txn, key):
+        if not await self._store.names_blob(key):
             await self._blobs.delete(key)
-        await self._database.transact(release_claim_txn, replace(claim, owner=self._peers.me))
+        await self._store.release_claim(replace(claim, owner=self._peers.me))

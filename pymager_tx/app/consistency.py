@@ -19,19 +19,11 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pymager_tx.adapters.sql.database import Database
-from pymager_tx.adapters.sql.repository import (
-    StoreIndex,
-    claims_txn,
-    forget_derived_key_txn,
-    names_blob_txn,
-    store_index_txn,
-    unfinished_txn,
-)
 from pymager_tx.app.peers import Peers
 from pymager_tx.app.service import ImageService, claimed_key
 from pymager_tx.core.model import ImageId
-from pymager_tx.ports import IBlobStore
+from pymager_tx.core.records import StoreIndex
+from pymager_tx.ports import IBlobStore, IMetadataStore
 
 T = TypeVar("T")
 log = Logger()
@@ -73,17 +65,17 @@ class Report:
         return [f"{what}: {item}" for what, items in described for item in items]
 
 
-async def check(database: Database, blobs: IBlobStore, peers: Peers) -> Report:
+async def check(database: IMetadataStore, blobs: IBlobStore, peers: Peers) -> Report:
     """Compare the database with the stored files.  A listing that fails
     fails the check (StorageUnavailable): a directory it could not read
     would otherwise make every original in it look lost."""
     report = Report()
-    # Each index is one snapshot of the database (Database.read).
-    before = await database.read(store_index_txn, claimed_key)
+    # Each index is one snapshot of the database.
+    before = await database.store_index(claimed_key)
     stored: set[str] = set()
     for top in _TOP_LEVELS:
         stored.update(await blobs.keys(top))
-    after = await database.read(store_index_txn, claimed_key)
+    after = await database.store_index(claimed_key)
     # A file is written only after the row or claim that names it exists,
     # and named by one writer only (storage.keys): a file listed before the
     # second snapshot that the snapshot does not name is garbage for good.
@@ -96,7 +88,7 @@ async def check(database: Database, blobs: IBlobStore, peers: Peers) -> Report:
     for key in sorted(before.derived):
         if key not in stored and key in after.derived:
             report.missing_derived.append(key)
-    for state in await database.read(unfinished_txn):
+    for state in await database.unfinished():
         # A live process's upload or deletion is under way, not unfinished.
         if not await peers.alive(state.owner):
             report.unfinished.append(state.image_id)
@@ -111,7 +103,7 @@ async def _claimed_by_the_living(index: StoreIndex, key: str, peers: Peers) -> b
     return claim is not None and await peers.alive(claim.owner)
 
 
-async def repair(report: Report, service: ImageService, database: Database, blobs: IBlobStore) -> None:
+async def repair(report: Report, service: ImageService, database: IMetadataStore, blobs: IBlobStore) -> None:
     """Make storage and metadata agree again.  Unfinished work and dead
     claims are finished as start-up recovery does; a lost original is
     forgotten, so its ID can be uploaded again; a lost derived image is
@@ -132,18 +124,18 @@ async def repair(report: Report, service: ImageService, database: Database, blob
     for key in report.missing_derived:
         if not await blobs.exists(key):
             log.info("Forgetting derived image {key}, whose file is lost", key=key)
-            await database.transact(forget_derived_key_txn, key)
+            await database.forget_derived_key(key)
 
 
-async def _named(database: Database, key: str) -> bool:
+async def _named(database: IMetadataStore, key: str) -> bool:
     """Whether a row or a claim names key now."""
-    if await database.read(names_blob_txn, key):
+    if await database.names_blob(key):
         return True
-    return any(claimed_key(claim) == key for claim in await database.read(claims_txn))
+    return any(claimed_key(claim) == key for claim in await database.claims())
 
 
 def check_store(
-    database: Database, blobs: IBlobStore, service: ImageService, peers: Peers, repairing: bool
+    database: IMetadataStore, blobs: IBlobStore, service: ImageService, peers: Peers, repairing: bool
 ) -> tuple[Report, Report | None]:
     """Check (and with repairing, repair then check again) a store whose
     database and blob store run their work at once (threads.immediate):

@@ -14,14 +14,6 @@ from datetime import datetime
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from pymager_tx.adapters.sql.database import Database
-from pymager_tx.adapters.sql.repository import (
-    Recorded,
-    forget_derived_key_txn,
-    forget_derived_txn,
-    lookup_derived_txn,
-    record_derived_txn,
-)
 from pymager_tx.app.admitted import ImageWork, render_target
 from pymager_tx.app.claims import Claims, Holding, Superseded
 from pymager_tx.app.inflight import InFlight
@@ -40,8 +32,9 @@ from pymager_tx.app.values import (
 from pymager_tx.core.errors import BlobNotFound, DerivationTooCostly, Overloaded, StorageUnavailable
 from pymager_tx.core.keys import derived_prefix
 from pymager_tx.core.model import DerivedRecord, DerivedSpec, ImageId, OriginalRecord
+from pymager_tx.core.records import Recorded
 from pymager_tx.imaging.render import Rendered, working_copy_covers, worth_a_working_copy
-from pymager_tx.ports import IBlobStore
+from pymager_tx.ports import IBlobStore, IMetadataStore
 
 
 class _NoWorkingCopy(Exception):
@@ -53,7 +46,7 @@ class Derivations:
 
     def __init__(
         self,
-        database: Database,
+        database: IMetadataStore,
         blobs: IBlobStore,
         work: ImageWork,
         policy: ImagePolicy,
@@ -62,7 +55,7 @@ class Derivations:
         claims: Claims,
         originals: Originals,
     ) -> None:
-        self._database = database
+        self._store = database
         self._blobs = blobs
         self._work = work
         self._policy = policy
@@ -105,11 +98,11 @@ class Derivations:
                 image_id=record.image_id,
                 variant=record.variant,
             )
-            await self._database.transact(forget_derived_txn, record)
+            await self._store.forget_derived(record)
             return None
 
     async def _read_recorded(self, original: OriginalRecord, spec: Target) -> StoredImage | None:
-        lookup = await self._database.read(lookup_derived_txn, original.image_id, spec.variant)
+        lookup = await self._store.lookup_derived(original.image_id, spec.variant)
         return None if lookup.derived is None else await self.read(lookup.derived, with_body=True)
 
     async def _render_and_record(
@@ -150,7 +143,7 @@ class Derivations:
             created_at=self._clock(),
         )
         try:
-            recorded = await self._database.transact(record_derived_txn, record, original.generation, claim)
+            recorded = await self._store.record_derived(record, original.generation, claim)
         except Exception:
             holding.stored = False  # it may have been recorded: never remove it on a guess
             raise
@@ -242,7 +235,7 @@ class Derivations:
                 "The working copy of {image_id} is missing; deriving from the original",
                 image_id=original.image_id,
             )
-            await self._database.transact(forget_derived_key_txn, source_key)
+            await self._store.forget_derived_key(source_key)
             try:
                 source = await self._blobs.get(original.blob_key)
             except BlobNotFound:
@@ -270,7 +263,7 @@ class Derivations:
 
     async def _working_copy(self, original: OriginalRecord, errand: Errand) -> DerivedRecord | None:
         target = WorkingCopy(self._policy.allowed_sizes)
-        lookup = await self._database.read(lookup_derived_txn, original.image_id, target.variant)
+        lookup = await self._store.lookup_derived(original.image_id, target.variant)
         if lookup.derived is not None:
             return lookup.derived
         try:

@@ -10,16 +10,6 @@ from uuid import uuid4
 
 from twisted.logger import Logger
 
-from pymager_tx.adapters.sql.database import Database
-from pymager_tx.adapters.sql.repository import (
-    RowState,
-    abandon_upload_txn,
-    begin_removal_txn,
-    claim_original_txn,
-    find_original_txn,
-    mark_original_ready_txn,
-    row_state_txn,
-)
 from pymager_tx.app.admitted import ImageWork, describe
 from pymager_tx.app.peers import Peers
 from pymager_tx.app.removals import Removals
@@ -27,7 +17,8 @@ from pymager_tx.app.values import Errand, ImagePolicy, StoredImage, not_found, t
 from pymager_tx.core.errors import BlobNotFound, OriginalLost, PymagerError, UploadTooLarge
 from pymager_tx.core.keys import original_key
 from pymager_tx.core.model import ImageId, OriginalRecord, OriginalStatus
-from pymager_tx.ports import IBlobStore
+from pymager_tx.core.records import RowState
+from pymager_tx.ports import IBlobStore, IMetadataStore
 
 
 class Originals:
@@ -35,7 +26,7 @@ class Originals:
 
     def __init__(
         self,
-        database: Database,
+        database: IMetadataStore,
         blobs: IBlobStore,
         work: ImageWork,
         policy: ImagePolicy,
@@ -43,7 +34,7 @@ class Originals:
         peers: Peers,
         removals: Removals,
     ) -> None:
-        self._database = database
+        self._store = database
         self._blobs = blobs
         self._work = work
         self._policy = policy
@@ -60,7 +51,7 @@ class Originals:
         if len(data) > limit:
             raise UploadTooLarge(f"the image is {len(data)} bytes; the limit is {limit}")
         # Cheap early answer for the common conflict; the claim below decides.
-        state = await self._database.read(row_state_txn, image_id.value)
+        state = await self._store.row_state(image_id.value)
         if state is not None:
             if state.status is OriginalStatus.DELETING:
                 # A deletion that failed half-way: finish it, then take the ID.
@@ -91,13 +82,11 @@ class Originals:
         )
         self._uploading.add(generation)
         try:
-            await self._database.transact(claim_original_txn, record, self._peers.me)
+            await self._store.claim_original(record, self._peers.me)
             try:
                 await self._blobs.put(record.blob_key, data)
                 ready_at = self._clock()
-                if not await self._database.transact(
-                    mark_original_ready_txn, record.image_id, generation, ready_at
-                ):
+                if not await self._store.mark_original_ready(record.image_id, generation, ready_at):
                     raise RuntimeError(f"the pending row of {record.image_id!r} vanished before it was ready")
             except BaseException:
                 await self._abandon(record)
@@ -115,7 +104,7 @@ class Originals:
         return replace(record, status=OriginalStatus.READY, created_at=ready_at)
 
     async def fetch(self, image_id: ImageId, with_body: bool = True) -> StoredImage:
-        record = await self._database.read(find_original_txn, image_id.value)
+        record = await self._store.find_original(image_id.value)
         if record is None:
             raise not_found(image_id)
         stored = StoredImage(record, None)
@@ -163,13 +152,11 @@ class Originals:
         )
 
     async def still_current(self, original: OriginalRecord) -> bool:
-        current = await self._database.read(find_original_txn, original.image_id)
+        current = await self._store.find_original(original.image_id)
         return current is not None and current.generation == original.generation
 
     async def delete(self, image_id: ImageId) -> None:
-        removal = await self._database.transact(
-            begin_removal_txn, image_id.value, self._clock(), self._peers.me
-        )
+        removal = await self._store.begin_removal(image_id.value, self._clock(), self._peers.me)
         if removal is None:
             raise not_found(image_id)
         await self._removals.remove(removal)
@@ -192,8 +179,8 @@ class Originals:
             raise taken(image_id)
         # What was read may be stale by now (the upload may have finished
         # since): take the row over only if it is still that pending upload.
-        taken_over = await self._database.transact(
-            abandon_upload_txn, state.image_id, state.generation, self._clock(), self._peers.me
+        taken_over = await self._store.abandon_upload(
+            state.image_id, state.generation, self._clock(), self._peers.me
         )
         if taken_over is None:
             raise taken(image_id)
@@ -206,8 +193,8 @@ class Originals:
             # The file first: it is this upload's alone, never acknowledged,
             # and it goes even when the database is what failed.
             await self._blobs.delete(record.blob_key)
-            removal = await self._database.transact(
-                abandon_upload_txn, record.image_id, record.generation, self._clock(), self._peers.me
+            removal = await self._store.abandon_upload(
+                record.image_id, record.generation, self._clock(), self._peers.me
             )
             if removal is not None:
                 await self._removals.remove(removal)

@@ -9,8 +9,6 @@ from dataclasses import replace
 
 from twisted.logger import Logger
 
-from pymager_tx.adapters.sql.database import Database
-from pymager_tx.adapters.sql.repository import lookup_derived_txn, removal_count_txn
 from pymager_tx.app.derivations import Derivations
 from pymager_tx.app.refusals import RecentRefusals
 from pymager_tx.app.rendition_cache import Mark, RenditionCache
@@ -25,7 +23,7 @@ from pymager_tx.core.errors import (
 )
 from pymager_tx.core.model import DerivedRecord, DerivedSpec, ImageId, parse_derived_name
 from pymager_tx.imaging.formats import output_format_for, writable_extensions
-from pymager_tx.ports import IBlobStore
+from pymager_tx.ports import IBlobStore, IMetadataStore
 
 
 class Renditions:
@@ -33,14 +31,14 @@ class Renditions:
 
     def __init__(
         self,
-        database: Database,
+        database: IMetadataStore,
         blobs: IBlobStore,
         policy: ImagePolicy,
         cache: RenditionCache,
         refusals: RecentRefusals,
         derivations: Derivations,
     ) -> None:
-        self._database = database
+        self._store = database
         self._blobs = blobs
         self._policy = policy
         self._cache = cache
@@ -76,7 +74,7 @@ class Renditions:
         if held is not None:
             return StoredImage(*held)
         mark = self._cache.mark()
-        lookup = await self._database.read(lookup_derived_txn, image_id.value, spec.variant)
+        lookup = await self._store.lookup_derived(image_id.value, spec.variant)
         original = lookup.original
         if original is None:
             raise not_found(image_id)
@@ -134,7 +132,7 @@ class Renditions:
         """Learn of deletions made by processes on other machines, so that
         no derived image held in memory outlives one for long."""
         try:
-            self._cache.heard_removals(await self._database.read(removal_count_txn))
+            self._cache.heard_removals(await self._store.removal_count())
         except Unavailable as error:
             # Held images stop being served when the polls stop answering.
             self.log.warn("Cannot poll for deletions: {reason}", reason=error.reason)

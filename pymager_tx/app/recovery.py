@@ -7,18 +7,11 @@ from datetime import datetime
 
 from twisted.logger import Logger
 
-from pymager_tx.adapters.sql.database import Database
-from pymager_tx.adapters.sql.repository import (
-    abandon_upload_txn,
-    claims_txn,
-    resume_removal_txn,
-    unfinished_txn,
-)
 from pymager_tx.app.claims import Claims
 from pymager_tx.app.peers import Peers
 from pymager_tx.app.removals import Removals
 from pymager_tx.core.model import OriginalStatus
-from pymager_tx.ports import IBlobStore
+from pymager_tx.ports import IBlobStore, IMetadataStore
 
 
 class Recovery:
@@ -26,14 +19,14 @@ class Recovery:
 
     def __init__(
         self,
-        database: Database,
+        database: IMetadataStore,
         blobs: IBlobStore,
         peers: Peers,
         removals: Removals,
         claims: Claims,
         clock: Callable[[], datetime],
     ) -> None:
-        self._database = database
+        self._store = database
         self._blobs = blobs
         self._peers = peers
         self._removals = removals
@@ -47,15 +40,15 @@ class Recovery:
         the row being as it was read, so an upload a peer finishes meanwhile
         is never taken for an interrupted one."""
         await self._blobs.recover()
-        for state in await self._database.read(unfinished_txn):
+        for state in await self._store.unfinished():
             if await self._peers.alive(state.owner):
                 continue  # a live process's upload or deletion, under way
             if state.status is OriginalStatus.PENDING:
-                removal = await self._database.transact(
-                    abandon_upload_txn, state.image_id, state.generation, self._clock(), self._peers.me
+                removal = await self._store.abandon_upload(
+                    state.image_id, state.generation, self._clock(), self._peers.me
                 )
             else:
-                removal = await self._database.transact(resume_removal_txn, state.image_id, state.generation)
+                removal = await self._store.resume_removal(state.image_id, state.generation)
             if removal is None:
                 continue  # finished or changed meanwhile: not ours to touch
             self.log.info(
@@ -65,6 +58,6 @@ class Recovery:
                 generation=state.generation,
             )
             await self._removals.remove(removal)
-        for claim in await self._database.read(claims_txn):
+        for claim in await self._store.claims():
             if not await self._peers.alive(claim.owner):
                 await self._claims.settle(claim)

@@ -7,23 +7,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from pymager_tx.adapters.sql.database import Database
-from pymager_tx.adapters.sql.repository import (
-    Removal,
-    RowState,
-    forget_lost_original_txn,
-    forget_original_txn,
-    resume_removal_txn,
-)
 from pymager_tx.core.keys import derived_prefix
 from pymager_tx.core.model import ImageId
-from pymager_tx.ports import Epoch, IBlobStore
+from pymager_tx.core.records import Removal, RowState
+from pymager_tx.ports import Epoch, IBlobStore, IMetadataStore
 
 
 class Removals:
     def __init__(
         self,
-        database: Database,
+        database: IMetadataStore,
         blobs: IBlobStore,
         epoch: Epoch,
         clock: Callable[[], datetime],
@@ -32,7 +25,7 @@ class Removals:
         """epoch: the removal signal every process sharing the store hears;
         me: this process, named on the rows it marks for deletion."""
         self._me = me
-        self._database = database
+        self._store = database
         self._blobs = blobs
         self._epoch = epoch
         self._clock = clock
@@ -48,12 +41,12 @@ class Removals:
         for key in removal.derived_keys:
             await self._blobs.delete(key)
         await self._blobs.delete_prefix(derived_prefix(ImageId(original.image_id), original.generation))
-        await self._database.transact(forget_original_txn, original.image_id, original.generation)
+        await self._store.forget_original(original.image_id, original.generation)
 
     async def resume(self, state: RowState) -> bool:
         """Finish the interrupted deletion read in state, if the row is still
         that deletion; an upload finished under the ID meanwhile is kept."""
-        removal = await self._database.transact(resume_removal_txn, state.image_id, state.generation)
+        removal = await self._store.resume_removal(state.image_id, state.generation)
         if removal is None:
             return False
         await self.remove(removal)
@@ -62,9 +55,7 @@ class Removals:
     async def forget_lost(self, image_id: ImageId, generation: str) -> bool:
         """Forget this upload, whose file is lost, so that its ID can be
         uploaded again; False if it is not that ready upload any more."""
-        removal = await self._database.transact(
-            forget_lost_original_txn, image_id.value, generation, self._clock(), self._me
-        )
+        removal = await self._store.forget_lost_original(image_id.value, generation, self._clock(), self._me)
         if removal is None:
             return False
         await self.remove(removal)

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from pymager_tx.adapters.sql.database import Database
-from pymager_tx.adapters.sql.repository import ping_txn
 from pymager_tx.app.admission import ImageAdmission
 from pymager_tx.app.admitted import ImageWork
 from pymager_tx.app.claims import Claims
@@ -25,7 +23,7 @@ from pymager_tx.app.removals import Removals
 from pymager_tx.app.rendition_cache import RenditionCache
 from pymager_tx.app.values import ImagePolicy, StoredImage, WorkingCopy, claimed_key
 from pymager_tx.core.model import DerivedSpec, ImageId, OriginalRecord
-from pymager_tx.ports import IBlobStore, Offload
+from pymager_tx.ports import IBlobStore, IMetadataStore, Offload
 
 __all__ = ["ImagePolicy", "ImageService", "StoredImage", "WorkingCopy", "claimed_key"]
 
@@ -37,7 +35,7 @@ def _utcnow() -> datetime:
 class ImageService:
     def __init__(
         self,
-        database: Database,
+        database: IMetadataStore,
         blobs: IBlobStore,
         imaging: Offload,
         policy: ImagePolicy,
@@ -49,7 +47,7 @@ class ImageService:
     ) -> None:
         """admission: the bounded queue in front of the image threads; None:
         image work goes straight to imaging, unbounded (tests, the CLI)."""
-        self._database = database
+        self._store = database
         self._blobs = blobs
         self._clock = clock
         self.policy = policy
@@ -112,7 +110,7 @@ class ImageService:
 
     async def check_health(self) -> None:
         """Fails unless the metadata database answers a query."""
-        await self._database.read(ping_txn)
+        await self._store.ping()
 
     def image_load(self) -> dict[str, object] | None:
         return self._work.load()

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
 
-from pymager_tx.adapters.sql.repository import Claim
 from pymager_tx.app.rendition_cache import Mark
 from pymager_tx.core.errors import ImageIdTaken, ImageNotFound
 from pymager_tx.core.keys import derived_key
 from pymager_tx.core.model import DerivedSpec, ImageId, Size, StoredFile
+from pymager_tx.core.records import Claim
 from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
 from pymager_tx.ports import IBlobReader
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
@@ -21,10 +22,46 @@ from sqlalchemy.engine import URL
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from twisted.internet.defer import Deferred
+from zope.interface import implementer
 
+from pymager_tx.adapters.sql.repository import (
+    abandon_upload_txn,
+    begin_removal_txn,
+    claim_derivation_txn,
+    claim_original_txn,
+    claims_txn,
+    find_original_txn,
+    forget_derived_key_txn,
+    forget_derived_txn,
+    forget_lost_original_txn,
+    forget_original_txn,
+    lookup_derived_txn,
+    mark_original_ready_txn,
+    names_blob_txn,
+    ping_txn,
+    record_derived_txn,
+    release_claim_txn,
+    removal_count_txn,
+    renew_claim_txn,
+    resume_removal_txn,
+    row_state_txn,
+    store_index_txn,
+    take_over_claim_txn,
+    unfinished_txn,
+)
 from pymager_tx.adapters.sql.schema_version import drop_txn, upgrade_txn
 from pymager_tx.core.errors import DatabaseUnavailable
-from pymager_tx.ports import Offload
+from pymager_tx.core.model import DerivedRecord, OriginalRecord
+from pymager_tx.core.records import (
+    Claim,
+    ClaimOutcome,
+    DerivedLookup,
+    Recorded,
+    Removal,
+    RowState,
+    StoreIndex,
+)
+from pymager_tx.ports import IMetadataStore, Offload
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -105,6 +142,7 @@ def _configure_sqlite(engine: Engine) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+@implementer(IMetadataStore)
 class Database:
     def __init__(self, engine: Engine, offload: Offload) -> None:
         self.engine = engine
@@ -142,6 +180,85 @@ class Database:
                 "the metadata database is unavailable; try again later",
                 f"{getattr(work, '__name__', 'a transaction')}: {_first_line(error)}",
             ) from error
+
+    # The metadata store (ports.IMetadataStore): one transaction each.
+
+    def ping(self) -> Deferred[None]:
+        return self.read(ping_txn)
+
+    def find_original(self, image_id: str) -> Deferred[OriginalRecord | None]:
+        return self.read(find_original_txn, image_id)
+
+    def row_state(self, image_id: str) -> Deferred[RowState | None]:
+        return self.read(row_state_txn, image_id)
+
+    def claim_original(self, record: OriginalRecord, owner: str) -> Deferred[None]:
+        return self.transact(claim_original_txn, record, owner)
+
+    def mark_original_ready(self, image_id: str, generation: str, now: datetime) -> Deferred[bool]:
+        return self.transact(mark_original_ready_txn, image_id, generation, now)
+
+    def begin_removal(
+        self, image_id: str, now: datetime, owner: str | None = None
+    ) -> Deferred[Removal | None]:
+        return self.transact(begin_removal_txn, image_id, now, owner)
+
+    def resume_removal(self, image_id: str, generation: str) -> Deferred[Removal | None]:
+        return self.read(resume_removal_txn, image_id, generation)
+
+    def forget_lost_original(
+        self, image_id: str, generation: str, now: datetime, owner: str | None = None
+    ) -> Deferred[Removal | None]:
+        return self.transact(forget_lost_original_txn, image_id, generation, now, owner)
+
+    def abandon_upload(
+        self, image_id: str, generation: str, now: datetime, owner: str | None = None
+    ) -> Deferred[Removal | None]:
+        return self.transact(abandon_upload_txn, image_id, generation, now, owner)
+
+    def forget_original(self, image_id: str, generation: str) -> Deferred[None]:
+        return self.transact(forget_original_txn, image_id, generation)
+
+    def unfinished(self) -> Deferred[list[RowState]]:
+        return self.read(unfinished_txn)
+
+    def removal_count(self) -> Deferred[int]:
+        return self.read(removal_count_txn)
+
+    def lookup_derived(self, image_id: str, variant: str) -> Deferred[DerivedLookup]:
+        return self.read(lookup_derived_txn, image_id, variant)
+
+    def record_derived(self, record: DerivedRecord, generation: str, claim: Claim) -> Deferred[Recorded]:
+        return self.transact(record_derived_txn, record, generation, claim)
+
+    def forget_derived(self, record: DerivedRecord) -> Deferred[None]:
+        return self.transact(forget_derived_txn, record)
+
+    def forget_derived_key(self, blob_key: str) -> Deferred[None]:
+        return self.transact(forget_derived_key_txn, blob_key)
+
+    def claim_derivation(
+        self, image_id: str, variant: str, generation: str, owner: str, token: str, lease: timedelta
+    ) -> Deferred[tuple[ClaimOutcome, Claim | None]]:
+        return self.transact(claim_derivation_txn, image_id, variant, generation, owner, token, lease)
+
+    def renew_claim(self, claim: Claim, lease: timedelta) -> Deferred[bool]:
+        return self.transact(renew_claim_txn, claim, lease)
+
+    def release_claim(self, claim: Claim) -> Deferred[None]:
+        return self.transact(release_claim_txn, claim)
+
+    def claims(self) -> Deferred[list[Claim]]:
+        return self.read(claims_txn)
+
+    def take_over_claim(self, claim: Claim, owner: str, lease: timedelta) -> Deferred[bool]:
+        return self.transact(take_over_claim_txn, claim, owner, lease)
+
+    def names_blob(self, blob_key: str) -> Deferred[bool]:
+        return self.read(names_blob_txn, blob_key)
+
+    def store_index(self, claim_key: Callable[[Claim], str]) -> Deferred[StoreIndex]:
+        return self.read(store_index_txn, claim_key)
 
     def create_schema(self) -> Deferred[None]:
         """Bring the schema to the current revision through the migrations
