@@ -45,6 +45,13 @@ class ImageAdmission:
         """Whether new work would be refused now."""
         return self._semaphore.tokens == 0 and self.waiting >= self.max_queue
 
+    def refuse_if_full(self) -> None:
+        if self.full:
+            raise Overloaded(
+                "the server is busy with other images; try again shortly",
+                f"{self.waiting} image jobs queued for {self.slots} threads",
+            )
+
     async def run(
         self,
         work: Callable[[], Deferred[T]],
@@ -55,11 +62,7 @@ class ImageAdmission:
         fires.  Refused with Overloaded when the queue is full, or when no
         slot came free within wait_at_most seconds; cancelled (CancelledError)
         if deserted fires while it waits."""
-        if self.full:
-            raise Overloaded(
-                "the server is busy with other images; try again shortly",
-                f"{self.waiting} image jobs queued for {self.slots} threads",
-            )
+        self.refuse_if_full()
         acquired = self._semaphore.acquire()
         if wait_at_most is not None:
             acquired.addTimeout(max(0.0, wait_at_most), self._clock)

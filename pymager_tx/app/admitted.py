@@ -43,6 +43,12 @@ class ImageWork:
     def offload(self, work: Callable[..., T], /, *args: Any) -> Deferred[T]:
         return self.imaging(work, *args)
 
+    def refuse_if_full(self) -> None:
+        """Refuse new image work at once while the queue is full, before any
+        transaction is spent on it."""
+        if self.admission is not None:
+            self.admission.refuse_if_full()
+
     def load(self) -> dict[str, object] | None:
         """How busy the image threads are, and whether new work would be
         refused (for health answers); None without admission control."""

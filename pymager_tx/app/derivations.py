@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
 from pymager_tx.app.admitted import ImageWork, render_target
@@ -73,6 +73,13 @@ class Derivations:
         """The rendition, derived once for everyone asking meanwhile: each
         caller gets a Deferred of its own."""
         key = (original.image_id, original.generation, spec.variant)
+        if key not in self._inflight:
+            # New image work: refused at once when the queue is full, not
+            # after a claim and a lookup more.
+            try:
+                self._work.refuse_if_full()
+            except Overloaded as refused:
+                return fail(refused)
         return self._inflight.run(
             key,
             lambda: Deferred.fromCoroutine(

@@ -5,8 +5,10 @@ their clients do."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from twisted.internet.defer import CancelledError, Deferred
@@ -24,6 +26,8 @@ from tests.fakes import InterceptedBlobs, ManualOffload
 from tests.images import jpeg, opened
 from tests.results import failure_of, no_result, result_of
 from tests.unit.test_service import POLICY, run
+
+T = TypeVar("T")
 
 
 def held() -> tuple[list[Deferred[str]], object]:
@@ -95,6 +99,17 @@ def blobs(tmp_path: Path) -> CountedGets:
     return CountedGets(store)
 
 
+class _Counted:
+    """An offload that counts the transactions it runs at once."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> Deferred[T]:
+        self.calls += 1
+        return immediate(work, *args, **kwargs)
+
+
 def busy_service(
     database: Database, blobs: CountedGets, policy: ImagePolicy = POLICY
 ) -> tuple[ImageService, ManualOffload, Clock]:
@@ -120,11 +135,18 @@ def test_queued_derivations_hold_no_image_bytes_and_the_queue_is_bounded(
     database: Database, blobs: CountedGets
 ) -> None:
     service, imaging, _clock = busy_service(database, blobs)
+    admission = service._work.admission
     first = ask(service, "one-100x100.jpg")
     assert len(blobs.gets) == 1, "the first has a thread: it read its original"
     second = ask(service, "two-100x100.jpg")
     assert len(blobs.gets) == 1, "the second waits for a thread without reading anything"
-    failure_of(ask(service, "three-100x100.jpg")).trap(Overloaded)
+    transactions = _Counted()
+    counted = ImageService(
+        Database(database.engine, transactions), blobs, imaging, POLICY, admission=admission
+    )
+    failure_of(ask(counted, "three-100x100.jpg")).trap(Overloaded)
+    # Refused before it claimed anything: one lookup is all it cost.
+    assert transactions.calls == 1
     assert service.image_load() == {"threads": 1, "busy": 1, "queued": 1, "max_queue": 1, "full": True}
     imaging.run_all()
     assert opened(result_of(first).data).size == (100, 100)  # type: ignore[arg-type]
