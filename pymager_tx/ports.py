@@ -130,6 +130,11 @@ class IMetadataStore(Interface):
     def ping() -> Deferred[None]:
         """Fails unless the database answers a query."""
 
+    def answered_within(seconds: float) -> bool:
+        """Whether a transaction committed in the last seconds, none having
+        failed for want of the database since: a health check then needs no
+        query, however long the queue for the database's threads is."""
+
     def find_original(image_id: str) -> Deferred[OriginalRecord | None]:
         """The ready original under image_id."""
 

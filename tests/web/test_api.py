@@ -684,3 +684,17 @@ def test_an_original_whose_file_is_lost_is_the_same_documented_404_everywhere(
         assert json.loads(response.body)["type"] == "/problems/original-lost"
     errors = [event for event in log_events if event.get("log_level") == LogLevel.error]
     assert [event["image_id"] for event in errors] == ["photo"]
+
+
+def test_health_needs_no_query_while_the_database_is_answering(database: Database) -> None:
+    # Under load every database thread is busy: a health check that queued a
+    # query behind them would answer late, when all is well.
+    transactions = ManualOffload()
+    service = ImageService(Database(database.engine, transactions), MemoryBlobStore(), immediate, POLICY)
+    client = Client(ImageAPI(service, WriteTokens(()), immediate, HttpPolicy()))
+    asked = client.stub.request("GET", f"{BASE}/original/photo")
+    transactions.run_all()  # a transaction commits: the database answers
+    client.stub.flush()
+    assert result_of(asked).code == 404
+    assert client.request("GET", "/healthz").code == 200
+    assert transactions.pending == [], "answered without a query"

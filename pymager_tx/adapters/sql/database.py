@@ -12,6 +12,7 @@ instead of one per call.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -147,6 +148,10 @@ class Database:
     def __init__(self, engine: Engine, offload: Offload) -> None:
         self.engine = engine
         self._offload = offload
+        # When a transaction last committed, and last failed for want of the
+        # database (time.monotonic(); written from the pool's threads).
+        self._answered_at: float | None = None
+        self._failed_at: float | None = None
 
     def transact(
         self, work: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
@@ -172,8 +177,11 @@ class Database:
                 if not write and self.engine.dialect.name != "sqlite":
                     connection.execution_options(isolation_level="REPEATABLE READ")
                 with connection.begin():
-                    return work(connection, *args, **kwargs)
+                    result = work(connection, *args, **kwargs)
+            self._answered_at = time.monotonic()
+            return result
         except _UNAVAILABLE as error:
+            self._failed_at = time.monotonic()
             # The pool drops a broken connection and pre_ping replaces it on
             # the next checkout, so service resumes once the server is back.
             raise DatabaseUnavailable(
@@ -185,6 +193,12 @@ class Database:
 
     def ping(self) -> Deferred[None]:
         return self.read(ping_txn)
+
+    def answered_within(self, seconds: float) -> bool:
+        last, failed = self._answered_at, self._failed_at
+        if last is None or (failed is not None and failed > last):
+            return False
+        return time.monotonic() - last <= seconds
 
     def find_original(self, image_id: str) -> Deferred[OriginalRecord | None]:
         return self.read(find_original_txn, image_id)
