@@ -259,6 +259,12 @@ class ImageAPI:
                 request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
         return answer_with_problem(request, *_routing_problem(error))
 
+    @app.handle_errors(CancelledError)
+    def client_left(self, request: IRequest, failure: Failure) -> bytes:
+        # Klein cancels a handler whose client has gone: nothing failed, and
+        # there is no one to answer.
+        return b""
+
     @app.handle_errors(Exception)
     def unexpected(self, request: IRequest, failure: Failure) -> bytes:
         self.log.failure(

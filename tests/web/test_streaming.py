@@ -12,6 +12,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogEvent, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -112,15 +113,22 @@ def test_a_client_that_does_not_read_holds_one_part_of_a_large_original(database
     assert blobs.closed == 1
 
 
-def test_a_client_leaving_mid_answer_closes_the_blob(database: Database) -> None:
+def test_a_client_leaving_mid_answer_closes_the_blob_and_is_no_failure(
+    database: Database, log_events: list[LogEvent]
+) -> None:
     blobs, channel = serving(database)
     transport = FillingTransport(room=64 * 1024)
     channel.makeConnection(transport)
     channel.dataReceived(b"GET /original/big HTTP/1.1\r\nHost: images.example.com\r\n\r\n")
     assert blobs.closed == 0
+    # The transport stops its producer, then tells the channel, as a socket
+    # closed by its peer does.
+    channel.stopProducing()
     channel.connectionLost(Failure(ConnectionDone("the client left")))
     assert blobs.closed == 1
     assert blobs.parts_read == 1
+    alarms = [event for event in log_events if event.get("log_level") in (LogLevel.critical, LogLevel.error)]
+    assert alarms == []
 
 
 def test_large_originals_arrive_whole_through_http(database: Database) -> None:
