@@ -895,8 +895,9 @@ def hog(arguments: argparse.Namespace, nofile: tuple[int, int]) -> dict[str, obj
         if process.is_alive():
             process.kill()
 
-        def summary(latencies: list[float]) -> dict[str, object]:
+        def summary(latencies: list[float], seconds: float) -> dict[str, object]:
             return {
+                "planned": round(seconds * arguments.polite_rate),
                 "requests": len(latencies),
                 "failed": sum(1 for latency in latencies if latency == math.inf),
                 "p50_ms": round(percentile(latencies, 50) * 1000, 1),
@@ -906,8 +907,8 @@ def hog(arguments: argparse.Namespace, nofile: tuple[int, int]) -> dict[str, obj
 
         answers = int(hog_counts.get("answers", 0))  # type: ignore[call-overload]
         result.update(
-            alone=summary(alone),
-            beside_hog=summary(beside),
+            alone=summary(alone, arguments.hog_seconds / 2),
+            beside_hog=summary(beside, arguments.hog_seconds - 2),
             hog={**hog_counts, "answers_per_s": round(answers / arguments.hog_seconds)},
         )
     finally:
@@ -1095,7 +1096,8 @@ def judge(results: dict[str, dict[str, object]], arguments: argparse.Namespace) 
         report.add(
             "hog",
             "polite client beside the pipelining hog: p50 / p99 (max)",
-            f"{beside['p50_ms']} / {beside['p99_ms']} ms ({beside['max_ms']}); failed {beside['failed']}",
+            f"{beside['p50_ms']} / {beside['p99_ms']} ms ({beside['max_ms']}); "
+            f"{beside['requests']} requests (planned {beside['planned']}), failed {beside['failed']}",
             "p99 < 50 ms",
             beside["p99_ms"] < 50 and not beside["failed"],
         )  # type: ignore[index,operator]
@@ -1103,7 +1105,8 @@ def judge(results: dict[str, dict[str, object]], arguments: argparse.Namespace) 
             "hog",
             "hog's answers",
             f"{r['hog'].get('answers_per_s')}/s ({r['hog'].get('answers')} of "
-            f"{r['hog'].get('sent')} sent, window {r['hog'].get('window')})",
+            f"{r['hog'].get('sent')} sent, window {r['hog'].get('window')})"
+            + (f", ended by {r['hog']['send_error']}" if r["hog"].get("send_error") else ""),  # type: ignore[index]
             "-",
             None,
         )  # type: ignore[union-attr]
