@@ -521,13 +521,13 @@ def overload(arguments: argparse.Namespace, nofile: tuple[int, int]) -> dict[str
         statuses = Counter(str(answer.get("status")) for answer in answers)
         problems = Counter(str(answer.get("problem")) for answer in answers if answer.get("problem"))
         within = 0
-        late: Counter[str] = Counter()
+        late: dict[str, list[float]] = {}  # status (or error): the seconds of each answer outside the target
         for answer in answers:
             status, seconds = answer.get("status"), float(answer.get("seconds", math.inf))  # type: ignore[arg-type]
             if (status == 503 and seconds <= 2.0) or (status == 200 and seconds <= arguments.budget):
                 within += 1
             else:
-                late[f"{status} after {seconds:.1f}s" if status in (200, 503) else str(status)] += 1
+                late.setdefault(str(status), []).append(seconds)
         ok_latencies = [float(a["seconds"]) for a in answers if a.get("status") == 200]  # type: ignore[arg-type]
         busy_latencies = [float(a["seconds"]) for a in answers if a.get("status") == 503]  # type: ignore[arg-type]
         result.update(
@@ -538,7 +538,10 @@ def overload(arguments: argparse.Namespace, nofile: tuple[int, int]) -> dict[str
             statuses=dict(statuses),
             problems=dict(problems),
             answers_within_target=within,
-            outside_target=dict(late.most_common(8)),
+            outside_target={
+                status: {"count": len(values), "min_s": round(min(values), 1), "max_s": round(max(values), 1)}
+                for status, values in late.items()
+            },
             ok_p50_s=round(percentile(ok_latencies, 50), 2) if ok_latencies else None,
             ok_max_s=round(max(ok_latencies), 2) if ok_latencies else None,
             busy_max_s=round(max(busy_latencies), 2) if busy_latencies else None,
@@ -1002,7 +1005,11 @@ def judge(results: dict[str, dict[str, object]], arguments: argparse.Namespace) 
             r["answers_within_target"] == n,
         )
         if r["outside_target"]:
-            report.add("overload", "answers outside the target", str(r["outside_target"]), "none", False)
+            outside = "; ".join(
+                f"{status}: {v['count']} after {v['min_s']}-{v['max_s']} s"
+                for status, v in r["outside_target"].items()  # type: ignore[attr-defined]
+            )
+            report.add("overload", "answers outside the target", outside, "none", False)
         report.add(
             "overload",
             "200 latency p50 / max; 503 max",
