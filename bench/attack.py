@@ -625,7 +625,13 @@ def uploads(arguments: argparse.Namespace, nofile: tuple[int, int]) -> dict[str,
                         continue
                 state.update(state="held", sent=sent)
             except OSError as error:
-                state.update(state=f"error {type(error).__name__}", sent=sent)
+                # A refusal may close the connection while we send: its answer
+                # can still be waiting in our receive buffer.
+                status = _read_status(sockets[slot]) if sockets[slot] is not None else None
+                if isinstance(status, int):
+                    state.update(state="answered", sent=sent, status=status)
+                else:
+                    state.update(state=f"error {type(error).__name__}", sent=sent)
 
         with Sampler(server) as sampler:
             threads = [threading.Thread(target=sender, args=(slot,)) for slot in range(count)]
@@ -735,7 +741,7 @@ def idle(arguments: argparse.Namespace, nofile: tuple[int, int]) -> dict[str, ob
                         failed += 1
             failed += pending
             selector.close()
-            wait_until = time.monotonic() + 1.0
+            wait_until = time.monotonic() + 0.5
             while (
                 count_fds(server.process.pid) < fds_before + connected - 5 and time.monotonic() < wait_until
             ):
