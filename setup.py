@@ -33,7 +33,7 @@ setup(
         "pydantic>=2.7,<3",
         "zope.interface>=6.0,<9",
     ],
-    entry_points={"console_scripts": ["pymager-admin = pymager_tx.admin:main"]},
+    entry_points={"console_scripts": ["pymager-admin = pymager_tx.admin.cli:main"]},
     extras_require={
         "postgres": POSTGRES,
         "test": [
@@ -41,6 +41,8 @@ setup(
             "pytest-twisted>=1.14,<2",
             "pytest-timeout>=2.3,<3",
             "treq>=24.9.1,<28",
+            # tests/test_layers.py keeps the import contracts of pyproject.toml.
+            "import-linter>=2.1,<3",
             *POSTGRES,
         ],
         "lint": ["ruff>=0.6,<1", "mypy>=1.11,<3"],

@@ -65,7 +65,7 @@ LISTENING = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 # recording).
 DERIVED = re.compile(r"Derived (\S+) \((\d+) bytes\)[^:]*: rendered in [0-9.]+s, ([0-9.]+)s in all")
 JPEG_QUALITY = 85  # pymager-tx's default [images] jpeg_quality, used by the floor too
-REDUCING_GAP = 2.0  # as pymager_tx.imaging: decode at least twice the target size
+REDUCING_GAP = 2.0  # as pymager_tx.imaging.render: decode at least twice the target size
 
 Size = tuple[int, int]
 # Other processes using more than this many cores during a phase make it noisy.

@@ -61,7 +61,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).parent / "out"  # git-ignored
 THUMBOR_REQUIREMENT = "thumbor==7.8.0"  # the newest 7.x; installs on Python 3.11 with its own Pillow
 JPEG_QUALITY = 85  # pymager-tx's default; thumbor is configured to match
-REDUCING_GAP = 2.0  # as pymager_tx.imaging: decode at least twice the target size
+REDUCING_GAP = 2.0  # as pymager_tx.imaging.render: decode at least twice the target size
 COLD_SIZES = (
     "150x150", "160x120", "180x240", "200x200", "220x165", "240x320", "256x256", "280x210",
     "300x300", "320x180", "320x240", "340x255", "360x360", "375x250", "400x225", "400x300",
@@ -224,7 +224,7 @@ def pymager_request(
 
 
 # "Derived <id> (<n> bytes) from the working copy: ..." / "... from the original: ...",
-# and "Made the working copy of <id>: ..." (pymager_tx.service).
+# and "Made the working copy of <id>: ..." (pymager_tx.app.service).
 DERIVED_FROM = re.compile(r"Derived \S+ \(\d+ bytes\) from the (working copy|original):")
 WORKING_COPY_MADE = "Made the working copy of "
 
@@ -275,8 +275,8 @@ def allowed_sizes(arguments: argparse.Namespace) -> list[str]:
 
 
 def working_scales(arguments: argparse.Namespace, corpus: list[photos.Photo]) -> dict[str, float]:
-    from pymager_tx.geometry import working_scale
-    from pymager_tx.model import Size
+    from pymager_tx.core.model import Size
+    from pymager_tx.imaging.geometry import working_scale
 
     sizes = [Size.parse(text) for text in allowed_sizes(arguments)]
     return {photo.name: working_scale((photo.width, photo.height), sizes) for photo in corpus}

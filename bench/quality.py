@@ -5,7 +5,7 @@ Quality check: what the server derives against a direct render of the original.
 
 For every corpus image x size x mode (crop and fit), GET the derived image
 from a running pymager-tx and render the same spec in this process with
-pymager_tx.imaging.render from this checkout, straight from the original
+pymager_tx.imaging.render.render from this checkout, straight from the original
 file.  The PSNR between the two says how far the server's pipeline (soon: a
 reduced working copy made once per original) strays from the reference.
 With --format png both sides are lossless, so the PSNR measures the pipeline
@@ -37,9 +37,9 @@ import photos
 import servers
 
 from pymager_tx.config import ImageSettings
-from pymager_tx.formats import output_format_for
-from pymager_tx.imaging import DecodeLimits, EncodeOptions, render
-from pymager_tx.model import DerivedSpec, ResizeMode, Size
+from pymager_tx.core.model import DerivedSpec, ResizeMode, Size
+from pymager_tx.imaging.formats import output_format_for
+from pymager_tx.imaging.render import DecodeLimits, EncodeOptions, render
 
 SIZES = ("150x150", "200x300", "320x240", "400x225", "400x400")
 MODES = (ResizeMode.CROP, ResizeMode.FIT)

@@ -16,10 +16,10 @@ from typing import Annotated, Any, Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pymager_tx.db.database import check_database_url
-from pymager_tx.errors import ConfigError
-from pymager_tx.formats import default_decoders, unknown_decoders
-from pymager_tx.model import Size
+from pymager_tx.adapters.sql.database import check_database_url, sqlite_url
+from pymager_tx.core.errors import ConfigError
+from pymager_tx.core.model import Size
+from pymager_tx.imaging.formats import default_decoders, unknown_decoders
 
 # The largest side any output format writes: WebP's limit.
 MAX_SIDE = 16383
@@ -60,6 +60,27 @@ class ServerSettings(_Section):
     )
     workers: Annotated[int, Field(ge=1, le=64)] = Field(
         1, description="Processes serving the one listening socket (use one per core)"
+    )
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        900,
+        description="Client connections each process holds; past it, new ones wait in the listen "
+        "backlog (size LimitNOFILE to this plus max_uploads, pool_size and a margin)",
+    )
+    backlog: Annotated[int, Field(ge=1, le=65535)] = Field(
+        1024,
+        description="Connections the kernel queues before they are accepted (capped by "
+        "net.core.somaxconn), unless listen names its own backlog=",
+    )
+    max_uploads: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        16,
+        description="Request bodies each process receives or handles at once; more are refused at "
+        "once with 503",
+    )
+    header_timeout: Annotated[float, Field(gt=0)] = Field(
+        10.0, description="Seconds a request's line and headers may take to arrive from its first byte (408)"
+    )
+    body_timeout: Annotated[float, Field(gt=0)] = Field(
+        300.0, description="Seconds a request body may take to arrive from the end of its headers (408)"
     )
 
     @field_validator("public_url")
@@ -268,6 +289,13 @@ class Settings(_Section):
     http: HttpSettings = HttpSettings.model_validate({})
     memory_cache: MemoryCacheSettings = MemoryCacheSettings.model_validate({})
     auth: AuthSettings = AuthSettings.model_validate({})
+
+    @property
+    def database_url(self) -> str:
+        """The database's URL: [database] url, or by default the SQLite
+        file pymager.sqlite3 in the data directory."""
+        default = sqlite_url(self.storage.data_directory.absolute() / "pymager.sqlite3")
+        return self.database.url or default
 
 
 def _check_token(token: str) -> None:

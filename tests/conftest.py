@@ -9,8 +9,8 @@ import pytest
 from sqlalchemy import create_engine, make_url
 from twisted.logger import LogEvent, globalLogPublisher
 
-from pymager_tx.db.database import Database, make_engine, sqlite_url
-from pymager_tx.threads import immediate
+from pymager_tx.adapters.sql.database import Database, make_engine, sqlite_url
+from pymager_tx.ports import immediate
 from tests.results import result_of
 
 POSTGRES_HOWTO = (

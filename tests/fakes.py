@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from zope.interface import implementer
 
-from pymager_tx.errors import StorageUnavailable
-from pymager_tx.storage import IBlobStore
+from pymager_tx.core.errors import StorageUnavailable
+from pymager_tx.ports import IBlobStore
 
 T = TypeVar("T")
 

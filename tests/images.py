@@ -16,9 +16,9 @@ from pathlib import Path
 
 from PIL import Image, ImageChops, ImageStat
 
-from pymager_tx.formats import default_decoders, output_format_for
-from pymager_tx.imaging import DecodeLimits, EncodeOptions, render
-from pymager_tx.model import DerivedSpec, ResizeMode, Size
+from pymager_tx.core.model import DerivedSpec, ResizeMode, Size
+from pymager_tx.imaging.formats import default_decoders, output_format_for
+from pymager_tx.imaging.render import DecodeLimits, EncodeOptions, render
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pymager-java"
 SHARED_TESTDATA = Path("/work/shared/testdata")

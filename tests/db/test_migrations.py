@@ -13,11 +13,11 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, inspect, select, text
 
-from pymager_tx.db.database import Database, make_engine
-from pymager_tx.db.migrations import alembic_config
-from pymager_tx.db.repository import begin_removal_txn, removal_count_txn
-from pymager_tx.db.schema import derivation_claims, derived, metadata, originals
-from pymager_tx.db.schema_version import (
+from pymager_tx.adapters.sql.database import Database, make_engine
+from pymager_tx.adapters.sql.migrations import alembic_config
+from pymager_tx.adapters.sql.repository import begin_removal_txn, removal_count_txn
+from pymager_tx.adapters.sql.schema import derivation_claims, derived, metadata, originals
+from pymager_tx.adapters.sql.schema_version import (
     LOCK_KEY,
     SchemaError,
     SchemaStatus,
@@ -27,7 +27,7 @@ from pymager_tx.db.schema_version import (
     status_txn,
     upgrade_txn,
 )
-from pymager_tx.threads import immediate
+from pymager_tx.ports import immediate
 from tests.db.release_1 import NOW, create_release_1, insert_release_1_rows
 from tests.results import failure_of, result_of
 

@@ -10,8 +10,8 @@ from uuid import uuid4
 import pytest
 from sqlalchemy import update
 
-from pymager_tx.db.database import Database, make_engine, sqlite_url
-from pymager_tx.db.repository import (
+from pymager_tx.adapters.sql.database import Database, make_engine, sqlite_url
+from pymager_tx.adapters.sql.repository import (
     Claim,
     ClaimOutcome,
     Recorded,
@@ -31,10 +31,10 @@ from pymager_tx.db.repository import (
     status_of_txn,
     unfinished_txn,
 )
-from pymager_tx.db.schema import derivation_claims
-from pymager_tx.errors import ImageIdTaken
-from pymager_tx.model import DerivedRecord, OriginalRecord, OriginalStatus
-from pymager_tx.threads import immediate
+from pymager_tx.adapters.sql.schema import derivation_claims
+from pymager_tx.core.errors import ImageIdTaken
+from pymager_tx.core.model import DerivedRecord, OriginalRecord, OriginalStatus
+from pymager_tx.ports import immediate
 from tests.results import failure_of, result_of
 
 NOW = datetime(2026, 11, 21, 12, 30, 15, 123456, tzinfo=UTC)

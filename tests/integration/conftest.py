@@ -14,7 +14,7 @@ from twisted.internet import reactor
 from twisted.web.client import HTTPConnectionPool
 
 from pymager_tx.config import load_settings
-from pymager_tx.server import PymagerService
+from pymager_tx.process.server import PymagerService
 
 TOKEN = "integration-token-0123456789"
 
@@ -39,7 +39,13 @@ async def start(
         "server": {"listen": "tcp:0:interface=127.0.0.1"},
         "storage": {"data_directory": str(data_directory)},
         "database": {"url": database_url},
-        "images": {"allowed_sizes": ["100x100", "800x600", "40x30"], "max_upload_bytes": 2_000_000},
+        # Room in the image queue for the bursts the tests send at once: they
+        # test races, not overload (tests/unit/test_admission.py does that).
+        "images": {
+            "allowed_sizes": ["100x100", "800x600", "40x30"],
+            "max_upload_bytes": 2_000_000,
+            "max_queue": 100,
+        },
     }
     for section, values in sections.items():
         overrides.setdefault(section, {}).update(values)
@@ -84,8 +90,8 @@ def data_directory(tmp_path: Path) -> Path:
 async def _drop_schema(database_url: str) -> None:
     from twisted.internet.threads import deferToThread
 
-    from pymager_tx.db.database import make_engine
-    from pymager_tx.db.schema_version import drop_txn
+    from pymager_tx.adapters.sql.database import make_engine
+    from pymager_tx.adapters.sql.schema_version import drop_txn
 
     def drop() -> None:
         engine = make_engine(database_url, pool_size=1)

@@ -17,11 +17,11 @@ from twisted.internet import reactor
 from twisted.logger import LogEvent, formatEvent
 from twisted.python.failure import Failure
 
+from pymager_tx.adapters.sql.schema_version import drop_txn
 from pymager_tx.config import load_settings
-from pymager_tx.db.schema_version import drop_txn
-from pymager_tx.deployment import MOUNTINFO, UnsafeDeployment, host_of
-from pymager_tx.owners import new_owner_name
-from pymager_tx.server import PymagerService
+from pymager_tx.core.owner_names import new_owner_name
+from pymager_tx.process.deployment import MOUNTINFO, UnsafeDeployment, host_of
+from pymager_tx.process.server import PymagerService
 from tests.integration.test_schema_at_startup import Store
 from tests.integration.test_twistd import spawn
 

@@ -19,7 +19,7 @@ import treq
 from sqlalchemy import make_url
 from twisted.internet.defer import Deferred
 
-from pymager_tx.db.repository import find_original_txn, status_of_txn
+from pymager_tx.adapters.sql.repository import find_original_txn, status_of_txn
 from tests.faults import (
     CuttableProxy,
     files_under,
@@ -250,10 +250,10 @@ async def test_stored_file_unreadable_then_repaired(tmp_path: Path, database_url
 
         await unavailable(await server.request("GET", "/original/photo"), "storage-unavailable", 5)
         await unavailable(await server.request("GET", "/derived/photo-100x100.jpg"), "storage-unavailable", 5)
-        # Metadata alone still answers.
+        # HEAD answers as GET does, without reading the file.
         head = await server.request("HEAD", "/original/photo")
         await treq.content(head)
-        assert head.code == 200
+        assert (head.code, header(head, "Retry-After")) == (503, "5")
         await content(await server.request("GET", "/healthz"), 200)
 
         blob.rmdir()

@@ -11,8 +11,8 @@ from twisted.internet import reactor
 from twisted.logger import LogEvent
 
 from pymager_tx.config import load_settings
-from pymager_tx.errors import DatabaseUnavailable
-from pymager_tx.server import PymagerService
+from pymager_tx.core.errors import DatabaseUnavailable
+from pymager_tx.process.server import PymagerService
 from tests.conftest import derivations
 from tests.images import jpeg
 from tests.integration.conftest import start, stop

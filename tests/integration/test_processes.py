@@ -25,8 +25,8 @@ from twisted.internet.threads import deferToThread
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import HTTPConnectionPool
 
-from pymager_tx.db.database import Database, make_engine, sqlite_url
-from pymager_tx.threads import immediate
+from pymager_tx.adapters.sql.database import Database, make_engine, sqlite_url
+from pymager_tx.ports import immediate
 from tests.images import BLUE, RED, close_to, jpeg, opened, png
 from tests.integration.test_twistd import Twistd, spawn
 
@@ -73,7 +73,7 @@ class Cluster:
         """`pymager-admin check` on the cluster's store: its status and output."""
         out, err, status = await getProcessOutputAndValue(
             sys.executable,
-            ["-m", "pymager_tx.admin", "check", "--config", str(self.config)],
+            ["-m", "pymager_tx.admin.cli", "check", "--config", str(self.config)],
             env=dict(os.environ),
             path=str(self.directory),
         )
@@ -94,6 +94,8 @@ async def cluster(tmp_path: Path, database_url: str) -> AsyncIterator[Cluster]:
         "[images]\n"
         f"allowed_sizes = {list(SIZES)!r}\n"
         "threads = 2\n"
+        # Room for the bursts these tests send: they test races, not overload.
+        "max_queue = 100\n"
     )
     pool = HTTPConnectionPool(reactor, persistent=False)
     running = Cluster(tmp_path, config, url, pool)

@@ -15,10 +15,10 @@ from twisted.internet import reactor
 from twisted.logger import LogEvent
 from twisted.python.failure import Failure
 
+from pymager_tx.adapters.sql.database import make_engine, sqlite_url
+from pymager_tx.adapters.sql.schema_version import SchemaError, drop_txn, upgrade_txn
 from pymager_tx.config import load_settings
-from pymager_tx.db.database import make_engine, sqlite_url
-from pymager_tx.db.schema_version import SchemaError, drop_txn, upgrade_txn
-from pymager_tx.server import PymagerService
+from pymager_tx.process.server import PymagerService
 from tests.db.release_1 import create_release_1, insert_release_1_rows
 from tests.integration.conftest import start, stop
 

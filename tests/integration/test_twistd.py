@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -127,3 +128,22 @@ async def test_a_failed_start_exits_with_an_error(tmp_path: Path) -> None:
     config.write_text('[database]\nurl = "postgresql+psycopg://pymager@127.0.0.1:1/pymager"\n')
     arguments = ("--config", str(config), "--listen", "tcp:0:interface=127.0.0.1")
     assert b"could not start" in await output_of_a_failed_start(tmp_path, *arguments)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_port_in_use_stops_start_up_in_one_line_before_anything_is_written(tmp_path: Path) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        data = tmp_path / "data"
+        arguments = ("--listen", f"tcp:{port}:interface=127.0.0.1", "--data-dir", str(data))
+        output = (await output_of_a_failed_start(tmp_path, *arguments)).decode()
+    finally:
+        taken.close()
+    assert (
+        f"could not start: cannot listen on tcp:{port}:interface=127.0.0.1: Address already in use" in output
+    )
+    assert "Traceback" not in output
+    assert not data.exists()

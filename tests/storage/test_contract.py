@@ -9,11 +9,10 @@ import pytest
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
-from pymager_tx.errors import BlobNotFound, StorageUnavailable
-from pymager_tx.storage import IBlobStore
-from pymager_tx.storage.filesystem import FilesystemBlobStore
-from pymager_tx.storage.memory import MemoryBlobStore
-from pymager_tx.threads import immediate
+from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.adapters.storage.memory import MemoryBlobStore
+from pymager_tx.core.errors import BlobNotFound, StorageUnavailable
+from pymager_tx.ports import IBlobStore, immediate
 from tests.results import failure_of, result_of
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pymager_tx.errors import StorageUnavailable
-from pymager_tx.storage.filesystem import FilesystemBlobStore
-from pymager_tx.threads import immediate
+from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.core.errors import StorageUnavailable
+from pymager_tx.ports import immediate
 from tests.results import failure_of, result_of
 
 KEY = "originals/ab/cd/abcd/0123"

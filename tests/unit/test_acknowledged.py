@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 from twisted.internet.defer import Deferred
 
-from pymager_tx.consistency import LostOriginal, Report, check, repair
-from pymager_tx.db.database import Database, make_engine
-from pymager_tx.db.repository import (
+from pymager_tx.adapters.sql.database import Database, make_engine
+from pymager_tx.adapters.sql.repository import (
     begin_removal_txn,
     claim_original_txn,
     claims_txn,
@@ -28,13 +27,14 @@ from pymager_tx.db.repository import (
     mark_original_ready_txn,
     record_derived_txn,
 )
-from pymager_tx.errors import ImageIdTaken, StorageUnavailable
-from pymager_tx.model import DerivedRecord, OriginalStatus
-from pymager_tx.peers import POLL_MOST
-from pymager_tx.service import ImageService, StoredImage, claimed_key
-from pymager_tx.storage.filesystem import FilesystemBlobStore
-from pymager_tx.storage.keys import original_key
-from pymager_tx.threads import immediate
+from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.app.consistency import LostOriginal, Report, check, repair
+from pymager_tx.app.peers import POLL_MOST
+from pymager_tx.app.service import ImageService, StoredImage, claimed_key
+from pymager_tx.core.errors import ImageIdTaken, StorageUnavailable
+from pymager_tx.core.keys import original_key
+from pymager_tx.core.model import DerivedRecord, OriginalStatus
+from pymager_tx.ports import immediate
 from tests.db.test_repository import NOW, claimed, pending
 from tests.fakes import InterceptedBlobs, ManualOffload
 from tests.images import BLUE, RED, jpeg

@@ -11,10 +11,10 @@ import pytest
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, select, text
 
-from pymager_tx.admin import main
-from pymager_tx.db.database import make_engine, sqlite_url
-from pymager_tx.db.schema import originals
-from pymager_tx.db.schema_version import drop_txn
+from pymager_tx.adapters.sql.database import make_engine, sqlite_url
+from pymager_tx.adapters.sql.schema import originals
+from pymager_tx.adapters.sql.schema_version import drop_txn
+from pymager_tx.admin.cli import main
 from tests.db.release_1 import create_release_1, insert_release_1_rows
 
 HEAD = "0004"
@@ -169,7 +169,7 @@ def test_a_usage_error_exits_with_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_pymager_admin_runs_as_a_program(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "pymager_tx.admin", "db", "upgrade", "--data-dir", str(tmp_path / "data")],
+        [sys.executable, "-m", "pymager_tx.admin.cli", "db", "upgrade", "--data-dir", str(tmp_path / "data")],
         capture_output=True,
         text=True,
         timeout=120,
@@ -181,7 +181,7 @@ def test_pymager_admin_runs_as_a_program(tmp_path: Path) -> None:
     assert revision_at(sqlite_url(tmp_path / "data" / "pymager.sqlite3")) == HEAD
 
     refused = subprocess.run(
-        [sys.executable, "-m", "pymager_tx.admin", "db", "current", "--database-url", "nonsense://x"],
+        [sys.executable, "-m", "pymager_tx.admin.cli", "db", "current", "--database-url", "nonsense://x"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -208,6 +208,7 @@ def test_check_finds_a_broken_store_and_repair_fixes_it(
     assert orphan.exists()
     status, out, _ = admin(capsys, "check", "--repair", "--data-dir", data)
     assert (status, out.splitlines()[-1]) == (0, "repaired")
+    assert "repair: Removing orphan file originals/ab/cd/abcd/0123" in out.splitlines()
     assert not orphan.exists()
     assert admin(capsys, "check", "--data-dir", data)[0] == 0
 

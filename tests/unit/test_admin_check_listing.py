@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 from twisted.internet.defer import Deferred
 
-from pymager_tx.admin import main
-from pymager_tx.db.database import Database, make_engine, sqlite_url
-from pymager_tx.db.repository import find_original_txn
-from pymager_tx.model import ImageId
-from pymager_tx.service import ImageService
-from pymager_tx.storage.filesystem import FilesystemBlobStore
-from pymager_tx.threads import immediate
+from pymager_tx.adapters.sql.database import Database, make_engine, sqlite_url
+from pymager_tx.adapters.sql.repository import find_original_txn
+from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.admin.cli import main
+from pymager_tx.app.service import ImageService
+from pymager_tx.core.model import ImageId
+from pymager_tx.ports import immediate
 from tests.images import jpeg
 from tests.results import result_of
 from tests.unit.test_service import POLICY
@@ -61,7 +61,7 @@ class Store:
 
     def check(self, *options: str, as_a_user: bool = False) -> subprocess.CompletedProcess[str]:
         """Run pymager-admin check; as_a_user: without root's reading of any directory."""
-        arguments = ["-m", "pymager_tx.admin", "check", *options, "--data-dir", str(self.data)]
+        arguments = ["-m", "pymager_tx.admin.cli", "check", *options, "--data-dir", str(self.data)]
         if as_a_user and os.geteuid() == 0:
             arguments = ["-c", _WITHOUT_OVERRIDE, *arguments]
         return subprocess.run(

@@ -12,14 +12,14 @@ import pytest
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 
-from pymager_tx.admission import ImageAdmission
-from pymager_tx.db.database import Database
-from pymager_tx.db.repository import claims_txn
-from pymager_tx.errors import Overloaded
-from pymager_tx.model import ImageId
-from pymager_tx.service import ImageService, StoredImage
-from pymager_tx.storage.filesystem import FilesystemBlobStore
-from pymager_tx.threads import immediate
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.sql.repository import claims_txn
+from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.app.admission import ImageAdmission
+from pymager_tx.app.service import ImagePolicy, ImageService, StoredImage
+from pymager_tx.core.errors import Overloaded
+from pymager_tx.core.model import ImageId
+from pymager_tx.ports import immediate
 from tests.fakes import InterceptedBlobs, ManualOffload
 from tests.images import jpeg, opened
 from tests.results import failure_of, no_result, result_of
@@ -95,12 +95,14 @@ def blobs(tmp_path: Path) -> CountedGets:
     return CountedGets(store)
 
 
-def busy_service(database: Database, blobs: CountedGets) -> tuple[ImageService, ManualOffload, Clock]:
+def busy_service(
+    database: Database, blobs: CountedGets, policy: ImagePolicy = POLICY
+) -> tuple[ImageService, ManualOffload, Clock]:
     """A service with one image thread and room for one job in its queue,
-    holding two originals, whose image work waits until the test runs it."""
+    holding three originals, whose image work waits until the test runs it."""
     imaging, clock = ManualOffload(), Clock()
     admission = ImageAdmission(slots=1, max_queue=1, clock=clock)
-    service = ImageService(database, blobs, imaging, POLICY, admission=admission)
+    service = ImageService(database, blobs, imaging, policy, admission=admission)
     for name in ("one", "two", "three"):
         upload = run(service.store_original(ImageId(name), jpeg((400, 300))))
         imaging.run_all()
@@ -152,8 +154,8 @@ def test_a_client_leaving_while_queued_takes_its_work_out_of_the_queue(
 
 def test_the_time_budget_counts_from_the_requests_arrival(database: Database, blobs: CountedGets) -> None:
     budget = 20.0
-    service, imaging, _clock = busy_service(database, blobs)
-    service.policy = replace(service.policy, limits=replace(service.policy.limits, time_budget=budget))
+    policy = replace(POLICY, limits=replace(POLICY.limits, time_budget=budget))
+    service, imaging, _clock = busy_service(database, blobs, policy)
     # It arrived a whole budget ago (it waited that long for the server):
     # there is no time left to derive it, and that is no fault of the image.
     late = ask(service, "one-100x100.jpg", arrived=time.monotonic() - budget)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from pymager_tx.config import Settings, documented_keys, load_settings
-from pymager_tx.errors import ConfigError
-from pymager_tx.model import Size
+from pymager_tx.core.errors import ConfigError
+from pymager_tx.core.model import Size
 
 SAMPLE = Path(__file__).parents[2] / "etc" / "pymager.toml"
 

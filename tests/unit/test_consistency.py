@@ -8,15 +8,20 @@ from pathlib import Path
 import pytest
 from twisted.internet.defer import Deferred, succeed
 
-from pymager_tx.consistency import Report, check_store
-from pymager_tx.db.database import Database
-from pymager_tx.db.repository import claim_original_txn, claims_txn, lookup_derived_txn, status_of_txn
-from pymager_tx.model import ImageId
-from pymager_tx.peers import Peers
-from pymager_tx.service import ImageService, claimed_key
-from pymager_tx.storage.filesystem import FilesystemBlobStore
-from pymager_tx.storage.keys import derived_key, original_key
-from pymager_tx.threads import immediate
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.sql.repository import (
+    claim_original_txn,
+    claims_txn,
+    lookup_derived_txn,
+    status_of_txn,
+)
+from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.app.consistency import Report, check_store
+from pymager_tx.app.peers import Peers
+from pymager_tx.app.service import ImageService, claimed_key
+from pymager_tx.core.keys import derived_key, original_key
+from pymager_tx.core.model import ImageId
+from pymager_tx.ports import immediate
 from tests.db.test_repository import claimed as claimed_by
 from tests.db.test_repository import pending
 from tests.images import jpeg, opened

@@ -7,14 +7,14 @@ from pathlib import Path, PurePosixPath
 import pytest
 from sqlalchemy import make_url
 
-from pymager_tx.deployment import (
+from pymager_tx.core.owner_names import new_owner_name
+from pymager_tx.process.deployment import (
     UnsafeDeployment,
     host_of,
     mount_of,
     refuse_sqlite_on_a_network_filesystem,
     sqlite_file,
 )
-from pymager_tx.owners import new_owner_name
 
 MOUNTINFO = """\
 22 27 0:21 / /proc rw,relatime - proc proc rw

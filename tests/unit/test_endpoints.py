@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pymager_tx.endpoints import listens_only_locally
+from pymager_tx.process.endpoints import listens_only_locally
 
 
 @pytest.mark.parametrize(

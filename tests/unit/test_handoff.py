@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 
-from pymager_tx.handoff import Dealer, Receiver, channel_pair
+from pymager_tx.process.handoff import Dealer, Receiver, channel_pair
 
 
 class Greeter(Protocol):
@@ -136,3 +136,55 @@ async def test_a_worker_stops_when_the_first_process_is_gone() -> None:
     receiver.start()
     ours.close()
     await stand_in.stopping.addTimeout(10, reactor)
+
+
+class PausingGreeters(Greeters):
+    """Pauses what feeds it once it has served one, as a full ConnectionLimit does."""
+
+    feed: Dealer | Receiver
+
+    def buildProtocol(self, addr: Any) -> Protocol | None:
+        self.feed.pause()
+        return super().buildProtocol(addr)
+
+
+def test_a_paused_dealer_accepts_nothing_more_even_within_one_wake_up(first: tuple[Greeters, Any]) -> None:
+    _, port = first
+    factory = PausingGreeters(b"first")
+    dealer = Dealer(reactor, port, factory)
+    factory.feed = dealer
+    clients = [socket.create_connection(("127.0.0.1", port.getHost().port), timeout=10) for _ in range(3)]
+    try:
+        dealer.doRead()  # the three wait in the backlog: one wake-up could take them all
+        assert factory.served == 1
+        dealer.doRead()
+        assert factory.served == 1
+        dealer.resume()
+        dealer.doRead()
+        assert factory.served == 2
+    finally:
+        for client in clients:
+            client.close()
+        dealer.close()
+
+
+def test_a_paused_receiver_takes_no_more_connections() -> None:
+    ours, theirs = channel_pair()
+    factory = PausingGreeters(b"worker")
+    receiver = Receiver(StopRecorder(), factory, descriptor=theirs.detach())
+    factory.feed = receiver
+    pairs = [socket.socketpair() for _ in range(2)]
+    try:
+        for served, _client in pairs:
+            socket.send_fds(ours, [b"c"], [served.fileno()])
+        receiver.doRead()
+        assert factory.served == 1
+        receiver.resume()
+        receiver.doRead()
+        assert factory.served == 2
+    finally:
+        receiver.stopReading()
+        for one, other in pairs:
+            one.close()
+            other.close()
+        ours.close()

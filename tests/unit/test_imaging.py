@@ -5,9 +5,9 @@ from io import BytesIO
 import pytest
 from PIL import Image, ImageCms
 
-from pymager_tx.errors import InvalidImage, TooManyPixels
-from pymager_tx.formats import output_format_for, writable_extensions
-from pymager_tx.imaging import DecodeLimits, EncodeOptions, probe, render
+from pymager_tx.core.errors import InvalidImage, TooManyPixels
+from pymager_tx.imaging.formats import output_format_for, writable_extensions
+from pymager_tx.imaging.render import DecodeLimits, EncodeOptions, probe, render
 from tests.images import (
     BLUE,
     FIXTURES,

@@ -7,12 +7,12 @@ import struct
 import pytest
 from PIL import Image
 
-from pymager_tx.encoders import Encoding, encode_animation
-from pymager_tx.errors import DerivationTooCostly
-from pymager_tx.formats import format_named
-from pymager_tx.gif import gif_canvas
-from pymager_tx.imaging import EncodeOptions, render
-from pymager_tx.model import ResizeMode
+from pymager_tx.core.errors import DerivationTooCostly
+from pymager_tx.core.formats import format_named
+from pymager_tx.core.model import ResizeMode
+from pymager_tx.imaging.encoders import Encoding, encode_animation
+from pymager_tx.imaging.gif import gif_canvas
+from pymager_tx.imaging.render import EncodeOptions, render
 from tests.images import (
     BLUE,
     GREEN,

@@ -12,9 +12,9 @@ import zlib
 import pytest
 from PIL import Image, PngImagePlugin
 
-from pymager_tx.errors import DerivationTooCostly, InvalidImage, PymagerError, TooManyPixels
-from pymager_tx.formats import default_decoders
-from pymager_tx.imaging import EncodeOptions, probe, render
+from pymager_tx.core.errors import DerivationTooCostly, InvalidImage, PymagerError, TooManyPixels
+from pymager_tx.imaging.formats import default_decoders
+from pymager_tx.imaging.render import EncodeOptions, probe, render
 from tests.images import LIMITS, animation, encode, jpeg, limits, opened, png, spec, with_orientation
 
 OPTIONS = EncodeOptions()
@@ -144,7 +144,7 @@ class TestTimeBudget:
         assert (rendered.width, rendered.height) == (10, 10)
 
     def test_it_is_a_client_error_of_its_own(self) -> None:
-        from pymager_tx.problems import problem_for
+        from pymager_tx.core.problems import problem_for
 
         problem = problem_for(DerivationTooCostly("slow"))
         assert (problem.status, problem.slug) == (422, "derivation-too-costly")

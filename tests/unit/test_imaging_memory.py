@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from pymager_tx.errors import InvalidImage, OutOfMemory
-from pymager_tx.formats import default_decoders, format_named
-from pymager_tx.imaging import DecodeLimits, EncodeOptions, make_working_copy, probe, render
-from pymager_tx.model import DerivedSpec, ResizeMode, Size
+from pymager_tx.core.errors import InvalidImage, OutOfMemory
+from pymager_tx.core.formats import format_named
+from pymager_tx.core.model import DerivedSpec, ResizeMode, Size
+from pymager_tx.imaging.formats import default_decoders
+from pymager_tx.imaging.render import DecodeLimits, EncodeOptions, make_working_copy, probe, render
 from tests.exhausting import Memory, exhausting_decoder
 from tests.images import png
 
@@ -57,10 +58,10 @@ def test_a_memory_error_inside_pillow_is_out_of_memory(
 _LIMITED = """
 import resource, sys
 from pathlib import Path
-from pymager_tx.formats import default_decoders
-from pymager_tx.imaging import DecodeLimits, EncodeOptions, probe, render
-from pymager_tx.formats import format_named
-from pymager_tx.model import DerivedSpec, ResizeMode, Size
+from pymager_tx.imaging.formats import default_decoders
+from pymager_tx.imaging.render import DecodeLimits, EncodeOptions, probe, render
+from pymager_tx.core.formats import format_named
+from pymager_tx.core.model import DerivedSpec, ResizeMode, Size
 
 work, data = sys.argv[1], Path(sys.argv[2]).read_bytes()
 limits = DecodeLimits(max_pixels=100_000_000, decoders=default_decoders())

@@ -8,7 +8,7 @@ import struct
 import pytest
 from PIL import Image, ImageCms
 
-from pymager_tx.pixels import to_srgb
+from pymager_tx.imaging.pixels import to_srgb
 from tests.images import (
     BLUE,
     RED,

@@ -8,8 +8,8 @@ from io import BytesIO
 import pytest
 from PIL import Image, ImageOps
 
-from pymager_tx.imaging import probe
-from pymager_tx.model import ResizeMode
+from pymager_tx.core.model import ResizeMode
+from pymager_tx.imaging.render import probe
 from tests.images import BLUE, LIMITS, RED, close_to, corner, derive, encode, marked, opened, with_orientation
 
 # Where the stored top-left (red) and top-right (blue) corners are displayed.

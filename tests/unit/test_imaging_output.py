@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from PIL import Image, JpegImagePlugin
 
-from pymager_tx.encoders import webp_is_lossless
-from pymager_tx.formats import writable_extensions
-from pymager_tx.imaging import EncodeOptions, render
-from pymager_tx.model import ResizeMode
+from pymager_tx.core.model import ResizeMode
+from pymager_tx.imaging.encoders import webp_is_lossless
+from pymager_tx.imaging.formats import writable_extensions
+from pymager_tx.imaging.render import EncodeOptions, render
 from tests.images import (
     BLUE,
     GREEN,

@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from pymager_tx.config import load_settings
-from pymager_tx.errors import ConfigError
-from pymager_tx.geometry import draft_request, plan, stored_box, working_scale
-from pymager_tx.imaging import DecodeLimits, EncodeOptions
-from pymager_tx.model import ResizeMode, Size
-from pymager_tx.server import image_policy
+from pymager_tx.core.errors import ConfigError
+from pymager_tx.core.model import ResizeMode, Size
+from pymager_tx.imaging.geometry import draft_request, plan, stored_box, working_scale
+from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
+from pymager_tx.process.server import image_policy
 
 
 def settings_from(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, JpegImagePlugin
 
-from pymager_tx.encoders import webp_is_lossless
-from pymager_tx.imaging import EncodeOptions, make_working_copy, render, working_copy_covers
-from pymager_tx.model import ResizeMode, Size
+from pymager_tx.core.model import ResizeMode, Size
+from pymager_tx.imaging.encoders import webp_is_lossless
+from pymager_tx.imaging.render import EncodeOptions, make_working_copy, render, working_copy_covers
 from tests.images import (
     BLUE,
     FIXTURES,

@@ -3,8 +3,8 @@ from __future__ import annotations
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import LogEvent
 
-from pymager_tx.errors import ImageIdTaken
-from pymager_tx.inflight import InFlight, shielded
+from pymager_tx.app.inflight import InFlight, shielded
+from pymager_tx.core.errors import ImageIdTaken
 from tests.results import failure_of, no_result, result_of
 
 
@@ -113,7 +113,7 @@ def test_a_refusal_nobody_hears_is_logged_without_a_traceback(log_events: list[L
     follower.cancel()
     failure_of(follower)
     work.errback(ImageIdTaken("an image is already stored under the ID 'x'"))
-    [event] = [e for e in log_events if e.get("log_namespace") == "pymager_tx.inflight"]
+    [event] = [e for e in log_events if e.get("log_namespace") == "pymager_tx.app.inflight"]
     assert "log_failure" not in event
     assert "already stored" in event["reason"]
 
@@ -125,7 +125,7 @@ def test_a_failure_nobody_hears_is_logged_with_its_traceback(log_events: list[Lo
     only.cancel()
     failure_of(only)
     work.started[0].errback(OSError("disk on fire"))
-    [event] = [e for e in log_events if e.get("log_namespace") == "pymager_tx.inflight"]
+    [event] = [e for e in log_events if e.get("log_namespace") == "pymager_tx.app.inflight"]
     assert event["log_failure"].check(OSError)
 
 

@@ -17,24 +17,24 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent
 
-from pymager_tx.db.database import Database
-from pymager_tx.db.repository import (
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.sql.repository import (
     ClaimOutcome,
+    begin_removal_txn,
     claim_derivation_txn,
     claim_original_txn,
     claims_txn,
     find_original_txn,
     status_of_txn,
 )
-from pymager_tx.db.schema import derivation_claims
-from pymager_tx.errors import DerivationPending, ImageIdTaken, ImageNotFound
-from pymager_tx.model import OriginalStatus
-from pymager_tx.peers import CLAIM_LEASE, POLL_MOST, Peers
-from pymager_tx.service import ImageService, claimed_key
-from pymager_tx.storage import IBlobStore
-from pymager_tx.storage.filesystem import FilesystemBlobStore
-from pymager_tx.storage.keys import original_key
-from pymager_tx.threads import Offload, immediate
+from pymager_tx.adapters.sql.schema import derivation_claims
+from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.app.peers import CLAIM_LEASE, POLL_MOST, Peers
+from pymager_tx.app.service import ImageService, claimed_key
+from pymager_tx.core.errors import DerivationPending, ImageIdTaken, ImageNotFound
+from pymager_tx.core.keys import original_key
+from pymager_tx.core.model import OriginalStatus
+from pymager_tx.ports import IBlobStore, Offload, immediate
 from tests.conftest import derivations
 from tests.db.test_repository import lapse_claims, pending
 from tests.fakes import InterceptedBlobs, ManualOffload
@@ -321,3 +321,18 @@ def test_an_upload_takes_an_id_left_pending_by_a_dead_peer_but_not_a_live_ones(w
     world.dies("a")
     assert result_of(run(b.store_original(PHOTO, jpeg()))).status is OriginalStatus.READY
     assert record.blob_key not in files(b._blobs)  # type: ignore[arg-type]
+
+
+def test_recovery_leaves_a_live_peers_deletion_and_finishes_a_dead_ones(world: World) -> None:
+    a = world.process("a")
+    result_of(run(a.store_original(PHOTO, jpeg())))
+    # a has marked the original for deletion; its files are not gone yet.
+    result_of(world.database.transact(begin_removal_txn, "photo", world.now, "a"))
+    b = world.process("b")
+    result_of(run(b.recover()))
+    assert result_of(world.database.read(status_of_txn, "photo")) is OriginalStatus.DELETING
+    assert len(files(b._blobs)) == 1  # type: ignore[arg-type]
+    world.dies("a")
+    result_of(run(b.recover()))
+    assert result_of(world.database.read(status_of_txn, "photo")) is None
+    assert files(b._blobs) == []  # type: ignore[arg-type]

@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pymager_tx.epoch import LocalEpoch, SharedEpoch
-from pymager_tx.model import DerivedRecord
-from pymager_tx.rendition_cache import RenditionCache
+from pymager_tx.adapters.cluster.epoch import SharedEpoch
+from pymager_tx.app.rendition_cache import RenditionCache
+from pymager_tx.core.model import DerivedRecord
+from pymager_tx.ports import LocalEpoch
 
 
 class Clock:

@@ -12,10 +12,14 @@ import pytest
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.logger import LogEvent
 
-from pymager_tx.db.database import Database
-from pymager_tx.db.repository import claim_original_txn, forget_derived_txn, status_of_txn
-from pymager_tx.epoch import Epoch, LocalEpoch, SharedEpoch
-from pymager_tx.errors import (
+from pymager_tx.adapters.cluster.epoch import SharedEpoch
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.sql.repository import claim_original_txn, forget_derived_txn, status_of_txn
+from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.app.refusals import RecentRefusals
+from pymager_tx.app.rendition_cache import RenditionCache
+from pymager_tx.app.service import ImagePolicy, ImageService, StoredImage
+from pymager_tx.core.errors import (
     DerivationTooCostly,
     DerivedNameInvalid,
     ImageIdTaken,
@@ -27,15 +31,11 @@ from pymager_tx.errors import (
     UnsupportedOutputFormat,
     UploadTooLarge,
 )
-from pymager_tx.formats import default_decoders
-from pymager_tx.imaging import DecodeLimits, EncodeOptions
-from pymager_tx.model import DerivedRecord, ImageId, OriginalStatus, Size
-from pymager_tx.refusals import RecentRefusals
-from pymager_tx.rendition_cache import RenditionCache
-from pymager_tx.service import ImagePolicy, ImageService, StoredImage
-from pymager_tx.storage.filesystem import FilesystemBlobStore
-from pymager_tx.storage.keys import original_key
-from pymager_tx.threads import Offload, immediate
+from pymager_tx.core.keys import original_key
+from pymager_tx.core.model import DerivedRecord, ImageId, OriginalStatus, Size
+from pymager_tx.imaging.formats import default_decoders
+from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
+from pymager_tx.ports import Epoch, LocalEpoch, Offload, immediate
 from tests.conftest import derivations
 from tests.fakes import ManualOffload
 from tests.images import (
@@ -345,7 +345,7 @@ class TestRecovery:
     def test_finishes_an_interrupted_deletion(
         self, service: ImageService, database: Database, blobs: FilesystemBlobStore
     ) -> None:
-        from pymager_tx.db.repository import begin_removal_txn
+        from pymager_tx.adapters.sql.repository import begin_removal_txn
 
         result_of(run(service.store_original(PHOTO, jpeg((300, 200)))))
         derived(service, "photo-100x100.jpg")
@@ -357,7 +357,7 @@ class TestRecovery:
     def test_a_deletion_that_failed_half_way_does_not_strand_the_id(
         self, service: ImageService, database: Database, blobs: FilesystemBlobStore
     ) -> None:
-        from pymager_tx.db.repository import begin_removal_txn
+        from pymager_tx.adapters.sql.repository import begin_removal_txn
 
         for attempt in ("delete again", "upload again"):
             result_of(run(service.store_original(PHOTO, jpeg((300, 200)))))

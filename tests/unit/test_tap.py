@@ -8,9 +8,9 @@ from twisted.plugin import getPlugins
 from twisted.python.logfile import LogFile
 from twisted.python.usage import UsageError
 
-from pymager_tx import tap
-from pymager_tx.server import PymagerService
-from pymager_tx.workers import worker_arguments
+from pymager_tx.process import tap
+from pymager_tx.process.server import PymagerService
+from pymager_tx.process.workers import worker_arguments
 
 TOKEN = "a-write-token-0123456789"
 

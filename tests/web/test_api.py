@@ -14,23 +14,24 @@ import pytest
 from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import LogEvent
+from twisted.logger import LogEvent, LogLevel
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from pymager_tx.admission import ImageAdmission
-from pymager_tx.auth import WriteTokens
-from pymager_tx.db.database import Database
-from pymager_tx.formats import default_decoders
-from pymager_tx.imaging import DecodeLimits, EncodeOptions
-from pymager_tx.model import Size
-from pymager_tx.service import ImagePolicy, ImageService
-from pymager_tx.site import PymagerSite
-from pymager_tx.storage import IBlobStore
-from pymager_tx.storage.memory import MemoryBlobStore
-from pymager_tx.threads import Offload, immediate
-from pymager_tx.web import HttpPolicy, ImageAPI
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.storage.memory import MemoryBlobStore
+from pymager_tx.app.admission import ImageAdmission
+from pymager_tx.app.service import ImagePolicy, ImageService
+from pymager_tx.core.model import Size
+from pymager_tx.http.guards import WriteTokens
+from pymager_tx.http.routes import HttpPolicy, ImageAPI
+from pymager_tx.http.site import PymagerSite
+from pymager_tx.imaging.formats import default_decoders
+from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
+from pymager_tx.ports import IBlobStore, Offload, immediate
 from tests.conftest import derivations
 from tests.fakes import ManualOffload
 from tests.images import FIXTURES, RED, close_to, jpeg, opened, png, png_declaring, truncated_jpeg
@@ -640,3 +641,46 @@ def test_past_the_image_queue_derivations_get_503_and_readiness_says_so(database
     imaging.run_all()
     client.stub.flush()
     assert result_of(retried).code == 200
+
+
+def test_a_client_leaving_a_health_check_early_is_no_failed_check(
+    database: Database, log_events: list[LogEvent]
+) -> None:
+    transactions = ManualOffload()
+    service = ImageService(Database(database.engine, transactions), MemoryBlobStore(), immediate, POLICY)
+    api = ImageAPI(service, WriteTokens(()), immediate, HttpPolicy())
+    site = PymagerSite(api.resource(), max_upload_bytes=POLICY.max_upload_bytes, reactor=MemoryReactorClock())
+    channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    channel.makeConnection(StringTransport())
+    channel.dataReceived(b"GET /healthz HTTP/1.1\r\nHost: images.example.com\r\n\r\n")
+    assert len(transactions.pending) == 1, "the check waits for the database"
+    channel.connectionLost(Failure(ConnectionDone("the client left")))
+    transactions.run_all()
+    assert [
+        event for event in log_events if event.get("log_level") in (LogLevel.critical, LogLevel.error)
+    ] == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/original/photo", {}),
+        ("HEAD", "/original/photo", {}),
+        ("GET", "/original/photo", {"If-None-Match": "*"}),
+        ("GET", "/derived/photo-100x100.jpg", {}),
+    ],
+)
+def test_an_original_whose_file_is_lost_is_the_same_documented_404_everywhere(
+    database: Database, log_events: list[LogEvent], method: str, path: str, headers: dict[str, str]
+) -> None:
+    blobs = MemoryBlobStore()
+    client = Client(make_api(database, blobs))
+    assert client.put("/original/photo", jpeg((300, 200))).code == 201
+    for key in [key for key in blobs.blobs if key.startswith("originals/")]:
+        del blobs.blobs[key]  # lost: a disk failed, or an operator erred
+    response = client.request(method, path, headers=headers)
+    assert response.code == 404
+    if method != "HEAD":
+        assert json.loads(response.body)["type"] == "/problems/original-lost"
+    errors = [event for event in log_events if event.get("log_level") == LogLevel.error]
+    assert [event["image_id"] for event in errors] == ["photo"]

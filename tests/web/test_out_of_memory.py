@@ -9,12 +9,12 @@ from dataclasses import replace
 import pytest
 from twisted.logger import LogEvent
 
-from pymager_tx.auth import WriteTokens
-from pymager_tx.db.database import Database
-from pymager_tx.service import ImageService
-from pymager_tx.storage.memory import MemoryBlobStore
-from pymager_tx.threads import immediate
-from pymager_tx.web import HttpPolicy, ImageAPI
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.storage.memory import MemoryBlobStore
+from pymager_tx.app.service import ImageService
+from pymager_tx.http.guards import WriteTokens
+from pymager_tx.http.routes import HttpPolicy, ImageAPI
+from pymager_tx.ports import immediate
 from tests.exhausting import Memory, exhausting_decoder
 from tests.images import opened, png
 from tests.web.test_api import POLICY, Client, assert_problem, header

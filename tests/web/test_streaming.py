@@ -15,15 +15,14 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from pymager_tx.auth import WriteTokens
-from pymager_tx.db.database import Database
-from pymager_tx.service import ImageService
-from pymager_tx.site import PymagerSite
-from pymager_tx.storage import IBlobReader
-from pymager_tx.storage.memory import MemoryBlobStore
-from pymager_tx.streaming import PART_BYTES
-from pymager_tx.threads import immediate
-from pymager_tx.web import HttpPolicy, ImageAPI
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.storage.memory import MemoryBlobStore
+from pymager_tx.app.service import ImageService
+from pymager_tx.http.guards import WriteTokens
+from pymager_tx.http.routes import HttpPolicy, ImageAPI
+from pymager_tx.http.site import PymagerSite
+from pymager_tx.http.streaming import PART_BYTES
+from pymager_tx.ports import IBlobReader, immediate
 from tests.images import encode
 from tests.web.test_api import POLICY, Client, content_length
 

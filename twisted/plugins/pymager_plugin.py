@@ -1,3 +1,3 @@
 from twisted.application.service import ServiceMaker
 
-pymager = ServiceMaker("pymager", "pymager_tx.tap", "Image storage and resizing over HTTP", "pymager")
+pymager = ServiceMaker("pymager", "pymager_tx.process.tap", "Image storage and resizing over HTTP", "pymager")

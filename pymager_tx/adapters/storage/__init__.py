@@ -1,0 +1,1 @@
+"""Blob stores: files under a directory, and bytes in memory (the fake)."""

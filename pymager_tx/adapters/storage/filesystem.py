@@ -1,0 +1,295 @@
+"""
+Blobs as files under a root directory.
+
+Writes go to a unique file in <root>/.tmp/<owner>, are fsynced, then renamed
+into place, so a crash never leaves a truncated file under a key.  Keeping
+every temporary file of a process in one directory (on the same filesystem,
+so the rename stays atomic) lets start-up recovery clean up after processes
+that died without walking the whole store, and without touching the writes
+of processes still running.
+
+Failures of the filesystem itself become StorageUnavailable (StorageFull when
+it has no room left), for the web layer to answer 503.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import suppress
+from functools import wraps
+from pathlib import Path
+from typing import BinaryIO, ParamSpec, TypeVar
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from pymager_tx.core.errors import BlobNotFound, StorageFull, StorageUnavailable
+from pymager_tx.core.keys import validate_key
+from pymager_tx.ports import IBlobReader, IBlobStore, Offload
+
+_TEMPORARY = ".tmp"
+_UNLISTED = "the image storage cannot be listed; try again later"
+_RENAME_ATTEMPTS = 3
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _storage_errors(method: Callable[P, T]) -> Callable[P, T]:
+    @wraps(method)
+    def translated(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return method(*args, **kwargs)
+        except OSError as error:
+            reason = f"{error.strerror or error} ({error.filename or 'storage'})"
+            if error.errno in _NO_ROOM:
+                raise StorageFull("the image storage is full; try again later", reason) from error
+            raise StorageUnavailable("the image storage is failing; try again later", reason) from error
+
+    return translated
+
+
+@implementer(IBlobStore)
+class FilesystemBlobStore:
+    log = Logger()
+
+    def __init__(
+        self,
+        root: Path,
+        offload: Offload,
+        me: str | None = None,
+        is_alive: Callable[[str], bool] | None = None,
+    ) -> None:
+        """me: this process's name, and is_alive (which blocks) tells whether
+        another one runs, when several share root; None when it is alone."""
+        self.root = root
+        self._temporaries = root / _TEMPORARY
+        self._temporary = self._temporaries / me if me else self._temporaries
+        self._is_alive = is_alive
+        self._offload = offload
+
+    def put(self, key: str, data: bytes) -> Deferred[None]:
+        return self._offload(self._put, self._path(key), data)
+
+    def get(self, key: str) -> Deferred[bytes]:
+        return self._offload(self._get, self._path(key))
+
+    def open(self, key: str) -> Deferred[IBlobReader]:
+        return self._offload(self._open, self._path(key))
+
+    def exists(self, key: str) -> Deferred[bool]:
+        return self._offload(self._exists, self._path(key))
+
+    def delete(self, key: str) -> Deferred[None]:
+        return self._offload(self._delete, self._path(key))
+
+    def delete_prefix(self, prefix: str) -> Deferred[None]:
+        return self._offload(self._delete_tree, self._path(prefix))
+
+    def recover(self) -> Deferred[int]:
+        return self._offload(self._recover)
+
+    def wipe(self) -> Deferred[None]:
+        return self._offload(self._wipe)
+
+    def keys(self, prefix: str) -> Deferred[list[str]]:
+        return self._offload(lambda: sorted(self._keys(prefix)))
+
+    def _path(self, key: str) -> Path:
+        return self.root / validate_key(key)
+
+    # The methods below run in a pool thread.
+
+    @_storage_errors
+    def _put(self, path: Path, data: bytes) -> None:
+        descriptor, temporary = tempfile.mkstemp(dir=self._temporary, prefix="put-")
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                file.write(data)
+                file.flush()
+                os.fsync(file.fileno())
+            self._move_into_place(temporary, path)
+        except BaseException:
+            with suppress(FileNotFoundError, NotADirectoryError):
+                os.unlink(temporary)
+            raise
+
+    def _move_into_place(self, temporary: str, path: Path) -> None:
+        # A concurrent delete_prefix may remove directories on the way
+        # between their creation and the rename: make them again and retry.
+        for attempt in range(_RENAME_ATTEMPTS):
+            try:
+                self._make_directories(path.parent)
+                os.replace(temporary, path)
+                break
+            except FileNotFoundError:
+                if attempt == _RENAME_ATTEMPTS - 1:
+                    raise
+        # Gone already if a delete_prefix came right after the rename; the
+        # writer learns that from the metadata, not from here.
+        with suppress(FileNotFoundError):
+            _fsync_directory(path.parent)
+
+    @_storage_errors
+    def _get(self, path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise BlobNotFound(str(path.relative_to(self.root))) from None
+
+    @_storage_errors
+    def _open(self, path: Path) -> IBlobReader:
+        try:
+            file = path.open("rb")
+        except (FileNotFoundError, NotADirectoryError):
+            raise BlobNotFound(str(path.relative_to(self.root))) from None
+        # An open file stays readable after a delete removes its name.
+        return _FileReader(file, os.fstat(file.fileno()).st_size, self._offload)
+
+    @_storage_errors
+    def _exists(self, path: Path) -> bool:
+        try:
+            return stat.S_ISREG(path.stat().st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+
+    @_storage_errors
+    def _delete(self, path: Path) -> None:
+        with suppress(FileNotFoundError, NotADirectoryError):
+            path.unlink()
+            _fsync_directory(path.parent)
+        _prune(path.parent)
+
+    @_storage_errors
+    def _delete_tree(self, path: Path) -> None:
+        # Writers may add files while this runs (a derivation finishing for
+        # an original being deleted); errors are ignored, and such a writer
+        # removes its own file once it finds the original gone.
+        shutil.rmtree(path, ignore_errors=True)
+        with suppress(FileNotFoundError, NotADirectoryError):
+            _fsync_directory(path.parent)
+        _prune(path.parent)
+
+    @_storage_errors
+    def _recover(self) -> int:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._temporaries.mkdir(exist_ok=True)
+        removed = 0
+        for leftover in self._temporaries.iterdir():
+            if leftover.is_dir():
+                # The writes of another process: only if it is gone.
+                if leftover != self._temporary and (
+                    self._is_alive is None or not self._is_alive(leftover.name)
+                ):
+                    removed += sum(1 for path in leftover.iterdir())
+                    shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                with suppress(FileNotFoundError, NotADirectoryError):
+                    leftover.unlink()
+                    removed += 1
+        if self._temporary.is_dir():
+            for leftover in self._temporary.iterdir():
+                with suppress(FileNotFoundError):
+                    leftover.unlink()
+                    removed += 1
+        self._temporary.mkdir(exist_ok=True)
+        if removed:
+            self.log.info(
+                "Removed {count} unfinished writes from {directory}",
+                count=removed,
+                directory=str(self._temporaries),
+            )
+        return removed
+
+    def _keys(self, prefix: str) -> Iterator[str]:
+        """Every key below prefix.  A directory that cannot be read fails the
+        listing: a key left out would look lost, and a repair would forget a
+        healthy original.  Symbolic links are followed, as get() follows
+        them; one that leads to a directory listed already fails it too.
+        Names that cannot be keys (an NFS client's .nfsXXXX, an editor's
+        backup) are not the store's, and are left out."""
+        top = self._path(prefix)
+        seen: set[tuple[int, int]] = set()
+        for directory, subdirectories, names in os.walk(top, onerror=_unlisted, followlinks=True):
+            try:
+                status = os.stat(directory)
+            except OSError as error:
+                _unlisted(error)
+                subdirectories.clear()  # removed meanwhile
+                continue
+            if (status.st_dev, status.st_ino) in seen:
+                raise StorageUnavailable(
+                    _UNLISTED, f"cannot list {directory}: a symbolic link leads to it again"
+                )
+            seen.add((status.st_dev, status.st_ino))
+            below = Path(directory).relative_to(self.root)
+            subdirectories[:] = sorted(name for name in subdirectories if _is_key(below / name))
+            for name in names:
+                if _is_key(below / name):
+                    yield str(below / name)
+
+    def _wipe(self) -> None:
+        with suppress(FileNotFoundError, NotADirectoryError):
+            shutil.rmtree(self.root)
+        self._recover()
+
+    def _make_directories(self, directory: Path) -> None:
+        missing: list[Path] = []
+        while not directory.is_dir():
+            missing.append(directory)
+            directory = directory.parent
+        for new in reversed(missing):
+            with suppress(FileExistsError):
+                new.mkdir()
+            # A new directory is durable only once its parent records it.
+            _fsync_directory(new.parent)
+
+
+@implementer(IBlobReader)
+class _FileReader:
+    def __init__(self, file: BinaryIO, size: int, offload: Offload) -> None:
+        self.size = size
+        self._file = file
+        self._offload = offload
+
+    def read(self, size: int) -> Deferred[bytes]:
+        return self._offload(_storage_errors(self._file.read), size)
+
+    def close(self) -> Deferred[None]:
+        return self._offload(self._file.close)
+
+
+def _unlisted(error: OSError) -> None:
+    # Removed meanwhile, by a deletion pruning its directory: nothing to list.
+    if isinstance(error, FileNotFoundError):
+        return
+    raise StorageUnavailable(_UNLISTED, f"cannot list {error.filename}: {error.strerror or error}") from error
+
+
+def _is_key(path: Path) -> bool:
+    try:
+        validate_key(str(path))
+    except ValueError:
+        return False
+    return True
+
+
+def _prune(directory: Path) -> None:
+    """Remove directory if it is empty: per-image directories go with their
+    last file.  The shard directories above them are few and stay."""
+    with suppress(OSError):
+        directory.rmdir()
+
+
+def _fsync_directory(directory: Path) -> None:
+    descriptor = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

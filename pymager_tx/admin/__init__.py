@@ -1,0 +1,1 @@
+"""`pymager-admin`: the operator's commands (see pymager_tx.admin.cli)."""

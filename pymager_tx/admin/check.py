@@ -1,0 +1,101 @@
+"""
+`pymager-admin check [--repair]`: compare the database with the stored files.
+
+Runs beside live processes: it asks each row's owner whether it is alive
+(pymager_tx.adapters.cluster.owners), and leaves what the living hold.  Exit status: 0 when
+consistent (after repairing, with --repair), 1 when inconsistencies remain.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from twisted.internet.defer import succeed
+from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogPublisher
+from zope.interface import implementer
+
+from pymager_tx.adapters.cluster.epoch import SharedEpoch
+from pymager_tx.adapters.cluster.owners import Owners
+from pymager_tx.adapters.sql.database import Database, make_engine
+from pymager_tx.adapters.sql.schema_version import State, status_txn
+from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.admin.command import AdminError, Command, Target
+from pymager_tx.app.consistency import check_store
+from pymager_tx.app.peers import Peers
+from pymager_tx.app.rendition_cache import RenditionCache
+from pymager_tx.app.service import ImageService
+from pymager_tx.ports import immediate
+from pymager_tx.process.server import image_policy
+
+
+def _check(target: Target, arguments: argparse.Namespace) -> int:
+    schema = target.transact(status_txn)
+    if schema.state is not State.CURRENT:
+        raise AdminError(f"{target.shown_url}: {schema.describe()}; run `pymager-admin db upgrade` first")
+    data_directory = target.settings.storage.data_directory.absolute()
+    owners = Owners(data_directory / "processes")
+    peers = Peers(owners.me, lambda owner: succeed(owners.is_alive(owner)), None)
+    database = Database(make_engine(target.database_url, pool_size=1), immediate)
+    # Removals made by --repair must void what live processes hold in memory.
+    epoch = SharedEpoch.of(data_directory)
+    if arguments.repair:
+        epoch.open()
+    try:
+        blobs = FilesystemBlobStore(data_directory / "files", immediate, owners.me, owners.is_alive)
+        cache = RenditionCache(max_bytes=0, max_item_bytes=0, poll_seconds=0, epoch=epoch)
+        service = ImageService(
+            database, blobs, immediate, image_policy(target.settings), peers=peers, cache=cache
+        )
+        # What repair does (removes, forgets, finishes) is told as it is done.
+        actions: list[str] = []
+        observer = _ActionLog(actions)
+        globalLogPublisher.addObserver(observer)
+        try:
+            found, after = check_store(database, blobs, service, peers, repairing=arguments.repair)
+        finally:
+            globalLogPublisher.removeObserver(observer)
+    finally:
+        database.engine.dispose()
+        epoch.close()
+    for line in found.lines():
+        print(line)
+    for action in actions:
+        print(f"repair: {action}")
+    if found.consistent:
+        print(f"{target.shown_url} and {blobs.root}: consistent")
+        return 0
+    if after is None:
+        print(f"{len(found.lines())} inconsistencies; `pymager-admin check --repair` fixes them")
+        return 1
+    for line in after.lines():
+        print(f"still: {line}")
+    print("repaired" if after.consistent else f"{len(after.lines())} inconsistencies remain")
+    return 0 if after.consistent else 1
+
+
+_TOLD = {LogLevel.info, LogLevel.warn, LogLevel.error, LogLevel.critical}
+
+
+@implementer(ILogObserver)
+class _ActionLog:
+    def __init__(self, actions: list[str]) -> None:
+        self._actions = actions
+
+    def __call__(self, event: LogEvent) -> None:
+        namespace = str(event.get("log_namespace", ""))
+        if event.get("log_level") in _TOLD and namespace.startswith("pymager_tx"):
+            self._actions.append(formatEvent(event))
+
+
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repair", action="store_true", help="fix what the check finds")
+
+
+CHECK_COMMANDS = [
+    Command(
+        ("check",),
+        "report orphan files, missing files and unfinished work; --repair fixes them",
+        _check,
+        _arguments,
+    )
+]

@@ -1,0 +1,75 @@
+"""Image work as the use cases run it: on the image threads, through the
+admission queue when there is one (see pymager_tx.app.admission)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet.defer import Deferred
+
+from pymager_tx.app.admission import ImageAdmission
+from pymager_tx.app.values import Errand, Target, WorkingCopy
+from pymager_tx.imaging.render import (
+    DecodeLimits,
+    EncodeOptions,
+    ImageInfo,
+    Rendered,
+    make_working_copy,
+    probe,
+    render,
+)
+from pymager_tx.ports import Offload
+
+T = TypeVar("T")
+
+
+class ImageWork:
+    def __init__(self, imaging: Offload, admission: ImageAdmission | None = None) -> None:
+        """admission: the bounded queue in front of the image threads; None:
+        work goes straight to imaging, unbounded (tests, the CLI)."""
+        self.imaging = imaging
+        self.admission = admission
+
+    async def admitted(self, work: Callable[[], Deferred[T]], errand: Errand) -> T:
+        """work(), once an image thread is free for it."""
+        if self.admission is None:
+            return await work()
+        wait = None if errand.deadline is None else errand.deadline - time.monotonic()
+        return await self.admission.run(work, wait, errand.deserted_now)
+
+    def offload(self, work: Callable[..., T], /, *args: Any) -> Deferred[T]:
+        return self.imaging(work, *args)
+
+    def load(self) -> dict[str, object] | None:
+        """How busy the image threads are, and whether new work would be
+        refused (for health answers); None without admission control."""
+        if self.admission is None:
+            return None
+        return {**self.admission.describe(), "full": self.admission.full}
+
+
+# What runs on the image threads: plain functions of bytes.
+
+
+def describe(data: bytes, limits: DecodeLimits) -> tuple[ImageInfo, str]:
+    return probe(data, limits), hashlib.sha256(data).hexdigest()
+
+
+def render_target(
+    data: bytes, spec: Target, limits: DecodeLimits, encoding: EncodeOptions, deadline: float | None
+) -> tuple[Rendered, str, float] | None:
+    """The rendition (None for a working copy of an animation), its digest
+    and the seconds it took, timed in the worker: the time spent queueing
+    for one is not the image's cost.  The deadline counts from the request's
+    arrival."""
+    started = time.perf_counter()
+    if isinstance(spec, WorkingCopy):
+        rendered = make_working_copy(data, limits, spec.sizes, encoding, deadline)
+        if rendered is None:
+            return None
+    else:
+        rendered = render(data, spec, limits, encoding, deadline)
+    return rendered, hashlib.sha256(rendered.data).hexdigest(), time.perf_counter() - started

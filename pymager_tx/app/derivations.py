@@ -1,0 +1,281 @@
+"""
+Deriving renditions: shared by everyone asking meanwhile in this process
+(InFlight), elected across processes (claims), read from the working copy
+of a large original where it will do, rendered on the image threads
+through the admission queue, stored under the claim's token and recorded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.sql.repository import (
+    Recorded,
+    forget_derived_key_txn,
+    forget_derived_txn,
+    lookup_derived_txn,
+    record_derived_txn,
+)
+from pymager_tx.app.admitted import ImageWork, render_target
+from pymager_tx.app.claims import Claims, Holding, Superseded
+from pymager_tx.app.inflight import InFlight
+from pymager_tx.app.originals import Originals
+from pymager_tx.app.peers import Peers
+from pymager_tx.app.values import (
+    Errand,
+    ImagePolicy,
+    Rendition,
+    StoredImage,
+    Target,
+    WorkingCopy,
+    claimed_key,
+    not_found,
+)
+from pymager_tx.core.errors import BlobNotFound, DerivationTooCostly, Overloaded, StorageUnavailable
+from pymager_tx.core.keys import derived_prefix
+from pymager_tx.core.model import DerivedRecord, DerivedSpec, ImageId, OriginalRecord
+from pymager_tx.imaging.render import Rendered, working_copy_covers, worth_a_working_copy
+from pymager_tx.ports import IBlobStore
+
+
+class _NoWorkingCopy(Exception):
+    """The original is one no working copy is made of (an animation)."""
+
+
+class Derivations:
+    log = Logger()
+
+    def __init__(
+        self,
+        database: Database,
+        blobs: IBlobStore,
+        work: ImageWork,
+        policy: ImagePolicy,
+        clock: Callable[[], datetime],
+        peers: Peers,
+        claims: Claims,
+        originals: Originals,
+    ) -> None:
+        self._database = database
+        self._blobs = blobs
+        self._work = work
+        self._policy = policy
+        self._clock = clock
+        self._peers = peers
+        self._claims = claims
+        self._originals = originals
+        self._inflight: InFlight[Rendition, StoredImage] = InFlight()
+
+    def errand(self, arrived: float | None) -> Errand:
+        """The errand of a request that arrived then (time.monotonic())."""
+        return Errand(self._policy.deadline(arrived), self._inflight.deserted)
+
+    def derive(self, original: OriginalRecord, spec: Target, errand: Errand) -> Deferred[StoredImage]:
+        """The rendition, derived once for everyone asking meanwhile: each
+        caller gets a Deferred of its own."""
+        key = (original.image_id, original.generation, spec.variant)
+        return self._inflight.run(
+            key,
+            lambda: Deferred.fromCoroutine(
+                self._claims.derive(
+                    original,
+                    spec,
+                    lambda holding: self._render_and_record(original, spec, holding, errand.of(key)),
+                    lambda: self._read_recorded(original, spec),
+                )
+            ),
+        )
+
+    async def read(self, record: DerivedRecord, with_body: bool) -> StoredImage | None:
+        """The rendition record describes; None if its file is gone (then
+        its row is forgotten, and it is derived again when asked for)."""
+        if not with_body:
+            return StoredImage(record, None)
+        try:
+            return StoredImage(record, await self._blobs.get(record.blob_key))
+        except BlobNotFound:
+            self.log.warn(
+                "Derived file of {image_id} {variant} is missing; deriving it again",
+                image_id=record.image_id,
+                variant=record.variant,
+            )
+            await self._database.transact(forget_derived_txn, record)
+            return None
+
+    async def _read_recorded(self, original: OriginalRecord, spec: Target) -> StoredImage | None:
+        lookup = await self._database.read(lookup_derived_txn, original.image_id, spec.variant)
+        return None if lookup.derived is None else await self.read(lookup.derived, with_body=True)
+
+    async def _render_and_record(
+        self, original: OriginalRecord, spec: Target, holding: Holding, errand: Errand
+    ) -> StoredImage:
+        image_id = ImageId(original.image_id)
+        claim = holding.claim
+        started = time.perf_counter()
+        source_key, source_name = await self._source_for(original, spec, errand)
+        outcome = await self._work.admitted(
+            lambda: Deferred.fromCoroutine(self._read_and_render(original, source_key, spec, errand)), errand
+        )
+        if outcome is None:
+            raise _NoWorkingCopy()
+        if holding.lost:
+            raise Superseded("its claim was taken over")
+        rendered, digest, render_seconds = outcome
+        key = claimed_key(claim)
+        holding.stored = True  # from here, a file may stand under the claim's key
+        try:
+            await self._blobs.put(key, rendered.data)
+        except StorageUnavailable:
+            # Storing can fail because a deletion of the original is taking
+            # the directories away: then the answer is 404, not an error.
+            if not await self._originals.still_current(original):
+                raise not_found(image_id) from None
+            raise
+        record = DerivedRecord(
+            image_id=original.image_id,
+            variant=spec.variant,
+            format=rendered.format.name,
+            media_type=rendered.format.media_type,
+            width=rendered.width,
+            height=rendered.height,
+            byte_length=len(rendered.data),
+            sha256=digest,
+            blob_key=key,
+            created_at=self._clock(),
+        )
+        try:
+            recorded = await self._database.transact(record_derived_txn, record, original.generation, claim)
+        except Exception:
+            holding.stored = False  # it may have been recorded: never remove it on a guess
+            raise
+        if recorded is not Recorded.RECORDED:
+            await self._refused(original, holding, recorded)
+        holding.stored = False
+        self._log_derived(original, spec, record, source_name, render_seconds, started)
+        return StoredImage(record, rendered.data)
+
+    async def _refused(self, original: OriginalRecord, holding: Holding, recorded: Recorded) -> None:
+        """After a record was refused: no row names our file, and none ever
+        will (only our claim's token does).  The claim, if still ours, ends
+        only once the file is gone, so a crash in between leaves it for
+        recovery to find.  Raises what the caller hears."""
+        if not await self._claims.discard_stored(holding):
+            raise StorageUnavailable(
+                "the image storage is failing; try again later",
+                f"could not remove {claimed_key(holding.claim)}",
+            )
+        image_id = ImageId(original.image_id)
+        if recorded is Recorded.GONE:
+            # Deleted while this was derived; the generation's directory
+            # goes too, if the deletion already emptied it.
+            await self._blobs.delete_prefix(derived_prefix(image_id, original.generation))
+        if recorded is not Recorded.LOST:
+            await self._claims.release(holding.claim)
+        if recorded is Recorded.GONE:
+            raise not_found(image_id)
+        raise Superseded(
+            "its claim was taken over" if recorded is Recorded.LOST else "another process recorded it first"
+        )
+
+    def _log_derived(
+        self,
+        original: OriginalRecord,
+        spec: Target,
+        record: DerivedRecord,
+        source_name: str,
+        render_seconds: float,
+        started: float,
+    ) -> None:
+        if isinstance(spec, WorkingCopy):
+            self.log.info(
+                "Made the working copy of {image_id}: {width}x{height}, {byte_length} bytes, "
+                "in {render_seconds:.3f}s",
+                image_id=original.image_id,
+                width=record.width,
+                height=record.height,
+                byte_length=record.byte_length,
+                render_seconds=render_seconds,
+            )
+            return
+        self.log.info(
+            "Derived {derived_id} ({byte_length} bytes) from the {source}: "
+            "rendered in {render_seconds:.3f}s, {seconds:.3f}s in all",
+            source=source_name,
+            derived_id=f"{original.image_id}-{spec.variant}",
+            image_id=original.image_id,
+            variant=spec.variant,
+            byte_length=record.byte_length,
+            render_seconds=render_seconds,
+            seconds=time.perf_counter() - started,
+            owner=self._peers.me,
+        )
+
+    async def _source_for(self, original: OriginalRecord, spec: Target, errand: Errand) -> tuple[str, str]:
+        """The key of the bytes to derive spec from: the original's working
+        copy where it will do as well, else the original itself.  A key, not
+        the bytes: they are read once an image thread is free for them."""
+        if isinstance(spec, DerivedSpec) and worth_a_working_copy(
+            original.width, original.height, self._policy.allowed_sizes
+        ):
+            working = await self._working_copy(original, errand)
+            if working is not None and working_copy_covers(
+                working.width, working.height, original.width, original.height, spec
+            ):
+                return working.blob_key, "working copy"
+        return original.blob_key, "original"
+
+    async def _read_and_render(
+        self, original: OriginalRecord, source_key: str, spec: Target, errand: Errand
+    ) -> tuple[Rendered, str, float] | None:
+        try:
+            source = await self._blobs.get(source_key)
+        except BlobNotFound:
+            if source_key == original.blob_key:
+                raise await self._originals.missing(original) from None
+            self.log.warn(
+                "The working copy of {image_id} is missing; deriving from the original",
+                image_id=original.image_id,
+            )
+            await self._database.transact(forget_derived_key_txn, source_key)
+            try:
+                source = await self._blobs.get(original.blob_key)
+            except BlobNotFound:
+                raise await self._originals.missing(original) from None
+        budget = self._policy.limits.time_budget
+        deadline, shortened = errand.deadline, False
+        if budget is not None:
+            if deadline is None:
+                deadline = time.monotonic() + budget
+            else:
+                # Counted from the request's arrival: was the budget spent
+                # waiting for a thread?
+                shortened = deadline - time.monotonic() < budget * 0.95
+        limits, encoding = self._policy.limits, self._policy.encoding
+        try:
+            return await self._work.offload(render_target, source, spec, limits, encoding, deadline)
+        except DerivationTooCostly:
+            if shortened:
+                # It waited for a thread first: not the image's fault alone.
+                raise Overloaded(
+                    "the server was too busy to finish this image in time; try again shortly",
+                    f"{original.image_id} {spec.variant} ran out of time after queueing",
+                ) from None
+            raise
+
+    async def _working_copy(self, original: OriginalRecord, errand: Errand) -> DerivedRecord | None:
+        target = WorkingCopy(self._policy.allowed_sizes)
+        lookup = await self._database.read(lookup_derived_txn, original.image_id, target.variant)
+        if lookup.derived is not None:
+            return lookup.derived
+        try:
+            made = await self.derive(original, target, errand)
+        except _NoWorkingCopy:
+            return None  # an animation: derived from the original, frame by frame
+        assert isinstance(made.record, DerivedRecord)
+        return made.record

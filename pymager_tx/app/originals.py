@@ -1,0 +1,215 @@
+"""Originals: upload, read and delete; take over an upload nobody carries
+out any more."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from uuid import uuid4
+
+from twisted.logger import Logger
+
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.sql.repository import (
+    RowState,
+    abandon_upload_txn,
+    begin_removal_txn,
+    claim_original_txn,
+    find_original_txn,
+    mark_original_ready_txn,
+    row_state_txn,
+)
+from pymager_tx.app.admitted import ImageWork, describe
+from pymager_tx.app.peers import Peers
+from pymager_tx.app.removals import Removals
+from pymager_tx.app.values import Errand, ImagePolicy, StoredImage, not_found, taken
+from pymager_tx.core.errors import BlobNotFound, OriginalLost, PymagerError, UploadTooLarge
+from pymager_tx.core.keys import original_key
+from pymager_tx.core.model import ImageId, OriginalRecord, OriginalStatus
+from pymager_tx.ports import IBlobStore
+
+
+class Originals:
+    log = Logger()
+
+    def __init__(
+        self,
+        database: Database,
+        blobs: IBlobStore,
+        work: ImageWork,
+        policy: ImagePolicy,
+        clock: Callable[[], datetime],
+        peers: Peers,
+        removals: Removals,
+    ) -> None:
+        self._database = database
+        self._blobs = blobs
+        self._work = work
+        self._policy = policy
+        self._clock = clock
+        self._peers = peers
+        self._removals = removals
+        # Generations of the uploads this process is carrying out right now,
+        # registered before their pending row exists: a pending row of ours
+        # whose generation is not here was abandoned.
+        self._uploading: set[str] = set()
+
+    async def store(self, image_id: ImageId, data: bytes, arrived: float | None = None) -> OriginalRecord:
+        limit = self._policy.max_upload_bytes
+        if len(data) > limit:
+            raise UploadTooLarge(f"the image is {len(data)} bytes; the limit is {limit}")
+        # Cheap early answer for the common conflict; the claim below decides.
+        state = await self._database.read(row_state_txn, image_id.value)
+        if state is not None:
+            if state.status is OriginalStatus.DELETING:
+                # A deletion that failed half-way: finish it, then take the ID.
+                # An upload finished under the ID meanwhile is kept, and
+                # refuses this one when it claims the ID.
+                await self._removals.resume(state)
+            elif state.status is OriginalStatus.PENDING:
+                await self._take_over_abandoned_upload(state)
+            else:
+                raise taken(image_id)
+        limits = self._policy.limits
+        info, digest = await self._work.admitted(
+            lambda: self._work.offload(describe, data, limits), Errand(self._policy.deadline(arrived))
+        )
+        generation = uuid4().hex
+        record = OriginalRecord(
+            image_id=image_id.value,
+            generation=generation,
+            status=OriginalStatus.PENDING,
+            format=info.format.name,
+            media_type=info.format.media_type,
+            width=info.width,
+            height=info.height,
+            byte_length=len(data),
+            sha256=digest,
+            blob_key=original_key(image_id, generation),
+            created_at=self._clock(),
+        )
+        self._uploading.add(generation)
+        try:
+            await self._database.transact(claim_original_txn, record, self._peers.me)
+            try:
+                await self._blobs.put(record.blob_key, data)
+                ready_at = self._clock()
+                if not await self._database.transact(
+                    mark_original_ready_txn, record.image_id, generation, ready_at
+                ):
+                    raise RuntimeError(f"the pending row of {record.image_id!r} vanished before it was ready")
+            except BaseException:
+                await self._abandon(record)
+                raise
+        finally:
+            self._uploading.discard(generation)
+        self.log.info(
+            "Stored original {image_id}: {image_format} {width}x{height}, {byte_length} bytes",
+            image_id=record.image_id,
+            image_format=record.format,
+            width=record.width,
+            height=record.height,
+            byte_length=record.byte_length,
+        )
+        return replace(record, status=OriginalStatus.READY, created_at=ready_at)
+
+    async def fetch(self, image_id: ImageId, with_body: bool = True) -> StoredImage:
+        record = await self._database.read(find_original_txn, image_id.value)
+        if record is None:
+            raise not_found(image_id)
+        stored = StoredImage(record, None)
+        return await self.load(stored) if with_body else stored
+
+    async def load(self, stored: StoredImage, whole_up_to: int | None = None) -> StoredImage:
+        """stored, with the bytes of the original it describes; past
+        whole_up_to bytes, with a reader of them instead."""
+        record = stored.record
+        assert isinstance(record, OriginalRecord)
+        try:
+            if whole_up_to is not None and record.byte_length > whole_up_to:
+                return StoredImage(record, None, reader=await self._blobs.open(record.blob_key))
+            return StoredImage(record, await self._blobs.get(record.blob_key))
+        except BlobNotFound:
+            raise await self.missing(record) from None
+
+    async def confirm(self, stored: StoredImage) -> None:
+        """Fail as load would if the original's file is gone, without reading
+        it: for answers that send no bytes (HEAD, 304)."""
+        record = stored.record
+        assert isinstance(record, OriginalRecord)
+        try:
+            # Opened, not just looked up: it fails as reading it would.
+            reader = await self._blobs.open(record.blob_key)
+        except BlobNotFound:
+            raise await self.missing(record) from None
+        await reader.close()
+
+    async def missing(self, original: OriginalRecord) -> PymagerError:
+        """The error for an original whose file was not found: deleted since
+        its row was read (404), or lost from storage (an operator's matter,
+        logged as an error; pymager-admin check reports it too)."""
+        if not await self.still_current(original):
+            return not_found(ImageId(original.image_id))
+        self.log.error(
+            "The file of original {image_id} is lost ({blob_key}); "
+            "`pymager-admin check` reports it, `--repair` forgets the original",
+            image_id=original.image_id,
+            blob_key=original.blob_key,
+        )
+        return OriginalLost(
+            f"the original stored under the ID {original.image_id!r} is lost from storage; "
+            "the operator has been told"
+        )
+
+    async def still_current(self, original: OriginalRecord) -> bool:
+        current = await self._database.read(find_original_txn, original.image_id)
+        return current is not None and current.generation == original.generation
+
+    async def delete(self, image_id: ImageId) -> None:
+        removal = await self._database.transact(
+            begin_removal_txn, image_id.value, self._clock(), self._peers.me
+        )
+        if removal is None:
+            raise not_found(image_id)
+        await self._removals.remove(removal)
+        self.log.info(
+            "Deleted original {image_id} and {derived_count} derived images",
+            image_id=image_id.value,
+            derived_count=len(removal.derived_keys),
+        )
+
+    async def _take_over_abandoned_upload(self, state: RowState) -> None:
+        """Clear the pending row of an upload nobody is carrying out any
+        more (its process died, or its own clean-up failed here while the
+        database was away), or refuse: the ID is being uploaded."""
+        image_id = ImageId(state.image_id)
+        if state.owner == self._peers.me:
+            abandoned = state.generation not in self._uploading
+        else:
+            abandoned = not await self._peers.alive(state.owner)
+        if not abandoned:
+            raise taken(image_id)
+        # What was read may be stale by now (the upload may have finished
+        # since): take the row over only if it is still that pending upload.
+        taken_over = await self._database.transact(
+            abandon_upload_txn, state.image_id, state.generation, self._clock(), self._peers.me
+        )
+        if taken_over is None:
+            raise taken(image_id)
+        self.log.info("Clearing the abandoned upload of {image_id}", image_id=state.image_id)
+        await self._removals.remove(taken_over)
+
+    async def _abandon(self, record: OriginalRecord) -> None:
+        """Undo a claimed upload that failed; recovery retries if this fails too."""
+        try:
+            # The file first: it is this upload's alone, never acknowledged,
+            # and it goes even when the database is what failed.
+            await self._blobs.delete(record.blob_key)
+            removal = await self._database.transact(
+                abandon_upload_txn, record.image_id, record.generation, self._clock(), self._peers.me
+            )
+            if removal is not None:
+                await self._removals.remove(removal)
+        except Exception:
+            self.log.failure("Could not clean up the failed upload of {image_id}", image_id=record.image_id)

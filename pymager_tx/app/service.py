@@ -1,0 +1,124 @@
+"""
+ImageService: the use cases (pymager_tx.app) put together, behind the one
+interface the HTTP layer and the admin tools speak to.  Nothing here knows
+HTTP; nothing here does more than hand each call to the use case that owns
+it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from pymager_tx.adapters.sql.database import Database
+from pymager_tx.adapters.sql.repository import ping_txn
+from pymager_tx.app.admission import ImageAdmission
+from pymager_tx.app.admitted import ImageWork
+from pymager_tx.app.claims import Claims
+from pymager_tx.app.derivations import Derivations
+from pymager_tx.app.originals import Originals
+from pymager_tx.app.peers import Peers
+from pymager_tx.app.reads import Renditions
+from pymager_tx.app.recovery import Recovery
+from pymager_tx.app.refusals import RecentRefusals
+from pymager_tx.app.removals import Removals
+from pymager_tx.app.rendition_cache import RenditionCache
+from pymager_tx.app.values import ImagePolicy, StoredImage, WorkingCopy, claimed_key
+from pymager_tx.core.model import DerivedSpec, ImageId, OriginalRecord
+from pymager_tx.ports import IBlobStore, Offload
+
+__all__ = ["ImagePolicy", "ImageService", "StoredImage", "WorkingCopy", "claimed_key"]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class ImageService:
+    def __init__(
+        self,
+        database: Database,
+        blobs: IBlobStore,
+        imaging: Offload,
+        policy: ImagePolicy,
+        clock: Callable[[], datetime] = _utcnow,
+        peers: Peers | None = None,
+        cache: RenditionCache | None = None,
+        refusals: RecentRefusals | None = None,
+        admission: ImageAdmission | None = None,
+    ) -> None:
+        """admission: the bounded queue in front of the image threads; None:
+        image work goes straight to imaging, unbounded (tests, the CLI)."""
+        self._database = database
+        self._blobs = blobs
+        self._clock = clock
+        self.policy = policy
+        peers = peers or Peers.alone()
+        cache = cache or RenditionCache(max_bytes=0, max_item_bytes=0, poll_seconds=0)
+        self._work = ImageWork(imaging, admission)
+        removals = Removals(database, blobs, cache.epoch, clock, peers.me)
+        claims = Claims(database, blobs, peers, policy.hold_limit)
+        self._originals = Originals(database, blobs, self._work, policy, clock, peers, removals)
+        derivations = Derivations(database, blobs, self._work, policy, clock, peers, claims, self._originals)
+        self._renditions = Renditions(
+            database,
+            blobs,
+            policy,
+            cache,
+            refusals if refusals is not None else RecentRefusals(),
+            derivations,
+        )
+        self._recovery = Recovery(database, blobs, peers, removals, claims, clock)
+        self._removals = removals
+
+    # Originals
+
+    async def store_original(
+        self, image_id: ImageId, data: bytes, arrived: float | None = None
+    ) -> OriginalRecord:
+        return await self._originals.store(image_id, data, arrived)
+
+    async def fetch_original(self, image_id: ImageId, with_body: bool = True) -> StoredImage:
+        return await self._originals.fetch(image_id, with_body)
+
+    async def load_original(self, stored: StoredImage, whole_up_to: int | None = None) -> StoredImage:
+        return await self._originals.load(stored, whole_up_to)
+
+    async def confirm_original(self, stored: StoredImage) -> None:
+        await self._originals.confirm(stored)
+
+    async def delete_original(self, image_id: ImageId) -> None:
+        await self._originals.delete(image_id)
+
+    # Derived images
+
+    def derived_request(self, name: str) -> tuple[ImageId, DerivedSpec]:
+        return self._renditions.request(name)
+
+    async def fetch_derived(
+        self, image_id: ImageId, spec: DerivedSpec, with_body: bool = True, arrived: float | None = None
+    ) -> StoredImage:
+        return await self._renditions.fetch(image_id, spec, with_body, arrived)
+
+    async def load_derived(
+        self, image_id: ImageId, spec: DerivedSpec, stored: StoredImage, whole_up_to: int | None = None
+    ) -> StoredImage:
+        return await self._renditions.load(image_id, spec, stored, whole_up_to)
+
+    async def poll_removals(self) -> None:
+        await self._renditions.poll_removals()
+
+    # Operations
+
+    async def check_health(self) -> None:
+        """Fails unless the metadata database answers a query."""
+        await self._database.read(ping_txn)
+
+    def image_load(self) -> dict[str, object] | None:
+        return self._work.load()
+
+    async def recover(self) -> None:
+        await self._recovery.recover()
+
+    async def forget_lost_original(self, image_id: ImageId, generation: str) -> bool:
+        return await self._removals.forget_lost(image_id, generation)

@@ -1,0 +1,100 @@
+"""What the use cases pass between them: the policy, the stored image as
+served, a derivation's errand, and the errors they raise by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from twisted.internet.defer import Deferred
+
+from pymager_tx.adapters.sql.repository import Claim
+from pymager_tx.app.rendition_cache import Mark
+from pymager_tx.core.errors import ImageIdTaken, ImageNotFound
+from pymager_tx.core.keys import derived_key
+from pymager_tx.core.model import DerivedSpec, ImageId, Size, StoredFile
+from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
+from pymager_tx.ports import IBlobReader
+
+# Seconds a derivation may take when the policy sets no time budget.
+DEFAULT_BUDGET = 20.0
+
+Rendition = tuple[str, str, str]  # image ID, generation, variant
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    allowed_sizes: frozenset[Size]
+    max_upload_bytes: int
+    limits: DecodeLimits
+    encoding: EncodeOptions
+
+    def deadline(self, arrived: float | None) -> float | None:
+        """When work for a request that arrived then (time.monotonic()) must
+        be done: the time budget counts from the arrival."""
+        budget = self.limits.time_budget
+        return None if arrived is None or budget is None else arrived + budget
+
+    @property
+    def hold_limit(self) -> float:
+        """Seconds a holder renews a claim, and a waiter waits for one: twice
+        the time a derivation may take, for its reads and writes."""
+        return 2 * (self.limits.time_budget or DEFAULT_BUDGET)
+
+
+@dataclass(frozen=True)
+class WorkingCopy:
+    """The reduced copy of a large original that later sizes are derived
+    from, so that each original is decoded in full once, not once per size.
+    Stored and claimed like any rendition, under a variant no URL names."""
+
+    sizes: frozenset[Size]
+    variant: str = "working"
+
+
+Target = DerivedSpec | WorkingCopy
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An original or derived image as served: its record, and its bytes
+    unless only the metadata was asked for (HEAD), or unless they are too
+    many to hold: then an open reader to send them from, a part at a time."""
+
+    record: StoredFile
+    data: bytes | None
+    # For a derived image read without its bytes: when its row was checked,
+    # so that the bytes, once read, may be kept in memory.
+    checked: Mark | None = None
+    reader: IBlobReader | None = None
+
+
+class Errand:
+    """What one request's derivation carries down to its image work: when it
+    must be done by, and how it hears that nobody waits for it any more."""
+
+    def __init__(
+        self, deadline: float | None, deserted: Callable[[Rendition], Deferred[None]] | None = None
+    ) -> None:
+        self.deadline = deadline
+        self._deserted = deserted
+        self.deserted_now: Deferred[None] | None = None
+
+    def of(self, key: Rendition) -> Errand:
+        """The errand of the shared work running under key."""
+        errand = Errand(self.deadline, self._deserted)
+        errand.deserted_now = None if self._deserted is None else self._deserted(key)
+        return errand
+
+
+def claimed_key(claim: Claim) -> str:
+    """The file the holder of claim writes (see storage.keys.derived_key)."""
+    return derived_key(ImageId(claim.image_id), claim.generation, claim.variant, claim.token)
+
+
+def not_found(image_id: ImageId) -> ImageNotFound:
+    return ImageNotFound(f"no image is stored under the ID {image_id.value!r}")
+
+
+def taken(image_id: ImageId) -> ImageIdTaken:
+    return ImageIdTaken(f"an image is already stored under the ID {image_id.value!r}")

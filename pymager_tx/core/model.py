@@ -1,0 +1,136 @@
+"""
+Value types of the domain: validated IDs, sizes, derived specs, and the records
+the metadata store keeps about originals and derived images.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+from pymager_tx.core.errors import DerivedNameInvalid, InvalidImageId
+from pymager_tx.core.formats import ImageFormat
+
+ID_RULE = "an image ID is 1 to 128 characters, each a letter A-Z or a-z, a digit, '_' or '-'"
+_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
+# Anchored at both ends; the ID may itself contain '-' and digits, so the size
+# and extension are taken from the right.
+_DERIVED_NAME = re.compile(
+    r"(?P<image_id>[A-Za-z0-9_-]{1,128})-(?P<width>[1-9][0-9]{0,4})x(?P<height>[1-9][0-9]{0,4})"
+    r"(?:-(?P<mode>fit|pad))?\.(?P<extension>[A-Za-z0-9]{1,10})"
+)
+
+
+def _shown(value: object, limit: int = 140) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+@dataclass(frozen=True)
+class ImageId:
+    value: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.value, str) or not _ID.fullmatch(self.value):
+            raise InvalidImageId(f"{ID_RULE}; got {_shown(self.value)}")
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True, order=True)
+class Size:
+    width: int
+    height: int
+
+    @classmethod
+    def parse(cls, text: str) -> Size:
+        match = _SIZE.fullmatch(text)
+        if match is None:
+            raise ValueError(f"a size is written WxH with positive whole numbers, like 100x100; got {text!r}")
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    def __str__(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+class ResizeMode(StrEnum):
+    """How an original is brought to WxH."""
+
+    CROP = "crop"  # cover WxH, crop the overflow around the centre (the default)
+    FIT = "fit"  # inside WxH, aspect ratio kept, nothing cropped: one side may be shorter
+    PAD = "pad"  # fit, then pad to exactly WxH with the background colour
+
+
+@dataclass(frozen=True)
+class DerivedName:
+    """What a /derived/ URL asks for, before the format and size are checked."""
+
+    image_id: ImageId
+    size: Size
+    extension: str
+    mode: ResizeMode = ResizeMode.CROP
+
+
+def parse_derived_name(name: str) -> DerivedName:
+    match = _DERIVED_NAME.fullmatch(name)
+    if match is None:
+        raise DerivedNameInvalid(
+            f"a derived image is named <ID>-<W>x<H>.<ext> or <ID>-<W>x<H>-fit.<ext> or "
+            f"<ID>-<W>x<H>-pad.<ext>; got {_shown(name)}"
+        )
+    return DerivedName(
+        image_id=ImageId(match["image_id"]),
+        size=Size(int(match["width"]), int(match["height"])),
+        extension=match["extension"].lower(),
+        mode=ResizeMode(match["mode"] or ResizeMode.CROP),
+    )
+
+
+@dataclass(frozen=True)
+class DerivedSpec:
+    size: Size
+    output: ImageFormat
+    mode: ResizeMode = ResizeMode.CROP
+
+    @property
+    def variant(self) -> str:
+        """Canonical name of this rendition of an original: jpg and jpeg are
+        one, and a crop (the default) has no suffix, as before modes existed."""
+        suffix = "" if self.mode is ResizeMode.CROP else f"-{self.mode}"
+        return f"{self.size}{suffix}.{self.output.name}"
+
+
+class OriginalStatus(StrEnum):
+    PENDING = "pending"  # claimed by an upload whose file is not yet stored
+    READY = "ready"
+    DELETING = "deleting"  # being removed; files may be partly gone
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredFile:
+    """What the metadata says of a stored image file, original or derived."""
+
+    image_id: str
+    format: str
+    media_type: str
+    width: int
+    height: int
+    byte_length: int
+    sha256: str
+    blob_key: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, kw_only=True)
+class OriginalRecord(StoredFile):
+    generation: str  # new for every upload, so a re-upload never meets old files
+    status: OriginalStatus
+
+
+@dataclass(frozen=True, kw_only=True)
+class DerivedRecord(StoredFile):
+    variant: str

@@ -1,1 +1,0 @@
-"""Metadata of originals and derived images, in any database SQLAlchemy supports."""

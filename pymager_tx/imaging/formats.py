@@ -1,0 +1,50 @@
+"""What of the format table (pymager_tx.core.formats) the Pillow installed in
+this process can decode and encode."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from functools import cache
+
+from PIL import Image, features
+
+from pymager_tx.core.formats import DEFAULT_DECODERS, FEATURE_FOR, KNOWN, ImageFormat
+
+
+def _pillow_has(pillow_name: str, registry: Mapping[str, object]) -> bool:
+    Image.init()
+    feature = FEATURE_FOR.get(pillow_name)
+    if feature is not None and not features.check(feature):
+        return False
+    return pillow_name in registry
+
+
+@cache
+def writable_extensions() -> dict[str, ImageFormat]:
+    """Lowercase URL extension -> format, for every format this Pillow can encode."""
+    return {
+        extension: fmt
+        for fmt in KNOWN
+        if _pillow_has(fmt.pillow_name, Image.SAVE)
+        for extension in fmt.extensions
+    }
+
+
+def output_format_for(extension: str) -> ImageFormat | None:
+    return writable_extensions().get(extension.lower())
+
+
+@cache
+def decodable_formats() -> tuple[str, ...]:
+    """Pillow names of the known formats this Pillow can decode."""
+    return tuple(fmt.pillow_name for fmt in KNOWN if _pillow_has(fmt.pillow_name, Image.OPEN))
+
+
+def default_decoders() -> tuple[str, ...]:
+    available = decodable_formats()
+    return tuple(name for name in DEFAULT_DECODERS if name in available)
+
+
+def unknown_decoders(names: Iterable[str]) -> list[str]:
+    available = decodable_formats()
+    return [name for name in names if name not in available]

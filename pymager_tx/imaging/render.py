@@ -1,0 +1,358 @@
+"""
+Image work as pure functions from bytes to bytes.
+
+No Twisted, no I/O, no globals: callers run these on a thread pool.  Untrusted
+data is opened only with an allow-list of decoders, its pixel count is checked
+from the header before anything is decoded (and again for every animation
+frame, which may declare a larger size than the first), frames are counted
+before any is decoded, a deadline is checked between stages, and every way a
+decoder can fail becomes one domain error; running out of memory at any stage
+becomes OutOfMemory, which is the server's condition, not the image's.
+
+Memory, per derivation: the decoded picture (a JPEG at the smallest DCT scale
+that still leaves twice the output size, anything else at full size) at up to
+4 bytes a pixel, plus one converted copy of it for palettes, 1-bit and 16-bit
+pictures (16-bit greys: 4 bytes a pixel), plus reduce()'s intermediate, at
+most a quarter of that; everything after the resize is output-sized.  So at
+most about 2 x max_pixels x 4 bytes for a PNG of max_pixels, far less for a
+JPEG.  An animation holds one full frame (4 bytes a pixel) and every resized
+frame; max_animation_pixels bounds the decoding work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from PIL import ExifTags, Image, ImageFile
+
+from pymager_tx.core.formats import ImageFormat, format_for_pillow, format_named
+from pymager_tx.core.model import DerivedSpec, Size
+from pymager_tx.imaging import geometry
+from pymager_tx.imaging.encoders import Encoding, encode_animation, encode_still, lossless_source
+from pymager_tx.imaging.geometry import Plan
+from pymager_tx.imaging.gif import gif_canvas
+from pymager_tx.imaging.pixels import eight_bit, flatten, has_alpha, pad, resizable, to_srgb
+from pymager_tx.imaging.untrusted import (
+    DecodeLimits,
+    check_deadline,
+    check_pixels,
+    decoding,
+    is_jpeg,
+    memory_guarded,
+    opened,
+    pixel_limit,
+)
+
+__all__ = [
+    "DecodeLimits",
+    "EncodeOptions",
+    "ImageInfo",
+    "Rendered",
+    "make_working_copy",
+    "probe",
+    "render",
+    "working_copy_covers",
+    "worth_a_working_copy",
+]
+
+# Sources whose animations are kept, and the targets that can show them.
+_ANIMATED_SOURCES = frozenset({"GIF", "WEBP", "PNG"})
+_ANIMATED_TARGETS = frozenset({"GIF", "WEBP"})
+# A working copy is only worth making when it is at most this scale of the source.
+_WORKING_SCALE_LIMIT = 0.5
+_DEFAULT_FRAME_MS = 100
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    jpeg_quality: int = 85
+    webp_quality: int = 80
+    background: tuple[int, int, int] = (255, 255, 255)  # under transparency (JPEG, BMP), and padding
+    jpeg_progressive: bool = True
+    jpeg_subsampling: str = "4:2:0"  # "4:4:4", "4:2:2" or "4:2:0"
+    upscale: bool = True  # enlarge small originals (false: never enlarge)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    format: ImageFormat
+    width: int  # as displayed, after the EXIF orientation
+    height: int
+
+
+@dataclass(frozen=True)
+class Rendered:
+    data: bytes
+    format: ImageFormat
+    width: int
+    height: int
+
+
+@memory_guarded("probing")
+def probe(data: bytes, limits: DecodeLimits) -> ImageInfo:
+    """Check that data is a whole image we accept, and describe it.
+
+    Decodes the first frame completely (JPEGs at 1/8 scale, which still reads
+    every byte), so truncated and corrupt files are refused here rather than
+    when someone first asks for a thumbnail.
+    """
+    with opened(data, limits) as image:
+        assert image.format is not None
+        with decoding():
+            orientation = _orientation_before_decoding(image)
+            stored = image.size  # before draft() shrinks it
+            if is_jpeg(image):
+                image.draft(None, (1, 1))
+            image.load()
+        width, height = geometry.upright_size(stored, orientation)
+        return ImageInfo(format_for_pillow(image.format), width, height)
+
+
+@memory_guarded("rendering")
+def render(
+    data: bytes,
+    spec: DerivedSpec,
+    limits: DecodeLimits,
+    options: EncodeOptions,
+    deadline: float | None = None,
+) -> Rendered:
+    """Bring data to spec's size in spec's mode (crop, fit or pad) and encode
+    it in spec's format: upright, 8-bit sRGB, without metadata.
+
+    An animation stays one for GIF and WebP targets within the frame budget
+    of limits; otherwise the first frame is used.  deadline is a
+    time.monotonic() value, checked between stages and frames: past it,
+    DerivationTooCostly.
+    """
+    with opened(data, limits) as image:
+        with decoding():
+            orientation = _orientation_before_decoding(image)
+        upright = geometry.upright_size(image.size, orientation)
+        plan = geometry.plan(upright, spec.size, spec.mode, options.upscale)
+        with decoding():
+            animated = _animates(image, data, plan, spec.output, limits)
+        encoding = _encoding(options, lossless_source(image, data))
+        if animated:
+            return _render_animation(
+                image, plan, orientation, spec.output, limits, options, deadline, encoding
+            )
+        picture = _reduced(image, plan, orientation, deadline)
+    picture = _finished(picture, plan, spec.output, options)
+    check_deadline(deadline, "after resizing")
+    return Rendered(encode_still(picture, spec.output, encoding), spec.output, *picture.size)
+
+
+@memory_guarded("making a working copy of")
+def make_working_copy(
+    data: bytes,
+    limits: DecodeLimits,
+    sizes: Iterable[Size],
+    options: EncodeOptions,
+    deadline: float | None = None,
+) -> Rendered | None:
+    """A reduced copy of a still image, from which every size in sizes can be
+    derived in every mode (render(copy.data, ...)) nearly as well as from
+    data, at a fraction of the decoding cost.
+
+    The copy is upright, 8-bit sRGB and without metadata; a PNG for
+    losslessly compressed sources and for pictures with alpha, else a JPEG
+    (quality 95, no chroma subsampling).  A PNG copy of a lossy source says
+    so, so that a WebP derived from either copy is lossless exactly when one
+    derived from the source would be.
+    None when data is an animation, or when the copy would be more than half
+    the source's size (not worth it).  options is accepted for symmetry with
+    render: the copy's own encoding is fixed, near-lossless.
+    """
+    wanted = list(sizes)
+    with opened(data, limits) as image:
+        with decoding():
+            orientation = _orientation_before_decoding(image)
+            animated = image.format in _ANIMATED_SOURCES and bool(getattr(image, "is_animated", False))
+        lossless = lossless_source(image, data)
+        upright = geometry.upright_size(image.size, orientation)
+        if animated or not wanted:
+            return None
+        scale = geometry.working_scale(upright, wanted)
+        if scale > _WORKING_SCALE_LIMIT:
+            return None
+        size = (max(1, math.ceil(upright[0] * scale)), max(1, math.ceil(upright[1] * scale)))
+        picture = _reduced(image, geometry.whole(upright, size), orientation, deadline)
+    output = format_named("png" if lossless or has_alpha(picture) else "jpeg")
+    working = Encoding(
+        jpeg_quality=95,
+        jpeg_progressive=False,
+        jpeg_subsampling="4:4:4",
+        webp_quality=options.webp_quality,
+        png_compress_level=1,
+        lossless_source=lossless,
+        png_marks_source=True,
+    )
+    return Rendered(encode_still(picture, output, working), output, *picture.size)
+
+
+def worth_a_working_copy(source_width: int, source_height: int, sizes: Iterable[Size]) -> bool:
+    """Whether a working copy of an upright source this large would be at
+    most half its size, for these sizes: the test make_working_copy applies,
+    without opening anything."""
+    wanted = list(sizes)
+    return (
+        bool(wanted) and geometry.working_scale((source_width, source_height), wanted) <= _WORKING_SCALE_LIMIT
+    )
+
+
+def working_copy_covers(
+    working_width: int, working_height: int, source_width: int, source_height: int, spec: DerivedSpec
+) -> bool:
+    """Whether spec may be derived from a working copy of this size (of an
+    upright source of source_width x source_height) instead of the source:
+    the region it uses still has twice the output's pixels on each side, and
+    the output comes out the same size.  Holds for any upscale setting: a
+    covered derivation never enlarges."""
+    return geometry.covers(
+        (working_width, working_height), (source_width, source_height), spec.size, spec.mode
+    )
+
+
+# Stages
+
+
+def _reduced(image: ImageFile.ImageFile, plan: Plan, orientation: int, deadline: float | None) -> Image.Image:
+    """Decode (JPEGs at reduced scale), resize the plan's box to its size,
+    turn upright, and bring to 8-bit sRGB.  The resize runs on the picture as
+    stored and the transpose after, on the small result."""
+    stored = image.size
+    box = geometry.stored_box(plan.box, stored, orientation)
+    size = geometry.stored_size(plan.size, orientation)
+    icc = image.info.get("icc_profile")
+    with decoding():
+        if is_jpeg(image):
+            image.draft(None, geometry.draft_request(stored, plan.reduction))
+        image.load()
+    check_deadline(deadline, "after decoding")
+    with decoding():
+        source = resizable(image)
+        resized = source.resize(
+            size,
+            Image.Resampling.LANCZOS,
+            box=geometry.scaled_box(box, stored, image.size),
+            reducing_gap=geometry.REDUCING_GAP,
+        )
+        del source
+        image.close()  # frees the full-size decode now, not when the caller is done
+        return to_srgb(eight_bit(geometry.transpose(resized, orientation)), _as_bytes(icc))
+
+
+def _finished(picture: Image.Image, plan: Plan, output: ImageFormat, options: EncodeOptions) -> Image.Image:
+    if has_alpha(picture) and not output.supports_alpha:
+        picture = flatten(picture, options.background)
+    if plan.canvas is not None:
+        picture = pad(picture, plan.canvas, options.background)
+    return picture
+
+
+def _render_animation(
+    image: ImageFile.ImageFile,
+    plan: Plan,
+    orientation: int,
+    output: ImageFormat,
+    limits: DecodeLimits,
+    options: EncodeOptions,
+    deadline: float | None,
+    encoding: Encoding,
+) -> Rendered:
+    """Every frame resized the same way; durations and loop count kept."""
+    box = geometry.stored_box(plan.box, image.size, orientation)
+    size = geometry.stored_size(plan.size, orientation)
+    icc = _as_bytes(image.info.get("icc_profile"))
+    loop = image.info.get("loop")
+    frames: list[Image.Image] = []
+    durations: list[int] = []
+    for index in range(_frame_count(image)):
+        with decoding():
+            image.seek(index)
+            # A GIF frame may reach past the canvas, and Pillow grows the canvas.
+            check_pixels(image.size, limits)
+            whole = image.convert("RGBA")
+            resized = whole.resize(
+                size, Image.Resampling.LANCZOS, box=box, reducing_gap=geometry.REDUCING_GAP
+            )
+            del whole
+            frame = to_srgb(geometry.transpose(resized, orientation), icc)
+        frames.append(_finished(frame, plan, output, options))
+        durations.append(_duration(image.info.get("duration")))
+        check_deadline(deadline, f"after frame {index + 1}")
+    data = encode_animation(
+        frames,
+        durations,
+        loop if isinstance(loop, int) else None,
+        output,
+        encoding,
+        after_frame=lambda index: check_deadline(deadline, f"encoding frame {index + 1}"),
+    )
+    width, height = frames[0].size
+    return Rendered(data, output, width, height)
+
+
+def _animates(
+    image: ImageFile.ImageFile, data: bytes, plan: Plan, output: ImageFormat, limits: DecodeLimits
+) -> bool:
+    """Whether to keep an animation, counted from the headers before any
+    frame is decoded (GIF: a scan of its blocks; WebP and APNG: declared,
+    and no frame may reach past their canvas).  Frames times the canvas
+    every frame covers bounds the decoding; frames times the output size,
+    the resizing and encoding; both must be within max_animation_pixels."""
+    if output.pillow_name not in _ANIMATED_TARGETS or image.format not in _ANIMATED_SOURCES:
+        return False
+    if not getattr(image, "is_animated", False):
+        return False
+    frames = _frame_count(image)
+    width, height = gif_canvas(data) if image.format == "GIF" else image.size
+    output_width, output_height = plan.output_size
+    return (
+        frames <= limits.max_frames
+        and width * height <= pixel_limit(limits)
+        and frames * width * height <= limits.max_animation_pixels
+        and frames * output_width * output_height <= limits.max_animation_pixels
+    )
+
+
+def _frame_count(image: Image.Image) -> int:
+    return int(getattr(image, "n_frames", 1))
+
+
+def _duration(value: object) -> int:
+    return round(value) if isinstance(value, int | float) and value >= 0 else _DEFAULT_FRAME_MS
+
+
+def _encoding(options: EncodeOptions, lossless: bool) -> Encoding:
+    return Encoding(
+        jpeg_quality=options.jpeg_quality,
+        jpeg_progressive=options.jpeg_progressive,
+        jpeg_subsampling=options.jpeg_subsampling,
+        webp_quality=options.webp_quality,
+        lossless_source=lossless,
+        background=options.background,
+    )
+
+
+def _orientation_before_decoding(image: ImageFile.ImageFile) -> int:
+    """The EXIF orientation still to apply to image as Pillow decodes it.
+
+    Only a JPEG is worth measuring before it is decoded (draft() needs the
+    size); anything else is decoded first, because some decoders apply the
+    orientation themselves (Pillow's TIFF plugin turns the picture upright
+    while loading and drops the tag), and PNG reads a late eXIf only then."""
+    if not is_jpeg(image):
+        image.load()
+    return _orientation(image)
+
+
+def _orientation(image: Image.Image) -> int:
+    value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _as_bytes(value: object) -> bytes | None:
+    return value if isinstance(value, bytes) else None

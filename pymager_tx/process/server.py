@@ -1,0 +1,344 @@
+"""
+The whole service, wired: thread pools, database, storage, HTTP.
+
+Start-up runs in order: open the port, paused (a port in use stops start-up
+before anything is written), refuse a deployment SQLite cannot serve safely
+(pymager_tx.process.deployment), create the data directory, register this
+process, wipe it in development mode, create the schema, recover what a
+crash left behind.  Only then does the port take connections (those that
+came meanwhile wait in the backlog), so no request ever meets a store that
+is half recovered.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import (
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    UNIXServerEndpoint,
+    serverFromString,
+)
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from pymager_tx import __version__
+from pymager_tx.adapters.cluster.epoch import SharedEpoch
+from pymager_tx.adapters.cluster.owners import Owners
+from pymager_tx.adapters.sql.database import Database, make_engine
+from pymager_tx.adapters.sql.schema_version import prepare_at_startup
+from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.app.admission import ImageAdmission
+from pymager_tx.app.peers import Peers
+from pymager_tx.app.rendition_cache import RenditionCache
+from pymager_tx.app.service import ImagePolicy, ImageService
+from pymager_tx.config import Settings
+from pymager_tx.core.errors import Unavailable
+from pymager_tx.http.connections import PortFeed, with_backlog
+from pymager_tx.http.guards import WriteTokens
+from pymager_tx.http.routes import HttpPolicy, ImageAPI
+from pymager_tx.http.site import PymagerSite
+from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
+from pymager_tx.process.deployment import (
+    MOUNTINFO,
+    UnsafeDeployment,
+    refuse_sqlite_on_a_network_filesystem,
+    refuse_sqlite_shared_with_other_machines,
+)
+from pymager_tx.process.handoff import Dealer, Receiver
+from pymager_tx.process.threads import ThreadPoolService
+from pymager_tx.process.workers import Workers
+
+# Blob reads and writes are short and mostly wait on the disk.
+_IO_THREADS = 8
+# Endpoints whose connections are plain sockets, which the Dealer can accept
+# (TLS ones go through the port's own wrapping).
+_PLAIN_ENDPOINTS = (TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint)
+
+
+class PymagerService(MultiService):
+    log = Logger()
+
+    def __init__(
+        self,
+        settings: Settings,
+        reactor: Any,
+        tokens: tuple[str, ...] = (),
+        on_start_failure: Callable[[Failure], object] | None = None,
+        worker: int | None = None,
+        workers: Workers | None = None,
+        mountinfo: Path = MOUNTINFO,
+    ) -> None:
+        """worker: this process's number when another started it on its
+        socket; workers: the processes this one starts on its own socket;
+        mountinfo: where to read the mounts from (Linux's /proc)."""
+        super().__init__()
+        self.settings = settings
+        self.worker = worker
+        self.workers = workers
+        self._dealer: Dealer | None = None
+        self._receiver: Receiver | None = None
+        self._removal_poll: LoopingCall | None = None
+        self._on_start_failure = on_start_failure
+        self._reactor = reactor
+        self._port: IListeningPort | None = None
+        self._serving = False  # start-up done: the port takes connections
+        self._listening: list[Deferred[IListeningPort]] = []
+        self._starting: Deferred[None] | None = None
+        self._mountinfo = mountinfo
+
+        data_directory = settings.storage.data_directory.absolute()
+        self.data_directory = data_directory
+        # Request bodies spooled to disk: on the data directory's filesystem,
+        # not a tmpfs /tmp that would hold them in memory after all.
+        self.upload_directory = data_directory / "uploads"
+        database_threads = self._pool("pymager-db", settings.database.pool_size)
+        io_threads = self._pool("pymager-io", _IO_THREADS)
+        # By default the processes of --workers share the cores out.
+        image_thread_count = settings.images.threads or max(1, _usable_cpus() // settings.server.workers)
+        image_threads = self._pool("pymager-images", image_thread_count)
+        self.admission = ImageAdmission(
+            image_thread_count, settings.images.max_queue or 4 * image_thread_count, reactor
+        )
+
+        url = settings.database_url
+        self.database = Database(make_engine(url, settings.database.pool_size), database_threads.offload)
+        # Every process sharing the data directory registers here, so each
+        # can tell what a dead one left unfinished from what a live one holds.
+        self.owners = Owners(data_directory / "processes")
+        self.blobs = FilesystemBlobStore(
+            data_directory / "files", io_threads.offload, self.owners.me, self.owners.is_alive
+        )
+        peers = Peers(
+            self.owners.me,
+            alive=lambda owner: io_threads.offload(self.owners.is_alive, owner),
+            timer=reactor,
+        )
+        images = settings.images
+        # Removals in any process sharing this data directory void what the
+        # others hold in memory (see pymager_tx.adapters.cluster.epoch).
+        self.epoch = SharedEpoch.of(data_directory)
+        memory = settings.memory_cache
+        self.images = ImageService(
+            self.database,
+            self.blobs,
+            image_threads.offload,
+            image_policy(settings),
+            peers=peers,
+            cache=RenditionCache(memory.max_bytes, memory.max_item_bytes, memory.poll_seconds, self.epoch),
+            admission=self.admission,
+        )
+        write_tokens = WriteTokens(tokens)
+        self.api = ImageAPI(
+            self.images,
+            write_tokens,
+            io_threads.offload,
+            HttpPolicy(cache_control=settings.http.cache_control, public_url=settings.server.public_url),
+        )
+        self.site = PymagerSite(
+            self.api.resource(),
+            max_upload_bytes=images.max_upload_bytes,
+            reactor=reactor,
+            idle_timeout=settings.server.idle_timeout,
+            trust_forwarded_for=settings.server.trust_forwarded_for,
+            tokens=write_tokens,
+            access_log=settings.server.access_log,
+            upload_directory=self.upload_directory,
+            max_uploads=settings.server.max_uploads,
+            header_timeout=settings.server.header_timeout,
+            body_timeout=settings.server.body_timeout,
+            max_connections=settings.server.max_connections,
+        )
+        self._io = io_threads
+
+    def _pool(self, name: str, size: int) -> ThreadPoolService:
+        pool = ThreadPoolService(self._reactor, name, size)
+        pool.setServiceParent(self)
+        return pool
+
+    def when_listening(self) -> Deferred[IListeningPort]:
+        """Fires with the listening port once start-up is done, or fails with
+        the reason start-up failed."""
+        waiter: Deferred[IListeningPort] = Deferred()
+        if self._serving and self._port is not None:
+            waiter.callback(self._port)
+        else:
+            self._listening.append(waiter)
+        return waiter
+
+    def startService(self) -> None:
+        super().startService()  # the thread pools
+        self._starting = Deferred.fromCoroutine(self._start())
+        self._starting.addErrback(self._start_failed)
+
+    async def _start(self) -> None:
+        url = self.database.engine.url
+        listening = endpoint = None
+        if self.worker is None:
+            # The port first, paused: a port in use stops start-up before
+            # anything is written, and connections that come during start-up
+            # wait in the backlog until recovery is done.
+            server = self.settings.server
+            endpoint = serverFromString(self._reactor, with_backlog(server.listen, server.backlog))
+            try:
+                self._port = listening = await endpoint.listen(self.site)
+            except CannotListenError as error:
+                raise CannotServe(f"cannot listen on {server.listen}: {_reason(error)}") from None
+            listening.stopReading()
+        # Before anything is written, not even the data directory.
+        await self._io.offload(refuse_sqlite_on_a_network_filesystem, url, self._mountinfo)
+        await self._io.offload(self.data_directory.mkdir, parents=True, exist_ok=True)
+        # Registered first, then looking for other machines: of two starting
+        # at once, at least one sees the other.
+        await self._io.offload(self.owners.register)
+        await self._io.offload(refuse_sqlite_shared_with_other_machines, url, self.owners)
+        if self.settings.server.dev_mode and self.worker is None:
+            self.log.warn("Development mode: wiping the database and every stored file")
+            await self.database.drop_schema()
+            await self.blobs.wipe()
+        await self._io.offload(self.upload_directory.mkdir, parents=True, exist_ok=True)
+        await prepare_at_startup(self.database)
+        await self._io.offload(self.epoch.open)
+        await self.images.recover()
+        await self._io.offload(self.owners.bury_dead)
+        memory = self.settings.memory_cache
+        if memory.max_bytes > 0 and memory.poll_seconds > 0:
+            self._removal_poll = LoopingCall(lambda: Deferred.fromCoroutine(self.images.poll_removals()))
+            self._removal_poll.clock = self._reactor
+            # Its Deferred fires when the polling stops, which stopService does.
+            self._removal_poll.start(memory.poll_seconds, now=True)
+        if self.worker is not None:
+            self._receiver = Receiver(self._reactor, self.site)
+            self._receiver.start()
+            self.site.connections.fed_by(self._receiver)
+            self.log.info(
+                "pymager-tx {version} (worker {worker}) serving the connections the first process "
+                "passes it; data in {data_directory}",
+                version=__version__,
+                worker=self.worker,
+                data_directory=str(self.data_directory),
+            )
+            return
+        assert listening is not None
+        port = listening
+        address = port.getHost()
+        self.log.info(
+            "pymager-tx {version} listening on {address}; data in {data_directory}",
+            version=__version__,
+            address=_describe(address),
+            host=getattr(address, "host", None),
+            port=getattr(address, "port", None),
+            data_directory=str(self.data_directory),
+        )
+        if self.workers is not None or isinstance(endpoint, _PLAIN_ENDPOINTS):
+            # The Dealer accepts even without workers: unlike the port, which
+            # takes a batch of connections per wake-up, growing without bound
+            # in a flood, it stops at the connection that fills this process.
+            self._dealer = Dealer(self._reactor, port, self.site)
+            self._dealer.startReading()
+            self.site.connections.fed_by(self._dealer)
+        else:
+            port.startReading()
+            self.site.connections.fed_by(PortFeed(port))
+        if self.workers is not None:
+            assert self._dealer is not None
+            self.workers.startService()
+            self.workers.start(self._dealer)
+        self._serving = True
+        waiters, self._listening = self._listening, []
+        for waiter in waiters:
+            waiter.callback(port)
+
+    def _start_failed(self, failure: Failure) -> None:
+        if isinstance(failure.value, Unavailable):
+            self.log.critical("pymager-tx could not start: {reason}", reason=failure.value.reason)
+        elif isinstance(failure.value, UnsafeDeployment | CannotServe):
+            self.log.critical("pymager-tx could not start: {reason}", reason=str(failure.value))
+        else:
+            self.log.failure("pymager-tx could not start", failure)
+        if self._on_start_failure is not None:
+            self._on_start_failure(failure)
+        waiters, self._listening = self._listening, []
+        for waiter in waiters:
+            waiter.errback(failure)
+
+    async def _stop(self) -> None:
+        if self._starting is not None and not self._starting.called:
+            self._starting.cancel()
+        # Connections closing from now on must not restart accepting.
+        self.site.connections.fed_by(None)
+        if self._receiver is not None:
+            self._receiver.stopReading()
+        if self._removal_poll is not None and self._removal_poll.running:
+            self._removal_poll.stop()
+        if self.workers is not None and self.workers.running:
+            await self.workers.stopService()
+        if self._dealer is not None:
+            self._dealer.close()
+        if self._port is not None:
+            port, self._port = self._port, None
+            await maybeDeferred(port.stopListening)
+        await self.database.dispose()
+        await self._io.offload(self.owners.release)
+        self.epoch.close()
+        await super().stopService()  # the thread pools, last
+
+    def stopService(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._stop())
+
+
+class CannotServe(Exception):
+    """Start-up cannot go on, for a reason told in one line (a port in use)."""
+
+
+def _reason(error: CannotListenError) -> str:
+    """What the system said, without Twisted's wording around it."""
+    cause = error.socketError
+    return getattr(cause, "strerror", None) or str(cause)
+
+
+def image_policy(settings: Settings) -> ImagePolicy:
+    images = settings.images
+    return ImagePolicy(
+        allowed_sizes=images.sizes,
+        max_upload_bytes=images.max_upload_bytes,
+        limits=DecodeLimits(
+            max_pixels=images.max_pixels,
+            decoders=tuple(images.decoders),
+            max_frames=images.max_frames,
+            max_animation_pixels=images.max_animation_pixels,
+            time_budget=images.derivation_time_budget,
+        ),
+        encoding=EncodeOptions(
+            jpeg_quality=images.jpeg_quality,
+            webp_quality=images.webp_quality,
+            background=images.background_rgb,
+            jpeg_progressive=images.jpeg_progressive,
+            jpeg_subsampling=images.jpeg_subsampling,
+            upscale=images.upscale,
+        ),
+    )
+
+
+def _usable_cpus() -> int:
+    """CPUs this process may run on (a container's limit, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 2
+
+
+def _describe(address: Any) -> str:
+    if hasattr(address, "port"):
+        host = address.host
+        return f"[{host}]:{address.port}" if ":" in host else f"{host}:{address.port}"
+    return str(getattr(address, "name", address))
