@@ -98,7 +98,12 @@ class ProblemChannel(HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self.site.connections.opened()
+        self.site.connections.opened(self)
+
+    def make_room(self) -> None:
+        """Closed, idle, to make room for a new connection (see connections)."""
+        if self.transport is not None:
+            self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self._cancel_deadlines()
@@ -106,12 +111,13 @@ class ProblemChannel(HTTPChannel):
             self._release_call.cancel()
         self._release_call = None
         super().connectionLost(reason)
-        self.site.connections.closed()
+        self.site.connections.closed(self)
 
     def dataReceived(self, data: bytes) -> None:
         if data and self.line_mode and not self._handlingRequest and self._head_deadline is None:
             # The first byte of a request: its head has header_timeout to arrive.
             self._head_deadline = self.callLater(self.site.header_timeout, self._head_too_slow)
+            self.site.connections.busy(self)
         super().dataReceived(data)
         if (
             self.line_mode
@@ -147,6 +153,8 @@ class ProblemChannel(HTTPChannel):
         # parsing loop then hands to rawDataReceived: into _dataBuffer.
         if not (self.persistent and (self._dataBuffer or self._buffer)):
             super().requestDone(request)
+            if self.persistent and not self._closing():
+                self.site.connections.idle(self)
             return
         # Requests already buffered behind this one: HTTPChannel would parse
         # them at once, even while the client reads none of the answers, and

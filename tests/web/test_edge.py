@@ -344,14 +344,37 @@ def test_past_max_connections_the_feed_pauses_until_one_closes() -> None:
     feed = Feed()
     site.site.connections.fed_by(feed)
     first = site.connect()
+    first.send(b"GET / HTTP/1.1\r\n")  # a request under way: not idle
     assert feed.calls == []
-    site.connect()
+    second = site.connect()
+    second.send(b"GET / HTTP/1.1\r\n")
     assert feed.calls == ["pause"]
     # One taken in the same accept batch is closed at once (no protocol).
     assert site.site.buildProtocol(IPv4Address("TCP", "192.0.2.8", 40001)) is None
     first.close()
     assert feed.calls == ["pause", "resume"]
     assert site.connect().channel is not None
+
+
+def test_at_max_connections_the_longest_idle_one_makes_room_for_a_new_one() -> None:
+    site = Site(max_connections=3)
+    feed = Feed()
+    site.site.connections.fed_by(feed)
+    silent = site.connect()  # never sends a byte
+    working = site.connect()
+    working.send(b"GET / HTTP/1.1\r\n")
+    kept_alive = site.connect()
+    kept_alive.send(b"GET /a HTTP/1.1\r\nHost: example.com\r\n\r\n")  # answered, now idle
+    assert b"200" in kept_alive.answer
+    newcomer = site.connect()
+    # The silent one, idle longest, was closed for it; nobody waits.
+    assert silent.transport.disconnecting
+    assert not working.transport.disconnecting and not kept_alive.transport.disconnecting
+    silent.close()
+    assert feed.calls == []
+    site.connect()  # then the keep-alive connection between its requests
+    assert kept_alive.transport.disconnecting
+    assert not working.transport.disconnecting and not newcomer.transport.disconnecting
 
 
 @pytest.mark.parametrize(
