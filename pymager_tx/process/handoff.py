@@ -31,7 +31,7 @@ _READY = b"r"
 _CONNECTION = b"c"
 # Connections taken per wake-up, so that one busy port cannot starve the rest
 # of the reactor's work.
-_ACCEPTS_PER_WAKE = 32
+_ACCEPTS_PER_WAKE = 8
 # Out of descriptors: pause accepting rather than spin on a readable socket.
 _EXHAUSTED = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _EXHAUSTED_PAUSE = 0.5
