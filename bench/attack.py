@@ -256,6 +256,19 @@ class SetupError(Exception):
     """The run itself broke (not a measured failure)."""
 
 
+def health_while_held(port: int, seconds: float, every: float) -> list[tuple[object, float]]:
+    """GET /healthz every `every` seconds for `seconds`, while an attack holds
+    the server: (status, latency) of each answer; failures are skipped."""
+    answers: list[tuple[object, float]] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(every)
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            status, _, latency, _ = request(port, "GET", "/healthz", timeout=5)
+            answers.append((status, latency))
+    return answers
+
+
 def health_poller(port: int, interval: float, seconds: float, stop, results) -> None:  # type: ignore[no-untyped-def]
     """In its own process (no GIL shared with the load): GET /healthz every
     `interval` on one kept-alive connection, for at most `seconds`.
@@ -380,13 +393,7 @@ def pipelined(arguments: argparse.Namespace, nofile: tuple[int, int]) -> dict[st
                 ]
                 for sock in sockets:
                     sock.sendall(pipeline)
-                hold_health = []
-                hold_end = time.monotonic() + arguments.hold_seconds
-                while time.monotonic() < hold_end:
-                    time.sleep(0.5)
-                    with contextlib.suppress(OSError, http.client.HTTPException):
-                        status, _, latency, _ = request(server.port, "GET", "/healthz", timeout=5)
-                        hold_health.append((status, latency))
+                hold_health = health_while_held(server.port, arguments.hold_seconds, every=0.5)
                 closed_at = sampler.now()
                 held_peak = sampler.peak(until=closed_at)
                 for sock in sockets:
@@ -640,13 +647,7 @@ def uploads(arguments: argparse.Namespace, nofile: tuple[int, int]) -> dict[str,
             for thread in threads:
                 thread.join(arguments.send_seconds + 10)
             sent_at = sampler.now()
-            hold_health = []
-            hold_end = time.monotonic() + arguments.upload_hold_seconds
-            while time.monotonic() < hold_end:
-                time.sleep(1.0)
-                with contextlib.suppress(OSError, http.client.HTTPException):
-                    status, _, latency, _ = request(server.port, "GET", "/healthz", timeout=5)
-                    hold_health.append((status, latency))
+            hold_health = health_while_held(server.port, arguments.upload_hold_seconds, every=1.0)
             # Which the server answered or closed while they were held.
             closed_by_server: Counter[str] = Counter()
             for slot, sock in enumerate(sockets):
