@@ -3,7 +3,8 @@ The ports: what the use cases need of the world, as interfaces, with the
 fake beside the real one (pymager_tx.adapters.storage.memory for blobs,
 immediate() for the offload seam).
 
-- IBlobStore / IBlobReader: bytes under keys (files, memory; S3 to come).
+- IBlobStore / IBlobReader / IKeyListing: bytes under keys (files, memory;
+  S3 to come); IStoreUpkeep: the chores of a store that needs them.
 - Offload: the seam to thread pools; everything that may block goes through
   one (decoding, resizing, encoding, file I/O, database transactions).
 - Epoch: the removal signal, which voids what processes hold in memory.
@@ -66,8 +67,9 @@ class IBlobStore(Interface):
         BlobNotFound if there is none.  The reader sees the blob as it was
         when opened, even if it is deleted meanwhile."""
 
-    def exists(key: str) -> Deferred[bool]:
-        """Whether a whole blob is stored under key (without reading it)."""
+    def size(key: str) -> Deferred[int | None]:
+        """The size of the whole blob under key, None if there is none
+        (without reading it)."""
 
     def delete(key: str) -> Deferred[None]:
         """Remove key; removing a missing key is not an error."""
@@ -75,15 +77,37 @@ class IBlobStore(Interface):
     def delete_prefix(prefix: str) -> Deferred[None]:
         """Remove every key below prefix (a key path, without trailing '/')."""
 
+    def list(prefix: str) -> IKeyListing:
+        """Every key below prefix, a page at a time, in no particular order
+        (for consistency checks).  Listing starts with the first page."""
+
+
+class IKeyListing(Interface):
+    def next_page() -> Deferred[list[str]]:
+        """The next keys listed; [] once every key was.  A listing that
+        cannot be completed fails (StorageUnavailable): a key left out would
+        look lost."""
+
+
+class IStoreUpkeep(Interface):
+    """The chores of a store that needs them: a store provides this beside
+    IBlobStore, and the composition root and recovery use it when it does."""
+
     def recover() -> Deferred[int]:
         """Prepare the store at start-up and remove what interrupted writes
-        left behind; fires with the number of leftovers removed."""
+        of dead processes left behind; fires with the number removed."""
 
     def wipe() -> Deferred[None]:
         """Remove everything (development mode)."""
 
-    def keys(prefix: str) -> Deferred[list[str]]:
-        """Every key below prefix, sorted (for consistency checks)."""
+
+async def every_key(blobs: IBlobStore, prefix: str) -> set[str]:
+    """Every key below prefix, listed page by page."""
+    listing = blobs.list(prefix)
+    keys: set[str] = set()
+    while page := await listing.next_page():
+        keys.update(page)
+    return keys
 
 
 class Offload(Protocol):

@@ -9,7 +9,7 @@ from twisted.internet.defer import Deferred, fail, maybeDeferred
 from zope.interface import implementer
 
 from pymager_tx.core.errors import StorageUnavailable
-from pymager_tx.ports import IBlobStore
+from pymager_tx.ports import IBlobReader, IBlobStore, IKeyListing, IStoreUpkeep
 
 T = TypeVar("T")
 
@@ -46,7 +46,7 @@ class ManualOffload:
         return lambda: waiting.callback(result)
 
 
-@implementer(IBlobStore)
+@implementer(IBlobStore, IStoreUpkeep)
 class InterceptedBlobs:
     """A blob store that lets a test act just before each delete (another
     process doing its work at that very moment), makes deletes fail (a
@@ -65,8 +65,11 @@ class InterceptedBlobs:
     def get(self, key: str) -> Deferred[bytes]:
         return self._store.get(key)
 
-    def exists(self, key: str) -> Deferred[bool]:
-        return self._store.exists(key)
+    def open(self, key: str) -> Deferred[IBlobReader]:
+        return self._store.open(key)
+
+    def size(self, key: str) -> Deferred[int | None]:
+        return self._store.size(key)
 
     def delete(self, key: str) -> Deferred[None]:
         if self.deletes_fail:
@@ -78,11 +81,11 @@ class InterceptedBlobs:
     def delete_prefix(self, prefix: str) -> Deferred[None]:
         return self._store.delete_prefix(prefix)
 
+    def list(self, prefix: str) -> IKeyListing:
+        return self._store.list(prefix)
+
     def recover(self) -> Deferred[int]:
-        return self._store.recover()
+        return IStoreUpkeep(self._store).recover()
 
     def wipe(self) -> Deferred[None]:
-        return self._store.wipe()
-
-    def keys(self, prefix: str) -> Deferred[list[str]]:
-        return self._store.keys(prefix)
+        return IStoreUpkeep(self._store).wipe()

@@ -23,7 +23,7 @@ from pymager_tx.app.peers import Peers
 from pymager_tx.app.service import ImageService, claimed_key
 from pymager_tx.core.model import ImageId
 from pymager_tx.core.records import StoreIndex
-from pymager_tx.ports import IBlobStore, IMetadataStore
+from pymager_tx.ports import IBlobStore, IMetadataStore, every_key
 
 T = TypeVar("T")
 log = Logger()
@@ -74,7 +74,7 @@ async def check(database: IMetadataStore, blobs: IBlobStore, peers: Peers) -> Re
     before = await database.store_index(claimed_key)
     stored: set[str] = set()
     for top in _TOP_LEVELS:
-        stored.update(await blobs.keys(top))
+        stored.update(await every_key(blobs, top))
     after = await database.store_index(claimed_key)
     # A file is written only after the row or claim that names it exists,
     # and named by one writer only (storage.keys): a file listed before the
@@ -116,13 +116,13 @@ async def repair(report: Report, service: ImageService, database: IMetadataStore
         log.info("Removing orphan file {key}", key=key)
         await blobs.delete(key)
     for lost in report.missing_originals:
-        if await blobs.exists(lost.blob_key):
+        if await blobs.size(lost.blob_key) is not None:
             log.warn("The file of original {image_id} is there after all; keeping it", image_id=lost.image_id)
             continue
         if await service.forget_lost_original(ImageId(lost.image_id), lost.generation):
             log.warn("Forgot original {image_id}, whose file is lost", image_id=lost.image_id)
     for key in report.missing_derived:
-        if not await blobs.exists(key):
+        if await blobs.size(key) is None:
             log.info("Forgetting derived image {key}, whose file is lost", key=key)
             await database.forget_derived_key(key)
 

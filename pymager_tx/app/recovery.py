@@ -11,7 +11,7 @@ from pymager_tx.app.claims import Claims
 from pymager_tx.app.peers import Peers
 from pymager_tx.app.removals import Removals
 from pymager_tx.core.model import OriginalStatus
-from pymager_tx.ports import IBlobStore, IMetadataStore
+from pymager_tx.ports import IBlobStore, IMetadataStore, IStoreUpkeep
 
 
 class Recovery:
@@ -39,7 +39,9 @@ class Recovery:
         live peers hold is left to them, and every step is conditional on
         the row being as it was read, so an upload a peer finishes meanwhile
         is never taken for an interrupted one."""
-        await self._blobs.recover()
+        upkeep = IStoreUpkeep(self._blobs, None)
+        if upkeep is not None:
+            await upkeep.recover()
         for state in await self._store.unfinished():
             if await self._peers.alive(state.owner):
                 continue  # a live process's upload or deletion, under way

@@ -12,7 +12,7 @@ from zope.interface.verify import verifyObject
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.adapters.storage.memory import MemoryBlobStore
 from pymager_tx.core.errors import BlobNotFound, StorageUnavailable
-from pymager_tx.ports import IBlobStore, immediate
+from pymager_tx.ports import IBlobStore, IStoreUpkeep, immediate
 from tests.results import failure_of, result_of
 
 
@@ -22,7 +22,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IBlobStore
         made: IBlobStore = FilesystemBlobStore(tmp_path / "files", immediate)
     else:
         made = MemoryBlobStore()
-    result_of(made.recover())
+    result_of(IStoreUpkeep(made).recover())
     yield made
 
 
@@ -38,14 +38,28 @@ def test_get_returns_what_put_stored(store: IBlobStore) -> None:
     assert result_of(store.get(KEY)) == b"picture"
 
 
-def test_exists_tells_a_stored_key_from_a_missing_one(store: IBlobStore) -> None:
-    assert not result_of(store.exists("originals/ab/cd/abcd/g1"))
+def test_size_tells_a_stored_key_from_a_missing_one(store: IBlobStore) -> None:
+    assert result_of(store.size("originals/ab/cd/abcd/g1")) is None
     result_of(store.put("originals/ab/cd/abcd/g1", b"bytes"))
-    assert result_of(store.exists("originals/ab/cd/abcd/g1"))
+    assert result_of(store.size("originals/ab/cd/abcd/g1")) == 5
     # A prefix of stored keys is no key.
-    assert not result_of(store.exists("originals/ab/cd/abcd"))
+    assert result_of(store.size("originals/ab/cd/abcd")) is None
     result_of(store.delete("originals/ab/cd/abcd/g1"))
-    assert not result_of(store.exists("originals/ab/cd/abcd/g1"))
+    assert result_of(store.size("originals/ab/cd/abcd/g1")) is None
+
+
+def test_a_listing_pages_through_every_key_below_the_prefix_once(store: IBlobStore) -> None:
+    wanted = {f"derived/ab/cd/abcd/g1/{n}x{n}.jpeg" for n in range(1, 251)}
+    for key in [*wanted, "derived/ab/cd/abce/g1/1x1.jpeg", "originals/ab/cd/abcd/g1"]:
+        result_of(store.put(key, b"x"))
+    listing = store.list("derived/ab/cd/abcd")
+    pages = []
+    while page := result_of(listing.next_page()):
+        pages.append(page)
+    listed = [key for page in pages for key in page]
+    assert sorted(listed) == sorted(wanted)
+    assert result_of(listing.next_page()) == []
+    assert result_of(store.list("derived/zz").next_page()) == []
 
 
 def test_open_reads_a_blob_a_part_at_a_time_even_once_deleted(store: IBlobStore) -> None:
@@ -91,7 +105,7 @@ def test_delete_prefix_removes_only_below_the_prefix(store: IBlobStore) -> None:
 
 def test_wipe_removes_everything(store: IBlobStore) -> None:
     result_of(store.put(KEY, b"picture"))
-    result_of(store.wipe())
+    result_of(IStoreUpkeep(store).wipe())
     failure_of(store.get(KEY)).trap(BlobNotFound)
     result_of(store.put(KEY, b"again"))
     assert result_of(store.get(KEY)) == b"again"

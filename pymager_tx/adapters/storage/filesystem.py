@@ -22,6 +22,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 from functools import wraps
+from itertools import islice
 from pathlib import Path
 from typing import BinaryIO, ParamSpec, TypeVar
 
@@ -31,11 +32,13 @@ from zope.interface import implementer
 
 from pymager_tx.core.errors import BlobNotFound, StorageFull, StorageUnavailable
 from pymager_tx.core.keys import validate_key
-from pymager_tx.ports import IBlobReader, IBlobStore, Offload
+from pymager_tx.ports import IBlobReader, IBlobStore, IKeyListing, IStoreUpkeep, Offload
 
 _TEMPORARY = ".tmp"
 _UNLISTED = "the image storage cannot be listed; try again later"
 _RENAME_ATTEMPTS = 3
+# Keys listed per trip to a pool thread.
+_PAGE = 1000
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -55,7 +58,7 @@ def _storage_errors(method: Callable[P, T]) -> Callable[P, T]:
     return translated
 
 
-@implementer(IBlobStore)
+@implementer(IBlobStore, IStoreUpkeep)
 class FilesystemBlobStore:
     log = Logger()
 
@@ -83,8 +86,8 @@ class FilesystemBlobStore:
     def open(self, key: str) -> Deferred[IBlobReader]:
         return self._offload(self._open, self._path(key))
 
-    def exists(self, key: str) -> Deferred[bool]:
-        return self._offload(self._exists, self._path(key))
+    def size(self, key: str) -> Deferred[int | None]:
+        return self._offload(self._size, self._path(key))
 
     def delete(self, key: str) -> Deferred[None]:
         return self._offload(self._delete, self._path(key))
@@ -98,8 +101,8 @@ class FilesystemBlobStore:
     def wipe(self) -> Deferred[None]:
         return self._offload(self._wipe)
 
-    def keys(self, prefix: str) -> Deferred[list[str]]:
-        return self._offload(lambda: sorted(self._keys(prefix)))
+    def list(self, prefix: str) -> IKeyListing:
+        return _Listing(self._keys(prefix), self._offload)
 
     def _path(self, key: str) -> Path:
         return self.root / validate_key(key)
@@ -153,11 +156,12 @@ class FilesystemBlobStore:
         return _FileReader(file, os.fstat(file.fileno()).st_size, self._offload)
 
     @_storage_errors
-    def _exists(self, path: Path) -> bool:
+    def _size(self, path: Path) -> int | None:
         try:
-            return stat.S_ISREG(path.stat().st_mode)
+            status = path.stat()
         except (FileNotFoundError, NotADirectoryError):
-            return False
+            return None
+        return status.st_size if stat.S_ISREG(status.st_mode) else None
 
     @_storage_errors
     def _delete(self, path: Path) -> None:
@@ -263,6 +267,23 @@ class _FileReader:
 
     def close(self) -> Deferred[None]:
         return self._offload(self._file.close)
+
+
+@implementer(IKeyListing)
+class _Listing:
+    """A walk of the tree, advanced a page at a time on a pool thread."""
+
+    def __init__(self, walk: Iterator[str], offload: Offload, page: int = _PAGE) -> None:
+        self._walk = walk
+        self._offload = offload
+        self._page = page
+
+    def next_page(self) -> Deferred[list[str]]:
+        return self._offload(self._next_page)
+
+    @_storage_errors
+    def _next_page(self) -> list[str]:
+        return list(islice(self._walk, self._page))
 
 
 def _unlisted(error: OSError) -> None:

@@ -7,7 +7,7 @@ from zope.interface import implementer
 
 from pymager_tx.core.errors import BlobNotFound
 from pymager_tx.core.keys import validate_key
-from pymager_tx.ports import IBlobReader, IBlobStore
+from pymager_tx.ports import IBlobReader, IBlobStore, IKeyListing, IStoreUpkeep
 
 
 @implementer(IBlobReader)
@@ -29,7 +29,7 @@ class BytesReader:
         return succeed(None)
 
 
-@implementer(IBlobStore)
+@implementer(IBlobStore, IStoreUpkeep)
 class MemoryBlobStore:
     def __init__(self) -> None:
         self.blobs: dict[str, bytes] = {}
@@ -50,8 +50,9 @@ class MemoryBlobStore:
         except KeyError:
             return fail(BlobNotFound(key))
 
-    def exists(self, key: str) -> Deferred[bool]:
-        return succeed(validate_key(key) in self.blobs)
+    def size(self, key: str) -> Deferred[int | None]:
+        data = self.blobs.get(validate_key(key))
+        return succeed(None if data is None else len(data))
 
     def delete(self, key: str) -> Deferred[None]:
         self.blobs.pop(validate_key(key), None)
@@ -70,6 +71,17 @@ class MemoryBlobStore:
         self.blobs.clear()
         return succeed(None)
 
-    def keys(self, prefix: str) -> Deferred[list[str]]:
+    def list(self, prefix: str) -> IKeyListing:
         below = validate_key(prefix) + "/"
-        return succeed(sorted(key for key in self.blobs if key.startswith(below)))
+        return _Listing([key for key in self.blobs if key.startswith(below)])
+
+
+@implementer(IKeyListing)
+class _Listing:
+    def __init__(self, keys: list[str], page: int = 100) -> None:
+        self._keys = keys
+        self._page = page
+
+    def next_page(self) -> Deferred[list[str]]:
+        page, self._keys = self._keys[: self._page], self._keys[self._page :]
+        return succeed(page)
