@@ -4,7 +4,7 @@ out any more."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from uuid import uuid4
 
@@ -19,6 +19,18 @@ from pymager_tx.core.keys import original_key
 from pymager_tx.core.model import ImageId, OriginalRecord, OriginalStatus
 from pymager_tx.core.records import RowState
 from pymager_tx.ports import IBlobStore, IMetadataStore
+
+
+@dataclass(frozen=True)
+class FoundOriginal:
+    record: OriginalRecord
+    _originals: Originals
+
+    async def body(self, whole_up_to: int | None = None) -> StoredImage:
+        return await self._originals.load(StoredImage(self.record, None), whole_up_to)
+
+    async def confirm(self) -> None:
+        await self._originals.confirm(StoredImage(self.record, None))
 
 
 class Originals:
@@ -103,12 +115,11 @@ class Originals:
         )
         return replace(record, status=OriginalStatus.READY, created_at=ready_at)
 
-    async def fetch(self, image_id: ImageId, with_body: bool = True) -> StoredImage:
+    async def find(self, image_id: ImageId) -> FoundOriginal:
         record = await self._store.find_original(image_id.value)
         if record is None:
             raise not_found(image_id)
-        stored = StoredImage(record, None)
-        return await self.load(stored) if with_body else stored
+        return FoundOriginal(record, self)
 
     async def load(self, stored: StoredImage, whole_up_to: int | None = None) -> StoredImage:
         """stored, with the bytes of the original it describes; past

@@ -5,7 +5,8 @@ the row and the file, else derived; refusals of a source remembered a while.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 from twisted.logger import Logger
 
@@ -21,9 +22,35 @@ from pymager_tx.core.errors import (
     Unavailable,
     UnsupportedOutputFormat,
 )
-from pymager_tx.core.model import DerivedRecord, DerivedSpec, ImageId, parse_derived_name
+from pymager_tx.core.model import DerivedRecord, DerivedSpec, ImageId, StoredFile, parse_derived_name
 from pymager_tx.imaging.formats import output_format_for, writable_extensions
 from pymager_tx.ports import IBlobStore, IMetadataStore
+
+
+class Fetched(NamedTuple):
+    stored: StoredImage
+    # For a rendition read without its bytes: when its row was checked, so
+    # that the bytes, once read, may be kept in memory.
+    checked: Mark | None = None
+
+
+@dataclass(frozen=True)
+class FoundRendition:
+    found: Fetched
+    image_id: ImageId
+    spec: DerivedSpec
+    _renditions: Renditions
+
+    @property
+    def record(self) -> StoredFile:
+        return self.found.stored.record
+
+    async def body(self, whole_up_to: int | None = None) -> StoredImage:
+        return await self._renditions.load(self.image_id, self.spec, self.found, whole_up_to)
+
+    async def confirm(self) -> None:
+        """A rendition whose file is lost is derived again when read: there
+        is nothing to confirm."""
 
 
 class Renditions:
@@ -45,6 +72,11 @@ class Renditions:
         self._refusals = refusals
         self._derivations = derivations
 
+    async def find(self, name: str, arrived: float | None = None) -> FoundRendition:
+        image_id, spec = self.request(name)
+        fetched = await self.fetch(image_id, spec, with_body=False, arrived=arrived)
+        return FoundRendition(fetched, image_id, spec, self)
+
     def request(self, name: str) -> tuple[ImageId, DerivedSpec]:
         """Check a derived name in the original service's order: a name that
         does not parse, then the format, then the size."""
@@ -65,14 +97,14 @@ class Renditions:
 
     async def fetch(
         self, image_id: ImageId, spec: DerivedSpec, with_body: bool = True, arrived: float | None = None
-    ) -> StoredImage:
+    ) -> Fetched:
         """The derived image, derived first if need be.  arrived: when the
         request came (time.monotonic()); the time budget counts from then,
         time spent queueing for an image thread included."""
         key = (image_id.value, spec.variant)
         held = self._cache.fresh(key)
         if held is not None:
-            return StoredImage(*held)
+            return Fetched(StoredImage(*held))
         mark = self._cache.mark()
         lookup = await self._store.lookup_derived(image_id.value, spec.variant)
         original = lookup.original
@@ -81,7 +113,7 @@ class Renditions:
         if lookup.derived is not None:
             data = self._cache.confirmed(key, lookup.derived, mark)
             if data is not None:
-                return StoredImage(lookup.derived, data)
+                return Fetched(StoredImage(lookup.derived, data))
             stored = await self._derivations.read(lookup.derived, with_body)
             if stored is not None:
                 return self._remember(stored, mark)
@@ -98,11 +130,12 @@ class Renditions:
         return self._remember(stored, mark)
 
     async def load(
-        self, image_id: ImageId, spec: DerivedSpec, stored: StoredImage, whole_up_to: int | None = None
+        self, image_id: ImageId, spec: DerivedSpec, fetched: Fetched, whole_up_to: int | None = None
     ) -> StoredImage:
         """stored, with the bytes of the derived image it describes (derived
         again if its file went missing); past whole_up_to bytes, and too
         large to keep in memory, with a reader of them instead."""
+        stored = fetched.stored
         if stored.data is not None:
             return stored
         assert isinstance(stored.record, DerivedRecord)
@@ -115,18 +148,18 @@ class Renditions:
                 pass  # read below, which derives it again
         loaded = await self._derivations.read(stored.record, with_body=True)
         if loaded is None:
-            return await self.fetch(image_id, spec)
-        return loaded if stored.checked is None else self._remember(loaded, stored.checked)
+            return (await self.fetch(image_id, spec)).stored
+        return loaded if fetched.checked is None else self._remember(loaded, fetched.checked).stored
 
-    def _remember(self, stored: StoredImage, checked: Mark) -> StoredImage:
+    def _remember(self, stored: StoredImage, checked: Mark) -> Fetched:
         """stored, kept in memory if it has its bytes; else marked with when
         it was checked, for load to keep it once it has them."""
         record = stored.record
         assert isinstance(record, DerivedRecord)
         if stored.data is None:
-            return replace(stored, checked=checked)
+            return Fetched(stored, checked)
         self._cache.put((record.image_id, record.variant), record, stored.data, checked)
-        return stored
+        return Fetched(stored)
 
     async def poll_removals(self) -> None:
         """Learn of deletions made by processes on other machines, so that

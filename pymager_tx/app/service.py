@@ -1,6 +1,7 @@
 """
 ImageService: the use cases (pymager_tx.app) put together, behind the one
-interface the HTTP layer and the admin tools speak to.  Nothing here knows
+interface the HTTP layer and the admin tools speak to
+(pymager_tx.app.api.ImageServiceAPI).  Nothing here knows
 HTTP; nothing here does more than hand each call to the use case that owns
 it.
 """
@@ -10,10 +11,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+from twisted.internet.defer import Deferred
+
 from pymager_tx.app.admission import ImageAdmission
 from pymager_tx.app.admitted import ImageWork
+from pymager_tx.app.api import Found
 from pymager_tx.app.claims import Claims
 from pymager_tx.app.derivations import Derivations
+from pymager_tx.app.inflight import shielded
 from pymager_tx.app.originals import Originals
 from pymager_tx.app.peers import Peers
 from pymager_tx.app.reads import Renditions
@@ -22,7 +27,7 @@ from pymager_tx.app.refusals import RecentRefusals
 from pymager_tx.app.removals import Removals
 from pymager_tx.app.rendition_cache import RenditionCache
 from pymager_tx.app.values import ImagePolicy, StoredImage, WorkingCopy, claimed_key
-from pymager_tx.core.model import DerivedSpec, ImageId, OriginalRecord
+from pymager_tx.core.model import ImageId, OriginalRecord
 from pymager_tx.ports import IBlobStore, IMetadataStore, Offload
 
 __all__ = ["ImagePolicy", "ImageService", "StoredImage", "WorkingCopy", "claimed_key"]
@@ -75,37 +80,23 @@ class ImageService:
 
     # Originals
 
+    # Writes, once begun, finish whether or not their caller waits.
+
     async def store_original(
         self, image_id: ImageId, data: bytes, arrived: float | None = None
     ) -> OriginalRecord:
-        return await self._originals.store(image_id, data, arrived)
+        return await shielded(Deferred.fromCoroutine(self._originals.store(image_id, data, arrived)))
 
-    async def fetch_original(self, image_id: ImageId, with_body: bool = True) -> StoredImage:
-        return await self._originals.fetch(image_id, with_body)
-
-    async def load_original(self, stored: StoredImage, whole_up_to: int | None = None) -> StoredImage:
-        return await self._originals.load(stored, whole_up_to)
-
-    async def confirm_original(self, stored: StoredImage) -> None:
-        await self._originals.confirm(stored)
+    async def original(self, image_id: ImageId) -> Found:
+        return await self._originals.find(image_id)
 
     async def delete_original(self, image_id: ImageId) -> None:
-        await self._originals.delete(image_id)
+        await shielded(Deferred.fromCoroutine(self._originals.delete(image_id)))
 
     # Derived images
 
-    def derived_request(self, name: str) -> tuple[ImageId, DerivedSpec]:
-        return self._renditions.request(name)
-
-    async def fetch_derived(
-        self, image_id: ImageId, spec: DerivedSpec, with_body: bool = True, arrived: float | None = None
-    ) -> StoredImage:
-        return await self._renditions.fetch(image_id, spec, with_body, arrived)
-
-    async def load_derived(
-        self, image_id: ImageId, spec: DerivedSpec, stored: StoredImage, whole_up_to: int | None = None
-    ) -> StoredImage:
-        return await self._renditions.load(image_id, spec, stored, whole_up_to)
+    async def derived(self, name: str, arrived: float | None = None) -> Found:
+        return await self._renditions.find(name, arrived)
 
     async def poll_removals(self) -> None:
         await self._renditions.poll_removals()

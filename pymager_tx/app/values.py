@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
 
-from pymager_tx.app.rendition_cache import Mark
 from pymager_tx.core.errors import ImageIdTaken, ImageNotFound
 from pymager_tx.core.keys import derived_key
 from pymager_tx.core.model import DerivedSpec, ImageId, Size, StoredFile
@@ -63,9 +62,6 @@ class StoredImage:
 
     record: StoredFile
     data: bytes | None
-    # For a derived image read without its bytes: when its row was checked,
-    # so that the bytes, once read, may be kept in memory.
-    checked: Mark | None = None
     reader: IBlobReader | None = None
 
 

@@ -1,5 +1,6 @@
 """
-The REST interface: thin Klein routes over ImageService.
+The REST interface: thin Klein routes over the service's interface
+(pymager_tx.app.api.ImageServiceAPI).
 
 Routes live on the class and state on the instance (Klein's non-global
 style).  Every refusal is a domain error mapped once, in pymager_tx.core.problems,
@@ -15,17 +16,17 @@ from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from klein import Klein
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from pymager_tx.app.inflight import shielded
-from pymager_tx.app.service import ImageService, StoredImage
+from pymager_tx.app.api import Found, ImageServiceAPI
+from pymager_tx.app.values import StoredImage
 from pymager_tx.core.errors import Overloaded, PymagerError, Unauthorized, Unavailable
-from pymager_tx.core.model import ImageId, OriginalRecord
+from pymager_tx.core.model import ImageId, OriginalRecord, StoredFile
 from pymager_tx.core.problems import (
     BAD_REQUEST,
     INTERNAL_ERROR,
@@ -68,7 +69,7 @@ class ImageAPI:
 
     def __init__(
         self,
-        service: ImageService,
+        service: ImageServiceAPI,
         tokens: WriteTokens,
         offload: Offload,
         policy: HttpPolicy | None = None,
@@ -86,17 +87,13 @@ class ImageAPI:
 
     @app.route("/original/<string:image_id>", methods=["GET", "HEAD"])
     async def get_original(self, request: IRequest, image_id: str) -> bytes:
-        # Metadata first: a revalidation or a HEAD never reads the file.
-        stored = await self._service.fetch_original(ImageId(image_id), with_body=False)
+        # The record first: a revalidation or a HEAD never reads the file.
+        found = await self._service.original(ImageId(image_id))
         if _is_head(request) or _is_conditional(request):
             # Answers that may send no bytes give a GET's answer all the
             # same if the file is lost.
-            await self._service.confirm_original(stored)
-        if self._not_modified(request, stored):
-            return b""
-        if not _is_head(request):
-            stored = await self._service.load_original(stored, whole_up_to=_WHOLE_BYTES)
-        return await self._send_image(request, stored)
+            await found.confirm()
+        return await self._answer(request, found)
 
     @app.route("/original/<string:image_id>", methods=["POST", "PUT"])
     async def put_original(self, request: IRequest, image_id: str) -> bytes:
@@ -106,8 +103,7 @@ class ImageAPI:
         parse = image_from_form if request.method == b"POST" else image_from_body
         data = await self._offload(_read_body, request, parse, content_type)
         # Once started, an upload finishes whether or not its client waits.
-        arrived = _arrival(request)
-        record = await shielded(Deferred.fromCoroutine(self._service.store_original(valid_id, data, arrived)))
+        record = await self._service.store_original(valid_id, data, _arrival(request))
         location = self._absolute_url(request, f"/original/{quote(record.image_id)}")
         request.setResponseCode(201)
         request.setHeader(b"Location", location.encode("ascii"))
@@ -117,7 +113,7 @@ class ImageAPI:
     async def delete_original(self, request: IRequest, image_id: str) -> bytes:
         self._tokens.check(request.getHeader(b"authorization"))
         valid_id = ImageId(image_id)
-        await shielded(Deferred.fromCoroutine(self._service.delete_original(valid_id)))
+        await self._service.delete_original(valid_id)
         request.setResponseCode(204)
         return b""
 
@@ -125,18 +121,7 @@ class ImageAPI:
 
     @app.route("/derived/<string:name>", methods=["GET", "HEAD"])
     async def get_derived(self, request: IRequest, name: str) -> bytes:
-        image_id, spec = self._service.derived_request(name)
-        stored = await self._service.fetch_derived(image_id, spec, with_body=False, arrived=_arrival(request))
-        if self._not_modified(request, stored):
-            return b""
-        if not _is_head(request):
-            loaded = await self._service.load_derived(image_id, spec, stored, whole_up_to=_WHOLE_BYTES)
-            if loaded.record != stored.record:
-                # Derived again meanwhile (its file was lost, or a new upload
-                # took the ID): the headers describe the bytes sent.
-                self._set_validators(request, loaded)
-            stored = loaded
-        return await self._send_image(request, stored)
+        return await self._answer(request, await self._service.derived(name, _arrival(request)))
 
     # Operations
 
@@ -179,29 +164,35 @@ class ImageAPI:
 
     # Answers
 
-    def _not_modified(self, request: IRequest, stored: StoredImage) -> bool:
-        """Set the validators; answer 304 if the client's copy is current."""
-        record = stored.record
-        self._set_validators(request, stored)
+    async def _answer(self, request: IRequest, found: Found) -> bytes:
+        """A 304, a HEAD's headers, or the image, as the request asks."""
+        self._set_validators(request, found.record)
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        if not_modified(request, strong_etag(record.sha256), record.created_at):
+        if not_modified(request, strong_etag(found.record.sha256), found.record.created_at):
             request.setResponseCode(304)
-            return True
-        return False
+            return b""
+        if _is_head(request):
+            return self._send_image(request, StoredImage(found.record, None))
+        stored = await found.body(whole_up_to=_WHOLE_BYTES)
+        if stored.record != found.record:
+            # Derived again meanwhile (its file was lost, or a new upload
+            # took the ID): the headers describe the bytes sent.
+            self._set_validators(request, stored.record)
+        if stored.reader is not None:
+            self._send_image(request, stored)
+            # Sent as the client takes it; Klein finishes the request after.
+            await BlobSender(stored.reader, request).send()  # type: ignore[arg-type]
+            return b""
+        return self._send_image(request, stored)
 
-    def _set_validators(self, request: IRequest, stored: StoredImage) -> None:
-        record = stored.record
+    def _set_validators(self, request: IRequest, record: StoredFile) -> None:
         set_validators(request, strong_etag(record.sha256), record.created_at, self._policy.cache_control)
 
-    async def _send_image(self, request: IRequest, stored: StoredImage) -> bytes:
+    def _send_image(self, request: IRequest, stored: StoredImage) -> bytes:
         record = stored.record
         request.setHeader(b"Content-Type", record.media_type.encode("ascii"))
         # Set explicitly, so HEAD (which sends no body) announces what GET sends.
         request.setHeader(b"Content-Length", b"%d" % record.byte_length)
-        if stored.reader is not None:
-            # Sent as the client takes it; Klein finishes the request after.
-            await BlobSender(stored.reader, request).send()  # type: ignore[arg-type]
-            return b""
         return stored.data or b""
 
     def _absolute_url(self, request: IRequest, path: str) -> str:

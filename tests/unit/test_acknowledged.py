@@ -40,6 +40,7 @@ from tests.fakes import InterceptedBlobs, ManualOffload
 from tests.images import BLUE, RED, jpeg
 from tests.interleave import after_statement
 from tests.results import failure_of, result_of
+from tests.service_calls import original_body
 from tests.unit.test_consistency import LIVE, Store
 from tests.unit.test_peers import World, ask, holding
 from tests.unit.test_service import PHOTO, POLICY, files, run
@@ -88,7 +89,7 @@ def test_recovery_never_removes_an_upload_its_peer_finishes_meanwhile(
     with after_statement(world.database.engine, _selects_unfinished, a_finishes_then_dies) as fired:
         result_of(run(b.recover()))
     assert fired, "the listing of unfinished rows ran"
-    assert result_of(run(b.fetch_original(PHOTO))).data == jpeg()
+    assert result_of(run(original_body(b, PHOTO))).data == jpeg()
 
 
 def _reads_the_row(statement: str) -> bool:
@@ -122,7 +123,7 @@ def test_an_upload_that_found_its_id_being_deleted_never_removes_the_upload_that
         uploading = run(late.store_original(PHOTO, jpeg((80, 60), RED)))
     assert fired
     failure_of(uploading).trap(ImageIdTaken)
-    assert result_of(run(late.fetch_original(PHOTO))).data == jpeg((80, 60), BLUE)
+    assert result_of(run(original_body(late, PHOTO))).data == jpeg((80, 60), BLUE)
 
 
 def test_repair_of_a_lost_original_keeps_an_upload_made_since_the_check(store: Store) -> None:
@@ -134,7 +135,7 @@ def test_repair_of_a_lost_original_keeps_an_upload_made_since_the_check(store: S
     result_of(run(store.service.delete_original(PHOTO)))
     again = result_of(run(store.service.store_original(PHOTO, jpeg((64, 48), BLUE))))
     result_of(run(repair(report, store.service, store.database, store.blobs)))
-    assert result_of(run(store.service.fetch_original(PHOTO))).record == again
+    assert result_of(run(original_body(store.service, PHOTO))).record == again
 
 
 def test_repair_looks_at_an_original_again_before_it_forgets_it(store: Store) -> None:
@@ -142,7 +143,7 @@ def test_repair_looks_at_an_original_again_before_it_forgets_it(store: Store) ->
     # What a check whose listing missed a directory would report.
     report = Report(missing_originals=[LostOriginal("photo", generation, original_key(PHOTO, generation))])
     result_of(run(repair(report, store.service, store.database, store.blobs)))
-    assert result_of(run(store.service.fetch_original(PHOTO))).record.generation == generation
+    assert result_of(run(original_body(store.service, PHOTO))).record.generation == generation
 
 
 def _selects_derived_rows(statement: str) -> bool:

@@ -25,6 +25,7 @@ from pymager_tx.ports import immediate
 from tests.fakes import InterceptedBlobs, ManualOffload
 from tests.images import jpeg, opened
 from tests.results import failure_of, no_result, result_of
+from tests.service_calls import derived_body
 from tests.unit.test_service import POLICY, run
 
 T = TypeVar("T")
@@ -127,8 +128,7 @@ def busy_service(
 
 
 def ask(service: ImageService, name: str, arrived: float | None = None) -> Deferred[StoredImage]:
-    image_id, spec = service.derived_request(name)
-    return run(service.fetch_derived(image_id, spec, arrived=arrived))
+    return run(derived_body(service, name, arrived=arrived))
 
 
 def test_queued_derivations_hold_no_image_bytes_and_the_queue_is_bounded(

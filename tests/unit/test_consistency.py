@@ -26,6 +26,7 @@ from tests.db.test_repository import claimed as claimed_by
 from tests.db.test_repository import pending
 from tests.images import jpeg, opened
 from tests.results import result_of
+from tests.service_calls import derived_body
 from tests.unit.test_service import POLICY, files, run
 
 LIVE = "live-process"
@@ -43,8 +44,7 @@ class Store:
 
     def upload(self, image_id: str) -> str:
         record = result_of(run(self.service.store_original(ImageId(image_id), jpeg((300, 200)))))
-        image, spec = self.service.derived_request(f"{image_id}-100x100.jpg")
-        result_of(run(self.service.fetch_derived(image, spec)))
+        result_of(run(derived_body(self.service, f"{image_id}-100x100.jpg")))
         return record.generation
 
     def check(self, repairing: bool = False) -> tuple[Report, Report | None]:
@@ -102,8 +102,8 @@ def test_finds_and_repairs_every_kind_of_damage(store: Store) -> None:
     assert result_of(store.database.read(status_of_txn, "stale")) is None
     assert result_of(store.database.read(claims_txn)) == []
     store.upload("lost")
-    image, spec = store.service.derived_request("thumb-lost-100x100.jpg")
-    assert opened(result_of(run(store.service.fetch_derived(image, spec))).data).size == (100, 100)  # type: ignore[arg-type]
+    again = result_of(run(derived_body(store.service, "thumb-lost-100x100.jpg")))
+    assert opened(again.data or b"").size == (100, 100)
     assert orphan not in files(store.blobs)
 
 

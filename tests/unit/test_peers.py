@@ -40,6 +40,7 @@ from tests.db.test_repository import lapse_claims, pending
 from tests.fakes import InterceptedBlobs, ManualOffload
 from tests.images import jpeg, opened
 from tests.results import failure_of, no_result, result_of
+from tests.service_calls import derived_body
 from tests.unit.test_service import PHOTO, POLICY, files, run
 
 NOON = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -86,8 +87,7 @@ def world(tmp_path: Path, database: Database) -> World:
 
 
 def ask(service: ImageService, name: str = "photo-100x100.jpg") -> Deferred[object]:
-    image_id, spec = service.derived_request(name)
-    return run(service.fetch_derived(image_id, spec))
+    return run(derived_body(service, name))
 
 
 def holding(

@@ -25,6 +25,7 @@ from pymager_tx.core.errors import (
     ImageIdTaken,
     ImageNotFound,
     InvalidImage,
+    OriginalLost,
     SizeNotAllowed,
     StorageUnavailable,
     TooManyPixels,
@@ -53,6 +54,7 @@ from tests.images import (
     solid,
 )
 from tests.results import failure_of, no_result, result_of
+from tests.service_calls import derived_body, original_body
 
 T = TypeVar("T")
 POLICY = ImagePolicy(
@@ -103,8 +105,7 @@ def stored_with_held_imaging(
 
 
 def derived(service: ImageService, name: str) -> StoredImage:
-    image_id, spec = service.derived_request(name)
-    return result_of(run(service.fetch_derived(image_id, spec)))
+    return result_of(run(derived_body(service, name)))
 
 
 class TestOriginals:
@@ -113,13 +114,16 @@ class TestOriginals:
         record = result_of(run(service.store_original(PHOTO, data)))
         assert (record.format, record.width, record.height, record.byte_length) == ("jpeg", 80, 60, len(data))
         assert record.status is OriginalStatus.READY
-        fetched = result_of(run(service.fetch_original(PHOTO)))
+        fetched = result_of(run(original_body(service, PHOTO)))
         assert fetched.data == data
         assert fetched.record == record
 
-    def test_metadata_only(self, service: ImageService) -> None:
-        result_of(run(service.store_original(PHOTO, png())))
-        assert result_of(run(service.fetch_original(PHOTO, with_body=False))).data is None
+    def test_a_lookup_reads_no_file(self, service: ImageService, blobs: FilesystemBlobStore) -> None:
+        record = result_of(run(service.store_original(PHOTO, png())))
+        result_of(blobs.delete(record.blob_key))
+        found = result_of(run(service.original(PHOTO)))
+        assert found.record == record
+        failure_of(run(found.body())).trap(OriginalLost)
 
     def test_an_id_is_taken_once(self, service: ImageService) -> None:
         result_of(run(service.store_original(PHOTO, png())))
@@ -152,7 +156,7 @@ class TestOriginals:
         answer_the_row()  # and second hears what it read: pending, and nobody uploading it.
         transactions.run_all()
         failure_of(second).trap(ImageIdTaken)
-        fetched = result_of(run(make_service(database, blobs).fetch_original(PHOTO)))
+        fetched = result_of(run(original_body(make_service(database, blobs), PHOTO)))
         assert fetched.data == first_data
 
     def test_a_second_upload_never_clears_the_row_a_first_one_has_just_claimed(
@@ -170,7 +174,7 @@ class TestOriginals:
         transactions.run_all()
         failure_of(second).trap(ImageIdTaken)
         assert result_of(first).status is OriginalStatus.READY
-        fetched = result_of(run(make_service(database, blobs).fetch_original(PHOTO)))
+        fetched = result_of(run(original_body(make_service(database, blobs), PHOTO)))
         assert fetched.data == first_data
 
     @pytest.mark.parametrize(
@@ -203,7 +207,7 @@ class TestOriginals:
         assert result_of(database.read(status_of_txn, "photo")) is None
 
     def test_unknown_original(self, service: ImageService) -> None:
-        failure_of(run(service.fetch_original(PHOTO))).trap(ImageNotFound)
+        failure_of(run(original_body(service, PHOTO))).trap(ImageNotFound)
         failure_of(run(service.delete_original(PHOTO))).trap(ImageNotFound)
 
     def test_delete_removes_the_original_its_derived_images_and_their_files(
@@ -214,9 +218,8 @@ class TestOriginals:
         derived(service, "photo-800x600.png")
         assert len(files(blobs)) == 3
         result_of(run(service.delete_original(PHOTO)))
-        failure_of(run(service.fetch_original(PHOTO))).trap(ImageNotFound)
-        image_id, spec = service.derived_request("photo-100x100.jpg")
-        failure_of(run(service.fetch_derived(image_id, spec))).trap(ImageNotFound)
+        failure_of(run(original_body(service, PHOTO))).trap(ImageNotFound)
+        failure_of(run(derived_body(service, "photo-100x100.jpg"))).trap(ImageNotFound)
         assert files(blobs) == []
 
     def test_a_new_upload_under_a_deleted_id_never_gets_old_derived_images(
@@ -247,16 +250,17 @@ class TestDerivedRequests:
     def test_are_checked_in_the_original_order(
         self, service: ImageService, name: str, error: type[Exception]
     ) -> None:
-        with pytest.raises(error):
-            service.derived_request(name)
+        # Refused before the ID is looked up: PHOTO is not stored.
+        failure_of(run(service.derived(name))).trap(error)
 
     def test_extensions_are_case_insensitive_and_jpg_is_jpeg(self, service: ImageService) -> None:
-        assert service.derived_request("a-b-100x100.JPG") == service.derived_request("a-b-100x100.jpeg")
-        assert service.derived_request("a-b-100x100.JPG")[0] == ImageId("a-b")
+        result_of(run(service.store_original(ImageId("a-b"), jpeg((400, 300)))))
+        upper = result_of(run(service.derived("a-b-100x100.JPG"))).record
+        assert result_of(run(service.derived("a-b-100x100.jpeg"))).record == upper
+        assert upper.image_id == "a-b"
 
     def test_unknown_original(self, service: ImageService) -> None:
-        image_id, spec = service.derived_request("nobody-100x100.jpg")
-        failure_of(run(service.fetch_derived(image_id, spec))).trap(ImageNotFound)
+        failure_of(run(derived_body(service, "nobody-100x100.jpg"))).trap(ImageNotFound)
 
 
 class TestDerivation:
@@ -274,8 +278,7 @@ class TestDerivation:
         self, database: Database, blobs: FilesystemBlobStore, log_events: list[LogEvent]
     ) -> None:
         service, imaging = stored_with_held_imaging(database, blobs)
-        image_id, spec = service.derived_request("photo-100x100.jpg")
-        waiters = [run(service.fetch_derived(image_id, spec)) for _ in range(10)]
+        waiters = [run(derived_body(service, "photo-100x100.jpg")) for _ in range(10)]
         assert imaging.calls == 2  # the upload's probe, and one render
         for waiter in waiters:
             no_result(waiter)
@@ -288,9 +291,8 @@ class TestDerivation:
         self, database: Database, blobs: FilesystemBlobStore
     ) -> None:
         service, imaging = stored_with_held_imaging(database, blobs)
-        image_id, spec = service.derived_request("photo-100x100.jpg")
-        leaving = run(service.fetch_derived(image_id, spec))
-        staying = run(service.fetch_derived(image_id, spec))
+        leaving = run(derived_body(service, "photo-100x100.jpg"))
+        staying = run(derived_body(service, "photo-100x100.jpg"))
         leaving.cancel()
         failure_of(leaving).trap(CancelledError)
         imaging.run_all()
@@ -300,8 +302,7 @@ class TestDerivation:
         self, database: Database, blobs: FilesystemBlobStore
     ) -> None:
         service, imaging = stored_with_held_imaging(database, blobs)
-        image_id, spec = service.derived_request("photo-100x100.jpg")
-        waiter = run(service.fetch_derived(image_id, spec))
+        waiter = run(derived_body(service, "photo-100x100.jpg"))
         result_of(run(service.delete_original(PHOTO)))
         imaging.run_all()
         failure_of(waiter).trap(ImageNotFound)
@@ -320,10 +321,11 @@ class TestDerivation:
     def test_metadata_only_reads_no_file(self, service: ImageService, blobs: FilesystemBlobStore) -> None:
         result_of(run(service.store_original(PHOTO, jpeg((400, 300)))))
         full = derived(service, "photo-100x100.jpg")
-        image_id, spec = service.derived_request("photo-100x100.jpg")
-        head = result_of(run(service.fetch_derived(image_id, spec, with_body=False)))
-        assert head.data is None
-        assert head.record == full.record
+        assert isinstance(full.record, DerivedRecord)
+        result_of(blobs.delete(full.record.blob_key))
+        # Read, the lost file would be derived again, under a new record.
+        found = result_of(run(service.derived("photo-100x100.jpg")))
+        assert found.record == full.record
 
 
 class TestRecovery:
@@ -364,7 +366,7 @@ class TestRecovery:
             derived(service, "photo-100x100.jpg")
             # The state a failed removal leaves: marked, files still there.
             result_of(database.transact(begin_removal_txn, "photo", service._clock()))
-            failure_of(run(service.fetch_original(PHOTO))).trap(ImageNotFound)
+            failure_of(run(original_body(service, PHOTO))).trap(ImageNotFound)
             if attempt == "delete again":
                 result_of(run(service.delete_original(PHOTO)))
                 assert files(blobs) == []
@@ -473,8 +475,7 @@ class TestRefusedDerivations:
         service = ImageService(database, blobs, imaging, policy, refusals=RecentRefusals(60, clock=clock))
 
         def attempt() -> Deferred[StoredImage]:
-            image_id, spec = service.derived_request("photo-100x100.jpg")
-            attempt = run(service.fetch_derived(image_id, spec))
+            attempt = run(derived_body(service, "photo-100x100.jpg"))
             imaging.run_all()
             return attempt
 
@@ -502,10 +503,9 @@ class TestRefusedDerivations:
     ) -> None:
         service = make_service(database, blobs)
         result_of(run(service.store_original(PHOTO, jpeg((400, 300)))))
-        image_id, spec = service.derived_request("photo-100x100.jpg")
         blocker = blobs.root / "derived"
         blocker.write_bytes(b"a file where a directory must go")
-        failure_of(run(service.fetch_derived(image_id, spec))).trap(StorageUnavailable)
+        failure_of(run(derived_body(service, "photo-100x100.jpg"))).trap(StorageUnavailable)
         blocker.unlink()
         assert opened(derived(service, "photo-100x100.jpg").data or b"").size == (100, 100)
 
@@ -569,10 +569,9 @@ class TestDerivedInMemory:
         clock = Clock()
         service = self.cached_service(database, blobs, LocalEpoch(), clock)
         result_of(run(service.store_original(PHOTO, jpeg((400, 300)))))
-        image_id, spec = service.derived_request("photo-100x100.jpg")
         # As a GET does it: the metadata first, then the bytes.
-        head = result_of(run(service.fetch_derived(image_id, spec, with_body=False)))
-        first = result_of(run(service.load_derived(image_id, spec, head)))
+        found = result_of(run(service.derived("photo-100x100.jpg")))
+        first = result_of(run(found.body()))
         assert isinstance(first.record, DerivedRecord)
         result_of(blobs.delete(first.record.blob_key))
         clock.now += 5.0  # no poll: every request asks the database
@@ -584,8 +583,7 @@ class TestDerivedInMemory:
         result_of(run(service.store_original(PHOTO, jpeg((400, 300)))))
         derived(service, "photo-100x100.jpg")
         result_of(run(service.delete_original(PHOTO)))
-        image_id, spec = service.derived_request("photo-100x100.jpg")
-        failure_of(run(service.fetch_derived(image_id, spec))).trap(ImageNotFound)
+        failure_of(run(derived_body(service, "photo-100x100.jpg"))).trap(ImageNotFound)
 
     def test_a_delete_by_another_process_on_this_machine_is_seen_at_once(
         self, database: Database, blobs: FilesystemBlobStore, tmp_path: Path
@@ -601,8 +599,7 @@ class TestDerivedInMemory:
             result_of(run(other.store_original(PHOTO, jpeg((400, 300), color=RED))))
             assert close_to(opened(derived(service, "photo-100x100.png").data).getpixel((50, 50)), RED)
             result_of(run(other.delete_original(PHOTO)))
-            image_id, spec = service.derived_request("photo-100x100.png")
-            failure_of(run(service.fetch_derived(image_id, spec))).trap(ImageNotFound)
+            failure_of(run(derived_body(service, "photo-100x100.png"))).trap(ImageNotFound)
             # And a new upload under the ID is what the next request gets.
             result_of(run(other.store_original(PHOTO, jpeg((400, 300), color=BLUE))))
             assert close_to(opened(derived(service, "photo-100x100.png").data).getpixel((50, 50)), BLUE)
@@ -621,5 +618,4 @@ class TestDerivedInMemory:
         result_of(run(elsewhere.delete_original(PHOTO)))
         assert derived(service, "photo-100x100.jpg").data is not None  # until the poll
         result_of(run(service.poll_removals()))
-        image_id, spec = service.derived_request("photo-100x100.jpg")
-        failure_of(run(service.fetch_derived(image_id, spec))).trap(ImageNotFound)
+        failure_of(run(derived_body(service, "photo-100x100.jpg"))).trap(ImageNotFound)

@@ -1,0 +1,71 @@
+"""
+What the service offers its callers (the HTTP layer, the admin tools): the
+one interface they depend on, so that a fake can stand in for the service.
+
+A lookup answers with a Found image: its record at once (enough for a HEAD,
+a 304, the validators), and its bytes only when asked for.  Reading the
+record never reads the file, so HEAD and revalidation stay cheap without the
+caller saying how much it wants up front.
+
+Protocols, not zope interfaces: the methods are coroutines, and mypy checks
+the service and its fakes against them structurally.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pymager_tx.app.values import StoredImage
+from pymager_tx.core.model import ImageId, OriginalRecord, StoredFile
+
+
+class Found(Protocol):
+    """An image found by a lookup."""
+
+    @property
+    def record(self) -> StoredFile:
+        """What was found: the validators, type and length of the answer."""
+        ...
+
+    async def body(self, whole_up_to: int | None = None) -> StoredImage:
+        """The image with its bytes; past whole_up_to bytes, with an open
+        reader of them instead.  Its record may be newer than the one found
+        (a rendition derived again because its file was lost)."""
+        ...
+
+    async def confirm(self) -> None:
+        """Fail as body() would if the bytes are gone, without reading
+        them: for answers that send none (HEAD, 304)."""
+        ...
+
+
+class ImageServiceAPI(Protocol):
+    """Writes, once begun, finish whether or not their caller still waits:
+    cancelling the wait does not cancel the write."""
+
+    async def store_original(
+        self, image_id: ImageId, data: bytes, arrived: float | None = None
+    ) -> OriginalRecord:
+        """Store an upload under image_id; arrived (time.monotonic()) starts
+        its time budget."""
+        ...
+
+    async def delete_original(self, image_id: ImageId) -> None: ...
+
+    async def original(self, image_id: ImageId) -> Found: ...
+
+    async def derived(self, name: str, arrived: float | None = None) -> Found:
+        """The rendition a derived name ('<ID>-<W>x<H>[-<mode>].<ext>') asks
+        for, derived first if need be, within the time budget counted from
+        arrived.  A name is refused in this order: one that does not parse,
+        an output format not written, a size not allowed, an unknown ID."""
+        ...
+
+    async def check_health(self) -> None:
+        """Fails unless the metadata store answers."""
+        ...
+
+    def image_load(self) -> dict[str, object] | None:
+        """How busy the image threads are (None: no bounded queue); with
+        "full": True when new image work would be refused."""
+        ...

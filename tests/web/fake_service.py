@@ -1,0 +1,136 @@
+"""A fake of the service's interface (pymager_tx.app.api.ImageServiceAPI):
+answers from dicts, fails as told, and counts what the routes asked of it,
+so that statuses, headers and problem bodies are tested in milliseconds."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from pymager_tx.adapters.storage.memory import BytesReader
+from pymager_tx.app.api import Found, ImageServiceAPI
+from pymager_tx.app.values import StoredImage
+from pymager_tx.core.errors import ImageIdTaken, ImageNotFound, PymagerError
+from pymager_tx.core.model import DerivedRecord, ImageId, OriginalRecord, OriginalStatus, StoredFile
+
+CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def original_record(image_id: str, data: bytes, media_type: str = "image/png") -> OriginalRecord:
+    return OriginalRecord(
+        image_id=image_id,
+        format=media_type.split("/")[1],
+        media_type=media_type,
+        width=10,
+        height=20,
+        byte_length=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        blob_key=f"originals/{image_id}",
+        created_at=CREATED,
+        generation="g1",
+        status=OriginalStatus.READY,
+    )
+
+
+def derived_record(name: str, data: bytes) -> DerivedRecord:
+    return DerivedRecord(
+        image_id=name.rsplit("-", 1)[0],
+        format="jpeg",
+        media_type="image/jpeg",
+        width=10,
+        height=10,
+        byte_length=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        blob_key=f"derived/{name}",
+        created_at=CREATED,
+        variant=name,
+    )
+
+
+@dataclass
+class FakeFound:
+    record: StoredFile
+    data: bytes
+    calls: list[str]
+    # What body() finds instead, when the image changed since the lookup.
+    renewed: tuple[StoredFile, bytes] | None = None
+    fails: PymagerError | None = None
+
+    async def body(self, whole_up_to: int | None = None) -> StoredImage:
+        self.calls.append("body")
+        if self.fails is not None:
+            raise self.fails
+        record, data = self.renewed or (self.record, self.data)
+        if whole_up_to is not None and len(data) > whole_up_to:
+            return StoredImage(record, None, reader=BytesReader(data))
+        return StoredImage(record, data)
+
+    async def confirm(self) -> None:
+        self.calls.append("confirm")
+        if self.fails is not None:
+            raise self.fails
+
+
+@dataclass
+class FakeImageService:
+    found: dict[str, FakeFound] = field(default_factory=dict)
+    # Raised by the next call of the named method.
+    failures: dict[str, Exception] = field(default_factory=dict)
+    calls: list[str] = field(default_factory=list)
+    load: dict[str, object] | None = None
+
+    def hold(self, key: str, record: StoredFile, data: bytes) -> FakeFound:
+        self.found[key] = FakeFound(record, data, self.calls)
+        return self.found[key]
+
+    def _fail(self, method: str) -> None:
+        self.calls.append(method)
+        if method in self.failures:
+            raise self.failures.pop(method)
+
+    async def store_original(
+        self, image_id: ImageId, data: bytes, arrived: float | None = None
+    ) -> OriginalRecord:
+        self._fail("store_original")
+        if image_id.value in self.found:
+            raise ImageIdTaken(f"the ID {image_id.value!r} is taken")
+        record = original_record(image_id.value, data)
+        self.hold(image_id.value, record, data)
+        return record
+
+    async def delete_original(self, image_id: ImageId) -> None:
+        self._fail("delete_original")
+        if self.found.pop(image_id.value, None) is None:
+            raise ImageNotFound(f"no original is stored under the ID {image_id.value!r}")
+
+    async def original(self, image_id: ImageId) -> Found:
+        self._fail("original")
+        return self._find(image_id.value)
+
+    async def derived(self, name: str, arrived: float | None = None) -> Found:
+        self._fail("derived")
+        return self._find(name)
+
+    def _find(self, key: str) -> Found:
+        if key not in self.found:
+            raise ImageNotFound(f"nothing is stored under {key!r}")
+        return self.found[key]
+
+    async def check_health(self) -> None:
+        self._fail("check_health")
+
+    def image_load(self) -> dict[str, object] | None:
+        return self.load
+
+
+def renewed(found: FakeFound, data: bytes) -> None:
+    """Make found's body a newer image than its record says."""
+    found.renewed = (
+        replace(found.record, sha256=hashlib.sha256(data).hexdigest(), byte_length=len(data)),
+        data,
+    )
+
+
+# The fake keeps to the interface the routes depend on.
+_checked: ImageServiceAPI = FakeImageService()
