@@ -10,42 +10,28 @@ from __future__ import annotations
 
 import argparse
 
-from twisted.internet.defer import succeed
 from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogPublisher
 from zope.interface import implementer
 
-from pymager_tx.adapters.cluster.epoch import SharedEpoch
-from pymager_tx.adapters.cluster.owners import Owners
-from pymager_tx.adapters.sql.database import Database, make_engine
 from pymager_tx.adapters.sql.schema_version import State, status_txn
-from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.admin.command import AdminError, Command, Target
 from pymager_tx.app.consistency import check_store
-from pymager_tx.app.peers import Peers
-from pymager_tx.app.rendition_cache import RenditionCache
-from pymager_tx.app.service import ImageService
 from pymager_tx.ports import immediate
-from pymager_tx.process.server import image_policy
+from pymager_tx.process.wiring import Offloads, build_service, build_store
 
 
 def _check(target: Target, arguments: argparse.Namespace) -> int:
     schema = target.transact(status_txn)
     if schema.state is not State.CURRENT:
         raise AdminError(f"{target.shown_url}: {schema.describe()}; run `pymager-admin db upgrade` first")
-    data_directory = target.settings.storage.data_directory.absolute()
-    owners = Owners(data_directory / "processes")
-    peers = Peers(owners.me, lambda owner: succeed(owners.is_alive(owner)), None)
-    database = Database(make_engine(target.database_url, pool_size=1), immediate)
+    store = build_store(target.settings, Offloads.at_once(), pool_size=1)
+    database, blobs, peers = store.database, store.blobs, store.peers
     # Removals made by --repair must void what live processes hold in memory.
-    epoch = SharedEpoch.of(data_directory)
+    epoch = store.epoch
     if arguments.repair:
         epoch.open()
     try:
-        blobs = FilesystemBlobStore(data_directory / "files", immediate, owners.me, owners.is_alive)
-        cache = RenditionCache(max_bytes=0, max_item_bytes=0, poll_seconds=0, epoch=epoch)
-        service = ImageService(
-            database, blobs, immediate, image_policy(target.settings), peers=peers, cache=cache
-        )
+        service = build_service(target.settings, store, immediate, memory_cache=False)
         # What repair does (removes, forgets, finishes) is told as it is done.
         actions: list[str] = []
         observer = _ActionLog(actions)

@@ -1,7 +1,11 @@
-"""Problem answers (application/problem+json, RFC 9457) on a request."""
+"""Problem answers (application/problem+json, RFC 9457): on a request, or
+as a whole response written before any request object can answer."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from twisted.web.http import RESPONSES
 from twisted.web.iweb import IRequest
 
 from pymager_tx.core.problems import Problem, problem_body
@@ -15,3 +19,17 @@ def answer_with_problem(request: IRequest, problem: Problem, detail: str) -> byt
     body = problem_body(problem, detail)
     request.setHeader(b"Content-Length", b"%d" % len(body))
     return body
+
+
+def refusal(problem: Problem, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()) -> bytes:
+    """A whole HTTP/1.1 response refusing a request, closing the connection."""
+    body = problem_body(problem, detail)
+    head = [b"HTTP/1.1 %d %s" % (problem.status, RESPONSES[problem.status])]
+    for name, value in [
+        *headers,
+        (b"Content-Type", b"application/problem+json"),
+        (b"Content-Length", b"%d" % len(body)),
+        (b"Connection", b"close"),
+    ]:
+        head.append(name + b": " + value)
+    return b"\r\n".join(head) + b"\r\n\r\n" + body

@@ -32,22 +32,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pymager_tx import __version__
-from pymager_tx.adapters.cluster.epoch import SharedEpoch
-from pymager_tx.adapters.cluster.owners import Owners
-from pymager_tx.adapters.sql.database import Database, make_engine
 from pymager_tx.adapters.sql.schema_version import prepare_at_startup
-from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.app.admission import ImageAdmission
-from pymager_tx.app.peers import Peers
-from pymager_tx.app.rendition_cache import RenditionCache
-from pymager_tx.app.service import ImagePolicy, ImageService
 from pymager_tx.config import Settings
 from pymager_tx.core.errors import Unavailable
 from pymager_tx.http.connections import PortFeed, with_backlog
-from pymager_tx.http.guards import WriteTokens
-from pymager_tx.http.routes import HttpPolicy, ImageAPI
-from pymager_tx.http.site import PymagerSite
-from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
 from pymager_tx.process.deployment import (
     MOUNTINFO,
     UnsafeDeployment,
@@ -56,6 +45,7 @@ from pymager_tx.process.deployment import (
 )
 from pymager_tx.process.handoff import Dealer, Receiver
 from pymager_tx.process.threads import ThreadPoolService
+from pymager_tx.process.wiring import Offloads, build_service, build_site, build_store
 from pymager_tx.process.workers import Workers
 
 # Blob reads and writes are short and mostly wait on the disk.
@@ -110,53 +100,16 @@ class PymagerService(MultiService):
             image_thread_count, settings.images.max_queue or 4 * image_thread_count, reactor
         )
 
-        url = settings.database_url
-        self.database = Database(make_engine(url, settings.database.pool_size), database_threads.offload)
-        # Every process sharing the data directory registers here, so each
-        # can tell what a dead one left unfinished from what a live one holds.
-        self.owners = Owners(data_directory / "processes")
-        self.blobs = FilesystemBlobStore(
-            data_directory / "files", io_threads.offload, self.owners.me, self.owners.is_alive
-        )
-        peers = Peers(
-            self.owners.me,
-            alive=lambda owner: io_threads.offload(self.owners.is_alive, owner),
-            timer=reactor,
-        )
-        images = settings.images
-        # Removals in any process sharing this data directory void what the
-        # others hold in memory (see pymager_tx.adapters.cluster.epoch).
-        self.epoch = SharedEpoch.of(data_directory)
-        memory = settings.memory_cache
-        self.images = ImageService(
-            self.database,
-            self.blobs,
-            image_threads.offload,
-            image_policy(settings),
-            peers=peers,
-            cache=RenditionCache(memory.max_bytes, memory.max_item_bytes, memory.poll_seconds, self.epoch),
-            admission=self.admission,
-        )
-        write_tokens = WriteTokens(tokens)
-        self.api = ImageAPI(
-            self.images,
-            write_tokens,
-            io_threads.offload,
-            HttpPolicy(cache_control=settings.http.cache_control, public_url=settings.server.public_url),
-        )
-        self.site = PymagerSite(
-            self.api.resource(),
-            max_upload_bytes=images.max_upload_bytes,
-            reactor=reactor,
-            idle_timeout=settings.server.idle_timeout,
-            trust_forwarded_for=settings.server.trust_forwarded_for,
-            tokens=write_tokens,
-            access_log=settings.server.access_log,
-            upload_directory=self.upload_directory,
-            max_uploads=settings.server.max_uploads,
-            header_timeout=settings.server.header_timeout,
-            body_timeout=settings.server.body_timeout,
-            max_connections=settings.server.max_connections,
+        offloads = Offloads(database_threads.offload, io_threads.offload, image_threads.offload)
+        store = build_store(settings, offloads, timer=reactor)
+        self.store = store
+        self.database = store.database
+        self.blobs = store.blobs
+        self.owners = store.owners
+        self.epoch = store.epoch
+        self.images = build_service(settings, store, image_threads.offload, self.admission)
+        self.site = build_site(
+            settings, self.images, tokens, io_threads.offload, reactor, self.upload_directory
         )
         self._io = io_threads
 
@@ -304,29 +257,6 @@ def _reason(error: CannotListenError) -> str:
     """What the system said, without Twisted's wording around it."""
     cause = error.socketError
     return getattr(cause, "strerror", None) or str(cause)
-
-
-def image_policy(settings: Settings) -> ImagePolicy:
-    images = settings.images
-    return ImagePolicy(
-        allowed_sizes=images.sizes,
-        max_upload_bytes=images.max_upload_bytes,
-        limits=DecodeLimits(
-            max_pixels=images.max_pixels,
-            decoders=tuple(images.decoders),
-            max_frames=images.max_frames,
-            max_animation_pixels=images.max_animation_pixels,
-            time_budget=images.derivation_time_budget,
-        ),
-        encoding=EncodeOptions(
-            jpeg_quality=images.jpeg_quality,
-            webp_quality=images.webp_quality,
-            background=images.background_rgb,
-            jpeg_progressive=images.jpeg_progressive,
-            jpeg_subsampling=images.jpeg_subsampling,
-            upscale=images.upscale,
-        ),
-    )
 
 
 def _usable_cpus() -> int:

@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, inspect, select, text
 
 from pymager_tx.adapters.sql.database import Database, make_engine
 from pymager_tx.adapters.sql.migrations import alembic_config
-from pymager_tx.adapters.sql.repository import begin_removal_txn, removal_count_txn
+from pymager_tx.adapters.sql.originals_txn import begin_removal_txn, removal_count_txn
 from pymager_tx.adapters.sql.schema import derivation_claims, derived, metadata, originals
 from pymager_tx.adapters.sql.schema_version import (
     LOCK_KEY,

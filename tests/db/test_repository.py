@@ -11,29 +11,28 @@ import pytest
 from sqlalchemy import update
 
 from pymager_tx.adapters.sql.database import Database, make_engine, sqlite_url
-from pymager_tx.adapters.sql.repository import (
-    Claim,
-    ClaimOutcome,
-    Recorded,
-    RowState,
+from pymager_tx.adapters.sql.originals_txn import (
     abandon_upload_txn,
     begin_removal_txn,
-    claim_derivation_txn,
     claim_original_txn,
-    claims_txn,
     find_original_txn,
     forget_original_txn,
-    lookup_derived_txn,
     mark_original_ready_txn,
-    record_derived_txn,
-    release_claim_txn,
     removal_count_txn,
     status_of_txn,
     unfinished_txn,
 )
+from pymager_tx.adapters.sql.renditions_txn import (
+    claim_derivation_txn,
+    claims_txn,
+    lookup_derived_txn,
+    record_derived_txn,
+    release_claim_txn,
+)
 from pymager_tx.adapters.sql.schema import derivation_claims
 from pymager_tx.core.errors import ImageIdTaken
 from pymager_tx.core.model import DerivedRecord, OriginalRecord, OriginalStatus
+from pymager_tx.core.records import Claim, ClaimOutcome, Recorded, RowState
 from pymager_tx.ports import immediate
 from tests.results import failure_of, result_of
 

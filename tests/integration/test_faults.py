@@ -19,7 +19,7 @@ import treq
 from sqlalchemy import make_url
 from twisted.internet.defer import Deferred
 
-from pymager_tx.adapters.sql.repository import find_original_txn, status_of_txn
+from pymager_tx.adapters.sql.originals_txn import find_original_txn, status_of_txn
 from tests.faults import (
     CuttableProxy,
     files_under,

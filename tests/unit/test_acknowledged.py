@@ -18,15 +18,13 @@ import pytest
 from twisted.internet.defer import Deferred
 
 from pymager_tx.adapters.sql.database import Database, make_engine
-from pymager_tx.adapters.sql.repository import (
+from pymager_tx.adapters.sql.originals_txn import (
     begin_removal_txn,
     claim_original_txn,
-    claims_txn,
     find_original_txn,
-    lookup_derived_txn,
     mark_original_ready_txn,
-    record_derived_txn,
 )
+from pymager_tx.adapters.sql.renditions_txn import claims_txn, lookup_derived_txn, record_derived_txn
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.app.consistency import LostOriginal, Report, check, repair
 from pymager_tx.app.peers import POLL_MOST

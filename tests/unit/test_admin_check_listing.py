@@ -14,7 +14,7 @@ import pytest
 from twisted.internet.defer import Deferred
 
 from pymager_tx.adapters.sql.database import Database, make_engine, sqlite_url
-from pymager_tx.adapters.sql.repository import find_original_txn
+from pymager_tx.adapters.sql.originals_txn import find_original_txn
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.admin.cli import main
 from pymager_tx.app.service import ImageService

@@ -15,7 +15,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock
 
 from pymager_tx.adapters.sql.database import Database
-from pymager_tx.adapters.sql.repository import claims_txn
+from pymager_tx.adapters.sql.renditions_txn import claims_txn
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.app.admission import ImageAdmission
 from pymager_tx.app.service import ImagePolicy, ImageService, StoredImage

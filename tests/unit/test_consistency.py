@@ -9,12 +9,8 @@ import pytest
 from twisted.internet.defer import Deferred, succeed
 
 from pymager_tx.adapters.sql.database import Database
-from pymager_tx.adapters.sql.repository import (
-    claim_original_txn,
-    claims_txn,
-    lookup_derived_txn,
-    status_of_txn,
-)
+from pymager_tx.adapters.sql.originals_txn import claim_original_txn, status_of_txn
+from pymager_tx.adapters.sql.renditions_txn import claims_txn, lookup_derived_txn
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.app.consistency import Report, check_store
 from pymager_tx.app.peers import Peers

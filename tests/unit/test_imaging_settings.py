@@ -11,7 +11,7 @@ from pymager_tx.core.errors import ConfigError
 from pymager_tx.core.model import ResizeMode, Size
 from pymager_tx.imaging.geometry import draft_request, plan, stored_box, working_scale
 from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
-from pymager_tx.process.server import image_policy
+from pymager_tx.process.wiring import image_policy
 
 
 def settings_from(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]

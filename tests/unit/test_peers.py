@@ -18,15 +18,13 @@ from twisted.internet.task import Clock
 from twisted.logger import LogEvent
 
 from pymager_tx.adapters.sql.database import Database
-from pymager_tx.adapters.sql.repository import (
-    ClaimOutcome,
+from pymager_tx.adapters.sql.originals_txn import (
     begin_removal_txn,
-    claim_derivation_txn,
     claim_original_txn,
-    claims_txn,
     find_original_txn,
     status_of_txn,
 )
+from pymager_tx.adapters.sql.renditions_txn import claim_derivation_txn, claims_txn
 from pymager_tx.adapters.sql.schema import derivation_claims
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.app.peers import CLAIM_LEASE, POLL_MOST, Peers
@@ -34,6 +32,7 @@ from pymager_tx.app.service import ImageService, claimed_key
 from pymager_tx.core.errors import DerivationPending, ImageIdTaken, ImageNotFound
 from pymager_tx.core.keys import original_key
 from pymager_tx.core.model import OriginalStatus
+from pymager_tx.core.records import ClaimOutcome
 from pymager_tx.ports import IBlobStore, Offload, immediate
 from tests.conftest import derivations
 from tests.db.test_repository import lapse_claims, pending

@@ -14,7 +14,8 @@ from twisted.logger import LogEvent
 
 from pymager_tx.adapters.cluster.epoch import SharedEpoch
 from pymager_tx.adapters.sql.database import Database
-from pymager_tx.adapters.sql.repository import claim_original_txn, forget_derived_txn, status_of_txn
+from pymager_tx.adapters.sql.originals_txn import claim_original_txn, status_of_txn
+from pymager_tx.adapters.sql.renditions_txn import forget_derived_txn
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.app.refusals import RecentRefusals
 from pymager_tx.app.rendition_cache import RenditionCache
@@ -347,7 +348,7 @@ class TestRecovery:
     def test_finishes_an_interrupted_deletion(
         self, service: ImageService, database: Database, blobs: FilesystemBlobStore
     ) -> None:
-        from pymager_tx.adapters.sql.repository import begin_removal_txn
+        from pymager_tx.adapters.sql.originals_txn import begin_removal_txn
 
         result_of(run(service.store_original(PHOTO, jpeg((300, 200)))))
         derived(service, "photo-100x100.jpg")
@@ -359,7 +360,7 @@ class TestRecovery:
     def test_a_deletion_that_failed_half_way_does_not_strand_the_id(
         self, service: ImageService, database: Database, blobs: FilesystemBlobStore
     ) -> None:
-        from pymager_tx.adapters.sql.repository import begin_removal_txn
+        from pymager_tx.adapters.sql.originals_txn import begin_removal_txn
 
         for attempt in ("delete again", "upload again"):
             result_of(run(service.store_original(PHOTO, jpeg((300, 200)))))

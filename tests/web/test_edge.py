@@ -21,7 +21,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from pymager_tx.http.connections import with_backlog
-from pymager_tx.http.site import IN_MEMORY_BODY_BYTES, PymagerSite
+from pymager_tx.http.requests import IN_MEMORY_BODY_BYTES
+from pymager_tx.http.site import PymagerSite
 
 LIMIT = 10 * 1024 * 1024
 LARGE = 3 * IN_MEMORY_BODY_BYTES
@@ -159,7 +160,7 @@ def test_the_spooled_body_is_removed_when_the_client_goes(tmp_path: Path) -> Non
     connection.send(put_head(LARGE) + b"x" * (LARGE - 1))
     connection.close()
     assert files_open_in(tmp_path) == 0
-    assert site.site.uploads == 0
+    assert site.site.gate.uploads == 0
 
 
 def test_uploads_past_max_uploads_are_refused_at_once_with_503() -> None:
@@ -250,7 +251,7 @@ def test_a_body_must_arrive_within_body_timeout_of_its_headers(tmp_path: Path) -
     assert "body" in problem(answer)["detail"]
     assert connection.transport.disconnecting
     assert files_open_in(tmp_path) == 0
-    assert site.site.uploads == 0
+    assert site.site.gate.uploads == 0
 
 
 def test_a_body_that_arrives_in_time_is_answered_and_the_deadline_forgotten() -> None:

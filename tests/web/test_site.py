@@ -12,8 +12,8 @@ from twisted.logger import LogEvent
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
-from pymager_tx.http.guards import WriteTokens
-from pymager_tx.http.site import FORM_OVERHEAD_BYTES, PymagerSite
+from pymager_tx.http.guards import FORM_OVERHEAD_BYTES, WriteTokens
+from pymager_tx.http.site import PymagerSite
 
 LIMIT = 1000
 

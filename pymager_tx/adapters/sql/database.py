@@ -25,31 +25,33 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from pymager_tx.adapters.sql.repository import (
+from pymager_tx.adapters.sql.originals_txn import (
     abandon_upload_txn,
     begin_removal_txn,
-    claim_derivation_txn,
     claim_original_txn,
-    claims_txn,
     find_original_txn,
-    forget_derived_key_txn,
-    forget_derived_txn,
     forget_lost_original_txn,
     forget_original_txn,
-    lookup_derived_txn,
     mark_original_ready_txn,
-    names_blob_txn,
-    ping_txn,
-    record_derived_txn,
-    release_claim_txn,
     removal_count_txn,
-    renew_claim_txn,
     resume_removal_txn,
     row_state_txn,
-    store_index_txn,
-    take_over_claim_txn,
     unfinished_txn,
 )
+from pymager_tx.adapters.sql.renditions_txn import (
+    claim_derivation_txn,
+    claims_txn,
+    forget_derived_key_txn,
+    forget_derived_txn,
+    lookup_derived_txn,
+    names_blob_txn,
+    record_derived_txn,
+    release_claim_txn,
+    renew_claim_txn,
+    store_index_txn,
+    take_over_claim_txn,
+)
+from pymager_tx.adapters.sql.rows import ping_txn
 from pymager_tx.adapters.sql.schema_version import drop_txn, upgrade_txn
 from pymager_tx.core.errors import DatabaseUnavailable
 from pymager_tx.core.model import DerivedRecord, OriginalRecord

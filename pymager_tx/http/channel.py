@@ -1,0 +1,204 @@
+"""
+The HTTP channel: answers to malformed HTTP are problem documents, a
+request's head and body have deadlines, and a connection's pipelined
+requests wait while its client does not read the answers, each parsed on a
+later reactor turn than the answer before it, so one connection cannot hold
+the reactor.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+from twisted.web.server import Request
+
+from pymager_tx.core.problems import BAD_REQUEST, REQUEST_TIMEOUT, Problem
+from pymager_tx.http.access_log import access_log
+from pymager_tx.http.answers import refusal
+
+if TYPE_CHECKING:
+    from pymager_tx.http.site import PymagerSite
+
+# A line feed that does not end a CRLF: RFC 9112 lets a server reject it, and
+# LineReceiver would otherwise wait for a CRLF that never comes.
+_BARE_LF = re.compile(rb"(?<!\r)\n")
+
+
+class ProblemChannel(HTTPChannel):
+    """An HTTPChannel whose answers to malformed HTTP are problem documents,
+    with deadlines, and whose pipelined requests wait their turn.
+
+    Twisted answers a request it cannot parse with a bare "400 Bad Request"
+    and a request line or header over its line limit with nothing at all;
+    both hooks are overridden here, as are the choice of a transfer decoder
+    and the end of a request (all private to Twisted, and
+    tests/web/test_edge.py checks they still exist).
+    """
+
+    site: PymagerSite
+    _head_deadline: IDelayedCall | None = None
+    _body_deadline: IDelayedCall | None = None
+    # Pipelined requests buffered behind a finished one, not parsed yet.
+    _held = False
+    _release_call: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.site.connections.opened(self)
+
+    def make_room(self) -> None:
+        """Closed, idle, to make room for a new connection (see connections)."""
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancel_deadlines()
+        if self._release_call is not None and self._release_call.active():
+            self._release_call.cancel()
+        self._release_call = None
+        super().connectionLost(reason)
+        self.site.connections.closed(self)
+
+    def dataReceived(self, data: bytes) -> None:
+        if data and self.line_mode and not self._handlingRequest and self._head_deadline is None:
+            # The first byte of a request: its head has header_timeout to arrive.
+            self._head_deadline = self.callLater(self.site.header_timeout, self._head_too_slow)
+            self.site.connections.busy(self)
+        super().dataReceived(data)
+        if (
+            self.line_mode
+            and not self._busyReceiving
+            and not self._closing()
+            and _BARE_LF.search(self._buffer)
+        ):
+            self._refuse_and_close(BAD_REQUEST, "a line of the request ends in a bare LF, not CRLF")
+
+    def _maybeChooseTransferDecoder(self, header: bytes, data: bytes) -> bool:
+        # RFC 9112 section 6.3: chunked must be the final coding, and no other
+        # coding is implemented; Twisted lets "identity" pass, alone or in a
+        # second Transfer-Encoding line after chunked, which a proxy in front
+        # may read differently (request smuggling).
+        if header == b"Transfer-Encoding" and data.lower() != b"chunked":
+            return bool(self._failChooseTransferDecoder())
+        return bool(super()._maybeChooseTransferDecoder(header, data))
+
+    def allHeadersReceived(self) -> None:
+        self._cancel_head_deadline()
+        super().allHeadersReceived()
+        request = self.requests[-1]
+        if self.length != 0 and not request.refused:
+            self._body_deadline = self.callLater(self.site.body_timeout, self._body_too_slow)
+
+    def allContentReceived(self) -> None:
+        self._cancel_deadlines()
+        super().allContentReceived()
+
+    def requestDone(self, request: Request) -> None:
+        # Buffered: in _dataBuffer, or (for a request answered at once, in
+        # the middle of parsing) still in LineReceiver's buffer, which the
+        # parsing loop then hands to rawDataReceived: into _dataBuffer.
+        if not (self.persistent and (self._dataBuffer or self._buffer)):
+            super().requestDone(request)
+            if self.persistent and not self._closing():
+                self.site.connections.idle(self)
+            return
+        # Requests already buffered behind this one: HTTPChannel would parse
+        # them at once, even while the client reads none of the answers, and
+        # answer a whole pipeline in this one reactor turn.  Hold them (and
+        # whatever arrives meanwhile, behind them) for a later turn, and for
+        # as long as the transport is full.
+        if request is not self.requests[0]:
+            raise TypeError(request)
+        del self.requests[0]
+        self._held = True
+        if self._savedTimeOut:
+            # Idle again: a client that never reads is timed out.
+            self.setTimeout(self._savedTimeOut)
+        if self._waitingForTransport:
+            self._networkProducer.pauseProducing()
+        else:
+            self._release_soon()
+
+    def pauseProducing(self) -> None:
+        super().pauseProducing()
+        if self._held:
+            self._networkProducer.pauseProducing()
+
+    def resumeProducing(self) -> None:
+        super().resumeProducing()
+        if self._held:
+            self._release_soon()
+
+    def _release_soon(self) -> None:
+        if self._release_call is None:
+            self._release_call = self.callLater(0, self._release)
+
+    def _release(self) -> None:
+        self._release_call = None
+        if not self._held or self._closing():
+            return
+        if self._waitingForTransport:
+            return  # resumeProducing calls again
+        self._held = False
+        self._handlingRequest = False
+        data = b"".join(self._dataBuffer)
+        self._dataBuffer = []
+        self._networkProducer.resumeProducing()
+        self.setLineMode(data)
+
+    def _closing(self) -> bool:
+        return self.transport is None or bool(getattr(self.transport, "disconnecting", False))
+
+    def _cancel_head_deadline(self) -> None:
+        if self._head_deadline is not None and self._head_deadline.active():
+            self._head_deadline.cancel()
+        self._head_deadline = None
+
+    def _cancel_deadlines(self) -> None:
+        self._cancel_head_deadline()
+        if self._body_deadline is not None and self._body_deadline.active():
+            self._body_deadline.cancel()
+        self._body_deadline = None
+
+    def _head_too_slow(self) -> None:
+        self._head_deadline = None
+        detail = (
+            f"the request line and headers did not all arrive within {self.site.header_timeout:g} seconds"
+        )
+        self._refuse_and_close(REQUEST_TIMEOUT, detail)
+
+    def _body_too_slow(self) -> None:
+        self._body_deadline = None
+        if self.requests:
+            self.requests[-1].discard_body()
+        detail = f"the request body did not all arrive within {self.site.body_timeout:g} seconds"
+        self._refuse_and_close(REQUEST_TIMEOUT, detail)
+
+    def _refuse_and_close(self, problem: Problem, detail: str) -> None:
+        self._cancel_deadlines()
+        if self._closing():
+            return  # refused already
+        assert self.transport is not None
+        self.transport.write(refusal(problem, detail))
+        access_log.info(
+            "{client} refused: {detail}",
+            client=getattr(self.transport.getPeer(), "host", "-"),
+            detail=detail,
+            status=problem.status,
+        )
+        self.loseConnection()
+
+    def _respondToBadRequestAndDisconnect(self) -> None:
+        assert self.transport is not None
+        self._cancel_deadlines()
+        self.transport.write(refusal(BAD_REQUEST, "the request is not valid HTTP/1.1"))
+        self.loseConnection()
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        detail = f"a request line or header is longer than {self.MAX_LENGTH} bytes"
+        self._refuse_and_close(BAD_REQUEST, detail)

@@ -1,0 +1,153 @@
+"""
+The composition root: the one place that turns settings into components and
+picks the adapters behind the ports.  The server (pymager_tx.process.server)
+and the admin tools (pymager_tx.admin) both build through it, so that they
+always agree on where the data is and how it is shared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pymager_tx.adapters.cluster.epoch import SharedEpoch
+from pymager_tx.adapters.cluster.owners import Owners
+from pymager_tx.adapters.sql.database import Database, make_engine
+from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.app.admission import ImageAdmission
+from pymager_tx.app.peers import Peers
+from pymager_tx.app.rendition_cache import RenditionCache
+from pymager_tx.app.service import ImagePolicy, ImageService
+from pymager_tx.config import Settings
+from pymager_tx.http.guards import WriteTokens
+from pymager_tx.http.routes import HttpPolicy, ImageAPI
+from pymager_tx.http.site import PymagerSite
+from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
+from pymager_tx.ports import Offload, immediate
+
+
+@dataclass(frozen=True)
+class Offloads:
+    """Where each kind of blocking work runs."""
+
+    database: Offload
+    io: Offload
+    images: Offload
+
+    @classmethod
+    def at_once(cls) -> Offloads:
+        """Everything in the calling thread: for the command line."""
+        return cls(immediate, immediate, immediate)
+
+
+@dataclass(frozen=True)
+class Store:
+    """The state the settings name, and how this process shares it."""
+
+    data_directory: Path
+    database: Database
+    blobs: FilesystemBlobStore
+    # The processes sharing the data directory, this one among them.
+    owners: Owners
+    peers: Peers
+    # Removals anywhere void what every process holds in memory.
+    epoch: SharedEpoch
+
+
+def build_store(
+    settings: Settings, offloads: Offloads, timer: Any = None, pool_size: int | None = None
+) -> Store:
+    """timer: for waiting on peers (the reactor), None on the command line;
+    pool_size: database connections (default: the settings')."""
+    data_directory = settings.storage.data_directory.absolute()
+    size = settings.database.pool_size if pool_size is None else pool_size
+    database = Database(make_engine(settings.database_url, size), offloads.database)
+    # Every process sharing the data directory registers here, so each can
+    # tell what a dead one left unfinished from what a live one holds.
+    owners = Owners(data_directory / "processes")
+    blobs = FilesystemBlobStore(data_directory / "files", offloads.io, owners.me, owners.is_alive)
+    peers = Peers(owners.me, alive=lambda owner: offloads.io(owners.is_alive, owner), timer=timer)
+    return Store(data_directory, database, blobs, owners, peers, SharedEpoch.of(data_directory))
+
+
+def build_service(
+    settings: Settings,
+    store: Store,
+    images: Offload,
+    admission: ImageAdmission | None = None,
+    memory_cache: bool = True,
+) -> ImageService:
+    """memory_cache: hold renditions in memory as the settings say (the
+    command line holds none)."""
+    memory = settings.memory_cache
+    cache = RenditionCache(
+        memory.max_bytes if memory_cache else 0,
+        memory.max_item_bytes if memory_cache else 0,
+        memory.poll_seconds if memory_cache else 0,
+        store.epoch,
+    )
+    return ImageService(
+        store.database,
+        store.blobs,
+        images,
+        image_policy(settings),
+        peers=store.peers,
+        cache=cache,
+        admission=admission,
+    )
+
+
+def build_site(
+    settings: Settings,
+    service: ImageService,
+    tokens: tuple[str, ...],
+    io: Offload,
+    reactor: Any,
+    upload_directory: Path,
+) -> PymagerSite:
+    write_tokens = WriteTokens(tokens)
+    api = ImageAPI(
+        service,
+        write_tokens,
+        io,
+        HttpPolicy(cache_control=settings.http.cache_control, public_url=settings.server.public_url),
+    )
+    server = settings.server
+    return PymagerSite(
+        api.resource(),
+        max_upload_bytes=settings.images.max_upload_bytes,
+        reactor=reactor,
+        idle_timeout=server.idle_timeout,
+        trust_forwarded_for=server.trust_forwarded_for,
+        tokens=write_tokens,
+        access_log=server.access_log,
+        upload_directory=upload_directory,
+        max_uploads=server.max_uploads,
+        header_timeout=server.header_timeout,
+        body_timeout=server.body_timeout,
+        max_connections=server.max_connections,
+    )
+
+
+def image_policy(settings: Settings) -> ImagePolicy:
+    images = settings.images
+    return ImagePolicy(
+        allowed_sizes=images.sizes,
+        max_upload_bytes=images.max_upload_bytes,
+        limits=DecodeLimits(
+            max_pixels=images.max_pixels,
+            decoders=tuple(images.decoders),
+            max_frames=images.max_frames,
+            max_animation_pixels=images.max_animation_pixels,
+            time_budget=images.derivation_time_budget,
+        ),
+        encoding=EncodeOptions(
+            jpeg_quality=images.jpeg_quality,
+            webp_quality=images.webp_quality,
+            background=images.background_rgb,
+            jpeg_progressive=images.jpeg_progressive,
+            jpeg_subsampling=images.jpeg_subsampling,
+            upscale=images.upscale,
+        ),
+    )
