@@ -3,13 +3,20 @@ pymager-tx against thumbor 7 (and a plain-Pillow floor) on real photographs,
 over HTTP on 127.0.0.1, in one run.
 
     python bench/compare.py --corpus-dir bench/photos --out bench/out/compare.md
+    python bench/compare.py --baseline HEAD~1 --skip-thumbor --memory-cache off --quick
+
+With --baseline REV a second pymager-tx runs beside this checkout's: REV's
+tree, installed in a venv of its own (bench/baseline.py; cached by commit
+under /tmp), started with the same settings, and measured in every phase with
+the same URLs. The report then also gives each figure of both and the ratio
+current / baseline. --skip-thumbor leaves thumbor out.
 
 Phases, each server in turn, the same URLs in the same order:
 
   floor    plain Pillow here on --floor-threads threads: open, draft, ImageOps.fit
            (LANCZOS), save JPEG q85, for every cold (photo, size) pair; run
            before the servers start and after they stop
-  upload   PUT every corpus file (--copies times) to pymager-tx
+  upload   PUT every corpus file (--copies times) to each pymager-tx
   cold     every 8-20 MP JPEG at every --sizes size, crop mode, once, at
            --concurrency: nothing cached on either server
   warm     the same URLs again for --warm-seconds with wrk (pymager-tx serves
@@ -19,7 +26,8 @@ Phases, each server in turn, the same URLs in the same order:
            pymager-tx gets fresh copies of them (IDs <id>_m<n>, uploaded
            unmeasured just before), so that no working copy from the cold
            phase is reused: the first wave is 8 full decodes at once
-  quality  bench/quality.py against this pymager-tx (--skip-quality to skip)
+  quality  bench/quality.py against this checkout's pymager-tx only
+           (--skip-quality to skip)
 
 Peak RSS per phase: VmHWM of every server process, reset before the phase
 through /proc/PID/clear_refs and summed over processes (thumbor: the parent
@@ -52,6 +60,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, features
 
 sys.path.insert(0, str(Path(__file__).parent))
+import baseline
 import loadgen
 import photos
 import quality
@@ -71,27 +80,42 @@ MEMORY_SIZES = ("152x152", "168x126", "212x212", "264x198", "296x296", "328x246"
 MEMORY_COPIES = 4
 SEED = 20261121
 NOISY_CORES = 0.25  # other processes above this during a phase make it noisy
+# --quick: 80 cold URLs a server (every other size), no quality check; any
+# option given on the command line still wins.
+QUICK_SIZES = COLD_SIZES[::2]
+QUICK = {
+    "sizes": list(QUICK_SIZES),
+    "copies": 1,
+    "warm_seconds": 5.0,
+    "warm_rounds": 2,
+    "skip_quality": True,
+}
 
 
 # Set-up
 
 
-def install_commands(venv: Path) -> list[str]:
-    return [
-        f"python3 -m venv {venv}",
-        f"{venv}/bin/pip install '{THUMBOR_REQUIREMENT}'",
-        "apt-get update && apt-get install -y wrk",
-    ]
+def install_commands(venv: Path, thumbor: bool, wrk: bool) -> list[str]:
+    commands = []
+    if thumbor:
+        commands += [f"python3 -m venv {venv}", f"{venv}/bin/pip install '{THUMBOR_REQUIREMENT}'"]
+    if wrk:
+        commands.append("apt-get update && apt-get install -y wrk")
+    return commands
 
 
-def check_tools(venv: Path, install: bool) -> None:
-    """thumbor in its own venv (its Pillow must not meet ours) and wrk."""
-    missing = not (venv / "bin" / "thumbor").exists() or shutil.which("wrk") is None
-    if not missing:
+def check_tools(venv: Path, install: bool, need_thumbor: bool, need_wrk: bool) -> None:
+    """thumbor in its own venv (its Pillow must not meet ours) and wrk, when needed."""
+    thumbor = need_thumbor and not (venv / "bin" / "thumbor").exists()
+    wrk = need_wrk and shutil.which("wrk") is None
+    if not (thumbor or wrk):
         return
-    commands = install_commands(venv)
+    commands = install_commands(venv, thumbor, wrk)
     if not install:
-        sys.exit("Missing thumbor or wrk. Run --install, or:\n  " + "\n  ".join(commands))
+        sys.exit(
+            "Missing thumbor or wrk. Run --install (or --skip-thumbor, --warm-client python), or:\n  "
+            + "\n  ".join(commands)
+        )
     for command in commands:
         print(f"$ {command}", flush=True)
         subprocess.run(command, shell=True, check=True)
@@ -161,7 +185,7 @@ def counted(
 
 def warm(server: servers.Server, plan: Plan, arguments: argparse.Namespace) -> loadgen.Phase:
     """The cold URLs again: with wrk for --warm-seconds, or --warm-rounds times in Python."""
-    make = URL_MAKERS[server.name]
+    make = URL_MAKERS[server.kind]
     if arguments.warm_client == "wrk":
         paths = [make("", *pair).url for pair in plan.cold]  # no base: the path
         return measured(
@@ -254,7 +278,8 @@ class Results:
     phases: dict[str, dict[str, loadgen.Phase]] = field(default_factory=dict)  # phase -> server -> result
     quality: quality.QualityResult | None = None
     started_rss_kb: dict[str, int] = field(default_factory=dict)
-    sources: dict[str, Counter[str]] = field(default_factory=dict)  # pymager-tx phase -> derivation sources
+    # pymager-tx server name -> phase -> derivation sources, from its log
+    sources: dict[str, dict[str, Counter[str]]] = field(default_factory=dict)
     setup_errors: list[str] = field(default_factory=list)
 
     def add(self, phase: str, server: str, result: loadgen.Phase) -> None:
@@ -287,101 +312,134 @@ def pymager_threads(arguments: argparse.Namespace) -> int:
     return max(1, (os.cpu_count() or 1) // arguments.pymager_workers)
 
 
+def upload_requests(
+    server: servers.Server, uploads: list[tuple[str, photos.Photo]], corpus_dir: Path
+) -> list[loadgen.Request]:
+    return [
+        loadgen.Request(
+            "PUT",
+            f"{server.base_url}/original/{image_id}",
+            (corpus_dir / photo.name).read_bytes(),
+            photo.media_type,
+            expect_status=201,
+        )
+        for image_id, photo in uploads
+    ]
+
+
+def memory_requests(server: servers.Server, plan: Plan) -> list[loadgen.Request]:
+    if server.kind == "pymager-tx":
+        return [
+            pymager_request(server.base_url, *pair, image_id)
+            for pair, image_id in zip(plan.memory, plan.memory_ids, strict=True)
+        ]
+    return [thumbor_request(server.base_url, *pair) for pair in plan.memory]
+
+
 def run_servers(
-    arguments: argparse.Namespace, corpus: list[photos.Photo], plan: Plan, results: Results
+    arguments: argparse.Namespace,
+    corpus: list[photos.Photo],
+    plan: Plan,
+    results: Results,
+    previous: baseline.Baseline | None,
 ) -> None:
+    """Every phase against every server in turn: this checkout's pymager-tx,
+    the baseline's (if any; first with --baseline-first), then thumbor (unless
+    --skip-thumbor)."""
     concurrency, corpus_dir = arguments.concurrency, arguments.corpus_dir
     sizes = allowed_sizes(arguments)
+    started: list[servers.Server] = []
     with tempfile.TemporaryDirectory(prefix="pymager-compare-") as temporary:
         directory = Path(temporary)
-        (directory / "pymager").mkdir()
-        (directory / "thumbor").mkdir()
-        pymager = servers.start_pymager(
-            directory / "pymager",
-            sizes,
-            threads=pymager_threads(arguments),
-            workers=arguments.pymager_workers,
-            access_log=arguments.pymager_access_log,
-            memory_cache_bytes=arguments.pymager_memory_cache_bytes,
-        )
-        thumbor = servers.start_thumbor(
-            directory / "thumbor",
-            arguments.thumbor_venv,
-            corpus_dir,
-            arguments.thumbor_processes,
-            arguments.thumbor_engine_threads,
-            JPEG_QUALITY,
-        )
-        both = (pymager, thumbor)
+
+        def start_pymager(name: str, venv: Path | None) -> servers.Server:
+            home = directory / name
+            home.mkdir()
+            server = servers.start_pymager(
+                home,
+                sizes,
+                threads=pymager_threads(arguments),
+                workers=arguments.pymager_workers,
+                access_log=arguments.pymager_access_log,
+                memory_cache_bytes=arguments.pymager_memory_cache_bytes,
+                venv=venv,
+                name=name,
+            )
+            started.append(server)
+            return server
+
         try:
-            results.started_rss_kb = {server.name: server.rss_kb() for server in both}
-            workers = len(thumbor.pids())
-            print(f"pymager-tx on {pymager.base_url}; thumbor on {thumbor.base_url} ({workers} processes)")
-            upload_requests = [
-                loadgen.Request(
-                    "PUT",
-                    f"{pymager.base_url}/original/{image_id}",
-                    (corpus_dir / photo.name).read_bytes(),
-                    photo.media_type,
-                    expect_status=201,
+            pymager = start_pymager("pymager-tx", None)
+            pymagers = [pymager]
+            if previous is not None:
+                pymagers.append(start_pymager(previous.name, previous.venv))
+                if arguments.baseline_first:
+                    pymagers.reverse()
+            everyone = list(pymagers)
+            if not arguments.skip_thumbor:
+                (directory / "thumbor").mkdir()
+                thumbor = servers.start_thumbor(
+                    directory / "thumbor",
+                    arguments.thumbor_venv,
+                    corpus_dir,
+                    arguments.thumbor_processes,
+                    arguments.thumbor_engine_threads,
+                    JPEG_QUALITY,
                 )
-                for image_id, photo in plan.uploads
-            ]
-            results.add("upload", pymager.name, counted(pymager, "upload", upload_requests, concurrency))
-            seen = derivation_sources(pymager.log_path)
+                started.append(thumbor)
+                everyone.append(thumbor)
+            results.started_rss_kb = {server.name: server.rss_kb() for server in everyone}
+            print(
+                "; ".join(
+                    f"{server.name} on {server.base_url} ({len(server.pids())} processes)"
+                    for server in everyone
+                ),
+                flush=True,
+            )
+            for server in pymagers:
+                requests = upload_requests(server, plan.uploads, corpus_dir)
+                results.add("upload", server.name, counted(server, "upload", requests, concurrency))
+            seen = {server.name: derivation_sources(server.log_path) for server in pymagers}
 
-            def sources_of(phase: str) -> None:
-                nonlocal seen
-                now = derivation_sources(pymager.log_path)
-                results.sources[phase] = now - seen
-                seen = now
+            def sources_of(phase: str, which: list[servers.Server] = pymagers) -> None:
+                for server in which:
+                    now = derivation_sources(server.log_path)
+                    results.sources.setdefault(server.name, {})[phase] = now - seen[server.name]
+                    seen[server.name] = now
 
-            for server in both:
-                requests = [URL_MAKERS[server.name](server.base_url, *pair) for pair in plan.cold]
+            for server in everyone:
+                requests = [URL_MAKERS[server.kind](server.base_url, *pair) for pair in plan.cold]
                 results.add("cold", server.name, counted(server, "cold", requests, concurrency))
             sources_of("cold")
-            for server in both:
+            for server in everyone:
                 results.add("warm", server.name, warm(server, plan, arguments))
             sources_of("warm")
-            fresh = [
-                loadgen.Request(
-                    "PUT",
-                    f"{pymager.base_url}/original/{image_id}",
-                    (corpus_dir / photo.name).read_bytes(),
-                    photo.media_type,
-                    expect_status=201,
+            for server in pymagers:
+                fresh = upload_requests(server, plan.memory_uploads, corpus_dir)
+                uploaded = loadgen.run_counted("memory uploads", fresh, concurrency)
+                results.setup_errors += [f"{server.name}: {error}" for error in uploaded.errors]
+            for server in everyone:
+                memory = counted(
+                    server, "memory", memory_requests(server, plan), arguments.memory_concurrency
                 )
-                for image_id, photo in plan.memory_uploads
-            ]
-            uploaded = loadgen.run_counted("memory uploads", fresh, concurrency)
-            results.setup_errors += uploaded.errors
-            for server in both:
-                if server is pymager:
-                    requests = [
-                        pymager_request(server.base_url, *pair, image_id)
-                        for pair, image_id in zip(plan.memory, plan.memory_ids, strict=True)
-                    ]
-                else:
-                    requests = [thumbor_request(server.base_url, *pair) for pair in plan.memory]
-                memory = counted(server, "memory", requests, arguments.memory_concurrency)
                 results.add("memory", server.name, memory)
             sources_of("memory")
             if not arguments.skip_quality:
                 print("  quality ...", flush=True)
                 results.quality = quality.run_quality(pymager.base_url, corpus, corpus_dir)
-                sources_of("quality")
+                sources_of("quality", [pymager])
         finally:
-            for server in both:
+            for server in started:
                 server.stop()
             OUT.mkdir(exist_ok=True)
-            for server in both:
+            for server in started:
                 shutil.copyfile(server.log_path, OUT / f"{server.name}.log")
 
 
 # Report
 
 
-def machine(venv: Path) -> dict[str, str]:
+def machine(venv: Path, thumbor: bool) -> dict[str, str]:
     cpu_model, memory = "unknown", "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -390,7 +448,11 @@ def machine(venv: Path) -> dict[str, str]:
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal"):
             memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+    wrk = (
+        subprocess.run(["wrk", "--version"], capture_output=True, text=True)
+        if shutil.which("wrk")
+        else subprocess.CompletedProcess([], 0, "wrk: not installed", "")
+    )
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPOSITORY, capture_output=True, text=True
     )
@@ -409,9 +471,9 @@ def machine(venv: Path) -> dict[str, str]:
         "pillow": version("pillow"),
         "libjpeg_turbo": str(features.version("libjpeg_turbo") or "no"),
         "twisted": version("twisted"),
-        "thumbor": servers.venv_package_version(venv, "thumbor"),
-        "thumbor_pillow": servers.venv_package_version(venv, "pillow"),
-        "tornado": servers.venv_package_version(venv, "tornado"),
+        "thumbor": servers.venv_package_version(venv, "thumbor") if thumbor else "not run",
+        "thumbor_pillow": servers.venv_package_version(venv, "pillow") if thumbor else "-",
+        "tornado": servers.venv_package_version(venv, "tornado") if thumbor else "-",
         "wrk": (wrk.stdout + wrk.stderr).split("\n")[0].strip(),
         "commit": commit.stdout.strip() + (" (tracked files modified)" if dirty.stdout.strip() else ""),
     }
@@ -421,33 +483,129 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator > 0 else math.nan
 
 
-def compute_ratios(results: Results) -> dict[str, float]:
+def compute_ratios(results: Results, previous: baseline.Baseline | None) -> dict[str, float]:
     phases = results.phases
     cold, warm, memory = phases["cold"], phases["warm"], phases["memory"]
     floors = [phases["floor"][key] for key in ("before", "after")]
     floor_rate = sum(floor.rate for floor in floors) / len(floors)
-    return {
-        "cold req/s, pymager-tx / thumbor (target >= 2)": ratio(
-            cold["pymager-tx"].rate, cold["thumbor"].rate
-        ),
-        "cold p99, pymager-tx / thumbor (target <= 1)": ratio(
-            cold["pymager-tx"].p(99), cold["thumbor"].p(99)
-        ),
-        "cold p50, pymager-tx / thumbor": ratio(cold["pymager-tx"].p(50), cold["thumbor"].p(50)),
-        "warm req/s, pymager-tx / thumbor (target >= 2)": ratio(
-            warm["pymager-tx"].rate, warm["thumbor"].rate
-        ),
-        "warm p99, pymager-tx / thumbor": ratio(warm["pymager-tx"].p(99), warm["thumbor"].p(99)),
-        "cold req/s, pymager-tx / Pillow floor img/s": ratio(cold["pymager-tx"].rate, floor_rate),
-        "cold req/s, thumbor / Pillow floor img/s": ratio(cold["thumbor"].rate, floor_rate),
-        "cold peak RSS, pymager-tx / thumbor": ratio(
-            cold["pymager-tx"].peak_rss_kb, cold["thumbor"].peak_rss_kb
-        ),
-        "memory-scenario peak RSS, pymager-tx / thumbor": ratio(
-            memory["pymager-tx"].peak_rss_kb, memory["thumbor"].peak_rss_kb
-        ),
-        "floor drift, after / before": ratio(floors[1].rate, floors[0].rate),
+    ratios: dict[str, float] = {}
+    if previous is not None:
+        other = previous.name
+        ratios |= {
+            f"cold req/s, pymager-tx / {other}": ratio(cold["pymager-tx"].rate, cold[other].rate),
+            f"warm req/s, pymager-tx / {other}": ratio(warm["pymager-tx"].rate, warm[other].rate),
+        }
+    if "thumbor" in cold:
+        ratios |= {
+            "cold req/s, pymager-tx / thumbor (target >= 2)": ratio(
+                cold["pymager-tx"].rate, cold["thumbor"].rate
+            ),
+            "cold p99, pymager-tx / thumbor (target <= 1)": ratio(
+                cold["pymager-tx"].p(99), cold["thumbor"].p(99)
+            ),
+            "cold p50, pymager-tx / thumbor": ratio(cold["pymager-tx"].p(50), cold["thumbor"].p(50)),
+            "warm req/s, pymager-tx / thumbor (target >= 2)": ratio(
+                warm["pymager-tx"].rate, warm["thumbor"].rate
+            ),
+            "warm p99, pymager-tx / thumbor": ratio(warm["pymager-tx"].p(99), warm["thumbor"].p(99)),
+        }
+    ratios |= {
+        f"cold req/s, {server} / Pillow floor img/s": ratio(cold[server].rate, floor_rate) for server in cold
     }
+    if "thumbor" in cold:
+        ratios |= {
+            "cold peak RSS, pymager-tx / thumbor": ratio(
+                cold["pymager-tx"].peak_rss_kb, cold["thumbor"].peak_rss_kb
+            ),
+            "memory-scenario peak RSS, pymager-tx / thumbor": ratio(
+                memory["pymager-tx"].peak_rss_kb, memory["thumbor"].peak_rss_kb
+            ),
+        }
+    ratios["floor drift, after / before"] = ratio(floors[1].rate, floors[0].rate)
+    return ratios
+
+
+# Against the baseline: (label, value of a phase, True if higher is better)
+BASELINE_MEASURES: tuple[tuple[str, Callable[[loadgen.Phase], float], bool], ...] = (
+    ("req/s", lambda phase: phase.rate, True),
+    ("p50 ms", lambda phase: phase.p(50), False),
+    ("p99 ms", lambda phase: phase.p(99), False),
+    ("server CPU ms/req", lambda phase: phase.per_request_ms(phase.server_cpu), False),
+    ("peak RSS MB (VmHWM sum)", lambda phase: phase.peak_rss_kb / 1024, False),
+)
+
+
+@dataclass
+class Versus:
+    """One figure of this checkout's pymager-tx beside the baseline's."""
+
+    phase: str
+    measure: str
+    current: float
+    baseline: float
+    higher_is_better: bool
+    other_cores: float  # the most other processes used during either phase
+
+    @property
+    def ratio(self) -> float:
+        return ratio(self.current, self.baseline)
+
+    def verdict(self, tolerance: float) -> str:
+        """better, same (within tolerance) or WORSE, for the current one."""
+        if math.isnan(self.ratio):
+            return "-"
+        better = self.ratio if self.higher_is_better else ratio(1.0, self.ratio)
+        if better >= 1 + tolerance:
+            return "better"
+        return "same" if better >= 1 - tolerance else "WORSE"
+
+
+def versus_baseline(results: Results, previous: baseline.Baseline) -> list[Versus]:
+    rows = []
+    for phase_name in ("upload", "cold", "warm", "memory"):
+        by_server = results.phases.get(phase_name, {})
+        if "pymager-tx" not in by_server or previous.name not in by_server:
+            continue
+        current, other = by_server["pymager-tx"], by_server[previous.name]
+        others = max(current.other_cores, other.other_cores)
+        for label, value, higher in BASELINE_MEASURES:
+            rows.append(Versus(phase_name, label, value(current), value(other), higher, others))
+    return rows
+
+
+def versus_table(rows: list[Versus], previous: baseline.Baseline, tolerance: float) -> list[str]:
+    lines = [
+        f"| phase | measure | pymager-tx (this checkout) | {previous.name} (baseline) "
+        f"| current / baseline | verdict (±{tolerance:.0%}) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        digits = 2 if row.measure in {"p50 ms", "p99 ms", "server CPU ms/req"} and row.baseline < 10 else 1
+        cells = [row.phase, row.measure, f"{row.current:.{digits}f}", f"{row.baseline:.{digits}f}"]
+        cells += [f"{row.ratio:.2f}", row.verdict(tolerance)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def worse_than_baseline(rows: list[Versus], tolerance: float) -> list[str]:
+    """The issue's check: cold and warm figures no worse than before. On a
+    shared machine, wall-clock figures move with the neighbours' load; server
+    CPU per request much less, so a WORSE line says what it was."""
+    cpu = {row.phase: row for row in rows if row.measure == "server CPU ms/req"}
+    lines = []
+    for row in rows:
+        if row.phase not in {"cold", "warm"} or row.verdict(tolerance) != "WORSE":
+            continue
+        line = (
+            f"WORSE: {row.phase} {row.measure} {row.current:.2f} against {row.baseline:.2f} in the "
+            f"baseline (current / baseline {row.ratio:.2f}, beyond ±{tolerance:.0%})"
+        )
+        if row.measure != "server CPU ms/req" and row.phase in cpu:
+            line += f"; server CPU ms/req {cpu[row.phase].ratio:.2f} of the baseline's"
+        if row.other_cores > NOISY_CORES:
+            line += f"; noisy: other processes used up to {row.other_cores:.2f} cores meanwhile"
+        lines.append(line)
+    return lines
 
 
 def table(results: Results) -> list[str]:
@@ -478,6 +636,15 @@ def table(results: Results) -> list[str]:
     return lines
 
 
+def memory_cache_text(arguments: argparse.Namespace) -> str:
+    cache = arguments.pymager_memory_cache_bytes
+    if cache is None:
+        return "memory cache at its default (64 MiB a process)"
+    if cache == 0:
+        return "memory cache off (max_bytes = 0: warm requests read the stored file)"
+    return f"memory cache {cache} bytes a process"
+
+
 def report(
     arguments: argparse.Namespace,
     corpus: list[photos.Photo],
@@ -486,20 +653,57 @@ def report(
     info: dict[str, str],
     ratios: dict[str, float],
     seconds: float,
+    previous: baseline.Baseline | None,
 ) -> list[str]:
     cold_photos = sorted({photo.name for photo, _ in plan.cold})
     memory_photos = sorted({photo.name for photo, _ in plan.memory})
     started = ", ".join(f"{name} {kb / 1024:.0f} MB" for name, kb in results.started_rss_kb.items())
     scales = working_scales(arguments, corpus)
-    lines = [
-        f"Machine: nproc {info['nproc']}, {info['cpu_model']}, {info['memory']}, Linux {info['kernel']}.",
+    thumbor = not arguments.skip_thumbor
+    software = (
         f"Software: Python {info['python']}, Pillow {info['pillow']} "
         f"(libjpeg-turbo {info['libjpeg_turbo']}), Twisted {info['twisted']}; "
-        f"thumbor {info['thumbor']} with Pillow {info['thumbor_pillow']}, "
-        f"tornado {info['tornado']}; {info['wrk']}.",
-        f"Code: commit {info['commit']}. Corpus digest {photos.digest(arguments.corpus_dir)}: "
+    )
+    if thumbor:
+        software += (
+            f"thumbor {info['thumbor']} with Pillow {info['thumbor_pillow']}, tornado {info['tornado']}; "
+        )
+    software += f"{info['wrk']}."
+    code = f"Code: commit {info['commit']}"
+    if previous is not None:
+        code += (
+            f"; baseline {previous.name}: {previous.revision} = {previous.commit[:12]} "
+            f'"{previous.subject}", installed in {previous.venv}'
+        )
+        different = baseline.differences(previous.venv)
+        code += (
+            f" (its {', '.join(baseline.DEPENDENCIES)}: "
+            + ("DIFFERENT: " + "; ".join(different) if different else "the same versions as this venv's")
+            + ")"
+        )
+    servers_text = f"pymager-tx and {previous.name}, each" if previous else "pymager-tx"
+    settings = (
+        f"{servers_text}: --workers {arguments.pymager_workers}, [images] threads = "
+        f"{pymager_threads(arguments)} a process, access log "
+        f"{'on' if arguments.pymager_access_log else 'off (as thumbor at --log-level warning)'}, "
+        f"{memory_cache_text(arguments)}."
+    )
+    if thumbor:
+        settings += (
+            f" thumbor: --processes {arguments.thumbor_processes}, ENGINE_THREADPOOL_SIZE = "
+            f"{arguments.thumbor_engine_threads}, PIL engine, file loader, no original storage, "
+            "file result storage (unsafe URLs stored), QUALITY = 85."
+        )
+    else:
+        settings += " thumbor: not run (--skip-thumbor)."
+    order = ", then ".join(results.started_rss_kb)
+    lines = [
+        f"Machine: nproc {info['nproc']}, {info['cpu_model']}, {info['memory']}, Linux {info['kernel']}.",
+        software,
+        f"{code}. Corpus digest {photos.digest(arguments.corpus_dir)}: "
         f"{len(corpus)} files, {sum(photo.bytes for photo in corpus) / 1e6:.0f} MB.",
         f"Command: `{' '.join(shlex.quote(part) for part in sys.argv)}` ({seconds:.0f} s).",
+        f"Servers, measured in this order in every phase: {order}.",
         f"Cold: {len(plan.cold)} URLs per server ({len(cold_photos)} JPEGs of 8-20 MP "
         f"x {len(arguments.sizes)} sizes, crop), concurrency {arguments.concurrency}. Warm: "
         + (
@@ -513,24 +717,21 @@ def report(
         f"pymager-tx allowed_sizes: {len(allowed_sizes(arguments))} sizes (the run's only), so its "
         f"working-copy scale is {min(scales.values()):.2f}-{max(scales.values()):.2f} across the corpus "
         "(a copy is made at <= 0.50).",
-        f"pymager-tx: --workers {arguments.pymager_workers}, [images] threads = "
-        f"{pymager_threads(arguments)} each, access log "
-        f"{'on' if arguments.pymager_access_log else 'off (as thumbor at --log-level warning)'}, "
-        "memory cache "
-        + (
-            "at its default (64 MiB a process)"
-            if arguments.pymager_memory_cache_bytes is None
-            else f"{arguments.pymager_memory_cache_bytes} bytes a process"
-        )
-        + ". "
-        "thumbor: --processes "
-        f"{arguments.thumbor_processes}, ENGINE_THREADPOOL_SIZE = {arguments.thumbor_engine_threads}, "
-        "PIL engine, file loader, no original storage, file result storage (unsafe URLs stored), "
-        "QUALITY = 85.",
+        settings,
         f"RSS at start: {started}.",
         "",
         *table(results),
         "",
+    ]
+    if previous is not None:
+        rows = versus_baseline(results, previous)
+        lines += [
+            f"Against the baseline {previous.name} ({previous.revision}), in the same run:",
+            "",
+            *versus_table(rows, previous, arguments.tolerance),
+            "",
+        ]
+    lines += [
         "| ratio | value |",
         "|---|---|",
         *[f"| {name} | {value:.2f} |" for name, value in ratios.items()],
@@ -547,13 +748,13 @@ def report(
     )
     if results.quality is not None:
         lines += results.quality.lines()
-    if results.sources:
+    for server, by_phase in results.sources.items():
         lines.append(
-            "pymager-tx derivations by source (server log): "
+            f"{server} derivations by source (server log): "
             + "; ".join(
                 f"{phase}: {counts['working copy']} from the working copy, {counts['original']} from the "
                 f"original, {counts['working copies made']} working copies made"
-                for phase, counts in results.sources.items()
+                for phase, counts in by_phase.items()
             )
             + "."
         )
@@ -582,10 +783,26 @@ def problems(results: Results) -> list[str]:
     if results.quality is not None and not results.quality.passed:
         found.append("quality: below target")
     found += [f"memory uploads: {error}" for error in results.setup_errors[:5]]
-    warm_derived = results.sources.get("warm", Counter())
-    if warm_derived["working copy"] + warm_derived["original"]:
-        found.append(f"warm: pymager-tx derived during the warm phase: {dict(warm_derived)}")
+    for server, by_phase in results.sources.items():
+        warm_derived = by_phase.get("warm", Counter())
+        if warm_derived["working copy"] + warm_derived["original"]:
+            found.append(f"warm: {server} derived during the warm phase: {dict(warm_derived)}")
     return found
+
+
+def memory_cache(text: str) -> int | None:
+    """--memory-cache: default (None), off (0) or a number of bytes."""
+    if text == "default":
+        return None
+    if text == "off":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not default, off or a number of bytes: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a number of bytes must be >= 0")
+    return value
 
 
 def parse_arguments() -> argparse.Namespace:
@@ -596,6 +813,37 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument(
         "--out", type=Path, default=OUT / "compare.md", help="the Markdown fragment for RESULTS.md"
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short run (about 1.5 minutes with a baseline and no thumbor): sizes "
+        f"{' '.join(QUICK_SIZES)}, --copies {QUICK['copies']}, --warm-seconds "
+        f"{QUICK['warm_seconds']:.0f}, --skip-quality; options given still win",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run the pymager-tx of this git revision (0a96ae2, HEAD~1, main ...) with the same "
+        "settings, in every phase, and report current / baseline",
+    )
+    parser.add_argument(
+        "--baseline-cache",
+        type=Path,
+        default=baseline.DEFAULT_CACHE,
+        help="where the baseline venvs are kept, one per commit (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--baseline-first",
+        action="store_true",
+        help="measure the baseline before this checkout in each phase (to see order effects)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.10,
+        help="current / baseline within 1 ± this is 'same', beyond it 'better' or 'WORSE' (default 0.10)",
+    )
+    parser.add_argument("--skip-thumbor", action="store_true", help="run no thumbor (nor need it installed)")
     parser.add_argument("--thumbor-venv", type=Path, default=Path("/tmp/venv-thumbor"))
     parser.add_argument("--thumbor-processes", type=int, default=2)
     parser.add_argument(
@@ -607,11 +855,20 @@ def parse_arguments() -> argparse.Namespace:
         help="log every request (thumbor, at --log-level warning, logs none)",
     )
     parser.add_argument(
+        "--memory-cache",
+        dest="pymager_memory_cache_bytes",
+        type=memory_cache,
+        default=None,
+        metavar="{default,off,BYTES}",
+        help="[memory_cache] max_bytes of each pymager-tx process: default (the service's, 64 MiB), "
+        "off (0: every warm request reads storage, as thumbor's result storage does) or bytes",
+    )
+    parser.add_argument(
         "--pymager-memory-cache-bytes",
+        dest="pymager_memory_cache_bytes",
         type=int,
         default=None,
-        help="[memory_cache] max_bytes of each pymager-tx process (default: the service's; "
-        "0 serves every warm request from storage, as thumbor does)",
+        help="the same as --memory-cache BYTES",
     )
     parser.add_argument(
         "--thumbor-engine-threads", type=int, default=0, help="thumbor's ENGINE_THREADPOOL_SIZE"
@@ -628,25 +885,37 @@ def parse_arguments() -> argparse.Namespace:
     parser.add_argument("--memory-concurrency", type=int, default=8)
     parser.add_argument("--floor-threads", type=int, default=2)
     parser.add_argument("--skip-quality", action="store_true")
+    if parser.parse_known_args()[0].quick:
+        parser.set_defaults(**QUICK)
     return parser.parse_args()
 
 
 def main() -> int:
     arguments = parse_arguments()
     started = time.perf_counter()
-    check_tools(arguments.thumbor_venv, arguments.install)
+    check_tools(
+        arguments.thumbor_venv,
+        arguments.install,
+        need_thumbor=not arguments.skip_thumbor,
+        need_wrk=arguments.warm_client == "wrk",
+    )
+    previous = None
+    if arguments.baseline:
+        previous = baseline.prepare(arguments.baseline, arguments.baseline_cache)
     corpus = photos.ensure(arguments.corpus_dir)
     plan = make_plan(corpus, arguments.sizes, arguments.copies)
     results = Results()
     pairs = [((arguments.corpus_dir / photo.name).read_bytes(), size_of(size)) for photo, size in plan.cold]
     results.add("floor", "before", run_floor("floor", pairs, arguments.floor_threads))
-    run_servers(arguments, corpus, plan, results)
+    run_servers(arguments, corpus, plan, results, previous)
     results.add("floor", "after", run_floor("floor", pairs, arguments.floor_threads))
     seconds = time.perf_counter() - started
-    info = machine(arguments.thumbor_venv)
-    ratios = compute_ratios(results)
-    lines = report(arguments, corpus, plan, results, info, ratios, seconds)
+    info = machine(arguments.thumbor_venv, thumbor=not arguments.skip_thumbor)
+    ratios = compute_ratios(results, previous)
+    lines = report(arguments, corpus, plan, results, info, ratios, seconds, previous)
     lines += noise(results)
+    versus = versus_baseline(results, previous) if previous is not None else []
+    lines += worse_than_baseline(versus, arguments.tolerance)
     found = problems(results)
     if found:
         lines += ["", "PROBLEMS:", *[f"- {problem}" for problem in found]]
@@ -656,6 +925,27 @@ def main() -> int:
     arguments.out.write_text(text, encoding="utf-8")
     summary = {
         "machine": info,
+        "baseline": None
+        if previous is None
+        else {
+            "revision": previous.revision,
+            "commit": previous.commit,
+            "subject": previous.subject,
+            "name": previous.name,
+            "venv": str(previous.venv),
+            "install_seconds": round(previous.install_seconds, 1),
+        },
+        "versus_baseline": [
+            {
+                "phase": row.phase,
+                "measure": row.measure,
+                "current": row.current,
+                "baseline": row.baseline,
+                "ratio": row.ratio,
+                "verdict": row.verdict(arguments.tolerance),
+            }
+            for row in versus
+        ],
         "ratios": ratios,
         "phases": {
             name: {server: phase.summary() for server, phase in by.items()}
@@ -670,9 +960,13 @@ def main() -> int:
             "scores": results.quality.scores,
             "errors": results.quality.errors,
         },
-        "derivation_sources": {phase: dict(counts) for phase, counts in results.sources.items()},
+        "derivation_sources": {
+            server: {phase: dict(counts) for phase, counts in by_phase.items()}
+            for server, by_phase in results.sources.items()
+        },
         "problems": found,
     }
+    OUT.mkdir(exist_ok=True)
     (OUT / "compare.json").write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
     return 1 if found else 0
 

@@ -52,11 +52,15 @@ def _children(pid: int) -> list[int]:
 
 @dataclass
 class Server:
-    name: str
+    name: str  # unique in a run: "pymager-tx", "pymager-tx@0a96ae2", "thumbor"
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
     _log: object = None
+    kind: str = ""  # what answers: "pymager-tx" or "thumbor"; empty: the name
+
+    def __post_init__(self) -> None:
+        self.kind = self.kind or self.name
 
     @property
     def base_url(self) -> str:
@@ -162,10 +166,13 @@ def start_pymager(
     workers: int = 1,
     access_log: bool = True,
     memory_cache_bytes: int | None = None,
+    venv: Path | None = None,
+    name: str = "pymager-tx",
 ) -> Server:
-    """twistd pymager from this checkout, with the bench venv's twistd:
-    workers processes on one socket, each with threads image threads and
-    memory_cache_bytes of derived images held in memory (None: the default)."""
+    """twistd pymager: workers processes on one socket, each with threads
+    image threads and memory_cache_bytes of derived images held in memory
+    (None: the default).  From this checkout with the bench venv's twistd, or
+    with venv's twistd and the pymager-tx installed there (another commit's)."""
     port = free_port()
     config = directory / "pymager.toml"
     quoted = ", ".join(f'"{size}"' for size in sizes)
@@ -177,9 +184,15 @@ def start_pymager(
         + ("" if memory_cache_bytes is None else f"[memory_cache]\nmax_bytes = {memory_cache_bytes}\n"),
         encoding="utf-8",
     )
-    twistd = str(Path(sys.executable).parent / "twistd")
     log_path = directory / "pymager.log"
-    environment = {**os.environ, "PYTHONPATH": str(REPOSITORY), "PYTHONDONTWRITEBYTECODE": "1"}
+    environment = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    if venv is None:
+        twistd = str(Path(sys.executable).parent / "twistd")
+        environment["PYTHONPATH"] = str(REPOSITORY)
+    else:
+        # No PYTHONPATH: this checkout must not shadow the venv's own pymager_tx.
+        twistd = str(venv / "bin" / "twistd")
+        environment.pop("PYTHONPATH", None)
     process = subprocess.Popen(
         [twistd, "--nodaemon", "--pidfile=", "--logfile=-", "pymager", "--config", str(config)],
         cwd=directory,
@@ -187,7 +200,7 @@ def start_pymager(
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
     )
-    server = Server("pymager-tx", process, port, log_path)
+    server = Server(name, process, port, log_path, kind="pymager-tx")
     _wait_ready(server, "/")
     # The first process answers before its workers are up; wait for them.
     deadline = time.monotonic() + 60
@@ -197,7 +210,7 @@ def start_pymager(
         time.sleep(0.1)
     else:
         server.stop()
-        sys.exit(f"pymager-tx: not all {workers} workers listening after 60 s")
+        sys.exit(f"{name}: not all {workers} workers listening after 60 s")
     return server
 
 
@@ -262,6 +275,9 @@ def start_thumbor(
 
 
 def venv_package_version(venv: Path, package: str) -> str:
+    python = venv / "bin" / "python"
+    if not python.exists():
+        return "unknown"
     code = f"from importlib.metadata import version; print(version({package!r}))"
-    result = subprocess.run([str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True)
+    result = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
     return result.stdout.strip() or "unknown"
