@@ -7,10 +7,10 @@ immediate() for the offload seam).
   S3 to come); IStoreUpkeep: the chores of a store that needs them.
 - Offload: the seam to thread pools; everything that may block goes through
   one (decoding, resizing, encoding, file I/O, database transactions).
-- Epoch: the removal signal, which voids what processes hold in memory.
+- IEpoch: the removal signal, which voids what processes hold in memory.
 - IMetadataStore: the metadata, as named transactions (the SQL database,
   pymager_tx.adapters.sql.database.Database, provides it).
-- Peer liveness is pymager_tx.app.peers.Peers, a value of callables.
+- IPeers: peer liveness, the other processes sharing the store.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, maybeDeferred
-from zope.interface import Interface
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import Interface, implementer
 
 from pymager_tx.core.model import DerivedRecord, OriginalRecord
 from pymager_tx.core.records import (
@@ -119,18 +120,21 @@ def immediate(work: Callable[..., T], /, *args: Any, **kwargs: Any) -> Deferred[
     return maybeDeferred(work, *args, **kwargs)
 
 
-# The removal signal: a value every deletion changes, that a process may read
-# on every request (see pymager_tx.app.rendition_cache).  SharedEpoch
-# (pymager_tx.adapters.cluster.epoch) shares it between the processes of one
-# data directory; LocalEpoch is this process's own.
+class IEpoch(Interface):
+    """The removal signal: a value every deletion changes, that a process
+    may read on every request (see pymager_tx.app.rendition_cache).
+    SharedEpoch (pymager_tx.adapters.cluster.epoch) shares it between the
+    processes of one data directory; LocalEpoch is the fake, this process's
+    own."""
+
+    def read() -> int:
+        """The value now; cheap enough for every request."""
+
+    def bump() -> None:
+        """Change the value, for every process sharing it."""
 
 
-class Epoch(Protocol):
-    def read(self) -> int: ...
-
-    def bump(self) -> None: ...
-
-
+@implementer(IEpoch)
 class LocalEpoch:
     """The epoch of a process that shares its store with nobody."""
 
@@ -142,6 +146,24 @@ class LocalEpoch:
 
     def bump(self) -> None:
         self._value += 1
+
+
+class IPeers(Interface):
+    """Peer liveness: the other processes sharing this service's database
+    and storage.  A process names itself in the rows it holds (pending
+    uploads, derivation claims) and asks whether the holder of a row is
+    alive.  pymager_tx.app.peers.Peers provides it from a liveness function
+    (the flock adapter's, pymager_tx.adapters.cluster.owners), and
+    Peers.alone() is the fake."""
+
+    me: str
+    # For waiting on peers and renewing claims; None where nothing waits.
+    timer: IReactorTime | None
+    # How long a derivation claim holds without renewal.
+    lease: timedelta
+
+    def alive(owner: str | None) -> Deferred[bool]:
+        """Whether the process named owner runs; None names no process."""
 
 
 class IMetadataStore(Interface):

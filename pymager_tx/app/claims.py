@@ -22,12 +22,12 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pymager_tx.app.peers import POLL_FIRST, POLL_MOST, Peers
+from pymager_tx.app.peers import POLL_FIRST, POLL_MOST
 from pymager_tx.app.values import StoredImage, Target, claimed_key, not_found
 from pymager_tx.core.errors import DerivationPending
 from pymager_tx.core.model import ImageId, OriginalRecord
 from pymager_tx.core.records import Claim, ClaimOutcome
-from pymager_tx.ports import IBlobStore, IMetadataStore
+from pymager_tx.ports import IBlobStore, IMetadataStore, IPeers
 
 
 class Holding:
@@ -53,7 +53,7 @@ ReadRecorded = Callable[[], Awaitable[StoredImage | None]]
 class Claims:
     log = Logger()
 
-    def __init__(self, database: IMetadataStore, blobs: IBlobStore, peers: Peers, hold_limit: float) -> None:
+    def __init__(self, database: IMetadataStore, blobs: IBlobStore, peers: IPeers, hold_limit: float) -> None:
         self._store = database
         self._blobs = blobs
         self._peers = peers

@@ -19,11 +19,10 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pymager_tx.app.peers import Peers
 from pymager_tx.app.service import ImageService, claimed_key
 from pymager_tx.core.model import ImageId
 from pymager_tx.core.records import StoreIndex
-from pymager_tx.ports import IBlobStore, IMetadataStore, every_key
+from pymager_tx.ports import IBlobStore, IMetadataStore, IPeers, every_key
 
 T = TypeVar("T")
 log = Logger()
@@ -65,7 +64,7 @@ class Report:
         return [f"{what}: {item}" for what, items in described for item in items]
 
 
-async def check(database: IMetadataStore, blobs: IBlobStore, peers: Peers) -> Report:
+async def check(database: IMetadataStore, blobs: IBlobStore, peers: IPeers) -> Report:
     """Compare the database with the stored files.  A listing that fails
     fails the check (StorageUnavailable): a directory it could not read
     would otherwise make every original in it look lost."""
@@ -98,7 +97,7 @@ async def check(database: IMetadataStore, blobs: IBlobStore, peers: Peers) -> Re
     return report
 
 
-async def _claimed_by_the_living(index: StoreIndex, key: str, peers: Peers) -> bool:
+async def _claimed_by_the_living(index: StoreIndex, key: str, peers: IPeers) -> bool:
     claim = index.claimed.get(key)
     return claim is not None and await peers.alive(claim.owner)
 
@@ -135,7 +134,7 @@ async def _named(database: IMetadataStore, key: str) -> bool:
 
 
 def check_store(
-    database: IMetadataStore, blobs: IBlobStore, service: ImageService, peers: Peers, repairing: bool
+    database: IMetadataStore, blobs: IBlobStore, service: ImageService, peers: IPeers, repairing: bool
 ) -> tuple[Report, Report | None]:
     """Check (and with repairing, repair then check again) a store whose
     database and blob store run their work at once (threads.immediate):

@@ -18,7 +18,6 @@ from pymager_tx.app.admitted import ImageWork, render_target
 from pymager_tx.app.claims import Claims, Holding, Superseded
 from pymager_tx.app.inflight import InFlight
 from pymager_tx.app.originals import Originals
-from pymager_tx.app.peers import Peers
 from pymager_tx.app.values import (
     Errand,
     ImagePolicy,
@@ -34,7 +33,7 @@ from pymager_tx.core.keys import derived_prefix
 from pymager_tx.core.model import DerivedRecord, DerivedSpec, ImageId, OriginalRecord
 from pymager_tx.core.records import Recorded
 from pymager_tx.imaging.render import Rendered, working_copy_covers, worth_a_working_copy
-from pymager_tx.ports import IBlobStore, IMetadataStore
+from pymager_tx.ports import IBlobStore, IMetadataStore, IPeers
 
 
 class _NoWorkingCopy(Exception):
@@ -51,7 +50,7 @@ class Derivations:
         work: ImageWork,
         policy: ImagePolicy,
         clock: Callable[[], datetime],
-        peers: Peers,
+        peers: IPeers,
         claims: Claims,
         originals: Originals,
     ) -> None:

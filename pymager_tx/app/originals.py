@@ -11,14 +11,13 @@ from uuid import uuid4
 from twisted.logger import Logger
 
 from pymager_tx.app.admitted import ImageWork, describe
-from pymager_tx.app.peers import Peers
 from pymager_tx.app.removals import Removals
 from pymager_tx.app.values import Errand, ImagePolicy, StoredImage, not_found, taken
 from pymager_tx.core.errors import BlobNotFound, OriginalLost, PymagerError, UploadTooLarge
 from pymager_tx.core.keys import original_key
 from pymager_tx.core.model import ImageId, OriginalRecord, OriginalStatus
 from pymager_tx.core.records import RowState
-from pymager_tx.ports import IBlobStore, IMetadataStore
+from pymager_tx.ports import IBlobStore, IMetadataStore, IPeers
 
 
 @dataclass(frozen=True)
@@ -43,7 +42,7 @@ class Originals:
         work: ImageWork,
         policy: ImagePolicy,
         clock: Callable[[], datetime],
-        peers: Peers,
+        peers: IPeers,
         removals: Removals,
     ) -> None:
         self._store = database

@@ -14,8 +14,10 @@ from datetime import timedelta
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
 
 from pymager_tx.core.owner_names import new_owner_name
+from pymager_tx.ports import IPeers
 
 # How long a derivation claim holds without renewal: a process that dies
 # mid-derivation delays that image by at most this much (less when its
@@ -27,8 +29,11 @@ POLL_FIRST = 0.02
 POLL_MOST = 0.5
 
 
+@implementer(IPeers)
 @dataclass(frozen=True)
 class Peers:
+    """Peer liveness from a function that tells whether a process runs."""
+
     me: str
     # Whether the process named is running; None names no process.
     alive: Callable[[str | None], Deferred[bool]]

@@ -8,10 +8,9 @@ from datetime import datetime
 from twisted.logger import Logger
 
 from pymager_tx.app.claims import Claims
-from pymager_tx.app.peers import Peers
 from pymager_tx.app.removals import Removals
 from pymager_tx.core.model import OriginalStatus
-from pymager_tx.ports import IBlobStore, IMetadataStore, IStoreUpkeep
+from pymager_tx.ports import IBlobStore, IMetadataStore, IPeers, IStoreUpkeep
 
 
 class Recovery:
@@ -21,7 +20,7 @@ class Recovery:
         self,
         database: IMetadataStore,
         blobs: IBlobStore,
-        peers: Peers,
+        peers: IPeers,
         removals: Removals,
         claims: Claims,
         clock: Callable[[], datetime],

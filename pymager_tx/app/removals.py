@@ -10,7 +10,7 @@ from datetime import datetime
 from pymager_tx.core.keys import derived_prefix
 from pymager_tx.core.model import ImageId
 from pymager_tx.core.records import Removal, RowState
-from pymager_tx.ports import Epoch, IBlobStore, IMetadataStore
+from pymager_tx.ports import IBlobStore, IEpoch, IMetadataStore
 
 
 class Removals:
@@ -18,7 +18,7 @@ class Removals:
         self,
         database: IMetadataStore,
         blobs: IBlobStore,
-        epoch: Epoch,
+        epoch: IEpoch,
         clock: Callable[[], datetime],
         me: str,
     ) -> None:

@@ -5,7 +5,7 @@ database query nor a file read.
 An entry may be served without asking the database while no deletion has
 begun anywhere since its row was last checked.  Two signals tell:
 
-- the shared removal Epoch, which deletions by any process on this machine
+- the shared removal epoch, which deletions by any process on this machine
   change at once (a memory read per request);
 - the database's removal counter, which every deletion increments and which
   each process polls (one small query every poll_seconds, however many
@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pymager_tx.core.model import DerivedRecord
-from pymager_tx.ports import Epoch, LocalEpoch
+from pymager_tx.ports import IEpoch, LocalEpoch
 
 Key = tuple[str, str]  # image ID, variant
 # Entries stop being served once the last poll's answer is this many poll
@@ -60,7 +60,7 @@ class RenditionCache:
         max_bytes: int,
         max_item_bytes: int,
         poll_seconds: float,
-        epoch: Epoch | None = None,
+        epoch: IEpoch | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """poll_seconds: how often heard_removals() is called; 0: never,

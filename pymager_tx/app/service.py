@@ -28,7 +28,7 @@ from pymager_tx.app.removals import Removals
 from pymager_tx.app.rendition_cache import RenditionCache
 from pymager_tx.app.values import ImagePolicy, StoredImage, WorkingCopy, claimed_key
 from pymager_tx.core.model import ImageId, OriginalRecord
-from pymager_tx.ports import IBlobStore, IMetadataStore, Offload
+from pymager_tx.ports import IBlobStore, IMetadataStore, IPeers, Offload
 
 __all__ = ["ImagePolicy", "ImageService", "StoredImage", "WorkingCopy", "claimed_key"]
 
@@ -49,7 +49,7 @@ class ImageService:
         imaging: Offload,
         policy: ImagePolicy,
         clock: Callable[[], datetime] = _utcnow,
-        peers: Peers | None = None,
+        peers: IPeers | None = None,
         cache: RenditionCache | None = None,
         refusals: RecentRefusals | None = None,
         admission: ImageAdmission | None = None,

@@ -37,7 +37,7 @@ from pymager_tx.core.keys import original_key
 from pymager_tx.core.model import DerivedRecord, ImageId, OriginalStatus, Size
 from pymager_tx.imaging.formats import default_decoders
 from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
-from pymager_tx.ports import Epoch, LocalEpoch, Offload, immediate
+from pymager_tx.ports import IEpoch, LocalEpoch, Offload, immediate
 from tests.conftest import derivations
 from tests.fakes import ManualOffload
 from tests.images import (
@@ -533,7 +533,7 @@ class TestDerivedInMemory:
     elsewhere."""
 
     def cached_service(
-        self, database: Database, blobs: FilesystemBlobStore, epoch: Epoch, clock: Clock
+        self, database: Database, blobs: FilesystemBlobStore, epoch: IEpoch, clock: Clock
     ) -> ImageService:
         cache = RenditionCache(
             max_bytes=10_000_000, max_item_bytes=1_000_000, poll_seconds=1.0, epoch=epoch, clock=clock

@@ -21,11 +21,14 @@ import secrets
 import struct
 from pathlib import Path
 
-from pymager_tx.ports import LocalEpoch
+from zope.interface import implementer
+
+from pymager_tx.ports import IEpoch, LocalEpoch
 
 _FORMAT = struct.Struct("<Q")
 
 
+@implementer(IEpoch)
 class SharedEpoch:
     """The epoch in a file of the data directory, mapped into memory."""
 
