@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
 
+from pymager_tx.app.admission import Ticket
 from pymager_tx.app.rendition_cache import Mark
 from pymager_tx.core.errors import ImageIdTaken, ImageNotFound
 from pymager_tx.core.keys import derived_key
@@ -74,15 +75,21 @@ class Errand:
     must be done by, and how it hears that nobody waits for it any more."""
 
     def __init__(
-        self, deadline: float | None, deserted: Callable[[Rendition], Deferred[None]] | None = None
+        self,
+        deadline: float | None,
+        deserted: Callable[[Rendition], Deferred[None]] | None = None,
+        ticket: Ticket | None = None,
     ) -> None:
+        """ticket: the place in the image queue of the derivation this
+        errand is part of (see pymager_tx.app.admission)."""
         self.deadline = deadline
         self._deserted = deserted
         self.deserted_now: Deferred[None] | None = None
+        self.ticket = ticket
 
-    def of(self, key: Rendition) -> Errand:
-        """The errand of the shared work running under key."""
-        errand = Errand(self.deadline, self._deserted)
+    def of(self, key: Rendition, ticket: Ticket | None = None) -> Errand:
+        """The errand of the shared work running under key, holding ticket."""
+        errand = Errand(self.deadline, self._deserted, ticket)
         errand.deserted_now = None if self._deserted is None else self._deserted(key)
         return errand
 
