@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from pymager_tx.app.api import ImageServiceAPI
-from pymager_tx.app.values import StoredImage
+from pymager_tx.app.api import ImageServiceAPI, StoredImage
 from pymager_tx.core.model import ImageId
 
 

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 
-from pymager_tx.app.admission import ImageAdmission
+from pymager_tx.app.admission import ImageAdmission, Ticket
 from pymager_tx.app.values import Errand, Target, WorkingCopy
 from pymager_tx.imaging.render import (
     DecodeLimits,
@@ -38,16 +38,16 @@ class ImageWork:
         if self.admission is None:
             return await work()
         wait = None if errand.deadline is None else errand.deadline - time.monotonic()
-        return await self.admission.run(work, wait, errand.deserted_now)
+        return await self.admission.run(work, wait, errand.deserted_now, errand.ticket)
 
     def offload(self, work: Callable[..., T], /, *args: Any) -> Deferred[T]:
         return self.imaging(work, *args)
 
-    def refuse_if_full(self) -> None:
-        """Refuse new image work at once while the queue is full, before any
-        transaction is spent on it."""
-        if self.admission is not None:
-            self.admission.refuse_if_full()
+    def reserve(self) -> Ticket | None:
+        """A place in the queue for new image work, taken before any
+        transaction is spent on it: Overloaded at once while the queue is
+        full (None without admission control)."""
+        return None if self.admission is None else self.admission.reserve()
 
     def load(self) -> dict[str, object] | None:
         """How busy the image threads are, and whether new work would be

@@ -13,10 +13,22 @@ the service and its fakes against them structurally.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
-from pymager_tx.app.values import StoredImage
 from pymager_tx.core.model import ImageId, OriginalRecord, StoredFile
+from pymager_tx.ports import IBlobReader
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    """An original or derived image as served: its record, and its bytes
+    unless only the metadata was asked for (HEAD), or unless they are too
+    many to hold: then an open reader to send them from, a part at a time."""
+
+    record: StoredFile
+    data: bytes | None
+    reader: IBlobReader | None = None
 
 
 class Found(Protocol):

@@ -22,8 +22,9 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pymager_tx.app.api import StoredImage
 from pymager_tx.app.peers import POLL_FIRST, POLL_MOST
-from pymager_tx.app.values import StoredImage, Target, claimed_key, not_found
+from pymager_tx.app.values import Target, claimed_key, not_found
 from pymager_tx.core.errors import DerivationPending
 from pymager_tx.core.model import ImageId, OriginalRecord
 from pymager_tx.core.records import Claim, ClaimOutcome
@@ -60,10 +61,16 @@ class Claims:
         self._hold_limit = hold_limit
 
     async def derive(
-        self, original: OriginalRecord, spec: Target, produce: Produce, read_recorded: ReadRecorded
+        self,
+        original: OriginalRecord,
+        spec: Target,
+        produce: Produce,
+        read_recorded: ReadRecorded,
+        on_peer: Callable[[], object] | None = None,
     ) -> StoredImage:
         """The rendition: produce(holding) once this process holds its claim,
-        or read_recorded() once whichever process held it recorded it."""
+        or read_recorded() once whichever process held it recorded it.
+        on_peer() is called when a live peer is found deriving it."""
         delay = POLL_FIRST
         give_up_at: float | None = None
         while True:
@@ -99,6 +106,8 @@ class Claims:
             # for as long as a derivation may take, then answer all the same.
             timer = self._peers.timer
             assert timer is not None, "a live peer holds a claim, but this process has no peers"
+            if on_peer is not None:
+                on_peer()
             if give_up_at is None:
                 give_up_at = timer.seconds() + self._hold_limit
             elif timer.seconds() >= give_up_at:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime
+from typing import TypeVar
 
 from twisted.internet.defer import Deferred, fail
 from twisted.logger import Logger
 
+from pymager_tx.app.admission import Ticket
 from pymager_tx.app.admitted import ImageWork, render_target
+from pymager_tx.app.api import StoredImage
 from pymager_tx.app.claims import Claims, Holding, Superseded
 from pymager_tx.app.inflight import InFlight
 from pymager_tx.app.originals import Originals
@@ -22,7 +25,6 @@ from pymager_tx.app.values import (
     Errand,
     ImagePolicy,
     Rendition,
-    StoredImage,
     Target,
     WorkingCopy,
     claimed_key,
@@ -34,6 +36,17 @@ from pymager_tx.core.model import DerivedRecord, DerivedSpec, ImageId, OriginalR
 from pymager_tx.core.records import Recorded
 from pymager_tx.imaging.render import Rendered, working_copy_covers, worth_a_working_copy
 from pymager_tx.ports import IBlobStore, IMetadataStore, IPeers
+
+T = TypeVar("T")
+
+
+def _releasing(result: T, ticket: Ticket) -> T:
+    ticket.release()
+    return result
+
+
+def _never() -> Deferred[StoredImage]:
+    raise AssertionError("joined work is never started")
 
 
 class _NoWorkingCopy(Exception):
@@ -72,24 +85,35 @@ class Derivations:
         """The rendition, derived once for everyone asking meanwhile: each
         caller gets a Deferred of its own."""
         key = (original.image_id, original.generation, spec.variant)
-        if key not in self._inflight:
-            # New image work: refused at once when the queue is full, not
-            # after a claim and a lookup more.
+        if key in self._inflight:
+            return self._inflight.run(key, _never)
+        # New image work: it takes its place in the queue now, or is refused
+        # at once when the queue is full, before it spends a claim and more
+        # lookups.  Work that is a step of a derivation under way (its
+        # working copy) takes that derivation's place.
+        ticket, owned = errand.ticket, False
+        if ticket is None or ticket.released:
             try:
-                self._work.refuse_if_full()
+                ticket, owned = self._work.reserve(), True
             except Overloaded as refused:
                 return fail(refused)
-        return self._inflight.run(
-            key,
-            lambda: Deferred.fromCoroutine(
+
+        def start() -> Deferred[StoredImage]:
+            work = Deferred.fromCoroutine(
                 self._claims.derive(
                     original,
                     spec,
-                    lambda holding: self._render_and_record(original, spec, holding, errand.of(key)),
+                    lambda holding: self._render_and_record(original, spec, holding, errand.of(key, ticket)),
                     lambda: self._read_recorded(original, spec),
+                    # Waiting for another process's derivation takes no thread here.
+                    on_peer=None if ticket is None else ticket.release,
                 )
-            ),
-        )
+            )
+            if owned and ticket is not None:
+                work.addBoth(_releasing, ticket)
+            return work
+
+        return self._inflight.run(key, start)
 
     async def read(self, record: DerivedRecord, with_body: bool) -> StoredImage | None:
         """The rendition record describes; None if its file is gone (then

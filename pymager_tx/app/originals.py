@@ -11,8 +11,9 @@ from uuid import uuid4
 from twisted.logger import Logger
 
 from pymager_tx.app.admitted import ImageWork, describe
+from pymager_tx.app.api import StoredImage
 from pymager_tx.app.removals import Removals
-from pymager_tx.app.values import Errand, ImagePolicy, StoredImage, not_found, taken
+from pymager_tx.app.values import Errand, ImagePolicy, not_found, taken
 from pymager_tx.core.errors import BlobNotFound, OriginalLost, PymagerError, UploadTooLarge
 from pymager_tx.core.keys import original_key
 from pymager_tx.core.model import ImageId, OriginalRecord, OriginalStatus

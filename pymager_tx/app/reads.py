@@ -10,10 +10,11 @@ from typing import NamedTuple
 
 from twisted.logger import Logger
 
+from pymager_tx.app.api import StoredImage
 from pymager_tx.app.derivations import Derivations
 from pymager_tx.app.refusals import RecentRefusals
 from pymager_tx.app.rendition_cache import Mark, RenditionCache
-from pymager_tx.app.values import ImagePolicy, StoredImage, not_found
+from pymager_tx.app.values import ImagePolicy, not_found
 from pymager_tx.core.errors import (
     BlobNotFound,
     DerivationTooCostly,

@@ -15,7 +15,7 @@ from twisted.internet.defer import Deferred
 
 from pymager_tx.app.admission import ImageAdmission
 from pymager_tx.app.admitted import ImageWork
-from pymager_tx.app.api import Found
+from pymager_tx.app.api import Found, StoredImage
 from pymager_tx.app.claims import Claims
 from pymager_tx.app.derivations import Derivations
 from pymager_tx.app.inflight import shielded
@@ -26,7 +26,7 @@ from pymager_tx.app.recovery import Recovery
 from pymager_tx.app.refusals import RecentRefusals
 from pymager_tx.app.removals import Removals
 from pymager_tx.app.rendition_cache import RenditionCache
-from pymager_tx.app.values import ImagePolicy, StoredImage, WorkingCopy, claimed_key
+from pymager_tx.app.values import ImagePolicy, WorkingCopy, claimed_key
 from pymager_tx.core.model import ImageId, OriginalRecord
 from pymager_tx.ports import IBlobStore, IMetadataStore, IPeers, Offload
 

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 from twisted.internet.defer import Deferred
 
+from pymager_tx.app.admission import Ticket
 from pymager_tx.core.errors import ImageIdTaken, ImageNotFound
 from pymager_tx.core.keys import derived_key
-from pymager_tx.core.model import DerivedSpec, ImageId, Size, StoredFile
+from pymager_tx.core.model import DerivedSpec, ImageId, Size
 from pymager_tx.core.records import Claim
 from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
-from pymager_tx.ports import IBlobReader
 
 # Seconds a derivation may take when the policy sets no time budget.
 DEFAULT_BUDGET = 20.0
@@ -54,31 +54,26 @@ class WorkingCopy:
 Target = DerivedSpec | WorkingCopy
 
 
-@dataclass(frozen=True)
-class StoredImage:
-    """An original or derived image as served: its record, and its bytes
-    unless only the metadata was asked for (HEAD), or unless they are too
-    many to hold: then an open reader to send them from, a part at a time."""
-
-    record: StoredFile
-    data: bytes | None
-    reader: IBlobReader | None = None
-
-
 class Errand:
     """What one request's derivation carries down to its image work: when it
     must be done by, and how it hears that nobody waits for it any more."""
 
     def __init__(
-        self, deadline: float | None, deserted: Callable[[Rendition], Deferred[None]] | None = None
+        self,
+        deadline: float | None,
+        deserted: Callable[[Rendition], Deferred[None]] | None = None,
+        ticket: Ticket | None = None,
     ) -> None:
+        """ticket: the place in the image queue of the derivation this
+        errand is part of (see pymager_tx.app.admission)."""
         self.deadline = deadline
         self._deserted = deserted
         self.deserted_now: Deferred[None] | None = None
+        self.ticket = ticket
 
-    def of(self, key: Rendition) -> Errand:
-        """The errand of the shared work running under key."""
-        errand = Errand(self.deadline, self._deserted)
+    def of(self, key: Rendition, ticket: Ticket | None = None) -> Errand:
+        """The errand of the shared work running under key, holding ticket."""
+        errand = Errand(self.deadline, self._deserted, ticket)
         errand.deserted_now = None if self._deserted is None else self._deserted(key)
         return errand
 

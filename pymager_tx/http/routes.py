@@ -23,9 +23,8 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from pymager_tx.app.api import Found, ImageServiceAPI
-from pymager_tx.app.values import StoredImage
-from pymager_tx.core.errors import Overloaded, PymagerError, Unauthorized, Unavailable
+from pymager_tx.app.api import Found, ImageServiceAPI, StoredImage
+from pymager_tx.core.errors import Overloaded, PymagerError, Unavailable
 from pymager_tx.core.model import ImageId, OriginalRecord, StoredFile
 from pymager_tx.core.problems import (
     BAD_REQUEST,
@@ -39,7 +38,7 @@ from pymager_tx.core.problems import (
 )
 from pymager_tx.http.answers import answer_with_problem
 from pymager_tx.http.conditional import not_modified, set_validators, strong_etag
-from pymager_tx.http.guards import WriteTokens, challenge
+from pymager_tx.http.guards import WriteTokens, refusal_headers
 from pymager_tx.http.streaming import BlobSender
 from pymager_tx.http.uploads import image_from_body, image_from_form
 from pymager_tx.ports import Offload
@@ -213,16 +212,17 @@ class ImageAPI:
     def domain_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
         assert isinstance(error, PymagerError)
-        if isinstance(error, Unauthorized):
-            request.setHeader(b"WWW-Authenticate", challenge(error).encode("ascii"))
-        if isinstance(error, Unavailable):
+        for name, value in refusal_headers(error):
+            request.setHeader(name, value)
+        if isinstance(error, Unavailable) and not isinstance(error, Overloaded):
+            # Overload is counted in the access log; a warning per refusal
+            # would cost the reactor most when it is busiest.
             self.log.warn(
                 "{method} {uri} failed: {reason}",
                 method=request.method.decode("ascii", "replace"),
                 uri=request.uri.decode("ascii", "replace"),
                 reason=error.reason,
             )
-            request.setHeader(b"Retry-After", b"%d" % error.retry_after)
         return answer_with_problem(request, problem_for(error), error.detail)
 
     @app.handle_errors(NotFound)

@@ -26,9 +26,10 @@ from pymager_tx.adapters.sql.originals_txn import (
 )
 from pymager_tx.adapters.sql.renditions_txn import claims_txn, lookup_derived_txn, record_derived_txn
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.app.api import StoredImage
 from pymager_tx.app.consistency import LostOriginal, Report, check, repair
 from pymager_tx.app.peers import POLL_MOST
-from pymager_tx.app.service import ImageService, StoredImage, claimed_key
+from pymager_tx.app.service import ImageService, claimed_key
 from pymager_tx.core.errors import ImageIdTaken, StorageUnavailable
 from pymager_tx.core.keys import original_key
 from pymager_tx.core.model import DerivedRecord, OriginalStatus

@@ -18,7 +18,8 @@ from pymager_tx.adapters.sql.database import Database
 from pymager_tx.adapters.sql.renditions_txn import claims_txn
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.app.admission import ImageAdmission
-from pymager_tx.app.service import ImagePolicy, ImageService, StoredImage
+from pymager_tx.app.api import StoredImage
+from pymager_tx.app.service import ImagePolicy, ImageService
 from pymager_tx.core.errors import Overloaded
 from pymager_tx.core.model import ImageId
 from pymager_tx.ports import immediate
@@ -81,6 +82,38 @@ class TestImageAdmission:
         assert admission.waiting == 0
         started[0].callback("done")
         assert len(started) == 1
+
+    def test_a_ticket_holds_a_place_until_released(self) -> None:
+        admission = ImageAdmission(slots=1, max_queue=1, clock=Clock())
+        first, second = admission.reserve(), admission.reserve()
+        # Accepted work on its way to the queue counts as queued.
+        assert (admission.busy, admission.waiting, admission.full) == (0, 2, True)
+        with pytest.raises(Overloaded):
+            admission.reserve()
+        second.release()
+        second.release()
+        assert (admission.waiting, admission.full) == (1, False)
+        first.release()
+        assert admission.waiting == 0
+
+    def test_work_with_a_ticket_keeps_its_place_between_its_steps(self) -> None:
+        admission = ImageAdmission(slots=1, max_queue=0, clock=Clock())
+        started, work = held()
+        ticket = admission.reserve()
+        step = run(admission.run(work, ticket=ticket))  # type: ignore[arg-type]
+        assert (admission.busy, admission.waiting) == (1, 0)
+        started[0].callback("working copy")
+        assert result_of(step) == "working copy"
+        # Between its steps the place is still its own: new work is refused,
+        # and its next step is not.
+        assert admission.full
+        with pytest.raises(Overloaded):
+            admission.reserve()
+        step = run(admission.run(work, ticket=ticket))  # type: ignore[arg-type]
+        started[1].callback("rendition")
+        assert result_of(step) == "rendition"
+        ticket.release()
+        assert (admission.busy, admission.waiting, admission.full) == (0, 0, False)
 
 
 class CountedGets(InterceptedBlobs):
@@ -156,6 +189,32 @@ def test_queued_derivations_hold_no_image_bytes_and_the_queue_is_bounded(
     third = ask(service, "three-100x100.jpg")
     imaging.run_all()
     assert opened(result_of(third).data).size == (100, 100)  # type: ignore[arg-type]
+
+
+def test_new_work_past_the_queue_is_refused_after_one_lookup_even_before_any_is_queued(
+    database: Database, blobs: CountedGets
+) -> None:
+    service, imaging, _clock = busy_service(database, blobs)
+    admission = service._work.admission
+    transactions = ManualOffload()
+    burst = ImageService(Database(database.engine, transactions), blobs, imaging, POLICY, admission=admission)
+    first = ask(burst, "one-100x100.jpg")
+    transactions.run_one()  # its lookup: new work, which claims next
+    second = ask(burst, "two-100x100.jpg")
+    transactions.run_one(-1)  # its lookup too
+    # Both claims are still on their way: neither waits for a thread yet.
+    assert admission is not None and admission.busy == 0
+    third = ask(burst, "three-100x100.jpg")
+    transactions.run_one(-1)
+    failure_of(third).trap(Overloaded)
+    # Refused after its lookup: no claim taken, nor released.
+    assert transactions.calls == 5
+    while transactions.pending or imaging.pending:
+        transactions.run_all()
+        imaging.run_all()
+    assert opened(result_of(first).data).size == (100, 100)  # type: ignore[arg-type]
+    assert opened(result_of(second).data).size == (100, 100)  # type: ignore[arg-type]
+    assert service.image_load() == {"threads": 1, "busy": 0, "queued": 0, "max_queue": 1, "full": False}
 
 
 def test_a_client_leaving_while_queued_takes_its_work_out_of_the_queue(

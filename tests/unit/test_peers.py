@@ -27,6 +27,7 @@ from pymager_tx.adapters.sql.originals_txn import (
 from pymager_tx.adapters.sql.renditions_txn import claim_derivation_txn, claims_txn
 from pymager_tx.adapters.sql.schema import derivation_claims
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.app.admission import ImageAdmission
 from pymager_tx.app.peers import CLAIM_LEASE, POLL_MOST, Peers
 from pymager_tx.app.service import ImageService, claimed_key
 from pymager_tx.core.errors import DerivationPending, ImageIdTaken, ImageNotFound
@@ -61,6 +62,7 @@ class World:
         imaging: Offload = immediate,
         blobs: IBlobStore | None = None,
         clock_ahead: timedelta = timedelta(0),
+        admission: ImageAdmission | None = None,
     ) -> ImageService:
         """A process; its own clock may run ahead of the others'."""
         self.alive.add(name)
@@ -69,7 +71,13 @@ class World:
             result_of(blobs.recover())
         peers = Peers(name, lambda owner: succeed(owner in self.alive), self.timer)
         return ImageService(
-            self.database, blobs, imaging, POLICY, clock=lambda: self.now + clock_ahead, peers=peers
+            self.database,
+            blobs,
+            imaging,
+            POLICY,
+            clock=lambda: self.now + clock_ahead,
+            peers=peers,
+            admission=admission,
         )
 
     def dies(self, name: str) -> None:
@@ -187,6 +195,15 @@ def test_a_holder_renews_its_claim_while_it_works(world: World) -> None:
     )
     assert outcome is ClaimOutcome.HELD
     assert held is not None and held.owner == "a"
+
+
+def test_waiting_for_a_peers_derivation_holds_no_place_in_the_image_queue(world: World) -> None:
+    holding(world, "a")
+    b = world.process("b", ManualOffload(), admission=ImageAdmission(slots=1, max_queue=0, clock=world.timer))
+    b_asked = ask(b)
+    no_result(b_asked)
+    # b takes no image thread for what a derives: its own new work is welcome.
+    assert b.image_load() == {"threads": 1, "busy": 0, "queued": 0, "max_queue": 0, "full": False}
 
 
 def test_a_holder_stuck_past_the_hold_limit_lets_its_claim_lapse(world: World) -> None:

@@ -17,9 +17,10 @@ from pymager_tx.adapters.sql.database import Database
 from pymager_tx.adapters.sql.originals_txn import claim_original_txn, status_of_txn
 from pymager_tx.adapters.sql.renditions_txn import forget_derived_txn
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.app.api import StoredImage
 from pymager_tx.app.refusals import RecentRefusals
 from pymager_tx.app.rendition_cache import RenditionCache
-from pymager_tx.app.service import ImagePolicy, ImageService, StoredImage
+from pymager_tx.app.service import ImagePolicy, ImageService
 from pymager_tx.core.errors import (
     DerivationTooCostly,
     DerivedNameInvalid,

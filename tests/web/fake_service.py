@@ -9,8 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from pymager_tx.adapters.storage.memory import BytesReader
-from pymager_tx.app.api import Found, ImageServiceAPI
-from pymager_tx.app.values import StoredImage
+from pymager_tx.app.api import Found, ImageServiceAPI, StoredImage
 from pymager_tx.core.errors import ImageIdTaken, ImageNotFound, PymagerError
 from pymager_tx.core.model import DerivedRecord, ImageId, OriginalRecord, OriginalStatus, StoredFile
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pymager_tx.adapters.sql.rows import original_of, row_of
@@ -25,16 +25,24 @@ from pymager_tx.core.records import (
     RowState,
 )
 
+# Built once: the lookup every request makes costs no statement building.
+_READY_ORIGINAL = select(originals).where(
+    originals.c.image_id == bindparam("image_id"), originals.c.status == OriginalStatus.READY.value
+)
+
 
 def find_original_txn(
     conn: Connection, image_id: str, statuses: Sequence[OriginalStatus] = (OriginalStatus.READY,)
 ) -> OriginalRecord | None:
-    row = conn.execute(
-        select(originals).where(
-            originals.c.image_id == image_id,
-            originals.c.status.in_([status.value for status in statuses]),
-        )
-    ).first()
+    if tuple(statuses) == (OriginalStatus.READY,):
+        row = conn.execute(_READY_ORIGINAL, {"image_id": image_id}).first()
+    else:
+        row = conn.execute(
+            select(originals).where(
+                originals.c.image_id == image_id,
+                originals.c.status.in_([status.value for status in statuses]),
+            )
+        ).first()
     return None if row is None else original_of(row)
 
 

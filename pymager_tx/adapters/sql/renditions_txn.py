@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import ColumnElement, Connection, Row, delete, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Row, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pymager_tx.adapters.sql.originals_txn import find_original_txn
@@ -28,14 +28,17 @@ from pymager_tx.core.records import (
     StoreIndex,
 )
 
+# Built once: the lookup every request makes costs no statement building.
+_RENDITION = select(derived).where(
+    derived.c.image_id == bindparam("image_id"), derived.c.variant == bindparam("variant")
+)
+
 
 def lookup_derived_txn(conn: Connection, image_id: str, variant: str) -> DerivedLookup:
     original = find_original_txn(conn, image_id)
     if original is None:
         return DerivedLookup(None, None)
-    row = conn.execute(
-        select(derived).where(derived.c.image_id == image_id, derived.c.variant == variant)
-    ).first()
+    row = conn.execute(_RENDITION, {"image_id": image_id, "variant": variant}).first()
     return DerivedLookup(original, None if row is None else derived_of(row))
 
 
