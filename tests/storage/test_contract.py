@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 from twisted.internet.defer import Deferred
@@ -11,19 +12,27 @@ from zope.interface.verify import verifyObject
 
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.adapters.storage.memory import MemoryBlobStore
+from pymager_tx.adapters.storage.s3 import S3BlobStore
 from pymager_tx.core.errors import BlobNotFound, StorageUnavailable
 from pymager_tx.ports import IBlobStore, IStoreUpkeep, immediate
+from tests.conftest import S3Server
 from tests.results import failure_of, result_of
 
 
-@pytest.fixture(params=["filesystem", "memory"])
+@pytest.fixture(params=["filesystem", "memory", pytest.param("s3", marks=pytest.mark.s3)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IBlobStore]:
     if request.param == "filesystem":
         made: IBlobStore = FilesystemBlobStore(tmp_path / "files", immediate)
+    elif request.param == "s3":
+        # Each test under a prefix of its own, in the session's bucket.
+        server: S3Server = request.getfixturevalue("s3_server")
+        made = S3BlobStore.from_settings(server.settings(prefix=f"t-{uuid4().hex[:12]}"), immediate)
     else:
         made = MemoryBlobStore()
     result_of(IStoreUpkeep(made).recover())
     yield made
+    if request.param == "s3":
+        result_of(IStoreUpkeep(made).wipe())
 
 
 KEY = "originals/ab/cd/abcd/0123"

@@ -27,8 +27,11 @@ def test_the_sample_documents_every_key() -> None:
     text = SAMPLE.read_text()
     sections = tomllib.loads(text)
     for key in documented_keys():
-        section, name = key.split(".")
-        written = name in sections.get(section, {}) or re.search(rf"^# {name} = ", text, re.MULTILINE)
+        *tables, name = key.split(".")
+        table = sections
+        for part in tables:
+            table = table.get(part, {})
+        written = name in table or re.search(rf"^# {name} = ", text, re.MULTILINE)
         assert written, f"{key} is not in etc/pymager.toml"
 
 

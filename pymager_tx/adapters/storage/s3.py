@@ -1,0 +1,543 @@
+"""
+Blobs as objects in a bucket of an S3-compatible store (AWS S3, SeaweedFS,
+MinIO, Ceph RGW, Cloudflare R2, Garage).
+
+boto3 blocks, so every call runs through the Offload given: in production a
+thread pool of the store's own (make_thread_pool), as large as the client's
+connection pool, so that a bucket that stalls holds its own threads and
+connections, never the database's, the image threads or the reactor.  One
+client serves every thread (botocore clients are thread-safe).
+
+An object is whole or absent.  A PutObject is atomic; a blob larger than
+part_bytes goes up in parts (multipart), and a multipart upload becomes an
+object only when completed: a failure aborts it, and the upload a crashed
+writer left (invisible to readers, but billed) is aborted by recover() once
+older than abort_uploads_after.  Keys are the hashed paths the service makes
+(pymager_tx.core.keys), below an optional prefix inside the bucket.
+
+Failures become StorageUnavailable, for the web layer to answer 503: the
+client sees a fixed detail, the log the reason, which names the operation,
+the key and the store's error code, never a credential.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from threading import Thread
+from typing import Any, BinaryIO, Protocol
+
+import boto3  # type: ignore[import-untyped]
+from botocore.config import Config  # type: ignore[import-untyped]
+from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+from urllib3.exceptions import HTTPError as URLLib3Error
+from zope.interface import implementer
+
+from pymager_tx.core.errors import BlobNotFound, StorageUnavailable
+from pymager_tx.core.keys import validate_key
+from pymager_tx.ports import IBlobReader, IBlobStore, IKeyListing, IStoreUpkeep, Offload
+
+_FAILING = "the image storage is failing; try again later"
+_UNLISTED = "the image storage cannot be listed; try again later"
+_MISSING = frozenset({"NoSuchKey", "NotFound", "404"})
+# Keys per ListObjectsV2 answer and per DeleteObjects request: S3's most.
+_PAGE = 1000
+_MIB = 1024 * 1024
+# Object names (S3BlobStore.list hides the builtin within the class).
+_Names = list[str]
+_Parts = list[dict[str, Any]]
+# Anything shaped like a signature or a credential scope, wherever a message
+# might echo a request.
+_SIGNED = re.compile(r"(Credential|Signature|X-Amz-Credential|X-Amz-Signature|AWSAccessKeyId)=[^\s&,;]+")
+
+
+class SecretValue(Protocol):
+    def get_secret_value(self) -> str: ...
+
+
+class S3Options(Protocol):
+    """What from_settings reads: pymager_tx.config.S3Settings provides it
+    (named here by shape, as adapters never import the settings)."""
+
+    @property
+    def bucket(self) -> str: ...
+    @property
+    def endpoint_url(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def prefix(self) -> str: ...
+    @property
+    def access_key_id(self) -> SecretValue | None: ...
+    @property
+    def secret_access_key(self) -> SecretValue | None: ...
+    @property
+    def addressing_style(self) -> str: ...
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def read_timeout(self) -> float: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def max_pool_connections(self) -> int: ...
+    @property
+    def part_bytes(self) -> int: ...
+    @property
+    def abort_uploads_after(self) -> float: ...
+    @property
+    def request_checksums(self) -> str: ...
+
+
+def thread_count(options: S3Options) -> int:
+    """Threads for the store's pool: one per connection, so that no call
+    waits for a connection while holding a thread, nor the reverse."""
+    return options.max_pool_connections
+
+
+class _DaemonThreadPool(ThreadPool):
+    # A call stuck on a dead bucket must not keep a dying process alive.
+    threadFactory = staticmethod(partial(Thread, daemon=True))  # type: ignore[assignment]
+
+
+def make_thread_pool(options: S3Options, name: str = "pymager-s3") -> ThreadPool:
+    """The store's own pool, not started: start() it with the service, and
+    stop() it after the store's users stopped; offload to it with
+    twisted.internet.threads.deferToThreadPool(reactor, pool, ...)."""
+    return _DaemonThreadPool(minthreads=0, maxthreads=thread_count(options), name=name)
+
+
+def make_client(options: S3Options) -> Any:
+    """A boto3 S3 client for options, its every wait bounded."""
+    config = Config(
+        region_name=options.region or None,
+        connect_timeout=options.connect_timeout,
+        read_timeout=options.read_timeout,
+        retries={"max_attempts": options.max_attempts, "mode": "standard"},
+        max_pool_connections=options.max_pool_connections,
+        s3={"addressing_style": options.addressing_style},
+        request_checksum_calculation=options.request_checksums,
+        response_checksum_validation="when_supported",
+        tcp_keepalive=True,
+        user_agent_extra="pymager-tx",
+    )
+    credentials: dict[str, str] = {}
+    if options.access_key_id is not None and options.secret_access_key is not None:
+        credentials = {
+            "aws_access_key_id": options.access_key_id.get_secret_value(),
+            "aws_secret_access_key": options.secret_access_key.get_secret_value(),
+        }
+    # A session of its own: boto3's default session is shared and not thread-safe.
+    session = boto3.session.Session()
+    return session.client("s3", endpoint_url=options.endpoint_url or None, config=config, **credentials)
+
+
+@implementer(IBlobStore, IStoreUpkeep)
+class S3BlobStore:
+    log = Logger()
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        offload: Offload,
+        *,
+        prefix: str = "",
+        part_bytes: int = 8 * _MIB,
+        page_size: int = _PAGE,
+        abort_uploads_after: timedelta = timedelta(days=1),
+        secrets: tuple[str, ...] = (),
+        endpoint: str = "",
+    ) -> None:
+        """client: a boto3 S3 client (make_client); prefix: where the keys
+        live inside the bucket; secrets: strings no error reason may show."""
+        if not 0 < page_size <= _PAGE:
+            raise ValueError(f"page_size must be 1 to {_PAGE}")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._client = client
+        self._offload = offload
+        self._part_bytes = part_bytes
+        self._page_size = page_size
+        self._abort_after = abort_uploads_after
+        self._secrets = tuple(secret for secret in secrets if secret)
+        self._endpoint = endpoint or "AWS"
+
+    @classmethod
+    def from_settings(cls, options: S3Options, offload: Offload) -> S3BlobStore:
+        """The store [storage.s3] describes, its calls run by offload (a
+        pool from make_thread_pool)."""
+        secrets = tuple(
+            secret.get_secret_value()
+            for secret in (options.access_key_id, options.secret_access_key)
+            if secret is not None
+        )
+        return cls(
+            make_client(options),
+            options.bucket,
+            offload,
+            prefix=options.prefix,
+            part_bytes=options.part_bytes,
+            abort_uploads_after=timedelta(seconds=options.abort_uploads_after),
+            secrets=secrets,
+            endpoint=options.endpoint_url,
+        )
+
+    def __repr__(self) -> str:
+        return f"<S3BlobStore bucket={self.bucket!r} prefix={self.prefix!r} endpoint={self._endpoint!r}>"
+
+    def put(self, key: str, data: bytes) -> Deferred[None]:
+        return self._offload(self._put, self._object(key), data)
+
+    def put_file(self, key: str, file: BinaryIO) -> Deferred[None]:
+        """Store what file holds from its position on, read a part at a time
+        on a pool thread (so a large original is never held whole), as
+        atomically as put().  Not part of IBlobStore: only this store has it."""
+        return self._offload(self._put_stream, self._object(key), file.read)
+
+    def get(self, key: str) -> Deferred[bytes]:
+        return self._offload(self._get, self._object(key))
+
+    def open(self, key: str) -> Deferred[IBlobReader]:
+        return self._offload(self._open, self._object(key))
+
+    def size(self, key: str) -> Deferred[int | None]:
+        return self._offload(self._size, self._object(key))
+
+    def delete(self, key: str) -> Deferred[None]:
+        return self._offload(self._delete, self._object(key))
+
+    def delete_prefix(self, prefix: str) -> Deferred[None]:
+        return self._offload(self._delete_below, self._object(prefix) + "/")
+
+    def list(self, prefix: str) -> IKeyListing:
+        return _Listing(self, self._object(prefix) + "/")
+
+    def recover(self) -> Deferred[int]:
+        return self._offload(self._recover)
+
+    def wipe(self) -> Deferred[None]:
+        return self._offload(self._wipe)
+
+    def close(self) -> Deferred[None]:
+        """Close the client's connections (at shutdown)."""
+        return self._offload(self._client.close)
+
+    def _object(self, key: str) -> str:
+        validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _key(self, name: str) -> str | None:
+        """The store's key of an object name, None for an object that is
+        not the store's (outside the prefix, or no key)."""
+        if self.prefix:
+            if not name.startswith(self.prefix + "/"):
+                return None
+            name = name[len(self.prefix) + 1 :]
+        try:
+            return validate_key(name)
+        except ValueError:
+            return None
+
+    @property
+    def _below_prefix(self) -> str:
+        return self.prefix + "/" if self.prefix else ""
+
+    # The methods below run in a pool thread.
+
+    @contextmanager
+    def _errors(self, operation: str, name: str = "", detail: str = _FAILING) -> Iterator[None]:
+        """Translate what boto3 raises: a missing object to BlobNotFound,
+        anything else to StorageUnavailable with a reason safe to log."""
+        try:
+            yield
+        except ClientError as error:
+            answer = error.response.get("Error", {})
+            code = str(answer.get("Code", "unknown"))
+            if code in _MISSING and name:
+                raise BlobNotFound(self._key(name) or name) from None
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", "?")
+            message = str(answer.get("Message", ""))[:300]
+            reason = f"S3 {operation} of {self.bucket}/{name} at {self._endpoint}: {code} (HTTP {status})"
+            raise StorageUnavailable(detail, self._scrub(f"{reason} {message}".rstrip())) from None
+        except (BotoCoreError, URLLib3Error, OSError) as error:
+            reason = f"S3 {operation} of {self.bucket}/{name}: {type(error).__name__}: {error}"
+            raise StorageUnavailable(detail, self._scrub(reason)) from None
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "****")
+        return _SIGNED.sub(r"\1=****", text)
+
+    def _put(self, name: str, data: bytes) -> None:
+        if len(data) <= self._part_bytes:
+            with self._errors("PutObject", name):
+                self._client.put_object(Bucket=self.bucket, Key=name, Body=data)
+            return
+        view = memoryview(data)
+        parts = (bytes(view[at : at + self._part_bytes]) for at in range(0, len(data), self._part_bytes))
+        self._put_parts(name, parts)
+
+    def _put_stream(self, name: str, read: Callable[[int], bytes]) -> None:
+        first = _read_fully(read, self._part_bytes)
+        second = _read_fully(read, self._part_bytes) if len(first) == self._part_bytes else b""
+        if not second:
+            self._put(name, first)
+            return
+
+        def rest() -> Iterator[bytes]:
+            yield first
+            yield second
+            while part := _read_fully(read, self._part_bytes):
+                yield part
+
+        self._put_parts(name, rest())
+
+    def _put_parts(self, name: str, parts: Iterator[bytes]) -> None:
+        """A multipart upload of parts, completed only once every part is
+        stored, aborted if anything fails: the object is all or nothing."""
+        with self._errors("CreateMultipartUpload", name):
+            upload_id = self._client.create_multipart_upload(Bucket=self.bucket, Key=name)["UploadId"]
+        try:
+            done: _Parts = []
+            for number, part in enumerate(parts, start=1):
+                with self._errors("UploadPart", name):
+                    answer = self._client.upload_part(
+                        Bucket=self.bucket, Key=name, UploadId=upload_id, PartNumber=number, Body=part
+                    )
+                done.append({"PartNumber": number, "ETag": answer["ETag"]})
+            with self._errors("CompleteMultipartUpload", name):
+                self._client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": done}
+                )
+        except BaseException:
+            self._abort(name, upload_id)
+            raise
+
+    def _abort(self, name: str, upload_id: str) -> bool:
+        try:
+            with self._errors("AbortMultipartUpload", name):
+                self._client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
+        except StorageUnavailable as error:
+            # recover() aborts it later, once it is old enough.
+            self.log.warn("Could not abort an upload: {reason}", reason=error.reason)
+            return False
+        return True
+
+    def _get(self, name: str) -> bytes:
+        with self._errors("GetObject", name):
+            body = self._client.get_object(Bucket=self.bucket, Key=name)["Body"]
+            try:
+                data: bytes = body.read()
+            finally:
+                body.close()
+        return data
+
+    def _open(self, name: str) -> IBlobReader:
+        with self._errors("GetObject", name):
+            answer = self._client.get_object(Bucket=self.bucket, Key=name)
+        return _ObjectReader(self, name, answer)
+
+    def _size(self, name: str) -> int | None:
+        try:
+            with self._errors("HeadObject", name):
+                answer = self._client.head_object(Bucket=self.bucket, Key=name)
+        except BlobNotFound:
+            return None
+        return int(answer["ContentLength"])
+
+    def _delete(self, name: str) -> None:
+        with self._errors("DeleteObject", name):
+            self._client.delete_object(Bucket=self.bucket, Key=name)
+
+    def _delete_below(self, below: str) -> None:
+        """Delete every object whose name starts with below, a page (one
+        DeleteObjects request) at a time."""
+        token: str | None = None
+        while True:
+            names, token = self._list_page(below, token, self._page_size)
+            if names:
+                with self._errors("DeleteObjects", below):
+                    answer = self._client.delete_objects(
+                        Bucket=self.bucket,
+                        Delete={"Objects": [{"Key": name} for name in names], "Quiet": True},
+                    )
+                failed = answer.get("Errors", [])
+                if failed:
+                    first = failed[0]
+                    reason = (
+                        f"S3 DeleteObjects below {self.bucket}/{below}: {len(failed)} not deleted, "
+                        f"{first.get('Key')}: {first.get('Code')}"
+                    )
+                    raise StorageUnavailable(_FAILING, self._scrub(reason))
+            if token is None:
+                return
+
+    def _list_page(self, below: str, token: str | None, size: int) -> tuple[_Names, str | None]:
+        """Object names of one ListObjectsV2 page, and the token of the next
+        page (None after the last)."""
+        arguments: dict[str, Any] = {"Bucket": self.bucket, "Prefix": below, "MaxKeys": size}
+        if token is not None:
+            arguments["ContinuationToken"] = token
+        with self._errors("ListObjectsV2", below, _UNLISTED):
+            answer = self._client.list_objects_v2(**arguments)
+        names = [entry["Key"] for entry in answer.get("Contents", [])]
+        following = answer.get("NextContinuationToken") if answer.get("IsTruncated") else None
+        if answer.get("IsTruncated") and not following:
+            raise StorageUnavailable(_UNLISTED, f"S3 ListObjectsV2 below {self.bucket}/{below}: no token")
+        return names, following
+
+    def _recover(self) -> int:
+        with self._errors("HeadBucket"):
+            self._client.head_bucket(Bucket=self.bucket)
+        removed = self._abort_uploads(datetime.now(UTC) - self._abort_after)
+        if removed:
+            self.log.info(
+                "Aborted {count} unfinished uploads in {bucket}/{prefix}",
+                count=removed,
+                bucket=self.bucket,
+                prefix=self.prefix,
+            )
+        return removed
+
+    def _abort_uploads(self, begun_before: datetime) -> int:
+        """Abort the multipart uploads below the prefix begun before then."""
+        aborted = 0
+        markers: dict[str, str] = {}
+        while True:
+            with self._errors("ListMultipartUploads", self._below_prefix):
+                answer = self._client.list_multipart_uploads(
+                    Bucket=self.bucket, Prefix=self._below_prefix, **markers
+                )
+            for upload in answer.get("Uploads", []):
+                if upload["Initiated"] < begun_before and self._abort(upload["Key"], upload["UploadId"]):
+                    aborted += 1
+            if not answer.get("IsTruncated"):
+                return aborted
+            markers = {
+                "KeyMarker": answer.get("NextKeyMarker", ""),
+                "UploadIdMarker": answer.get("NextUploadIdMarker", ""),
+            }
+
+    def _wipe(self) -> None:
+        self._abort_uploads(datetime.now(UTC) + timedelta(days=1))
+        self._delete_below(self._below_prefix)
+
+
+@implementer(IBlobReader)
+class _ObjectReader:
+    """An object's body, read a part at a time as it streams in.
+
+    The body is one GET's answer, so the reader sees the object as it was
+    when opened.  If the stream breaks (a connection dropped while a slow
+    client took its time), reading resumes once from where it stopped, with a
+    ranged GET of the same version (If-Match its ETag): either the same bytes
+    or a failure, never another object's.
+
+    An open reader holds a connection until closed; botocore then opens
+    another for other calls rather than wait (its pool never blocks), so
+    slow clients never starve the store's other calls of connections."""
+
+    def __init__(self, store: S3BlobStore, name: str, answer: dict[str, Any]) -> None:
+        self.size = int(answer["ContentLength"])
+        self._store = store
+        self._name = name
+        self._etag = answer.get("ETag")
+        self._body: Any = answer["Body"]
+        self._offset = 0
+        self._resumed = False
+
+    def read(self, size: int) -> Deferred[bytes]:
+        return self._store._offload(self._read, size)
+
+    def close(self) -> Deferred[None]:
+        return self._store._offload(self._close)
+
+    def _read(self, size: int) -> bytes:
+        if self._body is None or self._offset >= self.size:
+            return b""
+        want = min(size, self.size - self._offset)
+        try:
+            with self._store._errors("GetObject", self._name):
+                part = _read_fully(self._body.read, want)
+        except StorageUnavailable:
+            if self._resumed or self._etag is None:
+                raise
+            self._resumed = True
+            self._resume()
+            with self._store._errors("GetObject", self._name):
+                part = _read_fully(self._body.read, want)
+        self._offset += len(part)
+        return part
+
+    def _resume(self) -> None:
+        with suppress(Exception):
+            self._body.close()
+        store = self._store
+        store.log.info(
+            "Resuming a read of {bucket}/{key} at byte {offset}",
+            bucket=store.bucket,
+            key=self._name,
+            offset=self._offset,
+        )
+        try:
+            with store._errors("GetObject", self._name):
+                answer = store._client.get_object(
+                    Bucket=store.bucket,
+                    Key=self._name,
+                    Range=f"bytes={self._offset}-",
+                    IfMatch=self._etag,
+                )
+        except BlobNotFound:
+            raise StorageUnavailable(_FAILING, f"{self._name} was deleted while it was read") from None
+        self._body = answer["Body"]
+
+    def _close(self) -> None:
+        body, self._body = self._body, None
+        if body is not None:
+            with suppress(Exception):
+                body.close()
+
+
+@implementer(IKeyListing)
+class _Listing:
+    """ListObjectsV2 below a prefix, a page at a time, on the store's pool."""
+
+    def __init__(self, store: S3BlobStore, below: str) -> None:
+        self._store = store
+        self._below = below
+        self._token: str | None = None
+        self._done = False
+
+    def next_page(self) -> Deferred[list[str]]:
+        return self._store._offload(self._next_page)
+
+    def _next_page(self) -> list[str]:
+        # A page of objects that are not keys (foreign objects, directory
+        # markers) must not pass for the end: read on to one with keys.
+        while not self._done:
+            names, self._token = self._store._list_page(self._below, self._token, self._store._page_size)
+            self._done = self._token is None
+            keys = [key for key in map(self._store._key, names) if key is not None]
+            if keys:
+                return keys
+        return []
+
+
+def _read_fully(read: Callable[[int], bytes], size: int) -> bytes:
+    """size bytes from read, fewer only at the end."""
+    part = read(size)
+    if len(part) == size or not part:
+        return part
+    parts = [part]
+    got = len(part)
+    while got < size and (more := read(size - got)):
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
