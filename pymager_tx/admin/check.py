@@ -17,7 +17,7 @@ from pymager_tx.adapters.sql.schema_version import State, status_txn
 from pymager_tx.admin.command import AdminError, Command, Target
 from pymager_tx.app.consistency import check_store
 from pymager_tx.ports import immediate
-from pymager_tx.process.wiring import Offloads, build_service, build_store
+from pymager_tx.process.wiring import Offloads, build_service, build_store, describe_blobs
 
 
 def _check(target: Target, arguments: argparse.Namespace) -> int:
@@ -48,7 +48,7 @@ def _check(target: Target, arguments: argparse.Namespace) -> int:
     for action in actions:
         print(f"repair: {action}")
     if found.consistent:
-        print(f"{target.shown_url} and {blobs.root}: consistent")
+        print(f"{target.shown_url} and {describe_blobs(target.settings)}: consistent")
         return 0
     if after is None:
         print(f"{len(found.lines())} inconsistencies; `pymager-admin check --repair` fixes them")

@@ -37,6 +37,7 @@ from pymager_tx.app.admission import ImageAdmission
 from pymager_tx.config import Settings
 from pymager_tx.core.errors import Unavailable
 from pymager_tx.http.connections import PortFeed, with_backlog
+from pymager_tx.ports import IStoreUpkeep
 from pymager_tx.process.deployment import (
     MOUNTINFO,
     UnsafeDeployment,
@@ -45,7 +46,7 @@ from pymager_tx.process.deployment import (
 )
 from pymager_tx.process.handoff import Dealer, Receiver
 from pymager_tx.process.threads import ThreadPoolService
-from pymager_tx.process.wiring import Offloads, build_service, build_site, build_store
+from pymager_tx.process.wiring import Offloads, build_service, build_site, build_store, storage_threads
 from pymager_tx.process.workers import Workers
 
 # Blob reads and writes are short and mostly wait on the disk.
@@ -100,7 +101,13 @@ class PymagerService(MultiService):
             image_thread_count, settings.images.max_queue or 4 * image_thread_count, reactor
         )
 
-        offloads = Offloads(database_threads.offload, io_threads.offload, image_threads.offload)
+        bucket_threads = storage_threads(settings)
+        offloads = Offloads(
+            database_threads.offload,
+            io_threads.offload,
+            image_threads.offload,
+            None if bucket_threads is None else self._pool("pymager-s3", bucket_threads).offload,
+        )
         store = build_store(settings, offloads, timer=reactor)
         self.store = store
         self.database = store.database
@@ -157,7 +164,7 @@ class PymagerService(MultiService):
         if self.settings.server.dev_mode and self.worker is None:
             self.log.warn("Development mode: wiping the database and every stored file")
             await self.database.drop_schema()
-            await self.blobs.wipe()
+            await IStoreUpkeep(self.blobs).wipe()
         await self._io.offload(self.upload_directory.mkdir, parents=True, exist_ok=True)
         await prepare_at_startup(self.database)
         await self._io.offload(self.epoch.open)
@@ -240,7 +247,7 @@ class PymagerService(MultiService):
         if self._port is not None:
             port, self._port = self._port, None
             await maybeDeferred(port.stopListening)
-        await self.database.dispose()
+        await self.store.close()
         await self._io.offload(self.owners.release)
         self.epoch.close()
         await super().stopService()  # the thread pools, last

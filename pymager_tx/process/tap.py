@@ -28,6 +28,7 @@ from pymager_tx.config import Settings, load_settings
 from pymager_tx.core.errors import ConfigError
 from pymager_tx.process.endpoints import listens_only_locally
 from pymager_tx.process.server import PymagerService
+from pymager_tx.process.wiring import check_storage
 from pymager_tx.process.workers import Workers, worker_arguments
 
 log = Logger()
@@ -73,6 +74,7 @@ class Options(usage.Options):
             self.tokens = self.settings.auth.tokens()
             check_exposure(self.settings, self.tokens)
             check_workers(self.settings)
+            check_storage(self.settings)
         except ConfigError as error:
             raise usage.UsageError(str(error)) from None
 

@@ -7,9 +7,13 @@ always agree on where the data is and how it is shared.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
+
+from twisted.internet.defer import Deferred
 
 from pymager_tx.adapters.cluster.epoch import SharedEpoch
 from pymager_tx.adapters.cluster.owners import Owners
@@ -20,11 +24,12 @@ from pymager_tx.app.peers import Peers
 from pymager_tx.app.rendition_cache import RenditionCache
 from pymager_tx.app.service import ImagePolicy, ImageService
 from pymager_tx.config import Settings
+from pymager_tx.core.errors import ConfigError
 from pymager_tx.http.guards import WriteTokens
 from pymager_tx.http.routes import HttpPolicy, ImageAPI
 from pymager_tx.http.site import PymagerSite
 from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
-from pymager_tx.ports import Offload, immediate
+from pymager_tx.ports import IBlobStore, Offload, immediate
 
 
 @dataclass(frozen=True)
@@ -34,6 +39,8 @@ class Offloads:
     database: Offload
     io: Offload
     images: Offload
+    # A bucket's requests, on a pool sized to its connections; None: io.
+    storage: Offload | None = None
 
     @classmethod
     def at_once(cls) -> Offloads:
@@ -47,12 +54,20 @@ class Store:
 
     data_directory: Path
     database: Database
-    blobs: FilesystemBlobStore
+    blobs: IBlobStore
     # The processes sharing the data directory, this one among them.
     owners: Owners
     peers: Peers
     # Removals anywhere void what every process holds in memory.
     epoch: SharedEpoch
+    # What lets go of the blob store's connections at shutdown, if any.
+    close_blobs: Callable[[], Deferred[None]] | None = None
+
+    async def close(self) -> None:
+        """Let go of the database's and the blob store's connections."""
+        await self.database.dispose()
+        if self.close_blobs is not None:
+            await self.close_blobs()
 
 
 def build_store(
@@ -66,9 +81,47 @@ def build_store(
     # Every process sharing the data directory registers here, so each can
     # tell what a dead one left unfinished from what a live one holds.
     owners = Owners(data_directory / "processes")
-    blobs = FilesystemBlobStore(data_directory / "files", offloads.io, owners.me, owners.is_alive)
+    blobs: IBlobStore
+    close_blobs = None
+    if settings.storage.backend == "s3":
+        bucket = _s3().S3BlobStore.from_settings(settings.storage.s3, offloads.storage or offloads.io)
+        blobs, close_blobs = bucket, bucket.close
+    else:
+        blobs = FilesystemBlobStore(data_directory / "files", offloads.io, owners.me, owners.is_alive)
     peers = Peers(owners.me, alive=lambda owner: offloads.io(owners.is_alive, owner), timer=timer)
-    return Store(data_directory, database, blobs, owners, peers, SharedEpoch.of(data_directory))
+    return Store(data_directory, database, blobs, owners, peers, SharedEpoch.of(data_directory), close_blobs)
+
+
+def describe_blobs(settings: Settings) -> str:
+    """Where the images are, for people (no credentials)."""
+    storage = settings.storage
+    if storage.backend == "s3":
+        s3 = storage.s3
+        where = s3.endpoint_url or "AWS"
+        return f"bucket {s3.bucket}{'/' + s3.prefix if s3.prefix else ''} at {where}"
+    return str(storage.data_directory.absolute() / "files")
+
+
+def storage_threads(settings: Settings) -> int | None:
+    """The threads a bucket store needs of its own; None for the filesystem."""
+    return _s3().thread_count(settings.storage.s3) if settings.storage.backend == "s3" else None
+
+
+def check_storage(settings: Settings) -> None:
+    """Raise ConfigError now if the chosen blob store cannot be built here."""
+    if settings.storage.backend == "s3":
+        _s3()
+
+
+def _s3() -> ModuleType:
+    """The S3 adapter, imported only when chosen: boto3 is an extra."""
+    try:
+        from pymager_tx.adapters.storage import s3
+    except ImportError as error:
+        raise ConfigError(
+            f'[storage] backend = "s3" needs boto3 ({error}): pip install "pymager-tx[s3]"'
+        ) from None
+    return s3
 
 
 def build_service(
