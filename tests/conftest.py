@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, make_url
 from twisted.logger import LogEvent, globalLogPublisher
 
 from pymager_tx.adapters.sql.database import Database, make_engine, sqlite_url
-from pymager_tx.adapters.storage.s3 import make_client
+from pymager_tx.adapters.storage.s3_client import make_client
 from pymager_tx.config import S3Settings
 from pymager_tx.ports import immediate
 from tests.results import result_of

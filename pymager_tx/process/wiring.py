@@ -104,7 +104,7 @@ def describe_blobs(settings: Settings) -> str:
 
 def storage_threads(settings: Settings) -> int | None:
     """The threads a bucket store needs of its own; None for the filesystem."""
-    return _s3().thread_count(settings.storage.s3) if settings.storage.backend == "s3" else None
+    return _s3().threads_for(settings.storage.s3) if settings.storage.backend == "s3" else None
 
 
 def check_storage(settings: Settings) -> None:

@@ -8,7 +8,7 @@ from uuid import uuid4
 
 import pytest_twisted
 
-from pymager_tx.adapters.storage.s3 import make_client
+from pymager_tx.adapters.storage.s3_client import make_client
 from tests.conftest import S3Server
 from tests.images import jpeg, opened
 from tests.integration.conftest import start, stop

@@ -21,7 +21,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import LogEvent, formatEvent
 from zope.interface.verify import verifyObject
 
-from pymager_tx.adapters.storage.s3 import S3BlobStore, make_client, make_thread_pool, thread_count
+from pymager_tx.adapters.storage.s3 import S3BlobStore
+from pymager_tx.adapters.storage.s3_client import make_client, make_thread_pool, thread_count
 from pymager_tx.core.errors import BlobNotFound, StorageUnavailable
 from pymager_tx.ports import IBlobStore, IStoreUpkeep, every_key, immediate
 from tests.conftest import S3Server

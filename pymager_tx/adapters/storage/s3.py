@@ -24,21 +24,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from functools import partial
-from threading import Thread
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO
 
-import boto3  # type: ignore[import-untyped]
-from botocore.config import Config  # type: ignore[import-untyped]
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.threadpool import ThreadPool
 from urllib3.exceptions import HTTPError as URLLib3Error
 from zope.interface import implementer
 
+from pymager_tx.adapters.storage.s3_client import S3Options, make_client, read_fully, thread_count
+from pymager_tx.adapters.storage.s3_readers import Listing, ObjectReader
 from pymager_tx.core.errors import BlobNotFound, StorageUnavailable
 from pymager_tx.core.keys import validate_key
 from pymager_tx.ports import IBlobReader, IBlobStore, IKeyListing, IStoreUpkeep, Offload
@@ -57,85 +54,9 @@ _Parts = list[dict[str, Any]]
 _SIGNED = re.compile(r"(Credential|Signature|X-Amz-Credential|X-Amz-Signature|AWSAccessKeyId)=[^\s&,;]+")
 
 
-class SecretValue(Protocol):
-    def get_secret_value(self) -> str: ...
-
-
-class S3Options(Protocol):
-    """What from_settings reads: pymager_tx.config.S3Settings provides it
-    (named here by shape, as adapters never import the settings)."""
-
-    @property
-    def bucket(self) -> str: ...
-    @property
-    def endpoint_url(self) -> str: ...
-    @property
-    def region(self) -> str: ...
-    @property
-    def prefix(self) -> str: ...
-    @property
-    def access_key_id(self) -> SecretValue | None: ...
-    @property
-    def secret_access_key(self) -> SecretValue | None: ...
-    @property
-    def addressing_style(self) -> str: ...
-    @property
-    def connect_timeout(self) -> float: ...
-    @property
-    def read_timeout(self) -> float: ...
-    @property
-    def max_attempts(self) -> int: ...
-    @property
-    def max_pool_connections(self) -> int: ...
-    @property
-    def part_bytes(self) -> int: ...
-    @property
-    def abort_uploads_after(self) -> float: ...
-    @property
-    def request_checksums(self) -> str: ...
-
-
-def thread_count(options: S3Options) -> int:
-    """Threads for the store's pool: one per connection, so that no call
-    waits for a connection while holding a thread, nor the reverse."""
-    return options.max_pool_connections
-
-
-class _DaemonThreadPool(ThreadPool):
-    # A call stuck on a dead bucket must not keep a dying process alive.
-    threadFactory = staticmethod(partial(Thread, daemon=True))  # type: ignore[assignment]
-
-
-def make_thread_pool(options: S3Options, name: str = "pymager-s3") -> ThreadPool:
-    """The store's own pool, not started: start() it with the service, and
-    stop() it after the store's users stopped; offload to it with
-    twisted.internet.threads.deferToThreadPool(reactor, pool, ...)."""
-    return _DaemonThreadPool(minthreads=0, maxthreads=thread_count(options), name=name)
-
-
-def make_client(options: S3Options) -> Any:
-    """A boto3 S3 client for options, its every wait bounded."""
-    config = Config(
-        region_name=options.region or None,
-        connect_timeout=options.connect_timeout,
-        read_timeout=options.read_timeout,
-        retries={"max_attempts": options.max_attempts, "mode": "standard"},
-        max_pool_connections=options.max_pool_connections,
-        s3={"addressing_style": options.addressing_style},
-        request_checksum_calculation=options.request_checksums,
-        response_checksum_validation="when_supported",
-        tcp_keepalive=True,
-        user_agent_extra="pymager-tx",
-    )
-    credentials: dict[str, str] = {}
-    if options.access_key_id is not None and options.secret_access_key is not None:
-        credentials = {
-            "aws_access_key_id": options.access_key_id.get_secret_value(),
-            "aws_secret_access_key": options.secret_access_key.get_secret_value(),
-        }
-    # A session of its own: boto3's default session is shared and not thread-safe.
-    session = boto3.session.Session()
-    return session.client("s3", endpoint_url=options.endpoint_url or None, config=config, **credentials)
+def threads_for(options: S3Options) -> int:
+    """Threads the store's pool needs (the composition root sizes it)."""
+    return thread_count(options)
 
 
 @implementer(IBlobStore, IStoreUpkeep)
@@ -217,7 +138,7 @@ class S3BlobStore:
         return self._offload(self._delete_below, self._object(prefix) + "/")
 
     def list(self, prefix: str) -> IKeyListing:
-        return _Listing(self, self._object(prefix) + "/")
+        return Listing(self, self._object(prefix) + "/")
 
     def recover(self) -> Deferred[int]:
         return self._offload(self._recover)
@@ -285,8 +206,8 @@ class S3BlobStore:
         self._put_parts(name, parts)
 
     def _put_stream(self, name: str, read: Callable[[int], bytes]) -> None:
-        first = _read_fully(read, self._part_bytes)
-        second = _read_fully(read, self._part_bytes) if len(first) == self._part_bytes else b""
+        first = read_fully(read, self._part_bytes)
+        second = read_fully(read, self._part_bytes) if len(first) == self._part_bytes else b""
         if not second:
             self._put(name, first)
             return
@@ -294,7 +215,7 @@ class S3BlobStore:
         def rest() -> Iterator[bytes]:
             yield first
             yield second
-            while part := _read_fully(read, self._part_bytes):
+            while part := read_fully(read, self._part_bytes):
                 yield part
 
         self._put_parts(name, rest())
@@ -342,7 +263,7 @@ class S3BlobStore:
     def _open(self, name: str) -> IBlobReader:
         with self._errors("GetObject", name):
             answer = self._client.get_object(Bucket=self.bucket, Key=name)
-        return _ObjectReader(self, name, answer)
+        return ObjectReader(self, name, answer)
 
     def _size(self, name: str) -> int | None:
         try:
@@ -428,116 +349,3 @@ class S3BlobStore:
     def _wipe(self) -> None:
         self._abort_uploads(datetime.now(UTC) + timedelta(days=1))
         self._delete_below(self._below_prefix)
-
-
-@implementer(IBlobReader)
-class _ObjectReader:
-    """An object's body, read a part at a time as it streams in.
-
-    The body is one GET's answer, so the reader sees the object as it was
-    when opened.  If the stream breaks (a connection dropped while a slow
-    client took its time), reading resumes once from where it stopped, with a
-    ranged GET of the same version (If-Match its ETag): either the same bytes
-    or a failure, never another object's.
-
-    An open reader holds a connection until closed; botocore then opens
-    another for other calls rather than wait (its pool never blocks), so
-    slow clients never starve the store's other calls of connections."""
-
-    def __init__(self, store: S3BlobStore, name: str, answer: dict[str, Any]) -> None:
-        self.size = int(answer["ContentLength"])
-        self._store = store
-        self._name = name
-        self._etag = answer.get("ETag")
-        self._body: Any = answer["Body"]
-        self._offset = 0
-        self._resumed = False
-
-    def read(self, size: int) -> Deferred[bytes]:
-        return self._store._offload(self._read, size)
-
-    def close(self) -> Deferred[None]:
-        return self._store._offload(self._close)
-
-    def _read(self, size: int) -> bytes:
-        if self._body is None or self._offset >= self.size:
-            return b""
-        want = min(size, self.size - self._offset)
-        try:
-            with self._store._errors("GetObject", self._name):
-                part = _read_fully(self._body.read, want)
-        except StorageUnavailable:
-            if self._resumed or self._etag is None:
-                raise
-            self._resumed = True
-            self._resume()
-            with self._store._errors("GetObject", self._name):
-                part = _read_fully(self._body.read, want)
-        self._offset += len(part)
-        return part
-
-    def _resume(self) -> None:
-        with suppress(Exception):
-            self._body.close()
-        store = self._store
-        store.log.info(
-            "Resuming a read of {bucket}/{key} at byte {offset}",
-            bucket=store.bucket,
-            key=self._name,
-            offset=self._offset,
-        )
-        try:
-            with store._errors("GetObject", self._name):
-                answer = store._client.get_object(
-                    Bucket=store.bucket,
-                    Key=self._name,
-                    Range=f"bytes={self._offset}-",
-                    IfMatch=self._etag,
-                )
-        except BlobNotFound:
-            raise StorageUnavailable(_FAILING, f"{self._name} was deleted while it was read") from None
-        self._body = answer["Body"]
-
-    def _close(self) -> None:
-        body, self._body = self._body, None
-        if body is not None:
-            with suppress(Exception):
-                body.close()
-
-
-@implementer(IKeyListing)
-class _Listing:
-    """ListObjectsV2 below a prefix, a page at a time, on the store's pool."""
-
-    def __init__(self, store: S3BlobStore, below: str) -> None:
-        self._store = store
-        self._below = below
-        self._token: str | None = None
-        self._done = False
-
-    def next_page(self) -> Deferred[list[str]]:
-        return self._store._offload(self._next_page)
-
-    def _next_page(self) -> list[str]:
-        # A page of objects that are not keys (foreign objects, directory
-        # markers) must not pass for the end: read on to one with keys.
-        while not self._done:
-            names, self._token = self._store._list_page(self._below, self._token, self._store._page_size)
-            self._done = self._token is None
-            keys = [key for key in map(self._store._key, names) if key is not None]
-            if keys:
-                return keys
-        return []
-
-
-def _read_fully(read: Callable[[int], bytes], size: int) -> bytes:
-    """size bytes from read, fewer only at the end."""
-    part = read(size)
-    if len(part) == size or not part:
-        return part
-    parts = [part]
-    got = len(part)
-    while got < size and (more := read(size - got)):
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
