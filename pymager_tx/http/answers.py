@@ -11,6 +11,12 @@ from twisted.web.iweb import IRequest
 from pymager_tx.core.problems import Problem, problem_body
 
 
+def header_text(request: IRequest, name: bytes) -> str | None:
+    """A request header's value as text (Latin-1, as HTTP/1.1 allows)."""
+    value = request.getHeader(name)
+    return None if value is None else value.decode("latin-1")
+
+
 def answer_with_problem(request: IRequest, problem: Problem, detail: str) -> bytes:
     """Set request's status and headers for problem; the body to send."""
     request.setResponseCode(problem.status)

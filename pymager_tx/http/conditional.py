@@ -8,6 +8,8 @@ from twisted.web.iweb import IRequest
 from werkzeug.http import http_date, parse_date
 from werkzeug.sansio.http import is_resource_modified
 
+from pymager_tx.http.answers import header_text
+
 
 def strong_etag(sha256: str) -> str:
     return f'"{sha256}"'
@@ -25,8 +27,8 @@ def not_modified(request: IRequest, etag: str, last_modified: datetime) -> bool:
     precedence), or, without it, If-Modified-Since is not older than the
     image.  Dates compare to the second, as HTTP dates have no more."""
     return not is_resource_modified(
-        http_if_none_match=_header(request, b"if-none-match"),
-        http_if_modified_since=_valid_date(_header(request, b"if-modified-since")),
+        http_if_none_match=header_text(request, b"if-none-match"),
+        http_if_modified_since=_valid_date(header_text(request, b"if-modified-since")),
         etag=etag,
         last_modified=last_modified,
     )
@@ -39,8 +41,3 @@ def _valid_date(value: str | None) -> str | None:
         return value if value is not None and parse_date(value) is not None else None
     except (OverflowError, ValueError):
         return None
-
-
-def _header(request: IRequest, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    return None if value is None else value.decode("latin-1")

@@ -36,7 +36,7 @@ from pymager_tx.core.problems import (
     Problem,
     problem_for,
 )
-from pymager_tx.http.answers import answer_with_problem
+from pymager_tx.http.answers import answer_with_problem, header_text
 from pymager_tx.http.conditional import not_modified, set_validators, strong_etag
 from pymager_tx.http.guards import WriteTokens, refusal_headers
 from pymager_tx.http.streaming import BlobSender
@@ -98,7 +98,7 @@ class ImageAPI:
     async def put_original(self, request: IRequest, image_id: str) -> bytes:
         self._tokens.check(request.getHeader(b"authorization"))
         valid_id = ImageId(image_id)
-        content_type = _header(request, b"content-type")
+        content_type = header_text(request, b"content-type")
         parse = image_from_form if request.method == b"POST" else image_from_body
         data = await self._offload(_read_body, request, parse, content_type)
         # Once started, an upload finishes whether or not its client waits.
@@ -198,7 +198,7 @@ class ImageAPI:
         if self._policy.public_url:
             return self._policy.public_url.rstrip("/") + path
         scheme = "https" if request.isSecure() else "http"
-        host = _header(request, b"host")
+        host = header_text(request, b"host")
         if host is None or not _HOST.fullmatch(host):
             address = request.getHost()
             name = getattr(address, "host", "localhost")
@@ -352,8 +352,3 @@ def _is_conditional(request: IRequest) -> bool:
 
 def _is_head(request: IRequest) -> bool:
     return bool(request.method == b"HEAD")
-
-
-def _header(request: IRequest, name: bytes) -> str | None:
-    value = request.getHeader(name)
-    return None if value is None else value.decode("latin-1")
