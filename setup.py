@@ -36,6 +36,8 @@ setup(
     entry_points={"console_scripts": ["pymager-admin = pymager_tx.admin.cli:main"]},
     extras_require={
         "postgres": POSTGRES,
+        # pymager_tx.client, for programs that call the service.
+        "client": ["treq>=24.9.1,<28"],
         "test": [
             "pytest>=8.0,<10",
             "pytest-twisted>=1.14,<2",
