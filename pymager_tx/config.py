@@ -353,6 +353,31 @@ class MemoryCacheSettings(_Section):
     )
 
 
+class ClusterSettings(_Section):
+    liveness: Literal["auto", "flock", "database"] = Field(
+        "auto",
+        description='How processes tell live peers from dead: "flock" (locks in the shared data '
+        'directory), "database" (leases renewed in the database), "auto" (flock on SQLite, else database)',
+    )
+    heartbeat_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        3.0, description="How often each process renews its lease in the database (liveness = database)"
+    )
+    lease_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        12.0,
+        description="Seconds without a renewal after which a process counts as dead (more than twice "
+        "heartbeat_seconds): how long a killed process's work waits to be taken over",
+    )
+
+    @model_validator(mode="after")
+    def _lease_outlasts_heartbeats(self) -> ClusterSettings:
+        if self.lease_seconds <= 2 * self.heartbeat_seconds:
+            raise ValueError(
+                f"lease_seconds ({self.lease_seconds:g}) must be more than twice heartbeat_seconds "
+                f"({self.heartbeat_seconds:g}): one late renewal must not make a live process look dead"
+            )
+        return self
+
+
 class AuthSettings(_Section):
     write_tokens: list[str] = Field(
         [], description="Bearer tokens that may POST, PUT and DELETE; empty: writes are open"
@@ -396,6 +421,7 @@ class Settings(_Section):
     http: HttpSettings = HttpSettings.model_validate({})
     memory_cache: MemoryCacheSettings = MemoryCacheSettings.model_validate({})
     auth: AuthSettings = AuthSettings.model_validate({})
+    cluster: ClusterSettings = ClusterSettings.model_validate({})
 
     @property
     def database_url(self) -> str:

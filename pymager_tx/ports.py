@@ -7,7 +7,8 @@ immediate() for the offload seam).
   S3 to come); IStoreUpkeep: the chores of a store that needs them.
 - Offload: the seam to thread pools; everything that may block goes through
   one (decoding, resizing, encoding, file I/O, database transactions).
-- IEpoch: the removal signal, which voids what processes hold in memory.
+- IEpoch: the removal signal, which voids what processes hold in memory;
+  IRemovalFeed: deletions heard from other machines as they commit.
 - IMetadataStore: the metadata, as named transactions (the SQL database,
   pymager_tx.adapters.sql.database.Database, provides it).
 - IPeers: peer liveness, the other processes sharing the store.
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
 
@@ -146,6 +147,34 @@ class LocalEpoch:
 
     def bump(self) -> None:
         self._value += 1
+
+
+class IRemovalFeed(Interface):
+    """Deletions made by other processes, heard as they commit: what makes
+    the removal signal reach other machines at once (PostgreSQL's
+    LISTEN/NOTIFY: pymager_tx.adapters.sql.removal_feed).  Where there is
+    none (SQLite, or NoRemovalFeed, the fake), the removal counter's poll
+    alone brings them, within poll_seconds; it also stays as the safety net
+    for a feed that drops a notification."""
+
+    def start(heard: Callable[[], None]) -> None:
+        """Call heard() on the reactor thread for each deletion another
+        process begins from now on, and whenever some may have been missed
+        (when listening begins again after a lost connection)."""
+
+    def stop() -> Deferred[None]:
+        """Stop listening; fires once the feed let go of everything."""
+
+
+@implementer(IRemovalFeed)
+class NoRemovalFeed:
+    """Nothing is heard: the removal counter's poll brings every deletion."""
+
+    def start(self, heard: Callable[[], None]) -> None:
+        pass
+
+    def stop(self) -> Deferred[None]:
+        return succeed(None)
 
 
 class IPeers(Interface):

@@ -4,7 +4,8 @@ The whole service, wired: thread pools, database, storage, HTTP.
 Start-up runs in order: open the port, paused (a port in use stops start-up
 before anything is written), refuse a deployment SQLite cannot serve safely
 (pymager_tx.process.deployment), create the data directory, register this
-process, wipe it in development mode, create the schema, recover what a
+process, wipe it in development mode, create the schema, join the database's
+process leases (with [cluster] liveness = "database"), recover what a
 crash left behind.  Only then does the port take connections (those that
 came meanwhile wait in the backlog), so no request ever meets a store that
 is half recovered.
@@ -167,11 +168,20 @@ class PymagerService(MultiService):
             await IStoreUpkeep(self.blobs).wipe()
         await self._io.offload(self.upload_directory.mkdir, parents=True, exist_ok=True)
         await prepare_at_startup(self.database)
+        heartbeat = self.store.heartbeat
+        if heartbeat is not None:
+            # Leases in the database: lapsed rows buried, this process
+            # registered and renewing before recovery tells dead from live.
+            await heartbeat.join()
+            heartbeat.start()
         await self._io.offload(self.epoch.open)
         await self.images.recover()
         await self._io.offload(self.owners.bury_dead)
         memory = self.settings.memory_cache
         if memory.max_bytes > 0 and memory.poll_seconds > 0:
+            # Deletions on other machines: heard as they commit where the
+            # database tells (PostgreSQL), polled for in any case.
+            self.store.removal_feed.start(self.epoch.bump)
             self._removal_poll = LoopingCall(lambda: Deferred.fromCoroutine(self.images.poll_removals()))
             self._removal_poll.clock = self._reactor
             # Its Deferred fires when the polling stops, which stopService does.
@@ -247,6 +257,9 @@ class PymagerService(MultiService):
         if self._port is not None:
             port, self._port = self._port, None
             await maybeDeferred(port.stopListening)
+        await self.store.removal_feed.stop()
+        if self.store.heartbeat is not None:
+            await self.store.heartbeat.leave()  # seen gone at once, not a lease later
         await self.store.close()
         await self._io.offload(self.owners.release)
         self.epoch.close()

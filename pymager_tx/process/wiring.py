@@ -7,17 +7,21 @@ always agree on where the data is and how it is shared.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal
 
 from twisted.internet.defer import Deferred
 
 from pymager_tx.adapters.cluster.epoch import SharedEpoch
 from pymager_tx.adapters.cluster.owners import Owners
 from pymager_tx.adapters.sql.database import Database, make_engine
+from pymager_tx.adapters.sql.heartbeat import Heartbeat, LeaseLiveness
+from pymager_tx.adapters.sql.lease import Lease
+from pymager_tx.adapters.sql.removal_feed import RemovalListener
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.app.admission import ImageAdmission
 from pymager_tx.app.peers import Peers
@@ -29,7 +33,9 @@ from pymager_tx.http.guards import WriteTokens
 from pymager_tx.http.routes import HttpPolicy, ImageAPI
 from pymager_tx.http.site import PymagerSite
 from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
-from pymager_tx.ports import IBlobStore, Offload, immediate
+from pymager_tx.ports import IBlobStore, IRemovalFeed, NoRemovalFeed, Offload, immediate
+
+Liveness = Literal["flock", "database"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,13 @@ class Store:
     peers: Peers
     # Removals anywhere void what every process holds in memory.
     epoch: SharedEpoch
+    # How peers are told alive: flock in the data directory, or leases in
+    # the database, which this process renews with its heartbeat (None on
+    # the command line, and with flock).
+    liveness: Liveness = "flock"
+    heartbeat: Heartbeat | None = None
+    # Deletions heard from other machines as they commit (PostgreSQL).
+    removal_feed: IRemovalFeed = field(default_factory=NoRemovalFeed)
     # What lets go of the blob store's connections at shutdown, if any.
     close_blobs: Callable[[], Deferred[None]] | None = None
 
@@ -73,14 +86,21 @@ class Store:
 def build_store(
     settings: Settings, offloads: Offloads, timer: Any = None, pool_size: int | None = None
 ) -> Store:
-    """timer: for waiting on peers (the reactor), None on the command line;
-    pool_size: database connections (default: the settings')."""
+    """timer: for waiting on peers (the reactor), None on the command line,
+    which then neither renews a lease nor listens for deletions; pool_size:
+    database connections (default: the settings')."""
     data_directory = settings.storage.data_directory.absolute()
     size = settings.database.pool_size if pool_size is None else pool_size
-    database = Database(make_engine(settings.database_url, size), offloads.database)
+    engine = make_engine(settings.database_url, size)
+    liveness = liveness_of(settings, engine.dialect.name)
     # Every process sharing the data directory registers here, so each can
-    # tell what a dead one left unfinished from what a live one holds.
+    # tell what a dead one left unfinished from what a live one holds (its
+    # temporary files, always; its rows too, with flock liveness).
     owners = Owners(data_directory / "processes")
+    serving = timer is not None
+    cluster = settings.cluster
+    lease = Lease(owners.me, cluster.lease_seconds) if liveness == "database" and serving else None
+    database = Database(engine, offloads.database, lease=lease)
     blobs: IBlobStore
     close_blobs = None
     if settings.storage.backend == "s3":
@@ -88,8 +108,57 @@ def build_store(
         blobs, close_blobs = bucket, bucket.close
     else:
         blobs = FilesystemBlobStore(data_directory / "files", offloads.io, owners.me, owners.is_alive)
-    peers = Peers(owners.me, alive=lambda owner: offloads.io(owners.is_alive, owner), timer=timer)
-    return Store(data_directory, database, blobs, owners, peers, SharedEpoch.of(data_directory), close_blobs)
+    heartbeat = None
+    if liveness == "database":
+        leases = LeaseLiveness(database, owners.me, remember=cluster.heartbeat_seconds)
+        peers = Peers(owners.me, alive=_dead_here_or_by_lease(owners, leases, offloads.io), timer=timer)
+        if lease is not None:
+            heartbeat = Heartbeat(database, lease, socket.gethostname(), cluster.heartbeat_seconds, timer)
+    else:
+        peers = Peers(owners.me, alive=lambda owner: offloads.io(owners.is_alive, owner), timer=timer)
+    feed: IRemovalFeed = NoRemovalFeed()
+    if serving and engine.dialect.name == "postgresql":
+        feed = RemovalListener(engine, owners.me, timer.callFromThread)
+    return Store(
+        data_directory,
+        database,
+        blobs,
+        owners,
+        peers,
+        SharedEpoch.of(data_directory),
+        liveness,
+        heartbeat,
+        feed,
+        close_blobs,
+    )
+
+
+def _dead_here_or_by_lease(
+    owners: Owners, leases: LeaseLiveness, io: Offload
+) -> Callable[[str | None], Deferred[bool]]:
+    """Lease liveness, but a process that registered in this data directory
+    and whose lock is free is dead at once, not a lease later: a process
+    restarted after kill -9 recovers what it left at start-up."""
+
+    def alive(owner: str | None) -> Deferred[bool]:
+        def judged(dead: bool) -> bool | Deferred[bool]:
+            return False if dead else leases.alive(owner)
+
+        return io(owners.proven_dead, owner).addCallback(judged)
+
+    return alive
+
+
+def liveness_of(settings: Settings, dialect: str) -> Liveness:
+    """[cluster] liveness, "auto" decided: flock where every process shares
+    the data directory for certain (SQLite, which serves one machine, and a
+    filesystem store), leases in the database anywhere else (PostgreSQL may
+    serve machines that share no disk)."""
+    chosen = settings.cluster.liveness
+    if chosen != "auto":
+        return chosen
+    backend = settings.storage.backend
+    return "flock" if dialect == "sqlite" and backend == "filesystem" else "database"
 
 
 def describe_blobs(settings: Settings) -> str:

@@ -61,10 +61,22 @@ class Owners:
             return False
         if owner == self.me:
             return True
+        return self._locked(owner) is True
+
+    def proven_dead(self, owner: str | None) -> bool:
+        """Whether owner registered here and is gone for certain (its file is
+        here and nobody holds its lock); False for names unknown here, which
+        may be processes of other machines that share no data directory."""
+        if owner is None or owner == self.me:
+            return False
+        return self._locked(owner) is False
+
+    def _locked(self, owner: str) -> bool | None:
+        """Whether owner's lock is held; None if it has no file here."""
         try:
             descriptor = os.open(self._path(owner), os.O_RDWR)
         except (FileNotFoundError, ValueError):
-            return False
+            return None
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

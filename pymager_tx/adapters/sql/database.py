@@ -22,9 +22,10 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from zope.interface import implementer
 
+from pymager_tx.adapters.sql.lease import Lease
 from pymager_tx.adapters.sql.originals_txn import (
     abandon_upload_txn,
     begin_removal_txn,
@@ -38,6 +39,7 @@ from pymager_tx.adapters.sql.originals_txn import (
     row_state_txn,
     unfinished_txn,
 )
+from pymager_tx.adapters.sql.processes_txn import LeaseLapsed, within_lease_txn
 from pymager_tx.adapters.sql.renditions_txn import (
     claim_derivation_txn,
     claims_txn,
@@ -147,9 +149,14 @@ def _configure_sqlite(engine: Engine) -> None:
 
 @implementer(IMetadataStore)
 class Database:
-    def __init__(self, engine: Engine, offload: Offload) -> None:
+    def __init__(self, engine: Engine, offload: Offload, lease: Lease | None = None) -> None:
+        """lease: this process's lease, when liveness is judged by the
+        database (pymager_tx.adapters.sql.heartbeat): then new claims need
+        it to hold by the database's clock, and health needs it to hold by
+        this process's own renewals."""
         self.engine = engine
         self._offload = offload
+        self.lease = lease
         # When a transaction last committed, and last failed for want of the
         # database (time.monotonic(); written from the pool's threads).
         self._answered_at: float | None = None
@@ -194,9 +201,14 @@ class Database:
     # The metadata store (ports.IMetadataStore): one transaction each.
 
     def ping(self) -> Deferred[None]:
+        lapsed = None if self.lease is None else self.lease.lapsed()
+        if lapsed is not None:
+            return fail(LeaseLapsed("this process is out of touch with its peers; try again later", lapsed))
         return self.read(ping_txn)
 
     def answered_within(self, seconds: float) -> bool:
+        if self.lease is not None and self.lease.lapsed() is not None:
+            return False  # ping() says why
         last, failed = self._answered_at, self._failed_at
         if last is None or (failed is not None and failed > last):
             return False
@@ -209,6 +221,8 @@ class Database:
         return self.read(row_state_txn, image_id)
 
     def claim_original(self, record: OriginalRecord, owner: str) -> Deferred[None]:
+        if self.lease is not None:
+            return self.transact(within_lease_txn, owner, claim_original_txn, record, owner)
         return self.transact(claim_original_txn, record, owner)
 
     def mark_original_ready(self, image_id: str, generation: str, now: datetime) -> Deferred[bool]:
@@ -256,6 +270,18 @@ class Database:
     def claim_derivation(
         self, image_id: str, variant: str, generation: str, owner: str, token: str, lease: timedelta
     ) -> Deferred[tuple[ClaimOutcome, Claim | None]]:
+        if self.lease is not None:
+            return self.transact(
+                within_lease_txn,
+                owner,
+                claim_derivation_txn,
+                image_id,
+                variant,
+                generation,
+                owner,
+                token,
+                lease,
+            )
         return self.transact(claim_derivation_txn, image_id, variant, generation, owner, token, lease)
 
     def renew_claim(self, claim: Claim, lease: timedelta) -> Deferred[bool]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pymager_tx.adapters.sql.rows import original_of, row_of
@@ -24,6 +24,10 @@ from pymager_tx.core.records import (
     Removal,
     RowState,
 )
+
+# The PostgreSQL channel on which deletions are announced as they commit
+# (pymager_tx.adapters.sql.removal_feed listens to it).
+REMOVALS_CHANNEL = "pymager_removals"
 
 # Built once: the lookup every request makes costs no statement building.
 _READY_ORIGINAL = select(originals).where(
@@ -114,8 +118,19 @@ def begin_removal_txn(
     generation = conn.execute(
         select(originals.c.generation).where(originals.c.image_id == image_id)
     ).scalar_one()
-    conn.execute(update(removal_counter).values(value=removal_counter.c.value + 1))
+    count_removal(conn, owner)
     return _removal(conn, image_id, generation)
+
+
+def count_removal(conn: Connection, owner: str | None) -> None:
+    """A deletion begins: increment the removal counter, which every process
+    polls, and on PostgreSQL tell every listening process at once (NOTIFY is
+    delivered when this transaction commits, and never if it rolls back).
+    The payload names the deleting process, which has voided its own
+    memory already."""
+    conn.execute(update(removal_counter).values(value=removal_counter.c.value + 1))
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_notify(REMOVALS_CHANNEL, owner or "")))
 
 
 def resume_removal_txn(conn: Connection, image_id: str, generation: str) -> Removal | None:
@@ -167,7 +182,7 @@ def _mark_deleting(
     if marked.rowcount != 1:
         return None
     if status is OriginalStatus.READY:
-        conn.execute(update(removal_counter).values(value=removal_counter.c.value + 1))
+        count_removal(conn, owner)
     return _removal(conn, image_id, generation)
 
 

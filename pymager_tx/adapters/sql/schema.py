@@ -126,3 +126,17 @@ removal_counter = Table(
     Column("id", Integer, primary_key=True),
     Column("value", BigInteger, nullable=False),
 )
+
+# One row per live process, when liveness is judged by the database (no
+# shared data directory to hold flock locks in): each process renews its
+# lease (expires_at, by the database's clock) every few seconds, and a row
+# whose lease ran out is a dead process, whatever its name says.  name is
+# the owner name the process writes into the rows it holds.
+processes = Table(
+    "processes",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
