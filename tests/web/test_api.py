@@ -461,7 +461,7 @@ class TestRouting:
         assert header(response, "Allow") == allowed
 
     @pytest.mark.parametrize(
-        "path", ["/", "/favicon.ico", "/original/", "/original/a/b", "/derived/", "/originals/x"]
+        "path", ["/index.html", "/favicon.ico", "/original/", "/original/a/b", "/derived/", "/originals/x"]
     )
     def test_other_paths_get_404(self, client: Client, path: str) -> None:
         assert_problem(client.request("GET", path), 404)
