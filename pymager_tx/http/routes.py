@@ -39,6 +39,8 @@ from pymager_tx.core.problems import (
 from pymager_tx.http.answers import answer_with_problem, header_text
 from pymager_tx.http.conditional import not_modified, set_validators, strong_etag
 from pymager_tx.http.guards import WriteTokens, refusal_headers
+from pymager_tx.http.home import content_security_policy, home_bytes
+from pymager_tx.http.openapi import document_bytes
 from pymager_tx.http.streaming import BlobSender
 from pymager_tx.http.uploads import image_from_body, image_from_form
 from pymager_tx.ports import Offload
@@ -136,6 +138,22 @@ class ImageAPI:
         """/healthz, but 503 too while the image queue is full: for a load
         balancer, to send new work elsewhere until this process catches up."""
         return await self._health(request, ready=True)
+
+    # About
+
+    @app.route("/openapi.json", methods=["GET", "HEAD"])
+    def openapi(self, request: IRequest) -> bytes:
+        """The OpenAPI 3.1 description of this API (pymager_tx.http.openapi)."""
+        request.setHeader(b"Cache-Control", b"no-cache")
+        return _body(request, b"application/json", document_bytes())
+
+    @app.route("/", methods=["GET", "HEAD"])
+    def home(self, request: IRequest) -> bytes:
+        """A page for a person, rendered from the same document; no scripts."""
+        request.setHeader(b"Cache-Control", b"no-cache")
+        request.setHeader(b"Content-Security-Policy", content_security_policy().encode("ascii"))
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        return _body(request, b"text/html; charset=utf-8", home_bytes())
 
     async def _health(self, request: IRequest, ready: bool) -> bytes:
         load = self._service.image_load()
@@ -332,8 +350,11 @@ def _describe(record: OriginalRecord, location: str) -> dict[str, object]:
 
 
 def _json(request: IRequest, document: dict[str, object]) -> bytes:
-    body = json.dumps(document).encode("utf-8")
-    request.setHeader(b"Content-Type", b"application/json")
+    return _body(request, b"application/json", json.dumps(document).encode("utf-8"))
+
+
+def _body(request: IRequest, content_type: bytes, body: bytes) -> bytes:
+    request.setHeader(b"Content-Type", content_type)
     request.setHeader(b"Content-Length", b"%d" % len(body))
     return body
 

@@ -36,6 +36,7 @@ from tests.conftest import derivations
 from tests.fakes import ManualOffload
 from tests.images import FIXTURES, RED, close_to, jpeg, opened, png, png_declaring, truncated_jpeg
 from tests.multipart import form
+from tests.openapi.contract import check_exchange
 from tests.results import failure_of, result_of
 
 BASE = "http://images.example.com"
@@ -49,14 +50,26 @@ POLICY = ImagePolicy(
 
 
 class Client:
-    """StubTreq, with answers read at once (nothing here waits on a thread)."""
+    """StubTreq, with answers read at once (nothing here waits on a thread),
+    every exchange checked against the OpenAPI document; guarded: the API
+    has write tokens."""
 
-    def __init__(self, api: ImageAPI) -> None:
+    def __init__(self, api: ImageAPI, guarded: bool = False) -> None:
         self.stub = StubTreq(api.resource())
+        self.guarded = guarded
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         response = result_of(self.stub.request(method, BASE + path, **kwargs))
         response.body = result_of(self.stub.content(response))
+        check_exchange(
+            method,
+            BASE + path,
+            kwargs.get("headers"),
+            kwargs.get("data"),
+            response,
+            response.body,
+            self.guarded,
+        )
         return response
 
     def put(self, path: str, data: bytes, token: str | None = None, **headers: str) -> Any:
@@ -461,7 +474,7 @@ class TestRouting:
         assert header(response, "Allow") == allowed
 
     @pytest.mark.parametrize(
-        "path", ["/", "/favicon.ico", "/original/", "/original/a/b", "/derived/", "/originals/x"]
+        "path", ["/index.html", "/favicon.ico", "/original/", "/original/a/b", "/derived/", "/originals/x"]
     )
     def test_other_paths_get_404(self, client: Client, path: str) -> None:
         assert_problem(client.request("GET", path), 404)
@@ -528,7 +541,7 @@ class TestRouting:
 class TestWriteTokens:
     @pytest.fixture
     def guarded(self, database: Database) -> Client:
-        return Client(make_api(database, tokens=(TOKEN, "another")))
+        return Client(make_api(database, tokens=(TOKEN, "another")), guarded=True)
 
     def test_writes_need_a_token(self, guarded: Client) -> None:
         response = guarded.put("/original/photo", png())

@@ -15,6 +15,7 @@ from pymager_tx.core.problems import PROBLEMS
 from pymager_tx.http.guards import WriteTokens
 from pymager_tx.http.routes import HttpPolicy, ImageAPI
 from pymager_tx.ports import immediate
+from tests.openapi.contract import check_exchange
 from tests.results import result_of
 from tests.web.fake_service import FakeImageService, derived_record, original_record, renewed
 
@@ -24,12 +25,24 @@ ETAG = '"' + original_record("photo", PICTURE).sha256 + '"'
 
 
 class Client:
+    """Every exchange checked against the OpenAPI document."""
+
     def __init__(self, service: FakeImageService, tokens: tuple[str, ...] = ()) -> None:
         self.stub = StubTreq(ImageAPI(service, WriteTokens(tokens), immediate, HttpPolicy()).resource())
+        self.tokens = tokens
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         response = result_of(self.stub.request(method, BASE + path, **kwargs))
         response.body = result_of(self.stub.content(response))
+        check_exchange(
+            method,
+            BASE + path,
+            kwargs.get("headers"),
+            kwargs.get("data"),
+            response,
+            response.body,
+            bool(self.tokens),
+        )
         return response
 
 
@@ -175,10 +188,18 @@ ERRORS = [
 ]
 
 
+# The refusals only an upload meets; the others are raised by a derivation.
+UPLOAD_ONLY = (errors.ImageIdTaken, errors.UploadTooLarge, errors.Unauthorized)
+
+
 @pytest.mark.parametrize("error", ERRORS, ids=lambda error: type(error).__name__)
 def test_every_domain_error_is_its_problem(service: FakeImageService, error: errors.PymagerError) -> None:
-    service.failures["derived"] = error
-    response = Client(service).request("GET", "/derived/photo-10x10.jpg")
+    if isinstance(error, UPLOAD_ONLY):
+        service.failures["store_original"] = error
+        response = Client(service).request("PUT", "/original/new", data=PICTURE)
+    else:
+        service.failures["derived"] = error
+        response = Client(service).request("GET", "/derived/photo-10x10.jpg")
     expected = PROBLEMS[type(error)]
     document = problem(response, expected.status)
     assert document == {
