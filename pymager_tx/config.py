@@ -69,6 +69,11 @@ class ServerSettings(_Section):
     access_log: bool = Field(
         True, description="Log every request (turn off when the proxy in front logs them)"
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description='"text" (twistd\'s lines) or "json": one JSON object a line with every field of '
+        "each event, for journald and log pipelines",
+    )
     workers: Annotated[int, Field(ge=1, le=64)] = Field(
         1, description="Processes serving the one listening socket (use one per core)"
     )
