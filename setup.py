@@ -42,6 +42,8 @@ setup(
     extras_require={
         "postgres": POSTGRES,
         "s3": S3,
+        # pymager_tx.client, for programs that call the service.
+        "client": ["treq>=24.9.1,<28"],
         "test": [
             "pytest>=8.0,<10",
             "pytest-twisted>=1.14,<2",

@@ -13,6 +13,7 @@ import treq
 from twisted.internet import reactor
 from twisted.web.client import HTTPConnectionPool
 
+from pymager_tx.client import PymagerClient
 from pymager_tx.config import load_settings
 from pymager_tx.process.server import PymagerService
 
@@ -25,7 +26,15 @@ class Running:
     service: PymagerService
     pool: HTTPConnectionPool
 
+    def client(self, token: str | None = None, **options: Any) -> PymagerClient:
+        """The project's own client on the test's pool.  No retries unless
+        asked for: these tests look at every refusal as it is sent."""
+        options.setdefault("retries", 0)
+        return PymagerClient(self.url, token, pool=self.pool, reactor=reactor, **options)
+
     def request(self, method: str, path: str, token: str | None = None, **kwargs: Any) -> Any:
+        """Raw HTTP, for what the client never sends (forms, malformed
+        names, other methods) and for exact headers."""
         headers = kwargs.pop("headers", {})
         if token:
             headers["Authorization"] = f"Bearer {token}"

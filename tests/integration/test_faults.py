@@ -8,18 +8,21 @@ restart.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
-import treq
 from sqlalchemy import make_url
+from treq.client import HTTPClient
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.web.client import Agent
 
 from pymager_tx.adapters.sql.originals_txn import find_original_txn, status_of_txn
+from pymager_tx.client import NotFound, PymagerClient, ServiceUnavailable, StorageFull
 from tests.faults import (
     CuttableProxy,
     files_under,
@@ -37,39 +40,47 @@ from tests.integration.conftest import Running, _drop_schema, start, stop
 _LEAKS = ("127.0.0.1", "localhost", "5432", "psycopg", "postgres", "sqlite", "refused", "errno", "/")
 
 
-def header(response: Any, name: str) -> str | None:
-    values = response.headers.getRawHeaders(name)
-    return None if values is None else values[0]
+async def refused_503(work: Deferred[Any], retry_after: int) -> ServiceUnavailable:
+    """The 503 a client call must end with, and its Retry-After."""
+    try:
+        await work
+    except ServiceUnavailable as refusal:
+        return checked_503(refusal, retry_after)
+    raise AssertionError("503 expected")
 
 
-async def unavailable(response: Any, problem_type: str, retry_after: int, *leaks: str) -> dict[str, Any]:
+def checked_503(refusal: ServiceUnavailable, retry_after: int) -> ServiceUnavailable:
+    assert refusal.status == 503
+    assert refusal.headers.getRawHeaders("Retry-After") == [str(retry_after)]
+    assert refusal.retry_after == retry_after
+    return refusal
+
+
+async def unavailable(work: Deferred[Any], problem_type: str, retry_after: int, *leaks: str) -> None:
     """Check a 503 answer: its problem type, Retry-After, and a body that
     tells the client what to do and nothing about the infrastructure."""
-    body = await treq.content(response)
-    assert response.code == 503, body
-    assert header(response, "Content-Type") == "application/problem+json"
-    assert header(response, "Retry-After") == str(retry_after)
-    document: dict[str, Any] = json.loads(body)
-    assert document["type"] == f"/problems/{problem_type}"
-    assert document["status"] == 503
-    text = body.decode("utf-8").lower()
+    no_leaks(await refused_503(work, retry_after), problem_type, *leaks)
+
+
+def no_leaks(refusal: ServiceUnavailable, problem_type: str, *leaks: str) -> None:
+    document = refusal.document
+    assert document.type == f"/problems/{problem_type}"
     # The type itself is "/problems/...": look for leaks in the words only.
-    words = f"{document['title']} {document['detail']}".lower()
+    words = f"{document.title} {document.detail}".lower()
     for leak in (*_LEAKS, *leaks):
-        assert leak.lower() not in words, (leak, text)
-    return document
+        assert leak.lower() not in words, (leak, words)
 
 
-async def content(response: Any, status: int) -> bytes:
-    body: bytes = await treq.content(response)
-    assert response.code == status, body
-    return body
+class Counting:
+    """An HTTP client that counts the requests a PymagerClient sends."""
 
+    def __init__(self, http: HTTPClient) -> None:
+        self._http = http
+        self.sent = 0
 
-async def put(server: Running, image_id: str, data: bytes) -> Any:
-    response = await server.request("PUT", f"/original/{image_id}", data=data)
-    await treq.content(response)
-    return response
+    def request(self, *args: Any, **kwargs: Any) -> Any:
+        self.sent += 1
+        return self._http.request(*args, **kwargs)
 
 
 def blob_path(server: Running, key: str) -> Path:
@@ -84,12 +95,13 @@ async def blob_of(server: Running, image_id: str) -> Path:
 
 async def serves_again(server: Running, image_id: str, data: bytes) -> None:
     """The service is up and whole: health, reads, derivations, writes."""
-    await content(await server.request("GET", "/healthz"), 200)
-    assert await content(await server.request("GET", f"/original/{image_id}"), 200) == data
-    await content(await server.request("GET", f"/derived/{image_id}-100x100.jpg"), 200)
+    client = server.client()
+    assert (await client.health())["status"] == "ok"
+    assert (await client.get_original(image_id)).data == data
+    await client.get_derived(image_id, 100, 100, "jpg")
     fresh = f"{image_id}-after"
-    assert (await put(server, fresh, jpeg((50, 40)))).code == 201
-    await content(await server.request("DELETE", f"/original/{fresh}"), 204)
+    await client.upload(fresh, jpeg((50, 40)))
+    await client.delete(fresh)
 
 
 # Database unreachable
@@ -122,45 +134,41 @@ async def test_database_unreachable_then_back(
         database_url=through(proxy, postgres_server_url),
         memory_cache={"poll_seconds": 0},
     )
+    client = server.client()
     try:
         data = jpeg((160, 120))
-        assert (await put(server, "photo", data)).code == 201
-        await content(await server.request("GET", "/derived/photo-40x30.jpg"), 200)
+        await client.upload("photo", data)
+        await client.get_derived("photo", 40, 30, "jpg")
         assert proxy.open, "the service holds connections through the proxy"
 
         await proxy.cut()
         port = str(proxy.listening_port)
         for _round in range(2):  # a failure does not turn into a hang the second time
-            for method, path in [
-                ("GET", "/original/photo"),
-                ("HEAD", "/original/photo"),
-                ("GET", "/derived/photo-40x30.jpg"),
-                ("GET", "/derived/photo-100x100.jpg"),
-                ("DELETE", "/original/photo"),
-            ]:
-                response = await server.request(method, path)
-                if method == "HEAD":
-                    assert response.code == 503
-                    assert header(response, "Retry-After") == "5"
-                    await treq.content(response)
-                else:
-                    await unavailable(response, "database-unavailable", 5, port)
-            await unavailable(
-                await server.request("PUT", "/original/other", data=jpeg((80, 60))),
-                "database-unavailable",
-                5,
-                port,
-            )
-            await unavailable(await server.request("GET", "/healthz"), "database-unavailable", 5, port)
+            for call in (
+                lambda: client.get_original("photo"),
+                lambda: client.get_derived("photo", 40, 30, "jpg"),
+                lambda: client.get_derived("photo", 100, 100, "jpg"),
+                lambda: client.delete("photo"),
+                lambda: client.upload("other", jpeg((80, 60))),
+                lambda: client.health(),
+            ):
+                await unavailable(call(), "database-unavailable", 5, port)
+            # HEAD: the status and Retry-After, and no body.
+            head = await refused_503(client.head_original("photo"), 5)
+            assert head.document.type == "about:blank"
 
-        proxy.listen()
-        # The first request after the database is back succeeds: the pool
-        # replaces connections the cut broke, nobody restarts anything.
-        await content(await server.request("GET", "/healthz"), 200)
-        assert await content(await server.request("GET", "/original/photo"), 200) == data
+        # A client that retries rides the outage out: asked while the
+        # database is away, it is answered once it is back (Retry-After
+        # capped at 0.2 s here), and nobody restarts anything.
+        counting = Counting(HTTPClient(Agent(reactor, pool=server.pool)))
+        patient = PymagerClient(server.url, http_client=counting, retries=20, max_delay=0.2)  # type: ignore[arg-type]
+        back = reactor.callLater(0.5, proxy.listen)
+        assert (await patient.get_original("photo")).data == data
+        assert not back.active() and counting.sent >= 2
+        assert (await client.health())["status"] == "ok"
         # Nothing the failed requests started was half done.
         assert await server.service.database.read(status_of_txn, "other") is None
-        assert (await put(server, "other", jpeg((80, 60)))).code == 201
+        await client.upload("other", jpeg((80, 60)))
         await serves_again(server, "photo", data)
     finally:
         await stop(server)
@@ -173,14 +181,15 @@ async def test_database_cut_and_restored_twice(
 ) -> None:
     """Cut and restored twice in a row: each outage is seen, each recovery too."""
     server = await start(tmp_path / "data", database_url=through(proxy, postgres_server_url))
+    client = server.client()
     try:
         data = jpeg((64, 48))
-        assert (await put(server, "photo", data)).code == 201
+        await client.upload("photo", data)
         for _outage in range(2):
             await proxy.cut()
-            await unavailable(await server.request("GET", "/original/photo"), "database-unavailable", 5)
+            await unavailable(client.get_original("photo"), "database-unavailable", 5)
             proxy.listen()
-            assert await content(await server.request("GET", "/original/photo"), 200) == data
+            assert (await client.get_original("photo")).data == data
     finally:
         await stop(server)
         await _drop_schema(postgres_server_url)
@@ -196,35 +205,35 @@ async def test_storage_read_only_then_repaired(tmp_path: Path, database_url: str
     server = await start(tmp_path / "data", database_url=database_url)
     files = server.service.data_directory / "files"
     mounted = False
+    client = server.client()
     try:
         data = jpeg((160, 120))
-        assert (await put(server, "photo", data)).code == 201
-        await content(await server.request("GET", "/derived/photo-40x30.jpg"), 200)
+        await client.upload("photo", data)
+        await client.get_derived("photo", 40, 30, "jpg")
 
         mounted = True
         make_read_only(files)
         before = files_under(files)
-        await unavailable(
-            await server.request("PUT", "/original/other", data=jpeg((80, 60))), "storage-unavailable", 5
-        )
-        await unavailable(await server.request("GET", "/derived/photo-100x100.jpg"), "storage-unavailable", 5)
+        await unavailable(client.upload("other", jpeg((80, 60))), "storage-unavailable", 5)
+        await unavailable(client.get_derived("photo", 100, 100, "jpg"), "storage-unavailable", 5)
         # Reads still work where nothing needs writing; the process is up.
-        assert await content(await server.request("GET", "/original/photo"), 200) == data
-        await content(await server.request("GET", "/derived/photo-40x30.jpg"), 200)
-        await content(await server.request("GET", "/healthz"), 200)
+        assert (await client.get_original("photo")).data == data
+        await client.get_derived("photo", 40, 30, "jpg")
+        await client.health()
         # A deletion fails half-way: the original is marked deleted, its
         # files stay until a retry can remove them.
-        await unavailable(await server.request("DELETE", "/original/photo"), "storage-unavailable", 5)
+        await unavailable(client.delete("photo"), "storage-unavailable", 5)
         assert files_under(files) == before
         assert await server.service.database.read(status_of_txn, "other") is None
 
         make_writable(files)
         mounted = False
         # The interrupted deletion is finished by the client's retry.
-        await content(await server.request("DELETE", "/original/photo"), 204)
-        await content(await server.request("GET", "/original/photo"), 404)
-        assert (await put(server, "photo", data)).code == 201
-        assert (await put(server, "other", jpeg((80, 60)))).code == 201
+        await client.delete("photo")
+        with pytest.raises(NotFound):
+            await client.get_original("photo")
+        await client.upload("photo", data)
+        await client.upload("other", jpeg((80, 60)))
         await serves_again(server, "photo", data)
         assert files_under(files / ".tmp") == []
     finally:
@@ -240,21 +249,20 @@ async def test_stored_file_unreadable_then_repaired(tmp_path: Path, database_url
     """A stored original that cannot be read (a directory where its file
     should be): 503 for the original and for new derived images of it."""
     server = await start(tmp_path / "data", database_url=database_url)
+    client = server.client()
     try:
         data = jpeg((160, 120))
-        assert (await put(server, "photo", data)).code == 201
+        await client.upload("photo", data)
         blob = await blob_of(server, "photo")
         aside = blob.with_name(blob.name + ".aside")
         blob.rename(aside)
         blob.mkdir()
 
-        await unavailable(await server.request("GET", "/original/photo"), "storage-unavailable", 5)
-        await unavailable(await server.request("GET", "/derived/photo-100x100.jpg"), "storage-unavailable", 5)
+        await unavailable(client.get_original("photo"), "storage-unavailable", 5)
+        await unavailable(client.get_derived("photo", 100, 100, "jpg"), "storage-unavailable", 5)
         # HEAD answers as GET does, without reading the file.
-        head = await server.request("HEAD", "/original/photo")
-        await treq.content(head)
-        assert (head.code, header(head, "Retry-After")) == (503, "5")
-        await content(await server.request("GET", "/healthz"), 200)
+        await refused_503(client.head_original("photo"), 5)
+        await client.health()
 
         blob.rmdir()
         aside.rename(blob)
@@ -284,59 +292,56 @@ async def test_disk_full(tmp_path: Path, database_url: str) -> None:
 
 async def _fill_up_and_recover(server: Running, files: Path) -> None:
     # About 1 MB each, incompressible: the fifth at the latest finds no room.
+    client = server.client()
     stored: dict[str, bytes] = {}
     failed_id = ""
     for number in range(10):
         image_id = f"noise{number}"
         data = noise_png((600, 560), seed=number)
-        response = await server.request("PUT", f"/original/{image_id}", data=data)
-        if response.code == 201:
-            await treq.content(response)
-            stored[image_id] = data
-            continue
-        await unavailable(response, "storage-full", 60)
-        failed_id = image_id
-        break
+        try:
+            await client.upload(image_id, data)
+        except StorageFull as refusal:
+            no_leaks(checked_503(refusal, 60), "storage-full")
+            failed_id = image_id
+            break
+        stored[image_id] = data
     assert failed_id, "the 4 MB disk never filled up"
     assert len(stored) >= 2
 
     # Failed cleanly: no temporary file, no row, no file of it.
     assert files_under(files / ".tmp") == []
     assert await server.service.database.read(status_of_txn, failed_id) is None
-    await content(await server.request("GET", f"/original/{failed_id}"), 404)
+    with pytest.raises(NotFound):
+        await client.get_original(failed_id)
     originals = files_under(files / "originals")
     assert len(originals) == len(stored)
     for image_id, data in stored.items():
-        assert await content(await server.request("GET", f"/original/{image_id}"), 200) == data
+        assert (await client.get_original(image_id)).data == data
 
     # A derived image with no room to store it: 503 too, and nothing left.
     filler = fill(files)
     first = next(iter(stored))
-    await unavailable(await server.request("GET", f"/derived/{first}-800x600.png"), "storage-full", 60)
-    await unavailable(await server.request("GET", f"/derived/{first}-800x600.png"), "storage-full", 60)
+    await unavailable(client.get_derived(first, 800, 600, "png"), "storage-full", 60)
+    await unavailable(client.get_derived(first, 800, 600, "png"), "storage-full", 60)
     assert files_under(files / ".tmp") == []
     assert files_under(files / "derived") == []
     # An upload meanwhile fails the same way.
-    await unavailable(
-        await server.request("PUT", f"/original/{failed_id}", data=noise_png((600, 560), seed=99)),
-        "storage-full",
-        60,
-    )
+    await unavailable(client.upload(failed_id, noise_png((600, 560), seed=99)), "storage-full", 60)
     assert files_under(files / ".tmp") == []
-    await content(await server.request("GET", "/healthz"), 200)
+    await client.health()
     filler.unlink()
 
     # Room made through the API: the same ID is free, and everything works.
     victim = next(reversed(stored))
-    await content(await server.request("DELETE", f"/original/{victim}"), 204)
+    await client.delete(victim)
     del stored[victim]
     retried = noise_png((600, 560), seed=99)
-    assert (await put(server, failed_id, retried)).code == 201
+    await client.upload(failed_id, retried)
     stored[failed_id] = retried
     for image_id, data in stored.items():
-        assert await content(await server.request("GET", f"/original/{image_id}"), 200) == data
-    await content(await server.request("GET", f"/derived/{first}-100x100.jpg"), 200)
-    await content(await server.request("GET", "/healthz"), 200)
+        assert (await client.get_original(image_id)).data == data
+    await client.get_derived(first, 100, 100, "jpg")
+    await client.health()
     assert files_under(files / ".tmp") == []
     assert os.path.ismount(files)
 
@@ -358,18 +363,18 @@ async def test_database_lost_in_the_middle_of_an_upload(
         # marked ready, nor its claim withdrawn.
         blobs.put = lambda key, data: Deferred.fromCoroutine(store_then_cut(key, data))  # type: ignore[method-assign]
         data = jpeg((64, 48))
-        await unavailable(
-            await server.request("PUT", "/original/photo", data=data), "database-unavailable", 5
-        )
+        client = server.client()
+        await unavailable(client.upload("photo", data), "database-unavailable", 5)
         blobs.put = store  # type: ignore[method-assign]
         assert files_under(server.service.data_directory / "files" / "originals") == []
         assert files_under(server.service.data_directory / "files" / ".tmp") == []
 
         proxy.listen()
-        await content(await server.request("GET", "/original/photo"), 404)
+        with pytest.raises(NotFound):
+            await client.get_original("photo")
         # The client retries its upload once the database is back.
-        assert (await put(server, "photo", data)).code == 201
-        assert await content(await server.request("GET", "/original/photo"), 200) == data
+        await client.upload("photo", data)
+        assert (await client.get_original("photo")).data == data
     finally:
         await stop(server)
         await _drop_schema(postgres_server_url)

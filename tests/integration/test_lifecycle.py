@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
-import treq
 from twisted.internet import reactor
 from twisted.logger import LogEvent
 
+from pymager_tx.client import NotFound
 from pymager_tx.config import load_settings
 from pymager_tx.core.errors import DatabaseUnavailable
 from pymager_tx.process.server import PymagerService
@@ -22,14 +22,14 @@ from tests.integration.conftest import start, stop
 async def test_data_survives_a_restart(data_directory: Path, log_events: list[LogEvent]) -> None:
     data = jpeg((300, 200))
     first = await start(data_directory)
-    await treq.content(await first.request("PUT", "/original/photo", data=data))
-    derived = await treq.content(await first.request("GET", "/derived/photo-100x100.jpg"))
+    await first.client().upload("photo", data)
+    derived = (await first.client().get_derived("photo", 100, 100, "jpg")).data
     await stop(first)
 
     second = await start(data_directory)
     try:
-        assert await treq.content(await second.request("GET", "/original/photo")) == data
-        assert await treq.content(await second.request("GET", "/derived/photo-100x100.jpg")) == derived
+        assert (await second.client().get_original("photo")).data == data
+        assert (await second.client().get_derived("photo", 100, 100, "jpg")).data == derived
         assert derivations(log_events) == ["photo-100x100.jpeg"]
     finally:
         await stop(second)
@@ -38,13 +38,12 @@ async def test_data_survives_a_restart(data_directory: Path, log_events: list[Lo
 @pytest_twisted.ensureDeferred
 async def test_development_mode_starts_empty(data_directory: Path) -> None:
     first = await start(data_directory)
-    await treq.content(await first.request("PUT", "/original/photo", data=jpeg()))
+    await first.client().upload("photo", jpeg())
     await stop(first)
     second = await start(data_directory, server={"dev_mode": True})
     try:
-        response = await second.request("GET", "/original/photo")
-        assert response.code == 404
-        await treq.content(response)
+        with pytest.raises(NotFound):
+            await second.client().get_original("photo")
         assert [p for p in (data_directory / "files").rglob("*") if p.is_file()] == []
     finally:
         await stop(second)

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
-import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, DeferredLock, DeferredSemaphore
 from twisted.internet.threads import deferToThread
@@ -26,6 +25,8 @@ from twisted.internet.utils import getProcessOutputAndValue
 from twisted.web.client import HTTPConnectionPool
 
 from pymager_tx.adapters.sql.database import Database, make_engine, sqlite_url
+from pymager_tx.client import Image, ProblemError, PymagerClient
+from pymager_tx.core.model import Size
 from pymager_tx.ports import immediate
 from tests.images import BLUE, RED, close_to, jpeg, opened, png
 from tests.integration.test_twistd import Twistd, spawn
@@ -53,9 +54,25 @@ class Cluster:
     def url(self, number: int, path: str) -> str:
         return f"http://127.0.0.1:{self.ports[number % len(self.ports)]}{path}"
 
-    async def request(self, method: str, number: int, path: str, **kwargs: Any) -> tuple[int, bytes]:
-        response = await treq.request(method, self.url(number, path), pool=self.pool, **kwargs)
-        return response.code, await treq.content(response)
+    def client(self, number: int) -> PymagerClient:
+        """The project's client of one of the processes; no retries, so
+        that what each process answered is seen as it was."""
+        return PymagerClient(self.url(number, ""), pool=self.pool, retries=0)
+
+    async def upload(self, number: int, image_id: str, data: bytes) -> tuple[int, bytes]:
+        return await _outcome(self.client(number).upload(image_id, data), 201)
+
+    async def original(self, number: int, image_id: str) -> tuple[int, bytes]:
+        return await _outcome(self.client(number).get_original(image_id), 200)
+
+    async def derived(self, number: int, image_id: str, size: str, ext: str) -> tuple[int, bytes]:
+        wanted = Size.parse(size)
+        return await _outcome(
+            self.client(number).get_derived(image_id, wanted.width, wanted.height, ext), 200
+        )
+
+    async def delete(self, number: int, image_id: str) -> tuple[int, bytes]:
+        return await _outcome(self.client(number).delete(image_id), 204)
 
     async def stop(self, how: int = signal.SIGTERM) -> None:
         for protocol, process in self.processes:
@@ -118,8 +135,8 @@ def _drop_everything(url: str) -> None:
 async def test_of_many_first_requests_over_three_processes_one_derivation_runs(cluster: Cluster) -> None:
     await cluster.start(3)
     photo = jpeg((1600, 1200))
-    assert (await cluster.request("PUT", 0, "/original/photo", data=photo))[0] == 201
-    answers = await _all(cluster.request("GET", number, "/derived/photo-100x100.jpg") for number in range(12))
+    assert (await cluster.upload(0, "photo", photo))[0] == 201
+    answers = await _all(cluster.derived(number, "photo", "100x100", "jpg") for number in range(12))
     assert {code for code, _ in answers} == {200}
     assert len({hashlib.sha256(body).digest() for _, body in answers}) == 1
     assert opened(answers[0][1]).size == (100, 100)
@@ -132,14 +149,12 @@ async def test_of_many_first_requests_over_three_processes_one_derivation_runs(c
 async def test_of_concurrent_uploads_to_one_id_over_three_processes_one_wins(cluster: Cluster) -> None:
     await cluster.start(3)
     images = [png((10 + number, 10)) for number in range(9)]
-    answers = await _all(
-        cluster.request("PUT", number, "/original/contested", data=data) for number, data in enumerate(images)
-    )
+    answers = await _all(cluster.upload(number, "contested", data) for number, data in enumerate(images))
     codes = sorted(code for code, _ in answers)
     assert codes == [201] + [409] * 8
     winner = images[[code for code, _ in answers].index(201)]
     for number in range(3):
-        assert await cluster.request("GET", number, "/original/contested") == (200, winner)
+        assert await cluster.original(number, "contested") == (200, winner)
     assert_consistent(await cluster.check())
 
 
@@ -147,20 +162,14 @@ async def test_of_concurrent_uploads_to_one_id_over_three_processes_one_wins(clu
 async def test_a_delete_racing_derivations_on_other_processes_leaves_nothing(cluster: Cluster) -> None:
     await cluster.start(3)
     for round_number in range(3):
-        assert (await cluster.request("PUT", round_number, "/original/photo", data=jpeg((1600, 1200))))[
-            0
-        ] == 201
-        requests = [
-            cluster.request("GET", number, f"/derived/photo-{size}.jpg")
-            for number in range(6)
-            for size in SIZES
-        ]
-        requests.insert(round_number * 5, cluster.request("DELETE", round_number, "/original/photo"))
+        assert (await cluster.upload(round_number, "photo", jpeg((1600, 1200))))[0] == 201
+        requests = [cluster.derived(number, "photo", size, "jpg") for number in range(6) for size in SIZES]
+        requests.insert(round_number * 5, cluster.delete(round_number, "photo"))
         answers = await _all(requests)
         assert {code for code, _ in answers} <= {200, 204, 404}
         for number in range(3):
-            assert (await cluster.request("GET", number, "/original/photo"))[0] == 404
-            assert (await cluster.request("GET", number, "/derived/photo-100x100.jpg"))[0] == 404
+            assert (await cluster.original(number, "photo"))[0] == 404
+            assert (await cluster.derived(number, "photo", "100x100", "jpg"))[0] == 404
         assert _stored_files(cluster.directory) == []
         assert_consistent(await cluster.check())
 
@@ -172,16 +181,16 @@ async def test_a_delete_through_one_process_voids_what_the_others_hold_in_memory
     with cluster.config.open("a") as config:
         config.write("[memory_cache]\npoll_seconds = 3600.0\n")
     await cluster.start(3)
-    assert (await cluster.request("PUT", 0, "/original/photo", data=jpeg((400, 300), RED)))[0] == 201
+    assert (await cluster.upload(0, "photo", jpeg((400, 300), RED)))[0] == 201
     for number in range(3):
-        code, body = await cluster.request("GET", number, "/derived/photo-100x100.png")
+        code, body = await cluster.derived(number, "photo", "100x100", "png")
         assert code == 200 and close_to(opened(body).getpixel((50, 50)), RED)
-    assert (await cluster.request("DELETE", 1, "/original/photo"))[0] == 204
+    assert (await cluster.delete(1, "photo"))[0] == 204
     for number in range(3):
-        assert (await cluster.request("GET", number, "/derived/photo-100x100.png"))[0] == 404
-    assert (await cluster.request("PUT", 2, "/original/photo", data=jpeg((400, 300), BLUE)))[0] == 201
+        assert (await cluster.derived(number, "photo", "100x100", "png"))[0] == 404
+    assert (await cluster.upload(2, "photo", jpeg((400, 300), BLUE)))[0] == 201
     for number in range(3):
-        code, body = await cluster.request("GET", number, "/derived/photo-100x100.png")
+        code, body = await cluster.derived(number, "photo", "100x100", "png")
         assert code == 200 and close_to(opened(body).getpixel((50, 50)), BLUE)
 
 
@@ -255,16 +264,16 @@ class Storm:
             if action == "upload":
                 data = jpeg((self.rng.randrange(400, 1400), self.rng.randrange(300, 1000)))
                 self.attempted.add(image_id)
-                code, _ = await self.cluster.request("PUT", process, f"/original/{image_id}", data=data)
+                code, _ = await self.cluster.upload(process, image_id, data)
                 if code == 201:
                     self.uploaded[image_id] = data
             elif action == "derive":
                 size = self.rng.choice(SIZES)
-                code, body = await self.cluster.request("GET", process, f"/derived/{image_id}-{size}.jpg")
+                code, body = await self.cluster.derived(process, image_id, size, "jpg")
                 if code == 200:
                     opened(body).load()
             else:
-                code, _ = await self.cluster.request("DELETE", process, f"/original/{image_id}")
+                code, _ = await self.cluster.delete(process, image_id)
                 if code == 204:
                     self.uploaded.pop(image_id, None)
         except Exception:
@@ -277,16 +286,25 @@ class Storm:
 
     async def verify(self) -> None:
         for image_id in sorted(self.attempted):
-            code, body = await self.cluster.request("GET", 0, f"/original/{image_id}")
+            code, body = await self.cluster.original(0, image_id)
             if code == 200:
                 if image_id in self.uploaded:
                     assert body == self.uploaded[image_id]
-                code, derived = await self.cluster.request("GET", 1, f"/derived/{image_id}-40x30.jpg")
+                code, derived = await self.cluster.derived(1, image_id, "40x30", "jpg")
                 assert code == 200 and opened(derived).size == (40, 30)
             else:
                 # Absent, and so uploadable again.
                 assert code == 404 and image_id not in self.uploaded
-                assert (await self.cluster.request("PUT", 1, f"/original/{image_id}", data=png()))[0] == 201
+                assert (await self.cluster.upload(1, image_id, png()))[0] == 201
+
+
+async def _outcome(work: Deferred[Any], success: int) -> tuple[int, bytes]:
+    """What a call answered: its status, and the image it got, if any."""
+    try:
+        result = await work
+    except ProblemError as refusal:
+        return refusal.status, b""
+    return success, result.data if isinstance(result, Image) else b""
 
 
 async def _all(work: Iterable[Any]) -> list[Any]:

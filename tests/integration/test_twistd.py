@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest_twisted
-import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -21,6 +20,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
+from pymager_tx.client import PymagerClient
 from tests.images import FIXTURES, opened
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
@@ -80,13 +80,11 @@ async def test_runs_uploads_derives_and_stops_cleanly(tmp_path: Path, pool: HTTP
     protocol, process = spawn(tmp_path, "--listen", "tcp:0:interface=127.0.0.1")
     try:
         port = await protocol.listening
-        url = f"http://127.0.0.1:{port}"
-        photo = (FIXTURES / "yemmaGourayaInBejaia.jpg").read_bytes()
-        response = await treq.put(f"{url}/original/yemmaGouraya", data=photo, pool=pool)
-        assert response.code == 201
-        await treq.content(response)
-        response = await treq.get(f"{url}/derived/yemmaGouraya-100x100.jpg", pool=pool)
-        assert opened(await treq.content(response)).size == (100, 100)
+        client = PymagerClient(f"http://127.0.0.1:{port}", pool=pool, retries=0)
+        original = await client.upload("yemmaGouraya", FIXTURES / "yemmaGourayaInBejaia.jpg")
+        assert original.url == f"http://127.0.0.1:{port}/original/yemmaGouraya"
+        derived = await client.get_derived("yemmaGouraya", 100, 100, "jpg")
+        assert opened(derived.data).size == (100, 100)
     finally:
         process.signalProcess(signal.SIGTERM)
     # twistd shuts down in order, then ends itself with the signal it got,

@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_twisted
-import treq
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.web.client import HTTPConnectionPool
 
+from pymager_tx.client import PymagerClient
 from tests.images import jpeg, opened
 from tests.integration.test_twistd import Twistd, spawn
 
@@ -86,13 +86,11 @@ async def test_three_processes_serve_one_socket_and_stop_together(
         assert sorted(match.group(1) for match in serving) == [b"1", b"2"]
         # Each is a process of the service, registered like any other.
         assert len(list((tmp_path / "pymager-data" / "processes").glob("*.lock"))) == 3
-        url = f"http://127.0.0.1:{int(listening.group(1))}"
-        response = await treq.put(f"{url}/original/photo", data=jpeg((400, 300)), pool=pool)
-        assert response.code == 201
-        await treq.content(response)
+        client = PymagerClient(f"http://127.0.0.1:{int(listening.group(1))}", pool=pool, retries=0)
+        await client.upload("photo", jpeg((400, 300)))
         for _ in range(6):
-            response = await treq.get(f"{url}/derived/photo-100x100.jpg", pool=pool)
-            assert opened(await treq.content(response)).size == (100, 100)
+            derived = await client.get_derived("photo", 100, 100, "jpg")
+            assert opened(derived.data).size == (100, 100)
     finally:
         process.signalProcess(signal.SIGTERM)  # type: ignore[attr-defined]
     await ended(protocol)

@@ -1,0 +1,99 @@
+"""What the service answers, as typed records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from twisted.web.http_headers import Headers
+
+
+@dataclass(frozen=True, kw_only=True)
+class Original:
+    """The description an upload answers with (201 Created)."""
+
+    id: str
+    url: str
+    format: str  # canonical name: "jpeg", "png", ...
+    media_type: str
+    width: int  # as displayed, after the EXIF orientation
+    height: int
+    byte_length: int
+    sha256: str
+    created_at: datetime
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Original:
+        return cls(
+            id=str(document["id"]),
+            url=str(document["url"]),
+            format=str(document["format"]),
+            media_type=str(document["media_type"]),
+            width=int(document["width"]),
+            height=int(document["height"]),
+            byte_length=int(document["byte_length"]),
+            sha256=str(document["sha256"]),
+            created_at=datetime.fromisoformat(str(document["created_at"]).replace("Z", "+00:00")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ImageInfo:
+    """What the headers of an image answer (GET, HEAD, 304) say of it."""
+
+    url: str
+    media_type: str | None
+    length: int | None  # bytes of the image; None when not announced
+    etag: str | None  # as sent, quoted: pass it back as etag= to revalidate
+    last_modified: datetime | None
+    cache_control: str | None
+
+    @property
+    def sha256(self) -> str | None:
+        """The image's SHA-256: the service's ETag is it, quoted."""
+        if self.etag and len(self.etag) == 66 and self.etag[0] == self.etag[-1] == '"':
+            return self.etag[1:-1]
+        return None
+
+    @classmethod
+    def from_headers(cls, url: str, headers: Headers, length: int | None) -> ImageInfo:
+        def first(name: str) -> str | None:
+            values = headers.getRawHeaders(name)
+            return values[0] if values else None
+
+        if length is None:
+            # HEAD: Twisted leaves the announced length among the headers.
+            announced = first("content-length")
+            length = int(announced) if announced and announced.isdigit() else None
+        modified = first("last-modified")
+        try:
+            last_modified = parsedate_to_datetime(modified) if modified else None
+        except (TypeError, ValueError):
+            last_modified = None
+        return cls(
+            url=url,
+            media_type=first("content-type"),
+            length=length,
+            etag=first("etag"),
+            last_modified=last_modified,
+            cache_control=first("cache-control"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Image(ImageInfo):
+    """An image, read whole."""
+
+    data: bytes
+
+    def __repr__(self) -> str:
+        return f"Image(url={self.url!r}, media_type={self.media_type!r}, {len(self.data)} bytes)"
+
+
+@dataclass(frozen=True, kw_only=True)
+class NotModified:
+    """304: the image has not changed since the ETag given."""
+
+    info: ImageInfo
