@@ -181,7 +181,7 @@ async def _import(candidate: Candidate, uploader: Uploader) -> tuple[Outcome, st
             return Outcome.SKIPPED, None
         return Outcome.CONFLICT, f"{image_id} is stored with other bytes (SHA-256 {stored[:12]}…)"
     except PymagerError as error:
-        return Outcome.FAILED, error.detail
+        return Outcome.FAILED, error.detail or repr(error)
     except OSError as error:
         return Outcome.FAILED, error.strerror or str(error)
     except Exception as error:  # a client or network failure: this file's, not the run's

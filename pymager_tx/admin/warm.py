@@ -70,7 +70,7 @@ async def warm_all(
             await deriver.derive(job.image_id, job.size, extension, mode)
             warmed.done += 1
         except PymagerError as error:
-            warmed.failures.append((job, error.detail))
+            warmed.failures.append((job, error.detail or repr(error)))
         except Exception as error:  # a network failure: this job's, not the run's
             warmed.failures.append((job, str(error) or type(error).__name__))
         progress.advance()
