@@ -34,6 +34,9 @@ setup(
         "Werkzeug>=3.0,<4",
         "pydantic>=2.7,<3",
         "zope.interface>=6.0,<9",
+        # pymager-admin, an entry point of the package: its commands and progress bars.
+        "click>=8.1,<9",
+        "tqdm>=4.66,<5",
     ],
     entry_points={"console_scripts": ["pymager-admin = pymager_tx.admin.cli:main"]},
     extras_require={
@@ -58,7 +61,7 @@ setup(
             "openapi-core>=0.19.4,<0.24",
             "schemathesis>=4.0,<5",
         ],
-        "lint": ["ruff>=0.6,<1", "mypy>=1.11,<3"],
+        "lint": ["ruff>=0.6,<1", "mypy>=1.11,<3", "types-tqdm>=4.66,<5"],
     },
     classifiers=[
         "Framework :: Twisted",

@@ -69,6 +69,11 @@ class ServerSettings(_Section):
     access_log: bool = Field(
         True, description="Log every request (turn off when the proxy in front logs them)"
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description='"text" (twistd\'s lines) or "json": one JSON object a line with every field of '
+        "each event, for journald and log pipelines",
+    )
     workers: Annotated[int, Field(ge=1, le=64)] = Field(
         1, description="Processes serving the one listening socket (use one per core)"
     )
@@ -244,7 +249,9 @@ class ImageSettings(_Section):
     )
     decoders: list[str] = Field(
         default_factory=lambda: list(default_decoders()),
-        description="Pillow decoders that may open uploads; nothing else is parsed",
+        description="Decoders that may open uploads, among the seven this service allows (JPEG, PNG, GIF, "
+        "WEBP, AVIF, TIFF, BMP: the formats it reads and writes, whose hostile files it is tested on); "
+        "nothing else is parsed",
         min_length=1,
     )
     threads: Annotated[int, Field(ge=0, le=256)] = Field(
@@ -305,7 +312,10 @@ class ImageSettings(_Section):
         unknown = unknown_decoders(values)
         if unknown:
             offered = ", ".join(default_decoders())
-            raise ValueError(f"not decoders this Pillow offers: {', '.join(unknown)}; choose from {offered}")
+            raise ValueError(
+                f"not decoders this service allows with this Pillow: {', '.join(unknown)}; "
+                f"choose from {offered} (other formats Pillow reads are never opened)"
+            )
         return values
 
     @model_validator(mode="after")

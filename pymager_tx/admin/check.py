@@ -8,19 +8,29 @@ consistent (after repairing, with --repair), 1 when inconsistencies remain.
 
 from __future__ import annotations
 
-import argparse
-
+import click
 from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogPublisher
 from zope.interface import implementer
 
 from pymager_tx.adapters.sql.schema_version import State, status_txn
-from pymager_tx.admin.command import AdminError, Command, Target
+from pymager_tx.admin.command import AdminError, Target, finish, with_target
 from pymager_tx.app.consistency import check_store
 from pymager_tx.ports import immediate
 from pymager_tx.process.wiring import Offloads, build_service, build_store, describe_blobs
 
 
-def _check(target: Target, arguments: argparse.Namespace) -> int:
+@click.command(short_help="Compare the database with the stored files; --repair fixes them.")
+@click.option("--repair", is_flag=True, help="Fix what the check finds.")
+@with_target
+def check(target: Target, repair: bool) -> None:
+    """Report orphan files, missing files and unfinished work; --repair fixes them.
+
+    Exits with 0 when the store is consistent (after repairing, with
+    --repair), 1 when inconsistencies remain."""
+    finish(_check(target, repair))
+
+
+def _check(target: Target, repairing: bool) -> int:
     schema = target.transact(status_txn)
     if schema.state is not State.CURRENT:
         raise AdminError(f"{target.shown_url}: {schema.describe()}; run `pymager-admin db upgrade` first")
@@ -28,7 +38,7 @@ def _check(target: Target, arguments: argparse.Namespace) -> int:
     database, blobs, peers = store.database, store.blobs, store.peers
     # Removals made by --repair must void what live processes hold in memory.
     epoch = store.epoch
-    if arguments.repair:
+    if repairing:
         epoch.open()
     try:
         service = build_service(target.settings, store, immediate, memory_cache=False)
@@ -37,25 +47,25 @@ def _check(target: Target, arguments: argparse.Namespace) -> int:
         observer = _ActionLog(actions)
         globalLogPublisher.addObserver(observer)
         try:
-            found, after = check_store(database, blobs, service, peers, repairing=arguments.repair)
+            found, after = check_store(database, blobs, service, peers, repairing=repairing)
         finally:
             globalLogPublisher.removeObserver(observer)
     finally:
         database.engine.dispose()
         epoch.close()
     for line in found.lines():
-        print(line)
+        click.echo(line)
     for action in actions:
-        print(f"repair: {action}")
+        click.echo(f"repair: {action}")
     if found.consistent:
-        print(f"{target.shown_url} and {describe_blobs(target.settings)}: consistent")
+        click.echo(f"{target.shown_url} and {describe_blobs(target.settings)}: consistent")
         return 0
     if after is None:
-        print(f"{len(found.lines())} inconsistencies; `pymager-admin check --repair` fixes them")
+        click.echo(f"{len(found.lines())} inconsistencies; `pymager-admin check --repair` fixes them")
         return 1
     for line in after.lines():
-        print(f"still: {line}")
-    print("repaired" if after.consistent else f"{len(after.lines())} inconsistencies remain")
+        click.echo(f"still: {line}")
+    click.echo("repaired" if after.consistent else f"{len(after.lines())} inconsistencies remain")
     return 0 if after.consistent else 1
 
 
@@ -71,17 +81,3 @@ class _ActionLog:
         namespace = str(event.get("log_namespace", ""))
         if event.get("log_level") in _TOLD and namespace.startswith("pymager_tx"):
             self._actions.append(formatEvent(event))
-
-
-def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repair", action="store_true", help="fix what the check finds")
-
-
-CHECK_COMMANDS = [
-    Command(
-        ("check",),
-        "report orphan files, missing files and unfinished work; --repair fixes them",
-        _check,
-        _arguments,
-    )
-]

@@ -3,126 +3,110 @@
 that `twistd pymager` serves, configured the same way (--config, --data-dir)
 plus --database-url.
 
-Every subcommand is a Command in the list commands() returns; its words give
-its place (("db", "upgrade") is `pymager-admin db upgrade`).  A module with
-more subcommands defines its own list of Command and adds it there.  A
-command raises AdminError (or a configuration or database error) to fail:
-main() prints one line to stderr and exits with 1.  Usage errors exit with 2,
-as argparse does.
+The commands are click commands on one group (`cli`); each module of this
+package adds its own (db, check, import, warm, prune, stats).  A command
+raises AdminError (or a configuration, database or storage error) to fail:
+the group prints one line to stderr and exits with 1.  Usage errors exit
+with 2, as click's do.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+import click
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from pymager_tx.adapters.sql.database import check_database_url
+from pymager_tx import __version__
 from pymager_tx.adapters.sql.schema_version import SchemaError, State, status_txn, upgrade_txn
-from pymager_tx.admin.check import CHECK_COMMANDS
-from pymager_tx.admin.command import AdminError, Command, Target
-from pymager_tx.config import load_settings
+from pymager_tx.admin.check import check
+from pymager_tx.admin.command import AdminError, Target, finish, with_target
+from pymager_tx.admin.imports import import_command
+from pymager_tx.admin.prune import prune
+from pymager_tx.admin.stats import stats
+from pymager_tx.admin.warm import warm
 from pymager_tx.core.errors import ConfigError, Unavailable
 
-T = TypeVar("T")
 PROG = "pymager-admin"
 
 
-def _db_upgrade(target: Target, _arguments: argparse.Namespace) -> int:
+class AdminGroup(click.Group):
+    """Turns the failures a command may meet into one line and status 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigError as error:  # one problem a line: make them one line
+            message = " ".join(str(error).split())
+        except (AdminError, SchemaError, OSError) as error:
+            message = str(error)
+        except Unavailable as error:
+            message = f"{error.detail} ({error.reason})"
+        except SQLAlchemyError as error:
+            cause = error.orig if isinstance(error, DBAPIError) else error
+            target: Target | None = ctx.meta.get("pymager.target")
+            where = target.shown_url if target is not None else "the database"
+            message = f"{where}: {_first_line(str(cause))}"
+        click.echo(f"{PROG}: {message}", err=True)
+        ctx.exit(1)
+
+
+@click.group(cls=AdminGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="pymager-tx", message="%(prog)s %(version)s")
+def cli() -> None:
+    """Administer the database and stored images of a pymager-tx service.
+
+    Every command takes the service's own --config FILE (and --data-dir,
+    --database-url), so that it works on what `twistd pymager` serves."""
+
+
+@cli.group(short_help="The database schema: its revision, and upgrades.")
+def db() -> None:
+    """The database schema: its revision, and upgrades."""
+
+
+@db.command(short_help="Bring the schema to this release's revision (creating it if empty).")
+@with_target
+def upgrade(target: Target) -> None:
+    """Bring the database schema to this pymager-tx's revision (creating it if empty)."""
     before, after = target.transact(upgrade_txn, create=True)
     if before.state is State.EMPTY:
-        print(f"{target.shown_url}: schema created at revision {after.revision}")
+        click.echo(f"{target.shown_url}: schema created at revision {after.revision}")
     elif before.revision == after.revision:
-        print(f"{target.shown_url}: already at revision {after.revision}, the current one")
+        click.echo(f"{target.shown_url}: already at revision {after.revision}, the current one")
     else:
-        print(f"{target.shown_url}: upgraded from revision {before.revision} to {after.revision}")
-    return 0
+        click.echo(f"{target.shown_url}: upgraded from revision {before.revision} to {after.revision}")
+    finish(0)
 
 
-def _db_current(target: Target, _arguments: argparse.Namespace) -> int:
-    print(f"{target.shown_url}: {target.transact(status_txn).describe()}")
-    return 0
+@db.command()
+@with_target
+def current(target: Target) -> None:
+    """Tell the database schema's revision."""
+    click.echo(f"{target.shown_url}: {target.transact(status_txn).describe()}")
+    finish(0)
 
 
-DB_COMMANDS = [
-    Command(
-        ("db", "upgrade"),
-        "bring the database schema to this pymager-tx's revision (creating it if empty)",
-        _db_upgrade,
-    ),
-    Command(("db", "current"), "tell the database schema's revision", _db_current),
-]
+for command in (check, import_command, warm, prune, stats):
+    cli.add_command(command)
 
 
-def commands() -> list[Command]:
-    """Every subcommand of pymager-admin."""
-    return [*DB_COMMANDS, *CHECK_COMMANDS]
-
-
-def build_parser(available: Sequence[Command]) -> argparse.ArgumentParser:
-    # The options every command takes, accepted after the command's words.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("-c", "--config", type=Path, help="TOML configuration file, as twistd pymager's")
-    common.add_argument("-d", "--data-dir", help="directory of stored data; overrides [storage]")
-    common.add_argument("--database-url", help="SQLAlchemy URL; overrides [database] url")
-
-    parser = argparse.ArgumentParser(prog=PROG, description="Administer a pymager-tx database.")
-    groups: dict[tuple[str, ...], Any] = {(): parser.add_subparsers(title="commands", required=True)}
-    for command in available:
-        for depth in range(1, len(command.words)):
-            prefix = command.words[:depth]
-            if prefix not in groups:
-                group = groups[prefix[:-1]].add_parser(prefix[-1], help=f"{' '.join(prefix)} commands")
-                groups[prefix] = group.add_subparsers(title="commands", required=True)
-        leaf = groups[command.words[:-1]].add_parser(
-            command.words[-1], parents=[common], help=command.help, description=command.help
-        )
-        if command.arguments is not None:
-            command.arguments(leaf)
-        leaf.set_defaults(command=command)
-    return parser
-
-
-def target_of(arguments: argparse.Namespace) -> Target:
-    """The settings as twistd pymager would load them, and the database URL."""
-    overrides: dict[str, dict[str, Any]] = {}
-    if arguments.data_dir:
-        overrides["storage"] = {"data_directory": arguments.data_dir}
-    if arguments.database_url:
-        try:
-            check_database_url(arguments.database_url)
-        except ValueError as error:
-            raise AdminError(f"--database-url: {error}") from None
-        overrides["database"] = {"url": arguments.database_url}
-    settings = load_settings(arguments.config, overrides)
-    # The same default as the service's (server.py).
-    url = settings.database_url
-    return Target(settings, url)
-
-
-def main(argv: Sequence[str] | None = None, available: Sequence[Command] | None = None) -> int:
-    arguments = build_parser(commands() if available is None else available).parse_args(argv)
-    command: Command = arguments.command
-    target: Target | None = None
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run pymager-admin with argv (default: the command line); the exit
+    status.  A usage error raises SystemExit(2), as click does."""
     try:
-        target = target_of(arguments)
-        return command.run(target, arguments)
-    except ConfigError as error:  # one problem a line: make them one line
-        message = " ".join(str(error).split())
-    except (AdminError, SchemaError, OSError) as error:
-        message = str(error)
-    except Unavailable as error:
-        message = f"{error.detail} ({error.reason})"
-    except SQLAlchemyError as error:
-        cause = error.orig if isinstance(error, DBAPIError) else error
-        where = target.shown_url if target is not None else "the database"
-        message = f"{where}: {_first_line(str(cause))}"
-    print(f"{PROG}: {message}", file=sys.stderr)
-    return 1
+        status = cli.main(
+            args=list(argv) if argv is not None else None, prog_name=PROG, standalone_mode=False
+        )
+    except click.ClickException as error:
+        error.show()
+        raise SystemExit(error.exit_code) from None
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        return 1
+    return status if isinstance(status, int) else 0
 
 
 def _first_line(message: str) -> str:

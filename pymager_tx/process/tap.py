@@ -8,6 +8,7 @@ settings; everything below it gets what it needs passed in.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,18 +25,21 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
+from pymager_tx import __version__
 from pymager_tx.config import Settings, load_settings
 from pymager_tx.core.errors import ConfigError
+from pymager_tx.process import logs
 from pymager_tx.process.endpoints import listens_only_locally
 from pymager_tx.process.server import PymagerService
 from pymager_tx.process.wiring import check_storage
 from pymager_tx.process.workers import Workers, worker_arguments
+from twisted import copyright
 
 log = Logger()
 
 
 class Options(usage.Options):
-    synopsis = "[--config FILE] [--listen ENDPOINT] [--data-dir DIR] [--workers N] [--dev]"
+    synopsis = "[--config FILE] [--listen ENDPOINT] [--data-dir DIR] [--workers N] [--dev] [--version]"
     longdesc = (
         "Stores images under IDs that clients choose and serves resized copies of them. "
         "With no options it listens on 127.0.0.1:8000 and keeps its data in ./pymager-data."
@@ -53,6 +57,11 @@ class Options(usage.Options):
     settings: Settings
     tokens: tuple[str, ...]
     worker: int | None
+
+    def opt_version(self) -> None:
+        """Display pymager-tx's version (and Twisted's) and exit."""
+        print(f"pymager-tx {__version__} (Twisted {copyright.version})")
+        sys.exit(0)
 
     def postOptions(self) -> None:
         overrides: dict[str, dict[str, Any]] = {}
@@ -77,6 +86,9 @@ class Options(usage.Options):
             check_storage(self.settings)
         except ConfigError as error:
             raise usage.UsageError(str(error)) from None
+        twistd = getattr(self, "parent", None)
+        if twistd is not None:
+            _adjust_twistd(twistd, self.settings)
 
     def worker_arguments(self) -> list[str]:
         """The plugin options a worker gets: those naming the settings,
@@ -88,6 +100,20 @@ class Options(usage.Options):
         if self["listen"]:
             arguments.append(f"--listen={self['listen']}")
         return arguments
+
+
+def _adjust_twistd(twistd: Any, settings: Settings) -> None:
+    """What the settings change in twistd's own options, which twistd reads
+    once every option is parsed (this plugin's first)."""
+    # In the foreground, no pid file unless one is named: a second start in
+    # the same folder would otherwise refuse ("Another twistd server is
+    # running"), and the file would be left in the working directory.
+    if twistd.get("nodaemon") and twistd.get("pidfile") == "twistd.pid":
+        twistd["pidfile"] = ""
+    # JSON lines, where twistd would have written its text lines, unless
+    # another logger or syslog is chosen on the command line.
+    if settings.server.log_format == "json" and not twistd.get("logger") and not twistd.get("syslog"):
+        twistd["logger"] = logs.destination(_log_file(twistd))
 
 
 def _number(option: str, text: str) -> int:
