@@ -14,7 +14,8 @@ from functools import cache
 from html import escape
 from typing import Any
 
-from pymager_tx.http.openapi import Document, openapi_document
+from pymager_tx.http.openapi import openapi_document
+from pymager_tx.http.openapi_components import Document
 
 _METHODS = ("get", "head", "post", "put", "delete")
 

@@ -18,7 +18,8 @@ from pymager_tx.core.errors import DerivedNameInvalid, InvalidImageId
 from pymager_tx.core.model import ImageId, parse_derived_name
 from pymager_tx.core.problems import PROBLEMS, Problem
 from pymager_tx.http.guards import WriteTokens
-from pymager_tx.http.openapi import DERIVED_NAME_PATTERN, ID_PATTERN, openapi_document
+from pymager_tx.http.openapi import openapi_document
+from pymager_tx.http.openapi_components import DERIVED_NAME_PATTERN, ID_PATTERN
 from pymager_tx.http.routes import ImageAPI
 from pymager_tx.ports import immediate
 from tests.openapi.contract import DOCUMENT, check_exchange

@@ -1,0 +1,277 @@
+"""
+The paths of the OpenAPI document: each route's operations, parameters and
+answers, its refusals referring to the components
+(pymager_tx.http.openapi_components).
+"""
+
+from __future__ import annotations
+
+from pymager_tx.core.model import ID_RULE
+from pymager_tx.http.openapi_components import (
+    DERIVED_NAME_PATTERN,
+    EXTENSIONS,
+    ID_PATTERN,
+    MEDIA_TYPES,
+    Document,
+    header,
+)
+
+
+def _image_responses(what: str, with_body: bool) -> Document:
+    validators = {
+        name: {"$ref": f"#/components/headers/{name}"} for name in ("ETag", "Last-Modified", "Cache-Control")
+    }
+    ok: Document = {
+        "description": f"{what}, with its validators.",
+        "headers": {
+            **validators,
+            "Content-Length": {"$ref": "#/components/headers/Content-Length"},
+            "X-Content-Type-Options": {"$ref": "#/components/headers/X-Content-Type-Options"},
+        },
+    }
+    if with_body:
+        ok["content"] = {media_type: {"schema": {}} for media_type in MEDIA_TYPES}
+    return {
+        "200": ok,
+        "304": {
+            "description": "The client's copy is current (`If-None-Match`, or `If-Modified-Since`).",
+            "headers": validators,
+        },
+    }
+
+
+_ERRORS = {
+    "read_original": (400, 404, 408, 500, 503),
+    "store_original": (400, 401, 404, 408, 409, 413, 500, 503),
+    "delete_original": (400, 401, 404, 408, 500, 503),
+    "read_derived": (400, 403, 404, 408, 422, 500, 503),
+    "health": (400, 408, 500, 503),
+    "static": (400, 408, 500),
+}
+
+
+def _refusals(kind: str, with_body: bool) -> Document:
+    return {
+        str(status): {"$ref": f"#/components/responses/Problem{status}{'' if with_body else 'NoBody'}"}
+        for status in _ERRORS[kind]
+    }
+
+
+def _read(
+    operation_id: str, summary: str, description: str, responses: Document, kind: str, tag: str
+) -> Document:
+    """A GET operation and its HEAD (the same headers, no body)."""
+    head_responses: Document = {}
+    for status, response in responses.items():
+        bodiless = {key: value for key, value in response.items() if key != "content"}
+        head_responses[status] = bodiless
+    return {
+        "get": {
+            "operationId": operation_id,
+            "tags": [tag],
+            "summary": summary,
+            "description": description,
+            "responses": {**responses, **_refusals(kind, with_body=True)},
+        },
+        "head": {
+            "operationId": f"{operation_id}Head",
+            "tags": [tag],
+            "summary": f"{summary} (headers only)",
+            "description": "As GET, without a body.",
+            "responses": {**head_responses, **_refusals(kind, with_body=False)},
+        },
+    }
+
+
+CONDITIONAL_PARAMETERS = [
+    {
+        "name": "If-None-Match",
+        "in": "header",
+        "required": False,
+        "description": "ETags of the client's copies, or `*`: 304 when one is current. "
+        "Takes precedence over If-Modified-Since.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "If-Modified-Since",
+        "in": "header",
+        "required": False,
+        "description": "304 when the image is not newer; ignored when it is not an HTTP date.",
+        "schema": {"type": "string"},
+    },
+]
+
+IMAGE_ID = {
+    "name": "image_id",
+    "in": "path",
+    "required": True,
+    "description": f"The image's ID: {ID_RULE}.",
+    "schema": {"type": "string", "pattern": ID_PATTERN},
+}
+
+DERIVED_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": (
+        "`<ID>-<W>x<H>.<ext>` (crop to exactly WxH), `<ID>-<W>x<H>-fit.<ext>` (inside WxH) or "
+        "`<ID>-<W>x<H>-pad.<ext>` (fitted on a WxH canvas). `ext`, in any case, is one of "
+        f"{', '.join(f'`{extension}`' for extension in EXTENSIONS)} (AVIF when the installed Pillow "
+        "writes it; another is 400). WxH must be one of `[images] allowed_sizes` (else 403). A name "
+        "that does not parse is 404, then an unknown format 400, then a size not allowed 403, then "
+        "an unknown original 404."
+    ),
+    "schema": {"type": "string", "pattern": DERIVED_NAME_PATTERN},
+}
+
+# Bytes, any (OpenAPI 3.1: a schema without a type, naming its media type).
+BINARY: Document = {"contentMediaType": "application/octet-stream"}
+
+WRITE_SECURITY: list[dict[str, list[str]]] = [{"writeToken": []}]
+
+
+def _health(operation_id: str, summary: str, description: str) -> Document:
+    return _read(
+        operation_id,
+        summary,
+        description,
+        {
+            "200": {
+                "description": "Alive (and for `/readyz`, ready).",
+                "headers": {"Cache-Control": {"$ref": "#/components/headers/No-Store"}},
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Health"}}},
+            }
+        },
+        "health",
+        "Operations",
+    )
+
+
+def paths() -> Document:
+    original: Document = _read(
+        "getOriginal",
+        "The original, byte for byte",
+        "The stored bytes of the original, as uploaded.",
+        _image_responses("The original", with_body=True),
+        "read_original",
+        "Originals",
+    )
+    original["get"]["parameters"] = CONDITIONAL_PARAMETERS
+    original["head"]["parameters"] = CONDITIONAL_PARAMETERS
+    stored = {
+        "201": {
+            "description": "Stored: the original's description.",
+            "headers": {"Location": {"$ref": "#/components/headers/Location"}},
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Original"}}},
+        },
+        **_refusals("store_original", with_body=True),
+    }
+    original["post"] = {
+        "operationId": "uploadOriginalForm",
+        "tags": ["Originals"],
+        "summary": "Upload an original as a form",
+        "description": "multipart/form-data with the image in exactly one part named `file`.",
+        "security": WRITE_SECURITY,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["file"],
+                        "properties": {"file": BINARY},
+                    },
+                }
+            },
+        },
+        "responses": stored,
+    }
+    original["put"] = {
+        "operationId": "uploadOriginal",
+        "tags": ["Originals"],
+        "summary": "Upload an original as the body",
+        "description": "The raw image as the body; without a Content-Type it is taken as "
+        "application/octet-stream.",
+        "security": WRITE_SECURITY,
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/octet-stream": {"schema": BINARY},
+                "image/*": {"schema": BINARY},
+            },
+        },
+        "responses": stored,
+    }
+    original["delete"] = {
+        "operationId": "deleteOriginal",
+        "tags": ["Originals"],
+        "summary": "Delete the original and every derived image of it",
+        "security": WRITE_SECURITY,
+        "responses": {
+            "204": {"description": "Gone, with every derived image of it."},
+            **_refusals("delete_original", with_body=True),
+        },
+    }
+    original["parameters"] = [IMAGE_ID]
+
+    derived = _read(
+        "getDerived",
+        "A derived image",
+        "Generated on its first request, stored, then served from storage.",
+        _image_responses("The derived image", with_body=True),
+        "read_derived",
+        "Derived images",
+    )
+    derived["get"]["parameters"] = CONDITIONAL_PARAMETERS
+    derived["head"]["parameters"] = CONDITIONAL_PARAMETERS
+    derived["parameters"] = [DERIVED_NAME]
+
+    no_cache = {"Cache-Control": header("`no-cache`.", {"const": "no-cache"})}
+    return {
+        "/original/{image_id}": original,
+        "/derived/{name}": derived,
+        "/healthz": _health(
+            "health",
+            "Liveness",
+            "200 when the database answers, else 503; says how busy the image threads are.",
+        ),
+        "/readyz": _health(
+            "readiness",
+            "Readiness",
+            "As `/healthz`, and 503 too while the image queue is full (for load balancers).",
+        ),
+        "/openapi.json": _read(
+            "openapi",
+            "This document",
+            "The OpenAPI 3.1 description of this API.",
+            {
+                "200": {
+                    "description": "The document.",
+                    "headers": no_cache,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                }
+            },
+            "static",
+            "About",
+        ),
+        "/": _read(
+            "home",
+            "The home page",
+            "A page for a person: what the service is, its version, and this reference. No scripts.",
+            {
+                "200": {
+                    "description": "The page.",
+                    "headers": {
+                        **no_cache,
+                        "Content-Security-Policy": header(
+                            "No scripts, nothing from elsewhere.",
+                            {"type": "string", "pattern": "script-src 'none'"},
+                        ),
+                    },
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }
+            },
+            "static",
+            "About",
+        ),
+    }
