@@ -12,8 +12,9 @@ An object is whole or absent.  A PutObject is atomic; a blob larger than
 part_bytes goes up in parts (multipart), and a multipart upload becomes an
 object only when completed: a failure aborts it, and the upload a crashed
 writer left (invisible to readers, but billed) is aborted by recover() once
-older than abort_uploads_after.  Keys are the hashed paths the service makes
-(pymager_tx.core.keys), below an optional prefix inside the bucket.
+older than abort_uploads_after (s3_writes holds those writes and aborts).
+Keys are the hashed paths the service makes (pymager_tx.core.keys), below an
+optional prefix inside the bucket.
 
 Failures become StorageUnavailable, for the web layer to answer 503: the
 client sees a fixed detail, the log the reason, which names the operation,
@@ -23,7 +24,7 @@ the key and the store's error code, never a credential.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
@@ -34,8 +35,9 @@ from twisted.logger import Logger
 from urllib3.exceptions import HTTPError as URLLib3Error
 from zope.interface import implementer
 
-from pymager_tx.adapters.storage.s3_client import S3Options, make_client, read_fully, thread_count
+from pymager_tx.adapters.storage.s3_client import S3Options, make_client, thread_count
 from pymager_tx.adapters.storage.s3_readers import Listing, ObjectReader
+from pymager_tx.adapters.storage.s3_writes import Uploads
 from pymager_tx.core.errors import BlobNotFound, StorageUnavailable
 from pymager_tx.core.keys import validate_key
 from pymager_tx.ports import IBlobReader, IBlobStore, IKeyListing, IStoreUpkeep, Offload
@@ -48,7 +50,6 @@ _PAGE = 1000
 _MIB = 1024 * 1024
 # Object names (S3BlobStore.list hides the builtin within the class).
 _Names = list[str]
-_Parts = list[dict[str, Any]]
 # Anything shaped like a signature or a credential scope, wherever a message
 # might echo a request.
 _SIGNED = re.compile(r"(Credential|Signature|X-Amz-Credential|X-Amz-Signature|AWSAccessKeyId)=[^\s&,;]+")
@@ -84,7 +85,7 @@ class S3BlobStore:
         self.prefix = prefix.strip("/")
         self._client = client
         self._offload = offload
-        self._part_bytes = part_bytes
+        self._uploads = Uploads(self, part_bytes)
         self._page_size = page_size
         self._abort_after = abort_uploads_after
         self._secrets = tuple(secret for secret in secrets if secret)
@@ -114,13 +115,13 @@ class S3BlobStore:
         return f"<S3BlobStore bucket={self.bucket!r} prefix={self.prefix!r} endpoint={self._endpoint!r}>"
 
     def put(self, key: str, data: bytes) -> Deferred[None]:
-        return self._offload(self._put, self._object(key), data)
+        return self._offload(self._uploads.put, self._object(key), data)
 
     def put_file(self, key: str, file: BinaryIO) -> Deferred[None]:
         """Store what file holds from its position on, read a part at a time
         on a pool thread (so a large original is never held whole), as
         atomically as put().  Not part of IBlobStore: only this store has it."""
-        return self._offload(self._put_stream, self._object(key), file.read)
+        return self._offload(self._uploads.put_stream, self._object(key), file.read)
 
     def get(self, key: str) -> Deferred[bytes]:
         return self._offload(self._get, self._object(key))
@@ -196,61 +197,6 @@ class S3BlobStore:
             text = text.replace(secret, "****")
         return _SIGNED.sub(r"\1=****", text)
 
-    def _put(self, name: str, data: bytes) -> None:
-        if len(data) <= self._part_bytes:
-            with self._errors("PutObject", name):
-                self._client.put_object(Bucket=self.bucket, Key=name, Body=data)
-            return
-        view = memoryview(data)
-        parts = (bytes(view[at : at + self._part_bytes]) for at in range(0, len(data), self._part_bytes))
-        self._put_parts(name, parts)
-
-    def _put_stream(self, name: str, read: Callable[[int], bytes]) -> None:
-        first = read_fully(read, self._part_bytes)
-        second = read_fully(read, self._part_bytes) if len(first) == self._part_bytes else b""
-        if not second:
-            self._put(name, first)
-            return
-
-        def rest() -> Iterator[bytes]:
-            yield first
-            yield second
-            while part := read_fully(read, self._part_bytes):
-                yield part
-
-        self._put_parts(name, rest())
-
-    def _put_parts(self, name: str, parts: Iterator[bytes]) -> None:
-        """A multipart upload of parts, completed only once every part is
-        stored, aborted if anything fails: the object is all or nothing."""
-        with self._errors("CreateMultipartUpload", name):
-            upload_id = self._client.create_multipart_upload(Bucket=self.bucket, Key=name)["UploadId"]
-        try:
-            done: _Parts = []
-            for number, part in enumerate(parts, start=1):
-                with self._errors("UploadPart", name):
-                    answer = self._client.upload_part(
-                        Bucket=self.bucket, Key=name, UploadId=upload_id, PartNumber=number, Body=part
-                    )
-                done.append({"PartNumber": number, "ETag": answer["ETag"]})
-            with self._errors("CompleteMultipartUpload", name):
-                self._client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": done}
-                )
-        except BaseException:
-            self._abort(name, upload_id)
-            raise
-
-    def _abort(self, name: str, upload_id: str) -> bool:
-        try:
-            with self._errors("AbortMultipartUpload", name):
-                self._client.abort_multipart_upload(Bucket=self.bucket, Key=name, UploadId=upload_id)
-        except StorageUnavailable as error:
-            # recover() aborts it later, once it is old enough.
-            self.log.warn("Could not abort an upload: {reason}", reason=error.reason)
-            return False
-        return True
-
     def _get(self, name: str) -> bytes:
         with self._errors("GetObject", name):
             body = self._client.get_object(Bucket=self.bucket, Key=name)["Body"]
@@ -317,7 +263,7 @@ class S3BlobStore:
     def _recover(self) -> int:
         with self._errors("HeadBucket"):
             self._client.head_bucket(Bucket=self.bucket)
-        removed = self._abort_uploads(datetime.now(UTC) - self._abort_after)
+        removed = self._uploads.abort_begun_before(datetime.now(UTC) - self._abort_after)
         if removed:
             self.log.info(
                 "Aborted {count} unfinished uploads in {bucket}/{prefix}",
@@ -327,25 +273,6 @@ class S3BlobStore:
             )
         return removed
 
-    def _abort_uploads(self, begun_before: datetime) -> int:
-        """Abort the multipart uploads below the prefix begun before then."""
-        aborted = 0
-        markers: dict[str, str] = {}
-        while True:
-            with self._errors("ListMultipartUploads", self._below_prefix):
-                answer = self._client.list_multipart_uploads(
-                    Bucket=self.bucket, Prefix=self._below_prefix, **markers
-                )
-            for upload in answer.get("Uploads", []):
-                if upload["Initiated"] < begun_before and self._abort(upload["Key"], upload["UploadId"]):
-                    aborted += 1
-            if not answer.get("IsTruncated"):
-                return aborted
-            markers = {
-                "KeyMarker": answer.get("NextKeyMarker", ""),
-                "UploadIdMarker": answer.get("NextUploadIdMarker", ""),
-            }
-
     def _wipe(self) -> None:
-        self._abort_uploads(datetime.now(UTC) + timedelta(days=1))
+        self._uploads.abort_begun_before(datetime.now(UTC) + timedelta(days=1))
         self._delete_below(self._below_prefix)
