@@ -164,7 +164,7 @@ class Flaky:
 def flaky(script: Scripted, failures: int, **options: Any) -> tuple[Harness, Flaky]:
     harness = Harness(script, **options)
     connector = Flaky(harness.http, failures)
-    harness.client._http = connector  # type: ignore[assignment]
+    harness.client._exchange.http = connector  # type: ignore[assignment]
     return harness, connector
 
 
