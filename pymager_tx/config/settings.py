@@ -16,15 +16,15 @@ from typing import Annotated, Any, Literal
 from PIL import Image
 from pydantic import (
     BaseModel,
-    ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from pymager_tx.adapters.sql.database import check_database_url, sqlite_url
+from pymager_tx.config.section import Section
+from pymager_tx.config.storage import StorageSettings
 from pymager_tx.core.errors import ConfigError
 from pymager_tx.core.model import Size
 from pymager_tx.imaging.formats import default_decoders, unknown_decoders
@@ -32,21 +32,12 @@ from pymager_tx.imaging.formats import default_decoders, unknown_decoders
 # The largest side any output format writes: WebP's limit.
 MAX_SIDE = 16383
 _TOKEN = re.compile(r"[\x21-\x7e]{16,}")
-_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{2,254}")
-_ENDPOINT = re.compile(r"https?://[A-Za-z0-9.\-\[\]:]+/?")
-_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(?:/[A-Za-z0-9][A-Za-z0-9._-]*)*")
 _HEX_COLOUR = re.compile(
     r"#([0-9A-Fa-f]{2})([0-9A-Fa-f]{2})([0-9A-Fa-f]{2})"
 )  # visible ASCII, as a header value carries it
 
 
-class _Section(BaseModel):
-    # Strict: a TOML string is not a number and 1 is not true; dev_mode =
-    # "yes" must not wipe anything, nor allow_anonymous_writes = 1 open writes.
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
-
-
-class ServerSettings(_Section):
+class ServerSettings(Section):
     listen: str = Field(
         "tcp:8000:interface=127.0.0.1",
         description="Twisted endpoint to listen on, e.g. tcp:8000:interface=0.0.0.0 or "
@@ -107,111 +98,7 @@ class ServerSettings(_Section):
         return value.rstrip("/")
 
 
-class S3Settings(_Section):
-    """[storage.s3]: the bucket of an S3-compatible object store."""
-
-    bucket: str = Field("", description='Bucket holding the images (needed with backend = "s3")')
-    endpoint_url: str = Field(
-        "",
-        description="URL of an S3-compatible store, e.g. http://127.0.0.1:8333 (SeaweedFS, MinIO, Ceph, "
-        "R2); empty: AWS S3",
-    )
-    region: str = Field("us-east-1", description="Region of the bucket (signs requests)")
-    prefix: str = Field(
-        "", description='Key prefix inside the bucket, e.g. "pymager" (keys then start "pymager/")'
-    )
-    access_key_id: SecretStr | None = Field(
-        None,
-        description="Access key ID; unset: the standard AWS credential chain (environment, files, roles)",
-    )
-    secret_access_key: SecretStr | None = Field(
-        None, description="Secret access key, set with access_key_id (never logged)"
-    )
-    addressing_style: Literal["auto", "path", "virtual"] = Field(
-        "auto",
-        description='"path" (host/bucket/key), "virtual" (bucket.host/key) or "auto" (path for a '
-        "custom endpoint_url, virtual for AWS)",
-    )
-    connect_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
-        5.0, description="Seconds to open a connection to the store before the attempt fails"
-    )
-    read_timeout: Annotated[float, Field(gt=0, le=3600)] = Field(
-        30.0, description="Seconds to wait for any bytes of an answer before the attempt fails"
-    )
-    max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
-        3,
-        description="Attempts per request, with backoff, on throttling, 5xx and dropped connections; "
-        "then 503",
-    )
-    max_pool_connections: Annotated[int, Field(ge=1, le=1024)] = Field(
-        16, description="Connections to the store per process, and the threads that use them"
-    )
-    part_bytes: Annotated[int, Field(ge=5 * 1024 * 1024, le=5 * 1024 * 1024 * 1024)] = Field(
-        8 * 1024 * 1024,
-        description="Larger blobs are uploaded in parts of this many bytes (multipart), 5 MiB at least",
-    )
-    abort_uploads_after: Annotated[float, Field(ge=600)] = Field(
-        86400.0,
-        description="Seconds after which start-up aborts a multipart upload never completed (a crashed "
-        "writer's)",
-    )
-    request_checksums: Literal["when_supported", "when_required"] = Field(
-        "when_supported",
-        description='Send CRC checksums with every upload; "when_required" for stores that refuse them',
-    )
-
-    @field_validator("bucket")
-    @classmethod
-    def _bucket(cls, value: str) -> str:
-        if value and not _BUCKET.fullmatch(value):
-            raise ValueError("must be a bucket name: 3 to 255 letters, digits, '.', '_' or '-'")
-        return value
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _endpoint(cls, value: str) -> str:
-        # No user:password@: credentials belong in their own keys, which are never shown.
-        if value and not _ENDPOINT.fullmatch(value):
-            raise ValueError(
-                "must be empty or an http(s) URL such as http://127.0.0.1:8333, without credentials"
-            )
-        return value.rstrip("/")
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        value = value.strip("/")
-        if value and not _PREFIX.fullmatch(value):
-            raise ValueError("must be empty or path segments of letters, digits, '.', '_' or '-'")
-        return value
-
-    @model_validator(mode="after")
-    def _both_keys_or_none(self) -> S3Settings:
-        if (self.access_key_id is None) != (self.secret_access_key is None):
-            raise ValueError("access_key_id and secret_access_key go together: set both or neither")
-        return self
-
-
-class StorageSettings(_Section):
-    backend: Literal["filesystem", "s3"] = Field(
-        "filesystem",
-        description='Where images are stored: "filesystem" (the data directory) or "s3" ([storage.s3])',
-    )
-    data_directory: Annotated[Path, Field(strict=False)] = Field(
-        Path("pymager-data"),
-        description="Directory of stored images (and of the default SQLite database); "
-        "relative to the working directory",
-    )
-    s3: S3Settings = Field(S3Settings.model_validate({}), description='The bucket, when backend = "s3"')
-
-    @model_validator(mode="after")
-    def _bucket_named(self) -> StorageSettings:
-        if self.backend == "s3" and not self.s3.bucket:
-            raise ValueError('backend = "s3" needs [storage.s3] bucket')
-        return self
-
-
-class DatabaseSettings(_Section):
+class DatabaseSettings(Section):
     url: str = Field(
         "",
         description="SQLAlchemy URL of the metadata database; "
@@ -230,7 +117,7 @@ class DatabaseSettings(_Section):
     )
 
 
-class ImageSettings(_Section):
+class ImageSettings(Section):
     allowed_sizes: list[str] = Field(
         ["100x100", "800x600"], description='Sizes that may be derived, as "WxH"', min_length=1
     )
@@ -335,7 +222,7 @@ class ImageSettings(_Section):
         return frozenset(Size.parse(value) for value in self.allowed_sizes)
 
 
-class HttpSettings(_Section):
+class HttpSettings(Section):
     cache_control: str = Field(
         "public, max-age=86400", description="Cache-Control of images; empty: none sent"
     )
@@ -348,7 +235,7 @@ class HttpSettings(_Section):
         return value
 
 
-class MemoryCacheSettings(_Section):
+class MemoryCacheSettings(Section):
     max_bytes: Annotated[int, Field(ge=0)] = Field(
         64 * 1024 * 1024, description="Bytes of derived images each process keeps in memory; 0: none"
     )
@@ -363,7 +250,7 @@ class MemoryCacheSettings(_Section):
     )
 
 
-class ClusterSettings(_Section):
+class ClusterSettings(Section):
     liveness: Literal["auto", "flock", "database"] = Field(
         "auto",
         description='How processes tell live peers from dead: "flock" (locks in the shared data '
@@ -388,7 +275,7 @@ class ClusterSettings(_Section):
         return self
 
 
-class AuthSettings(_Section):
+class AuthSettings(Section):
     write_tokens: list[str] = Field(
         [], description="Bearer tokens that may POST, PUT and DELETE; empty: writes are open"
     )
@@ -423,7 +310,7 @@ class AuthSettings(_Section):
         return (*self.write_tokens, *extra)
 
 
-class Settings(_Section):
+class Settings(Section):
     server: ServerSettings = ServerSettings.model_validate({})
     storage: StorageSettings = StorageSettings.model_validate({})
     database: DatabaseSettings = DatabaseSettings.model_validate({})
@@ -491,12 +378,12 @@ def documented_keys() -> dict[str, str]:
     def document(model: type[BaseModel], path: str) -> None:
         for key, field in model.model_fields.items():
             inner = field.annotation
-            if isinstance(inner, type) and issubclass(inner, _Section):
+            if isinstance(inner, type) and issubclass(inner, Section):
                 document(inner, f"{path}.{key}")
             else:
                 keys[f"{path}.{key}"] = field.description or ""
 
     for section, field in Settings.model_fields.items():
-        assert isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
+        assert isinstance(field.annotation, type) and issubclass(field.annotation, Section)
         document(field.annotation, section)
     return keys
