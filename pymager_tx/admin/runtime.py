@@ -85,7 +85,13 @@ async def direct(target: Target, reactor: Any, image_threads: int) -> AsyncItera
     store.epoch.open()
     if pool is not None:
         pool.startService()
+    heartbeat = store.heartbeat
     try:
+        if heartbeat is not None:
+            # With leases in the database, a process without one may claim
+            # nothing (the fence): this command holds one while it runs.
+            await heartbeat.join()
+            heartbeat.start()
         # This process's place for unfinished writes (and what dead ones left there).
         upkeep = IStoreUpkeep(store.blobs, None)
         if upkeep is not None:
@@ -93,6 +99,8 @@ async def direct(target: Target, reactor: Any, image_threads: int) -> AsyncItera
         service = build_service(target.settings, store, offloads.images, memory_cache=False)
         yield Direct(store, service, AdminQueries(store.database))
     finally:
+        if heartbeat is not None:
+            await heartbeat.leave()
         if pool is not None:
             pool.stopService()
         await store.close()
