@@ -46,6 +46,11 @@ class ProblemChannel(HTTPChannel):
     # Pipelined requests buffered behind a finished one, not parsed yet.
     _held = False
     _release_call: IDelayedCall | None = None
+    # A request that arrived past this turn's budget (see turns): its bytes,
+    # kept while its connection is paused until its turn comes.
+    _waiting_turn: list[bytes] | None = None
+    _turn_given = False
+    _lost = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -57,6 +62,8 @@ class ProblemChannel(HTTPChannel):
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._lost = True
+        self._waiting_turn = None
         self._cancel_deadlines()
         if self._release_call is not None and self._release_call.active():
             self._release_call.cancel()
@@ -64,8 +71,24 @@ class ProblemChannel(HTTPChannel):
         super().connectionLost(reason)
         self.site.connections.closed(self)
 
+    def take_turn(self) -> None:
+        waited, self._waiting_turn = self._waiting_turn or [], None
+        if self._lost or self._closing():
+            return
+        self._turn_given = True
+        self._networkProducer.resumeProducing()
+        self.dataReceived(b"".join(waited))
+
     def dataReceived(self, data: bytes) -> None:
+        if self._waiting_turn is not None:
+            self._waiting_turn.append(data)
+            return
         if data and self.line_mode and not self._handlingRequest and self._head_deadline is None:
+            if not self._turn_given and not self.site.turns.admit(self):
+                self._waiting_turn = [data]
+                self._networkProducer.pauseProducing()
+                return
+            self._turn_given = False
             # The first byte of a request: its head has header_timeout to arrive.
             self._head_deadline = self.callLater(self.site.header_timeout, self._head_too_slow)
             self.site.connections.busy(self)

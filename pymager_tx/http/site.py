@@ -18,6 +18,7 @@ from pymager_tx.http.channel import ProblemChannel
 from pymager_tx.http.connections import ConnectionLimit
 from pymager_tx.http.guards import UploadGate, WriteTokens
 from pymager_tx.http.requests import BodyLimitedRequest
+from pymager_tx.http.turns import TurnBudget
 
 
 class PymagerSite(Site):
@@ -57,6 +58,7 @@ class PymagerSite(Site):
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.connections = ConnectionLimit(max_connections)
+        self.turns = TurnBudget(reactor)
 
     def buildProtocol(self, addr: Any) -> Any:
         if not self.connections.admits():

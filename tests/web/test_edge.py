@@ -488,3 +488,45 @@ def test_the_private_twisted_hooks_overridden_still_exist() -> None:
     channel = HTTPChannel()
     for name in ("_handlingRequest", "_dataBuffer", "_buffer"):
         assert hasattr(channel, name), name
+
+
+class TestTurns:
+    """A burst is started a turn's budget at a time; later arrivals are not
+    stuck behind it."""
+
+    def test_a_burst_starts_at_most_a_budget_per_turn_in_arrival_order(self) -> None:
+        site = Site(Echo())
+        budget = site.site.turns.per_turn
+        burst = [site.connect() for _ in range(2 * budget + 3)]
+        for index, connection in enumerate(burst):
+            connection.send(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % index)
+        assert len(site.resource.paths) == budget
+        turn(site.reactor)
+        assert len(site.resource.paths) == 2 * budget
+        turn(site.reactor)
+        assert site.resource.paths == [b"/%d" % index for index in range(len(burst))]
+        assert all(b" 200 OK" in connection.answer for connection in burst)
+
+    def test_a_request_arriving_after_a_burst_starts_in_its_own_turn(self) -> None:
+        site = Site(Echo())
+        budget = site.site.turns.per_turn
+        for index in range(3 * budget):
+            site.connect().send(b"GET /burst/%d HTTP/1.1\r\nHost: h\r\n\r\n" % index)
+        turn(site.reactor)
+        assert site.site.turns.waiting == budget
+        late = site.connect()
+        late.send(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert site.resource.paths[-1] == b"/healthz"
+        assert b"received 0" in late.answer
+
+    def test_a_waiting_connection_that_leaves_is_skipped(self) -> None:
+        site = Site(Echo())
+        budget = site.site.turns.per_turn
+        for index in range(budget):
+            site.connect().send(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % index)
+        gone = site.connect()
+        gone.send(b"GET /gone HTTP/1.1\r\nHost: h\r\n\r\n")
+        gone.close()
+        turn(site.reactor)
+        assert b"/gone" not in site.resource.paths
+        assert site.site.turns.waiting == 0
