@@ -16,3 +16,30 @@ _CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
 def log_text(value: bytes) -> str:
     """Request bytes as log text: printable ASCII stays, anything else is escaped."""
     return value.decode("ascii", "backslashreplace").translate(_CONTROLS)
+
+
+def log_refusal(
+    client: str,
+    method: bytes,
+    uri: bytes,
+    status: int,
+    length: int,
+    agent: bytes | None,
+    duration_ms: float,
+    detail: str,
+) -> None:
+    """One access-log line for a request refused before any route saw it
+    (401, 408, 413, 503 at the door, malformed HTTP): the fields of every
+    other request's line, and why."""
+    access_log.info(
+        '{client} "{method} {uri}" {status} {length} "{agent}" {duration_ms:.1f}ms refused: {detail}',
+        client=client,
+        method=log_text(method),
+        uri=log_text(uri),
+        status=status,
+        length=length,
+        agent=log_text(agent or b"-"),
+        duration_ms=duration_ms,
+        detail=detail,
+        refused=True,
+    )

@@ -18,7 +18,7 @@ from twisted.web.http import HTTPChannel
 from twisted.web.server import Request
 
 from pymager_tx.core.problems import BAD_REQUEST, REQUEST_TIMEOUT, Problem
-from pymager_tx.http.access_log import access_log
+from pymager_tx.http.access_log import log_refusal
 from pymager_tx.http.answers import refusal
 
 if TYPE_CHECKING:
@@ -207,20 +207,31 @@ class ProblemChannel(HTTPChannel):
         if self._closing():
             return  # refused already
         assert self.transport is not None
-        self.transport.write(refusal(problem, detail))
-        access_log.info(
-            "{client} refused: {detail}",
-            client=getattr(self.transport.getPeer(), "host", "-"),
-            detail=detail,
-            status=problem.status,
-        )
+        self._write_refusal(problem, detail)
         self.loseConnection()
 
     def _respondToBadRequestAndDisconnect(self) -> None:
         assert self.transport is not None
         self._cancel_deadlines()
-        self.transport.write(refusal(BAD_REQUEST, "the request is not valid HTTP/1.1"))
+        self._write_refusal(BAD_REQUEST, "the request is not valid HTTP/1.1")
         self.loseConnection()
+
+    def _write_refusal(self, problem: Problem, detail: str) -> None:
+        assert self.transport is not None
+        answer = refusal(problem, detail)
+        self.transport.write(answer)
+        request = self.requests[-1] if self.requests else None
+        started = getattr(request, "started_at", None)
+        log_refusal(
+            getattr(self.transport.getPeer(), "host", "-"),
+            getattr(self, "_command", None) or b"-",
+            getattr(self, "_path", None) or b"-",
+            problem.status,
+            len(answer),
+            None if request is None else request.requestHeaders.getRawHeaders(b"user-agent", [None])[-1],
+            0.0 if started is None else (self.site.reactor.seconds() - started) * 1000,
+            detail,
+        )
 
     def lineLengthExceeded(self, line: bytes) -> None:
         detail = f"a request line or header is longer than {self.MAX_LENGTH} bytes"

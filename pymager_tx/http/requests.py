@@ -25,7 +25,7 @@ from twisted.web.server import Request
 
 from pymager_tx.core.errors import PymagerError
 from pymager_tx.core.problems import BAD_REQUEST, METHOD_NOT_ALLOWED, Problem, problem_for
-from pymager_tx.http.access_log import access_log, log_text
+from pymager_tx.http.access_log import log_refusal
 from pymager_tx.http.answers import answer_with_problem, refusal
 from pymager_tx.http.guards import refusal_headers
 
@@ -129,16 +129,19 @@ class BodyLimitedRequest(Request):
         # without the header it sends no 100 and the client gets the refusal.
         self.requestHeaders.removeHeader(b"expect")
         channel = self._channel
-        channel.transport.write(refusal(problem, detail, headers))
+        answer = refusal(problem, detail, headers)
+        channel.transport.write(answer)
         channel.persistent = False
         self._linger = self._site.reactor.callLater(_LINGER_SECONDS, channel.transport.abortConnection)
-        access_log.info(
-            "{client} refused {method} {uri}: {detail}",
-            client=getattr(self.getClientAddress(), "host", "-"),
-            method=log_text(getattr(channel, "_command", b"-")),
-            uri=log_text(getattr(channel, "_path", b"-")),
-            detail=detail,
-            status=problem.status,
+        log_refusal(
+            getattr(self.getClientAddress(), "host", "-"),
+            getattr(channel, "_command", b"-"),
+            getattr(channel, "_path", b"-"),
+            problem.status,
+            len(answer),
+            self.requestHeaders.getRawHeaders(b"user-agent", [None])[-1],
+            (self._site.reactor.seconds() - self.started_at) * 1000,
+            detail,
         )
 
     def connectionLost(self, reason: Any) -> None:

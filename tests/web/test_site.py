@@ -148,6 +148,31 @@ def test_refusals_are_logged(log_events: list[LogEvent]) -> None:
     assert (event["method"], event["uri"], event["status"]) == ("PUT", "/original/a", 413)
 
 
+@pytest.mark.parametrize(
+    ("sent", "status", "method", "uri"),
+    [
+        # Malformed HTTP: a header line without a colon.
+        (b"GET /x HTTP/1.1\r\nUser-Agent: probe/1\r\nno colon here\r\n\r\n", 400, "GET", "/x"),
+        # A request line longer than the channel takes.
+        (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\n", 400, "-", "-"),
+        # Not HTTP at all.
+        (b"\x16\x03\x01 hello\r\n\r\n", 400, "-", "-"),
+    ],
+    ids=["bad-header", "line-too-long", "not-http"],
+)
+def test_every_refusal_before_routing_has_its_access_line(
+    log_events: list[LogEvent], sent: bytes, status: int, method: str, uri: str
+) -> None:
+    connection = Connection()
+    connection.send(sent)
+    [event] = [e for e in log_events if e.get("log_namespace") == "pymager_tx.access"]
+    assert (event["method"], event["uri"], event["status"]) == (method, uri, status)
+    assert event["length"] == len(connection.transport.value())
+    assert event["client"] == "192.0.2.7"
+    assert event["agent"] == ("probe/1" if method == "GET" else "-")
+    assert event["duration_ms"] >= 0
+
+
 TOKEN = "site-token-0123456789"
 
 
