@@ -77,6 +77,12 @@ class ImageServiceAPI(Protocol):
         """Fails unless the metadata store answers."""
         ...
 
+    async def check_ready(self) -> None:
+        """Fails unless the metadata store answers a query and the blob
+        store stores and returns a probe: DatabaseUnavailable or
+        StorageUnavailable, naming the part, never a host or a path."""
+        ...
+
     def image_load(self) -> dict[str, object] | None:
         """How busy the image threads are (None: no bounded queue); with
         "full": True when new image work would be refused."""

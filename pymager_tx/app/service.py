@@ -21,6 +21,7 @@ from pymager_tx.app.derivations import Derivations
 from pymager_tx.app.inflight import shielded
 from pymager_tx.app.originals import Originals
 from pymager_tx.app.peers import Peers
+from pymager_tx.app.readiness import check_ready
 from pymager_tx.app.reads import Renditions
 from pymager_tx.app.recovery import Recovery
 from pymager_tx.app.refusals import RecentRefusals
@@ -77,6 +78,7 @@ class ImageService:
         )
         self._recovery = Recovery(database, blobs, peers, removals, claims, clock)
         self._removals = removals
+        self._me = peers.me
 
     # Originals
 
@@ -108,6 +110,11 @@ class ImageService:
         (when busy, as under load), or it answers a query now (when idle)."""
         if not self._store.answered_within(_HEALTHY_WITHIN):
             await self._store.ping()
+
+    async def check_ready(self) -> None:
+        """Fails unless the database answers a query and the blob store
+        stores, returns and removes a probe (see readiness)."""
+        await check_ready(self._store, self._blobs, self._me)
 
     def image_load(self) -> dict[str, object] | None:
         return self._work.load()

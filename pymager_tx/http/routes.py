@@ -162,7 +162,7 @@ class ImageAPI:
             detail = f"every image thread is busy and {load['queued']} jobs wait; send work elsewhere"
             return answer_with_problem(request, problem_for(Overloaded(detail)), detail)
         try:
-            await self._service.check_health()
+            await (self._service.check_ready() if ready else self._service.check_health())
         except CancelledError:
             raise  # the client left: nothing failed
         except Unavailable as error:

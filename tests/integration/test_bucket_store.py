@@ -47,6 +47,10 @@ async def test_upload_derive_delete_on_a_bucket(tmp_path: Path, s3_server: S3Ser
         # Nothing under the data directory holds an image.
         assert not (tmp_path / "data" / "files").exists()
 
+        ready = await running.request("GET", "/readyz")
+        assert ready.code == 200, await ready.text()
+        assert not any(key.startswith(f"{prefix}/probes/") for key in objects(s3_server, prefix))
+
         deleted = await running.request("DELETE", "/original/photo")
         assert deleted.code == 204
         assert (await running.request("GET", "/derived/photo-100x100.jpg")).code == 404

@@ -119,6 +119,9 @@ class FakeImageService:
     async def check_health(self) -> None:
         self._fail("check_health")
 
+    async def check_ready(self) -> None:
+        self._fail("check_ready")
+
     def image_load(self) -> dict[str, object] | None:
         return self.load
 

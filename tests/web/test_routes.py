@@ -265,3 +265,22 @@ class TestRouting:
 
     def test_an_unknown_method_is_501(self, client: Client) -> None:
         assert problem(client.request("BREW", "/original/photo"), 501)["type"] == "/problems/not-implemented"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        errors.DatabaseUnavailable("the metadata database does not answer", "db.internal:5432 refused"),
+        errors.StorageUnavailable("the image storage does not store and return objects", "EIO on /srv/x"),
+    ],
+    ids=["database", "storage"],
+)
+def test_readiness_names_the_part_that_failed(service: FakeImageService, error: errors.Unavailable) -> None:
+    service.failures["check_ready"] = error
+    response = Client(service).request("GET", "/readyz")
+    document = problem(response, 503)
+    assert document["type"] == f"/problems/{PROBLEMS[type(error)].slug}"
+    assert error.reason not in response.body.decode()
+    assert header(response, "Retry-After") is not None
+    # Liveness does not probe storage.
+    assert Client(service).request("GET", "/healthz").code == 200
