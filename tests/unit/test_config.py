@@ -154,3 +154,10 @@ def test_a_database_url_that_cannot_work_names_the_key(url: str, message: str) -
 def test_database_urls_of_installed_drivers() -> None:
     for url in ("postgresql://pymager@db.example/pymager", "sqlite:////var/lib/pymager/pymager.sqlite3"):
         assert load_settings(None, {"database": {"url": url}}).database.url == url
+
+
+def test_the_sample_node_configuration_loads_as_written() -> None:
+    settings = load_settings(Path(__file__).resolve().parents[2] / "etc" / "pymager-node.toml")
+    assert settings.storage.backend == "s3"
+    assert settings.cluster.liveness == "database"
+    assert settings.database_url.startswith("postgresql")
