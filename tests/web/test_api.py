@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from treq.testing import StubTreq
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone
@@ -36,10 +35,9 @@ from tests.conftest import derivations
 from tests.fakes import ManualOffload
 from tests.images import FIXTURES, RED, close_to, jpeg, opened, png, png_declaring, truncated_jpeg
 from tests.multipart import form
-from tests.openapi.contract import check_exchange
 from tests.results import failure_of, result_of
+from tests.web.checked import BASE, CheckedClient
 
-BASE = "http://images.example.com"
 TOKEN = "s3cret-token"
 POLICY = ImagePolicy(
     allowed_sizes=frozenset({Size(100, 100), Size(800, 600)}),
@@ -49,28 +47,11 @@ POLICY = ImagePolicy(
 )
 
 
-class Client:
-    """StubTreq, with answers read at once (nothing here waits on a thread),
-    every exchange checked against the OpenAPI document; guarded: the API
-    has write tokens."""
+class Client(CheckedClient):
+    """guarded: the API has write tokens."""
 
     def __init__(self, api: ImageAPI, guarded: bool = False) -> None:
-        self.stub = StubTreq(api.resource())
-        self.guarded = guarded
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = result_of(self.stub.request(method, BASE + path, **kwargs))
-        response.body = result_of(self.stub.content(response))
-        check_exchange(
-            method,
-            BASE + path,
-            kwargs.get("headers"),
-            kwargs.get("data"),
-            response,
-            response.body,
-            self.guarded,
-        )
-        return response
+        super().__init__(api.resource(), guarded)
 
     def put(self, path: str, data: bytes, token: str | None = None, **headers: str) -> Any:
         if token:

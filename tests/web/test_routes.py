@@ -8,42 +8,23 @@ import json
 from typing import Any
 
 import pytest
-from treq.testing import StubTreq
 
 from pymager_tx.core import errors
 from pymager_tx.core.problems import PROBLEMS
 from pymager_tx.http.guards import WriteTokens
 from pymager_tx.http.routes import HttpPolicy, ImageAPI
 from pymager_tx.ports import immediate
-from tests.openapi.contract import check_exchange
-from tests.results import result_of
+from tests.web.checked import BASE, CheckedClient
 from tests.web.fake_service import FakeImageService, derived_record, original_record, renewed
 
-BASE = "http://images.example.com"
 PICTURE = b"\x89PNG picture bytes"
 ETAG = '"' + original_record("photo", PICTURE).sha256 + '"'
 
 
-class Client:
-    """Every exchange checked against the OpenAPI document."""
-
+class Client(CheckedClient):
     def __init__(self, service: FakeImageService, tokens: tuple[str, ...] = ()) -> None:
-        self.stub = StubTreq(ImageAPI(service, WriteTokens(tokens), immediate, HttpPolicy()).resource())
-        self.tokens = tokens
-
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = result_of(self.stub.request(method, BASE + path, **kwargs))
-        response.body = result_of(self.stub.content(response))
-        check_exchange(
-            method,
-            BASE + path,
-            kwargs.get("headers"),
-            kwargs.get("data"),
-            response,
-            response.body,
-            bool(self.tokens),
-        )
-        return response
+        api = ImageAPI(service, WriteTokens(tokens), immediate, HttpPolicy())
+        super().__init__(api.resource(), guarded=bool(tokens))
 
 
 def header(response: Any, name: str) -> str | None:
