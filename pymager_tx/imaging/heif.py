@@ -30,7 +30,9 @@ PILLOW_NAME = "HEIF"
 def register() -> None:
     """Let Pillow open HEIC/HEIF files (idempotent).  Thumbnails, depth and
     auxiliary images are not read: nothing here uses them, and each is more
-    of an untrusted file to parse."""
-    pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False)
+    of an untrusted file to parse.  libheif decodes on the calling thread
+    alone: the image threads are already one a core, and a derivation's
+    budgets count one thread's work."""
+    pillow_heif.register_heif_opener(thumbnails=False, depth_images=False, aux_images=False, decode_threads=1)
     Image.SAVE.pop(PILLOW_NAME, None)
     Image.SAVE_ALL.pop(PILLOW_NAME, None)

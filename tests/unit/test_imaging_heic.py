@@ -35,6 +35,9 @@ def test_heif_is_a_default_decoder_and_no_output_format() -> None:
     assert "HEIF" not in Image.SAVE  # registered for decoding only
     assert not {"heic", "heif", "hif"} & set(writable_extensions())
     assert output_format_for("heic") is None
+    # One decoding thread: the image threads are the service's parallelism.
+    assert pillow_heif.options.DECODE_THREADS == 1
+    assert not pillow_heif.options.THUMBNAILS
 
 
 def test_probe_describes_a_heic() -> None:
