@@ -30,6 +30,8 @@ setup(
         "Twisted>=24.7.0,<28",
         "klein>=24.8.0,<26",
         "Pillow>=11.3,<14",
+        # HEIC/HEIF uploads (iPhone photos): decoding only, registered by pymager_tx.imaging.
+        "pillow-heif>=1.1,<2",
         "SQLAlchemy>=2.0.30,<2.2",
         "Werkzeug>=3.0,<4",
         "pydantic>=2.7,<3",

@@ -14,6 +14,7 @@ from dataclasses import replace
 from io import BytesIO
 from pathlib import Path
 
+import pillow_heif
 from PIL import Image, ImageChops, ImageStat
 
 from pymager_tx.core.model import DerivedSpec, ResizeMode, Size
@@ -67,6 +68,35 @@ def with_orientation(image: Image.Image, orientation: int, format: str = "JPEG")
     exif = Image.Exif()
     exif[0x0112] = orientation
     return encode(image, format, exif=exif.tobytes())
+
+
+def heic(
+    image: Image.Image, orientation: int | None = None, icc_profile: bytes | None = None, quality: int = 90
+) -> bytes:
+    """image's pixels as an iPhone stores them: HEVC in a HEIF container
+    (pillow-heif's encoder, with x265).  An orientation is written as iPhones
+    do: the pixels as the sensor saw them (image), the turn as the
+    container's irot/imir transforms and, again, as the EXIF tag."""
+    params: dict[str, object] = {"quality": quality}
+    if orientation is not None:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        params["exif"] = exif.tobytes()
+    if icc_profile is not None:
+        params["icc_profile"] = icc_profile
+    buffer = BytesIO()
+    rgb = image.convert("RGB")
+    pillow_heif.encode("RGB", rgb.size, rgb.tobytes(), buffer, **params)
+    return buffer.getvalue()
+
+
+def heic_declaring(width: int, height: int) -> bytes:
+    """A small HEIC whose image spatial extent box (ispe) claims width x
+    height: a decompression bomb's header over a few hundred bytes of HEVC."""
+    data = heic(Image.new("RGB", (64, 64), RED))
+    assert data.count(b"ispe") == 1
+    at = data.index(b"ispe") + 8  # past the type and the full box's version and flags
+    return data[:at] + struct.pack(">II", width, height) + data[at + 8 :]
 
 
 def png_declaring(width: int, height: int) -> bytes:

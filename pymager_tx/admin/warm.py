@@ -23,7 +23,7 @@ from pymager_tx.admin.progress import Progress
 from pymager_tx.admin.runtime import direct, run
 from pymager_tx.app.api import ImageServiceAPI
 from pymager_tx.core.errors import PymagerError
-from pymager_tx.core.formats import KNOWN
+from pymager_tx.core.formats import OUTPUTS
 from pymager_tx.core.model import ImageId, ResizeMode, Size
 
 
@@ -87,7 +87,7 @@ def _sizes(_ctx: click.Context, _param: click.Parameter, value: str) -> list[Siz
         raise click.BadParameter(str(error)) from None
 
 
-_EXTENSIONS = sorted(extension for known in KNOWN for extension in known.extensions)
+_EXTENSIONS = sorted(extension for known in OUTPUTS for extension in known.extensions)
 
 
 @click.command(short_help="Derive renditions ahead of traffic.")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pymager_tx.core.errors import UnsupportedOutputFormat
-from pymager_tx.core.formats import KNOWN
+from pymager_tx.core.formats import OUTPUTS
 from pymager_tx.core.model import DerivedName, ImageId, ResizeMode, Size, parse_derived_name
 
 # Signs a derived name for the signed-URL scheme (GET /derived/<signature>/<name>):
@@ -16,7 +16,7 @@ from pymager_tx.core.model import DerivedName, ImageId, ResizeMode, Size, parse_
 # when it does, the core will offer the function that makes them.
 Signer = Callable[[str], str]
 
-EXTENSIONS = frozenset(extension for fmt in KNOWN for extension in fmt.extensions)
+EXTENSIONS = frozenset(extension for fmt in OUTPUTS for extension in fmt.extensions)
 
 
 def original_path(image_id: str) -> str:

@@ -136,9 +136,9 @@ class ImageSettings(Section):
     )
     decoders: list[str] = Field(
         default_factory=lambda: list(default_decoders()),
-        description="Decoders that may open uploads, among the seven this service allows (JPEG, PNG, GIF, "
-        "WEBP, AVIF, TIFF, BMP: the formats it reads and writes, whose hostile files it is tested on); "
-        "nothing else is parsed",
+        description="Decoders that may open uploads, among the eight this service allows (JPEG, PNG, GIF, "
+        "WEBP, AVIF, TIFF, BMP: the formats it reads and writes; HEIF: iPhone photos, HEIC and HEIF, read "
+        "through pillow-heif and never written; all of them tested on hostile files); nothing else is parsed",
         min_length=1,
     )
     threads: Annotated[int, Field(ge=0, le=256)] = Field(
@@ -201,7 +201,8 @@ class ImageSettings(Section):
             offered = ", ".join(default_decoders())
             raise ValueError(
                 f"not decoders this service allows with this Pillow: {', '.join(unknown)}; "
-                f"choose from {offered} (other formats Pillow reads are never opened)"
+                f"choose from {offered} (HEIF covers HEIC and HEIF files; other formats Pillow reads "
+                "are never opened)"
             )
         return values
 

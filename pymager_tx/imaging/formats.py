@@ -25,7 +25,7 @@ def writable_extensions() -> dict[str, ImageFormat]:
     return {
         extension: fmt
         for fmt in KNOWN
-        if _pillow_has(fmt.pillow_name, Image.SAVE)
+        if fmt.output and _pillow_has(fmt.pillow_name, Image.SAVE)
         for extension in fmt.extensions
     }
 
@@ -36,8 +36,10 @@ def output_format_for(extension: str) -> ImageFormat | None:
 
 @cache
 def decodable_formats() -> tuple[str, ...]:
-    """Pillow names of the known formats this Pillow can decode."""
-    return tuple(fmt.pillow_name for fmt in KNOWN if _pillow_has(fmt.pillow_name, Image.OPEN))
+    """Pillow names of the known formats this Pillow can decode (HEIF through
+    pillow-heif, which pymager_tx.imaging registers)."""
+    names = dict.fromkeys(fmt.pillow_name for fmt in KNOWN)
+    return tuple(name for name in names if _pillow_has(name, Image.OPEN))
 
 
 def default_decoders() -> tuple[str, ...]:

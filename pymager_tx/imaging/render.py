@@ -107,7 +107,7 @@ def probe(data: bytes, limits: DecodeLimits) -> ImageInfo:
                 image.draft(None, (1, 1))
             image.load()
         width, height = geometry.upright_size(stored, orientation)
-        return ImageInfo(format_for_pillow(image.format), width, height)
+        return ImageInfo(format_for_pillow(image.format, image.get_format_mimetype()), width, height)
 
 
 @memory_guarded("rendering")

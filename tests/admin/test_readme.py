@@ -45,4 +45,4 @@ def test_a_decoder_not_allowed_is_refused_saying_which_are() -> None:
     message = str(refused.value)
     assert "images.decoders: not decoders this service allows with this Pillow: PCX" in message
     assert "choose from JPEG, PNG, GIF" in message
-    assert "seven this service allows" in documented_keys()["images.decoders"]
+    assert "eight this service allows" in documented_keys()["images.decoders"]
