@@ -15,7 +15,7 @@ from collections import defaultdict
 from typing import Any
 
 from pymager_tx.core import problems
-from pymager_tx.core.formats import KNOWN
+from pymager_tx.core.formats import KNOWN, OUTPUTS
 from pymager_tx.core.model import _DERIVED_NAME, _ID
 from pymager_tx.core.problems import PROBLEMS, Problem
 
@@ -46,7 +46,8 @@ def _anchored(pattern: re.Pattern[str]) -> str:
 ID_PATTERN = _anchored(_ID)
 DERIVED_NAME_PATTERN = _anchored(_DERIVED_NAME)
 MEDIA_TYPES = tuple(fmt.media_type for fmt in KNOWN)
-EXTENSIONS = tuple(extension for fmt in KNOWN for extension in fmt.extensions)
+# Derived images are written in the output formats only (never HEIF).
+EXTENSIONS = tuple(extension for fmt in OUTPUTS for extension in fmt.extensions)
 
 
 def header(description: str, schema: Document | None = None, required: bool = True) -> Document:
