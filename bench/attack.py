@@ -325,6 +325,9 @@ def health_summary(samples: list[tuple[float, object, float]]) -> dict[str, obje
         "p99_ms": round(percentile(latencies, 99) * 1000, 1) if latencies else None,
         "max_ms": round(max(latencies) * 1000, 1) if latencies else None,
         "over_50ms": sum(1 for latency in latencies if latency > 0.05),
+        # When the slow ones were sent (seconds since polling began): in the
+        # burst's arrival, or while the accepted work runs?
+        "slow_at_s": [round(at, 2) for at, _, latency in samples if latency > 0.05],
     }
 
 
