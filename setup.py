@@ -30,6 +30,7 @@ setup(
         "Twisted>=24.7.0,<28",
         "klein>=24.8.0,<26",
         "Pillow>=11.3,<14",
+        "prometheus_client>=0.21,<1",
         "SQLAlchemy>=2.0.30,<2.2",
         "Werkzeug>=3.0,<4",
         "pydantic>=2.7,<3",
