@@ -20,6 +20,7 @@ from twisted.web.server import Request
 from pymager_tx.core.problems import BAD_REQUEST, REQUEST_TIMEOUT, Problem
 from pymager_tx.http.access_log import access_log
 from pymager_tx.http.answers import refusal
+from pymager_tx.http.metrics import NO_ROUTE, method_label
 
 if TYPE_CHECKING:
     from pymager_tx.http.site import PymagerSite
@@ -185,6 +186,7 @@ class ProblemChannel(HTTPChannel):
             return  # refused already
         assert self.transport is not None
         self.transport.write(refusal(problem, detail))
+        self._count_refusal(problem.status)
         access_log.info(
             "{client} refused: {detail}",
             client=getattr(self.transport.getPeer(), "host", "-"),
@@ -193,10 +195,19 @@ class ProblemChannel(HTTPChannel):
         )
         self.loseConnection()
 
+    def _count_refusal(self, status: int) -> None:
+        """A request refused before it was whole: counted with no route."""
+        request = self.requests[-1] if self.requests else None
+        started = getattr(request, "started_at", None)
+        method = getattr(self, "_command", None) if request is not None else None
+        seconds = 0.0 if started is None else self.site.reactor.seconds() - started
+        self.site.metrics.http_request(method_label(method), NO_ROUTE, status, seconds)
+
     def _respondToBadRequestAndDisconnect(self) -> None:
         assert self.transport is not None
         self._cancel_deadlines()
         self.transport.write(refusal(BAD_REQUEST, "the request is not valid HTTP/1.1"))
+        self._count_refusal(BAD_REQUEST.status)
         self.loseConnection()
 
     def lineLengthExceeded(self, line: bytes) -> None:

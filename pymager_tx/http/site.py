@@ -17,7 +17,9 @@ from pymager_tx.http.access_log import access_log, log_text
 from pymager_tx.http.channel import ProblemChannel
 from pymager_tx.http.connections import ConnectionLimit
 from pymager_tx.http.guards import UploadGate, WriteTokens
+from pymager_tx.http.metrics import Scrape, record
 from pymager_tx.http.requests import BodyLimitedRequest
+from pymager_tx.ports import NO_METRICS, Metrics
 
 
 class PymagerSite(Site):
@@ -45,9 +47,13 @@ class PymagerSite(Site):
         header_timeout: float = 10.0,
         body_timeout: float = 300.0,
         max_connections: int | None = None,
+        metrics: Metrics = NO_METRICS,
+        scrape: Scrape | None = None,
     ) -> None:
         """upload_directory: where bodies are spooled (None: the system's
-        temporary directory); max_connections: None for no limit."""
+        temporary directory); max_connections: None for no limit; metrics:
+        where each request is counted; scrape: what answers GET /metrics
+        here (None: 404, when metrics are off or served elsewhere)."""
         super().__init__(resource, reactor=reactor, timeout=idle_timeout)
         self.access_log = access_log
         self._parsePOSTFormSubmission = False
@@ -57,6 +63,8 @@ class PymagerSite(Site):
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.connections = ConnectionLimit(max_connections)
+        self.metrics = metrics
+        self.scrape = scrape
 
     def buildProtocol(self, addr: Any) -> Any:
         if not self.connections.admits():
@@ -66,6 +74,10 @@ class PymagerSite(Site):
         return super().buildProtocol(addr)
 
     def log(self, request: Request) -> None:  # type: ignore[override]
+        started = getattr(request, "started_at", None)
+        seconds = 0.0 if started is None else self.reactor.seconds() - started
+        if self.metrics is not NO_METRICS:
+            record(self.metrics, request, seconds)
         if not self.access_log:
             return
         client = request.getClientAddress()
@@ -76,7 +88,6 @@ class PymagerSite(Site):
                 # The last entry is the one our proxy added; the ones before
                 # it are whatever the client claimed.
                 host = forwarded.split(b",")[-1].strip().decode("latin-1")
-        started = getattr(request, "started_at", None)
         access_log.info(
             '{client} "{method} {uri} {protocol}" {status} {length} "{referrer}" "{agent}" '
             "{duration_ms:.1f}ms",
@@ -88,5 +99,5 @@ class PymagerSite(Site):
             length=request.sentLength or "-",
             referrer=log_text(request.getHeader(b"referer") or b"-"),
             agent=log_text(request.getHeader(b"user-agent") or b"-"),
-            duration_ms=0.0 if started is None else (self.reactor.seconds() - started) * 1000,
+            duration_ms=seconds * 1000,
         )
