@@ -22,7 +22,6 @@ import socket
 from pathlib import Path
 
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -39,6 +38,8 @@ from prometheus_client.process_collector import ProcessCollector
 from pymager_tx.ports import Metrics
 
 MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+# What generate_latest() writes, and every Prometheus reads.
+_TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
 # Requests: from a revalidation (well under a millisecond) to a large
 # upload or a derivation that waited for a thread (seconds).
 _HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -225,14 +226,15 @@ class PrometheusMetrics(Metrics):
     def exposition(self) -> tuple[str, bytes] | None:
         """The scrape: this process's registry, or in multiprocess mode the
         sum of every process's files (read here: call it in a thread), with
-        the process and Python collectors of the process answering."""
+        the process and Python collectors of the process answering.  The
+        text format every Prometheus reads (0.0.4)."""
         if not self._open:
             return None
         if self.multiprocess_directory is None:
-            return CONTENT_TYPE_LATEST, generate_latest(self.registry)
+            return _TEXT_FORMAT, generate_latest(self.registry)
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry, str(self.multiprocess_directory))
         ProcessCollector(registry=registry)
         PlatformCollector(registry=registry)
         GCCollector(registry=registry)
-        return CONTENT_TYPE_LATEST, generate_latest(registry)
+        return _TEXT_FORMAT, generate_latest(registry)
