@@ -186,7 +186,9 @@ class Database:
     def _run(self, write: bool, work: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         if self._metrics is NO_METRICS:
             return self._transaction(write, work, args, kwargs)
-        name = getattr(work, "__name__", "transaction").removesuffix("_txn")
+        # A claim within this process's lease is named for the claim.
+        named = args[1] if work is within_lease_txn else work
+        name = getattr(named, "__name__", "transaction").removesuffix("_txn")
         started = time.perf_counter()
         try:
             result = self._transaction(write, work, args, kwargs)
