@@ -17,7 +17,7 @@ from pymager_tx.http.access_log import access_log, log_text
 from pymager_tx.http.channel import ProblemChannel
 from pymager_tx.http.connections import ConnectionLimit
 from pymager_tx.http.guards import UploadGate, WriteTokens
-from pymager_tx.http.metrics import Scrape, record
+from pymager_tx.http.metrics import Routes, Scrape, record
 from pymager_tx.http.requests import BodyLimitedRequest
 from pymager_tx.ports import NO_METRICS, Metrics
 
@@ -49,11 +49,13 @@ class PymagerSite(Site):
         max_connections: int | None = None,
         metrics: Metrics = NO_METRICS,
         scrape: Scrape | None = None,
+        routes: Routes | None = None,
     ) -> None:
         """upload_directory: where bodies are spooled (None: the system's
         temporary directory); max_connections: None for no limit; metrics:
         where each request is counted; scrape: what answers GET /metrics
-        here (None: 404, when metrics are off or served elsewhere)."""
+        here (None: 404, when metrics are off or served elsewhere); routes:
+        the templates requests are counted under (None: all "(none)")."""
         super().__init__(resource, reactor=reactor, timeout=idle_timeout)
         self.access_log = access_log
         self._parsePOSTFormSubmission = False
@@ -65,6 +67,7 @@ class PymagerSite(Site):
         self.connections = ConnectionLimit(max_connections)
         self.metrics = metrics
         self.scrape = scrape
+        self.routes = routes
 
     def buildProtocol(self, addr: Any) -> Any:
         if not self.connections.admits():
@@ -77,7 +80,7 @@ class PymagerSite(Site):
         started = getattr(request, "started_at", None)
         seconds = 0.0 if started is None else self.reactor.seconds() - started
         if self.metrics is not NO_METRICS:
-            record(self.metrics, request, seconds)
+            record(self.metrics, self.routes, request, seconds)
         if not self.access_log:
             return
         client = request.getClientAddress()

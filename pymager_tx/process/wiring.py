@@ -30,7 +30,7 @@ from pymager_tx.app.service import ImagePolicy, ImageService
 from pymager_tx.config import Settings
 from pymager_tx.core.errors import ConfigError
 from pymager_tx.http.guards import WriteTokens
-from pymager_tx.http.metrics import Scrape
+from pymager_tx.http.metrics import Routes, Scrape
 from pymager_tx.http.routes import HttpPolicy, ImageAPI
 from pymager_tx.http.site import PymagerSite
 from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
@@ -276,6 +276,7 @@ def build_site(
         max_connections=server.max_connections,
         metrics=metrics,
         scrape=scrape,
+        routes=Routes(api.app.url_map),
     )
 
 

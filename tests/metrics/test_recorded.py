@@ -22,7 +22,7 @@ from pymager_tx.app.rendition_cache import RenditionCache
 from pymager_tx.app.service import ImagePolicy, ImageService
 from pymager_tx.core.model import Size
 from pymager_tx.http.guards import WriteTokens
-from pymager_tx.http.metrics import Scrape
+from pymager_tx.http.metrics import Routes, Scrape
 from pymager_tx.http.routes import HttpPolicy, ImageAPI
 from pymager_tx.http.site import PymagerSite
 from pymager_tx.ports import NO_METRICS, Metrics, Offload, immediate
@@ -68,6 +68,7 @@ class Served:
             reactor=self.reactor,
             metrics=metrics,
             scrape=None if metrics is NO_METRICS else Scrape(metrics, immediate),
+            routes=Routes(api.app.url_map),
         )
 
     def send(self, request: bytes) -> StringTransport:

@@ -16,10 +16,14 @@ process is gone are removed then too.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import socket
+from bisect import bisect_left
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -77,6 +81,41 @@ def _alive(pid: int) -> bool:
 def mark_process_dead(pid: int, directory: Path) -> None:
     """A worker exited: its share of the live gauges goes; its counts stay."""
     multiprocess.mark_process_dead(pid, str(directory))
+
+
+# Every request updates a counter and a histogram: the path below takes
+# them straight to their values, as Counter.inc() and Histogram.observe()
+# do after checks that hold for any child made by labels() (a fifth of a
+# request's cost of metrics, measured with bench/metrics_cost.py).  Should a
+# later prometheus_client lay its metrics out otherwise, the public methods
+# are used instead.
+
+
+_Update = Callable[[float], None]
+
+
+def _incrementer(child: Any) -> _Update:
+    value = getattr(child, "_value", None)
+    increment = getattr(value, "inc", None)
+    return increment if callable(increment) else child.inc  # type: ignore[no-any-return]
+
+
+def _observer(child: Any) -> _Update:
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(getattr(child, "_sum", None), "inc", None)
+    if not (isinstance(bounds, list) and isinstance(buckets, list) and callable(total)):
+        return child.observe  # type: ignore[no-any-return]
+    if len(bounds) != len(buckets) or bounds[-1] != math.inf:
+        return child.observe  # type: ignore[no-any-return]
+    increments = [bucket.inc for bucket in buckets]
+
+    def observe(seconds: float) -> None:
+        total(seconds)
+        # The first bucket whose bound is at least seconds, as observe() finds it.
+        increments[bisect_left(bounds, seconds)](1)
+
+    return observe
 
 
 class PrometheusMetrics(Metrics):
@@ -154,8 +193,8 @@ class PrometheusMetrics(Metrics):
             ["result"],
             registry=registry,
         )
-        self._cache_hit = self._cache.labels("hit")
-        self._cache_miss = self._cache.labels("miss")
+        self._cache_hit = _incrementer(self._cache.labels("hit"))
+        self._cache_miss = _incrementer(self._cache.labels("miss"))
         self._db_seconds = Histogram(
             "pymager_db_transaction_duration_seconds",
             "Time of a database transaction, by name",
@@ -182,12 +221,25 @@ class PrometheusMetrics(Metrics):
             ["op"],
             registry=registry,
         )
+        self._http_children: dict[
+            tuple[str, str, int], tuple[Callable[[float], None], Callable[[float], None]]
+        ] = {}
         self._open = True
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        if self._open:
-            self._requests.labels(method, route, str(status)).inc()
-            self._request_seconds.labels(route).observe(seconds)
+        if not self._open:
+            return
+        # The labelled children, found once: labels() costs more than the update.
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:
+            children = self._http_children[key] = (
+                _incrementer(self._requests.labels(method, route, str(status))),
+                _observer(self._request_seconds.labels(route)),
+            )
+        count, observe = children
+        count(1)
+        observe(seconds)
 
     def derivation(self, outcome: str, seconds: float | None = None) -> None:
         if self._open:
@@ -209,7 +261,7 @@ class PrometheusMetrics(Metrics):
 
     def rendition_cache(self, hit: bool) -> None:
         if self._open:
-            (self._cache_hit if hit else self._cache_miss).inc()
+            (self._cache_hit if hit else self._cache_miss)(1)
 
     def db_transaction(self, name: str, seconds: float, failed: bool) -> None:
         if self._open:
