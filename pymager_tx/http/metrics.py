@@ -65,20 +65,22 @@ class Routes:
     the map's own matching."""
 
     def __init__(self, url_map: Any) -> None:
-        self._map = url_map
-        self._by_length: dict[int, list[tuple[tuple[str | None, ...], str]]] = {}
+        # By (number of segments, first segment): the templates' other
+        # segments (None for a variable one) and the template.
+        self._index: dict[tuple[int, bytes | None], list[tuple[tuple[bytes | None, ...], str]]] = {}
         self._exact = True
         for rule in url_map.iter_rules():
             text = rule.rule
             segments = tuple(
-                None if segment.startswith("<") and segment.endswith(">") else segment
+                None if segment.startswith("<") and segment.endswith(">") else segment.encode()
                 for segment in text.split("/")
             )
-            if any(segment is not None and "<" in segment for segment in segments) or re.search(
+            if any(segment is not None and b"<" in segment for segment in segments) or re.search(
                 r"<(path|any)[:(]", text
             ):
                 self._exact = False
-            entries = self._by_length.setdefault(len(segments), [])
+            first = segments[1] if len(segments) > 1 else None
+            entries = self._index.setdefault((len(segments), first), [])
             if (segments, template(text)) not in entries:
                 entries.append((segments, template(text)))
 
@@ -88,8 +90,12 @@ class Routes:
             return NO_ROUTE  # answered before a route matched, or none did
         if not self._exact:
             return self._matched(request)
-        parts = request.path.decode("ascii", "replace").split("/")
-        for segments, found in self._by_length.get(len(parts), ()):
+        parts = request.path.split(b"/")
+        length = len(parts)
+        candidates = self._index.get((length, parts[1] if length > 1 else None), ())
+        if length > 1 and (length, None) in self._index:
+            candidates = [*candidates, *self._index[(length, None)]]
+        for segments, found in candidates:
             for wanted, part in zip(segments, parts, strict=True):
                 if (part != wanted) if wanted is not None else not part:
                     break
