@@ -224,6 +224,8 @@ class PrometheusMetrics(Metrics):
         self._http_children: dict[
             tuple[str, str, int], tuple[Callable[[float], None], Callable[[float], None]]
         ] = {}
+        self._db_observers: dict[str, _Update] = {}
+        self._storage_observers: dict[str, _Update] = {}
         self._open = True
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -264,16 +266,25 @@ class PrometheusMetrics(Metrics):
             (self._cache_hit if hit else self._cache_miss)(1)
 
     def db_transaction(self, name: str, seconds: float, failed: bool) -> None:
-        if self._open:
-            self._db_seconds.labels(name).observe(seconds)
-            if failed:
-                self._db_errors.labels(name).inc()
+        if not self._open:
+            return
+        observe = self._db_observers.get(name)
+        if observe is None:
+            # Two threads may both make it: labels() returns the same child.
+            observe = self._db_observers[name] = _observer(self._db_seconds.labels(name))
+        observe(seconds)
+        if failed:
+            self._db_errors.labels(name).inc()
 
     def storage_operation(self, op: str, seconds: float, failed: bool) -> None:
-        if self._open:
-            self._storage_seconds.labels(op).observe(seconds)
-            if failed:
-                self._storage_errors.labels(op).inc()
+        if not self._open:
+            return
+        observe = self._storage_observers.get(op)
+        if observe is None:
+            observe = self._storage_observers[op] = _observer(self._storage_seconds.labels(op))
+        observe(seconds)
+        if failed:
+            self._storage_errors.labels(op).inc()
 
     def exposition(self) -> tuple[str, bytes] | None:
         """The scrape: this process's registry, or in multiprocess mode the
