@@ -32,6 +32,7 @@ setup(
         "Pillow>=11.3,<14",
         # HEIC/HEIF uploads (iPhone photos): decoding only, registered by pymager_tx.imaging.
         "pillow-heif>=1.1,<2",
+        "prometheus_client>=0.21,<1",
         "SQLAlchemy>=2.0.30,<2.2",
         "Werkzeug>=3.0,<4",
         "pydantic>=2.7,<3",

@@ -168,11 +168,13 @@ def start_pymager(
     memory_cache_bytes: int | None = None,
     venv: Path | None = None,
     name: str = "pymager-tx",
+    extra_config: str = "",
 ) -> Server:
     """twistd pymager: workers processes on one socket, each with threads
     image threads and memory_cache_bytes of derived images held in memory
     (None: the default).  From this checkout with the bench venv's twistd, or
-    with venv's twistd and the pymager-tx installed there (another commit's)."""
+    with venv's twistd and the pymager-tx installed there (another commit's).
+    extra_config: more TOML sections, appended as they are."""
     port = free_port()
     config = directory / "pymager.toml"
     quoted = ", ".join(f'"{size}"' for size in sizes)
@@ -181,7 +183,8 @@ def start_pymager(
         f"workers = {workers}\naccess_log = {str(access_log).lower()}\n"
         f'[storage]\ndata_directory = "{directory / "data"}"\n'
         f"[images]\nallowed_sizes = [{quoted}]\nthreads = {threads}\n"
-        + ("" if memory_cache_bytes is None else f"[memory_cache]\nmax_bytes = {memory_cache_bytes}\n"),
+        + ("" if memory_cache_bytes is None else f"[memory_cache]\nmax_bytes = {memory_cache_bytes}\n")
+        + extra_config,
         encoding="utf-8",
     )
     log_path = directory / "pymager.log"

@@ -12,10 +12,12 @@ immediate() for the offload seam).
 - IMetadataStore: the metadata, as named transactions (the SQL database,
   pymager_tx.adapters.sql.database.Database, provides it).
 - IPeers: peer liveness, the other processes sharing the store.
+- Metrics: what the service counts and times (recording nothing here).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
@@ -24,6 +26,7 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
 
+from pymager_tx.core.errors import BlobNotFound
 from pymager_tx.core.model import DerivedRecord, OriginalRecord
 from pymager_tx.core.records import (
     Claim,
@@ -281,3 +284,71 @@ class IMetadataStore(Interface):
 
     def store_index(claim_key: Callable[[Claim], str]) -> Deferred[StoreIndex]:
         """What should be in storage, in one snapshot."""
+
+
+class Metrics:
+    """What the service counts and times, for an operator's dashboards.
+
+    The port the use cases, the adapters and HTTP record through; this base
+    records nothing (tests, the command line, [metrics] enabled = false),
+    and pymager_tx.adapters.metrics.prometheus records for Prometheus.  Each
+    call is cheap and safe from any thread: the adapters call from their
+    thread pools.  Nothing but that adapter imports prometheus_client.
+    """
+
+    def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """An answered request; route is its template ("/derived/<name>"),
+        or "(none)" for requests refused or answered before routing."""
+
+    def derivation(self, outcome: str, seconds: float | None = None) -> None:
+        """A derivation ended: "original" or "working_copy" (derived from
+        it, in seconds), "refused" (overload), "failed"."""
+
+    def upload(self, outcome: str) -> None:
+        """An upload ended: "stored", "refused" (the client's fault), "failed"."""
+
+    def deletion(self) -> None:
+        """An original and its renditions were deleted."""
+
+    def image_queue_depth(self, depth: int) -> None:
+        """Image work now waiting for an image thread."""
+
+    def rendition_cache(self, hit: bool) -> None:
+        """A rendition looked up in memory: served from it (hit) or not."""
+
+    def db_transaction(self, name: str, seconds: float, failed: bool) -> None:
+        """A named database transaction ran."""
+
+    def storage_operation(self, op: str, seconds: float, failed: bool) -> None:
+        """A blob store operation ran."""
+
+    def exposition(self) -> tuple[str, bytes] | None:
+        """(content type, body) of a scrape, or None when nothing is
+        recorded.  May read files: call it off the reactor."""
+        return None
+
+
+NO_METRICS = Metrics()
+
+
+def timed(metrics: Metrics, op: str, work: Callable[..., T]) -> Callable[..., T]:
+    """work, recording its duration as the blob store operation op; for the
+    stores to wrap what they offload (the time counted is the operation's,
+    not its wait for a thread).  A missing blob is an answer, not an error."""
+    if metrics is NO_METRICS:
+        return work
+
+    def run(*args: Any, **kwargs: Any) -> T:
+        started = time.perf_counter()
+        try:
+            result = work(*args, **kwargs)
+        except BlobNotFound:
+            metrics.storage_operation(op, time.perf_counter() - started, False)
+            raise
+        except BaseException:
+            metrics.storage_operation(op, time.perf_counter() - started, True)
+            raise
+        metrics.storage_operation(op, time.perf_counter() - started, False)
+        return result
+
+    return run

@@ -26,6 +26,7 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredSemaphore, 
 from twisted.internet.interfaces import IReactorTime
 
 from pymager_tx.core.errors import Overloaded
+from pymager_tx.ports import NO_METRICS, Metrics
 
 T = TypeVar("T")
 
@@ -39,6 +40,7 @@ class Ticket:
         self.counted = True  # queued, as far as the admission counts
         self.released = False
         admission._ticketed += 1
+        admission._changed()
 
     def release(self) -> None:
         """The work ended (or waits on another process): its place is free."""
@@ -51,21 +53,30 @@ class Ticket:
         if not self.counted and not self.released:
             self.counted = True
             self._admission._ticketed += 1
+            self._admission._changed()
 
     def _uncount(self) -> None:
         if self.counted:
             self.counted = False
             self._admission._ticketed -= 1
+            self._admission._changed()
 
 
 class ImageAdmission:
-    def __init__(self, slots: int, max_queue: int, clock: IReactorTime) -> None:
+    def __init__(
+        self, slots: int, max_queue: int, clock: IReactorTime, metrics: Metrics = NO_METRICS
+    ) -> None:
+        """metrics: told the depth of the queue (waiting) whenever it changes."""
         self.slots = slots
         self.max_queue = max_queue
         self._clock = clock
         self._semaphore = DeferredSemaphore(slots)
         # Tickets held by accepted work not on (nor queued for) a thread.
         self._ticketed = 0
+        self._metrics = metrics
+
+    def _changed(self) -> None:
+        self._metrics.image_queue_depth(self.waiting)
 
     @property
     def waiting(self) -> int:
@@ -112,6 +123,9 @@ class ImageAdmission:
         acquired = self._semaphore.acquire()
         if ticket is not None:
             ticket._uncount()
+        if not acquired.called:
+            self._changed()  # one more waits for a slot
+            acquired.addBoth(self._left_queue)
         try:
             if wait_at_most is not None:
                 acquired.addTimeout(max(0.0, wait_at_most), self._clock)
@@ -135,6 +149,11 @@ class ImageAdmission:
         finally:
             if ticket is not None:
                 ticket._count()
+
+    def _left_queue(self, result: T) -> T:
+        # Given a slot, timed out or cancelled: no longer waiting.
+        self._changed()
+        return result
 
     def describe(self) -> dict[str, Any]:
         return {"threads": self.slots, "busy": self.busy, "queued": self.waiting, "max_queue": self.max_queue}

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TypeVar
 
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.logger import Logger
 
 from pymager_tx.app.admission import Ticket
@@ -30,12 +30,19 @@ from pymager_tx.app.values import (
     claimed_key,
     not_found,
 )
-from pymager_tx.core.errors import BlobNotFound, DerivationTooCostly, Overloaded, StorageUnavailable
+from pymager_tx.core.errors import (
+    BlobNotFound,
+    DerivationTooCostly,
+    Overloaded,
+    PymagerError,
+    StorageUnavailable,
+    Unavailable,
+)
 from pymager_tx.core.keys import derived_prefix
 from pymager_tx.core.model import DerivedRecord, DerivedSpec, ImageId, OriginalRecord
 from pymager_tx.core.records import Recorded
 from pymager_tx.imaging.render import Rendered, working_copy_covers, worth_a_working_copy
-from pymager_tx.ports import IBlobStore, IMetadataStore, IPeers
+from pymager_tx.ports import NO_METRICS, IBlobStore, IMetadataStore, IPeers, Metrics
 
 T = TypeVar("T")
 
@@ -43,6 +50,17 @@ T = TypeVar("T")
 def _releasing(result: T, ticket: Ticket) -> T:
     ticket.release()
     return result
+
+
+def outcome_of(error: Exception) -> str:
+    """How work that raised error is counted: "refused" when the service
+    declined it (overload, an image too costly or invalid, an ID gone),
+    "failed" when the database, the storage or the code failed."""
+    if isinstance(error, Overloaded) or (
+        isinstance(error, PymagerError) and not isinstance(error, Unavailable)
+    ):
+        return "refused"
+    return "failed"
 
 
 def _never() -> Deferred[StoredImage]:
@@ -66,8 +84,10 @@ class Derivations:
         peers: IPeers,
         claims: Claims,
         originals: Originals,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self._store = database
+        self._metrics = metrics
         self._blobs = blobs
         self._work = work
         self._policy = policy
@@ -96,6 +116,7 @@ class Derivations:
             try:
                 ticket, owned = self._work.reserve(), True
             except Overloaded as refused:
+                self._metrics.derivation("refused")
                 return fail(refused)
 
         def start() -> Deferred[StoredImage]:
@@ -138,6 +159,24 @@ class Derivations:
     async def _render_and_record(
         self, original: OriginalRecord, spec: Target, holding: Holding, errand: Errand
     ) -> StoredImage:
+        """Counted by outcome: derived from the "original" or its
+        "working_copy", "refused" or "failed" (outcome_of); work another
+        process finished first, and an animation's working copy not made,
+        are neither."""
+        started = time.perf_counter()
+        try:
+            stored, source = await self._derive_and_record(original, spec, holding, errand)
+        except (_NoWorkingCopy, Superseded, CancelledError):
+            raise
+        except Exception as error:
+            self._metrics.derivation(outcome_of(error))
+            raise
+        self._metrics.derivation(source, time.perf_counter() - started)
+        return stored
+
+    async def _derive_and_record(
+        self, original: OriginalRecord, spec: Target, holding: Holding, errand: Errand
+    ) -> tuple[StoredImage, str]:
         image_id = ImageId(original.image_id)
         claim = holding.claim
         started = time.perf_counter()
@@ -181,7 +220,7 @@ class Derivations:
             await self._refused(original, holding, recorded)
         holding.stored = False
         self._log_derived(original, spec, record, source_name, render_seconds, started)
-        return StoredImage(record, rendered.data)
+        return StoredImage(record, rendered.data), source_name.replace(" ", "_")
 
     async def _refused(self, original: OriginalRecord, holding: Holding, recorded: Recorded) -> None:
         """After a record was refused: no row names our file, and none ever

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pymager_tx.core.model import DerivedRecord
-from pymager_tx.ports import IEpoch, LocalEpoch
+from pymager_tx.ports import NO_METRICS, IEpoch, LocalEpoch, Metrics
 
 Key = tuple[str, str]  # image ID, variant
 # Entries stop being served once the last poll's answer is this many poll
@@ -62,9 +62,11 @@ class RenditionCache:
         poll_seconds: float,
         epoch: IEpoch | None = None,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         """poll_seconds: how often heard_removals() is called; 0: never,
-        and every request checks the database."""
+        and every request checks the database; metrics: told of each
+        lookup, a hit when it is served without a database check."""
         self.max_bytes = max_bytes
         self.max_item_bytes = min(max_item_bytes, max_bytes)
         self.poll_seconds = poll_seconds
@@ -74,6 +76,7 @@ class RenditionCache:
         self._bytes = 0
         self._removals: int | None = None
         self._heard_at = 0.0
+        self._metrics = metrics
 
     @property
     def size_bytes(self) -> int:
@@ -93,8 +96,10 @@ class RenditionCache:
         """The entry for key, if it may be served without a database check."""
         entry = self._entries.get(key)
         if entry is None or not self._current(entry.checked):
+            self._metrics.rendition_cache(False)
             return None
         self._entries.move_to_end(key)
+        self._metrics.rendition_cache(True)
         return entry.record, entry.data
 
     def _current(self, checked: Mark) -> bool:

@@ -11,13 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 
 from pymager_tx.app.admission import ImageAdmission
 from pymager_tx.app.admitted import ImageWork
 from pymager_tx.app.api import Found, StoredImage
 from pymager_tx.app.claims import Claims
-from pymager_tx.app.derivations import Derivations
+from pymager_tx.app.derivations import Derivations, outcome_of
 from pymager_tx.app.inflight import shielded
 from pymager_tx.app.originals import Originals
 from pymager_tx.app.peers import Peers
@@ -29,7 +29,7 @@ from pymager_tx.app.removals import Removals
 from pymager_tx.app.rendition_cache import RenditionCache
 from pymager_tx.app.values import ImagePolicy, WorkingCopy, claimed_key
 from pymager_tx.core.model import ImageId, OriginalRecord
-from pymager_tx.ports import IBlobStore, IMetadataStore, IPeers, Offload
+from pymager_tx.ports import NO_METRICS, IBlobStore, IMetadataStore, IPeers, Metrics, Offload
 
 __all__ = ["ImagePolicy", "ImageService", "StoredImage", "WorkingCopy", "claimed_key"]
 
@@ -54,20 +54,25 @@ class ImageService:
         cache: RenditionCache | None = None,
         refusals: RecentRefusals | None = None,
         admission: ImageAdmission | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         """admission: the bounded queue in front of the image threads; None:
-        image work goes straight to imaging, unbounded (tests, the CLI)."""
+        image work goes straight to imaging, unbounded (tests, the CLI);
+        metrics: told of uploads, deletions and derivations."""
         self._store = database
         self._blobs = blobs
         self._clock = clock
         self.policy = policy
+        self._metrics = metrics
         peers = peers or Peers.alone()
         cache = cache or RenditionCache(max_bytes=0, max_item_bytes=0, poll_seconds=0)
         self._work = ImageWork(imaging, admission)
         removals = Removals(database, blobs, cache.epoch, clock, peers.me)
         claims = Claims(database, blobs, peers, policy.hold_limit)
         self._originals = Originals(database, blobs, self._work, policy, clock, peers, removals)
-        derivations = Derivations(database, blobs, self._work, policy, clock, peers, claims, self._originals)
+        derivations = Derivations(
+            database, blobs, self._work, policy, clock, peers, claims, self._originals, metrics
+        )
         self._renditions = Renditions(
             database,
             blobs,
@@ -87,13 +92,22 @@ class ImageService:
     async def store_original(
         self, image_id: ImageId, data: bytes, arrived: float | None = None
     ) -> OriginalRecord:
-        return await shielded(Deferred.fromCoroutine(self._originals.store(image_id, data, arrived)))
+        try:
+            record = await shielded(Deferred.fromCoroutine(self._originals.store(image_id, data, arrived)))
+        except CancelledError:
+            raise
+        except Exception as error:
+            self._metrics.upload(outcome_of(error))
+            raise
+        self._metrics.upload("stored")
+        return record
 
     async def original(self, image_id: ImageId) -> Found:
         return await self._originals.find(image_id)
 
     async def delete_original(self, image_id: ImageId) -> None:
         await shielded(Deferred.fromCoroutine(self._originals.delete(image_id)))
+        self._metrics.deletion()
 
     # Derived images
 

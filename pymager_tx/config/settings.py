@@ -311,6 +311,17 @@ class AuthSettings(Section):
         return (*self.write_tokens, *extra)
 
 
+class MetricsSettings(Section):
+    enabled: bool = Field(
+        True, description="Record metrics for Prometheus (GET /metrics); false: none, and /metrics is 404"
+    )
+    listen: str = Field(
+        "",
+        description='Twisted endpoint serving /metrics alone, e.g. "tcp:9100:interface=127.0.0.1"; '
+        "empty: on the main port",
+    )
+
+
 class Settings(Section):
     server: ServerSettings = ServerSettings.model_validate({})
     storage: StorageSettings = StorageSettings.model_validate({})
@@ -320,6 +331,7 @@ class Settings(Section):
     memory_cache: MemoryCacheSettings = MemoryCacheSettings.model_validate({})
     auth: AuthSettings = AuthSettings.model_validate({})
     cluster: ClusterSettings = ClusterSettings.model_validate({})
+    metrics: MetricsSettings = MetricsSettings.model_validate({})
 
     @property
     def database_url(self) -> str:

@@ -20,6 +20,7 @@ from twisted.web.server import Request
 from pymager_tx.core.problems import BAD_REQUEST, REQUEST_TIMEOUT, Problem
 from pymager_tx.http.access_log import log_refusal
 from pymager_tx.http.answers import refusal
+from pymager_tx.http.metrics import NO_ROUTE, method_label
 
 if TYPE_CHECKING:
     from pymager_tx.http.site import PymagerSite
@@ -210,6 +211,14 @@ class ProblemChannel(HTTPChannel):
         self._write_refusal(problem, detail)
         self.loseConnection()
 
+    def _count_refusal(self, status: int) -> None:
+        """A request refused before it was whole: counted with no route."""
+        request = self.requests[-1] if self.requests else None
+        started = getattr(request, "started_at", None)
+        method = getattr(self, "_command", None) if request is not None else None
+        seconds = 0.0 if started is None else self.site.reactor.seconds() - started
+        self.site.metrics.http_request(method_label(method), NO_ROUTE, status, seconds)
+
     def _respondToBadRequestAndDisconnect(self) -> None:
         assert self.transport is not None
         self._cancel_deadlines()
@@ -232,6 +241,7 @@ class ProblemChannel(HTTPChannel):
             0.0 if started is None else (self.site.reactor.seconds() - started) * 1000,
             detail,
         )
+        self._count_refusal(problem.status)
 
     def lineLengthExceeded(self, line: bytes) -> None:
         detail = f"a request line or header is longer than {self.MAX_LENGTH} bytes"

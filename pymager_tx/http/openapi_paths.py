@@ -47,6 +47,8 @@ _ERRORS = {
     "read_derived": (400, 403, 404, 408, 422, 500, 503),
     "health": (400, 408, 500, 503),
     "static": (400, 408, 500),
+    # 404 when [metrics] listen serves it elsewhere, or metrics are off.
+    "metrics": (400, 404, 408, 500, 503),
 }
 
 
@@ -239,6 +241,22 @@ def paths() -> Document:
             "readiness",
             "Readiness",
             "As `/healthz`, and 503 too while the image queue is full (for load balancers).",
+        ),
+        "/metrics": _read(
+            "metrics",
+            "Prometheus metrics",
+            "The Prometheus text format: requests by route template, derivations, uploads, deletions, "
+            "the image queue, the rendition cache, transaction and storage times. 404 when "
+            "`[metrics] listen` serves it on its own address, or `[metrics] enabled` is false.",
+            {
+                "200": {
+                    "description": "The scrape.",
+                    "headers": {"Cache-Control": header("`no-store`.", {"const": "no-store"})},
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                }
+            },
+            "metrics",
+            "About",
         ),
         "/openapi.json": _read(
             "openapi",

@@ -28,6 +28,7 @@ from pymager_tx.core.problems import BAD_REQUEST, METHOD_NOT_ALLOWED, Problem, p
 from pymager_tx.http.access_log import log_refusal
 from pymager_tx.http.answers import answer_with_problem, refusal
 from pymager_tx.http.guards import refusal_headers
+from pymager_tx.http.metrics import NO_ROUTE, method_label
 
 if TYPE_CHECKING:
     from pymager_tx.http.site import PymagerSite
@@ -133,6 +134,12 @@ class BodyLimitedRequest(Request):
         channel.transport.write(answer)
         channel.persistent = False
         self._linger = self._site.reactor.callLater(_LINGER_SECONDS, channel.transport.abortConnection)
+        self._site.metrics.http_request(
+            method_label(getattr(channel, "_command", None)),
+            NO_ROUTE,
+            problem.status,
+            self._site.reactor.seconds() - self.started_at,
+        )
         log_refusal(
             getattr(self.getClientAddress(), "host", "-"),
             getattr(channel, "_command", b"-"),

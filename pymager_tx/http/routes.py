@@ -40,6 +40,7 @@ from pymager_tx.http.answers import answer_with_problem, header_text
 from pymager_tx.http.conditional import not_modified, set_validators, strong_etag
 from pymager_tx.http.guards import WriteTokens, refusal_headers
 from pymager_tx.http.home import content_security_policy, home_bytes
+from pymager_tx.http.metrics import metrics_page
 from pymager_tx.http.openapi import document_bytes
 from pymager_tx.http.streaming import BlobSender
 from pymager_tx.http.uploads import image_from_body, image_from_form
@@ -178,6 +179,11 @@ class ImageAPI:
         if load is not None:
             document["images"] = load
         return _json(request, document)
+
+    @app.route("/metrics", methods=["GET", "HEAD"])
+    async def metrics(self, request: IRequest) -> bytes:
+        """The Prometheus scrape (pymager_tx.http.metrics)."""
+        return await metrics_page(request)
 
     # Answers
 

@@ -17,8 +17,10 @@ from pymager_tx.http.access_log import access_log, log_text
 from pymager_tx.http.channel import ProblemChannel
 from pymager_tx.http.connections import ConnectionLimit
 from pymager_tx.http.guards import UploadGate, WriteTokens
+from pymager_tx.http.metrics import Routes, Scrape, record
 from pymager_tx.http.requests import BodyLimitedRequest
 from pymager_tx.http.turns import TurnBudget
+from pymager_tx.ports import NO_METRICS, Metrics
 
 
 class PymagerSite(Site):
@@ -46,9 +48,15 @@ class PymagerSite(Site):
         header_timeout: float = 10.0,
         body_timeout: float = 300.0,
         max_connections: int | None = None,
+        metrics: Metrics = NO_METRICS,
+        scrape: Scrape | None = None,
+        routes: Routes | None = None,
     ) -> None:
         """upload_directory: where bodies are spooled (None: the system's
-        temporary directory); max_connections: None for no limit."""
+        temporary directory); max_connections: None for no limit; metrics:
+        where each request is counted; scrape: what answers GET /metrics
+        here (None: 404, when metrics are off or served elsewhere); routes:
+        the templates requests are counted under (None: all "(none)")."""
         super().__init__(resource, reactor=reactor, timeout=idle_timeout)
         self.access_log = access_log
         self._parsePOSTFormSubmission = False
@@ -59,6 +67,9 @@ class PymagerSite(Site):
         self.body_timeout = body_timeout
         self.connections = ConnectionLimit(max_connections)
         self.turns = TurnBudget(reactor)
+        self.metrics = metrics
+        self.scrape = scrape
+        self.routes = routes
 
     def buildProtocol(self, addr: Any) -> Any:
         if not self.connections.admits():
@@ -68,6 +79,10 @@ class PymagerSite(Site):
         return super().buildProtocol(addr)
 
     def log(self, request: Request) -> None:  # type: ignore[override]
+        started = getattr(request, "started_at", None)
+        seconds = 0.0 if started is None else self.reactor.seconds() - started
+        if self.metrics is not NO_METRICS:
+            record(self.metrics, self.routes, request, seconds)
         if not self.access_log:
             return
         client = request.getClientAddress()
@@ -78,7 +93,6 @@ class PymagerSite(Site):
                 # The last entry is the one our proxy added; the ones before
                 # it are whatever the client claimed.
                 host = forwarded.split(b",")[-1].strip().decode("latin-1")
-        started = getattr(request, "started_at", None)
         access_log.info(
             '{client} "{method} {uri} {protocol}" {status} {length} "{referrer}" "{agent}" '
             "{duration_ms:.1f}ms",
@@ -90,5 +104,5 @@ class PymagerSite(Site):
             length=request.sentLength or "-",
             referrer=log_text(request.getHeader(b"referer") or b"-"),
             agent=log_text(request.getHeader(b"user-agent") or b"-"),
-            duration_ms=0.0 if started is None else (self.reactor.seconds() - started) * 1000,
+            duration_ms=seconds * 1000,
         )

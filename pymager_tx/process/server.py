@@ -31,14 +31,23 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.server import Site
 
 from pymager_tx import __version__
+from pymager_tx.adapters.metrics.prometheus import (
+    MULTIPROCESS_VARIABLE,
+    PrometheusMetrics,
+    mark_process_dead,
+    prepare_run_directory,
+    run_directory,
+)
 from pymager_tx.adapters.sql.schema_version import prepare_at_startup
 from pymager_tx.app.admission import ImageAdmission
 from pymager_tx.config import Settings
 from pymager_tx.core.errors import Unavailable
 from pymager_tx.http.connections import PortFeed, with_backlog
-from pymager_tx.ports import IStoreUpkeep
+from pymager_tx.http.metrics import MetricsResource, Scrape
+from pymager_tx.ports import NO_METRICS, IStoreUpkeep, Metrics
 from pymager_tx.process.deployment import (
     MOUNTINFO,
     UnsafeDeployment,
@@ -98,8 +107,10 @@ class PymagerService(MultiService):
         # By default the processes of --workers share the cores out.
         image_thread_count = settings.images.threads or max(1, _usable_cpus() // settings.server.workers)
         image_threads = self._pool("pymager-images", image_thread_count)
+        self.metrics = _metrics_for(settings, worker, data_directory)
+        self._metrics_port: IListeningPort | None = None
         self.admission = ImageAdmission(
-            image_thread_count, settings.images.max_queue or 4 * image_thread_count, reactor
+            image_thread_count, settings.images.max_queue or 4 * image_thread_count, reactor, self.metrics
         )
 
         bucket_threads = storage_threads(settings)
@@ -109,15 +120,26 @@ class PymagerService(MultiService):
             image_threads.offload,
             None if bucket_threads is None else self._pool("pymager-s3", bucket_threads).offload,
         )
-        store = build_store(settings, offloads, timer=reactor)
+        store = build_store(settings, offloads, timer=reactor, metrics=self.metrics)
         self.store = store
         self.database = store.database
         self.blobs = store.blobs
         self.owners = store.owners
         self.epoch = store.epoch
-        self.images = build_service(settings, store, image_threads.offload, self.admission)
+        self.images = build_service(
+            settings, store, image_threads.offload, self.admission, metrics=self.metrics
+        )
+        # The scrape reads files in multiprocess mode: on the io threads.
+        self.scrape = None if self.metrics is NO_METRICS else Scrape(self.metrics, io_threads.offload)
         self.site = build_site(
-            settings, self.images, tokens, io_threads.offload, reactor, self.upload_directory
+            settings,
+            self.images,
+            tokens,
+            io_threads.offload,
+            reactor,
+            self.upload_directory,
+            metrics=self.metrics,
+            scrape=None if settings.metrics.listen else self.scrape,
         )
         self._io = io_threads
 
@@ -155,9 +177,15 @@ class PymagerService(MultiService):
             except CannotListenError as error:
                 raise CannotServe(f"cannot listen on {server.listen}: {_reason(error)}") from None
             listening.stopReading()
+            await self._listen_for_scrapes()
         # Before anything is written, not even the data directory.
         await self._io.offload(refuse_sqlite_on_a_network_filesystem, url, self._mountinfo)
         await self._io.offload(self.data_directory.mkdir, parents=True, exist_ok=True)
+        if isinstance(self.metrics, PrometheusMetrics):
+            directory = self.metrics.multiprocess_directory
+            if directory is not None and self.worker is None:
+                await self._io.offload(prepare_run_directory, directory)
+            await self._io.offload(self.metrics.open)
         # Registered first, then looking for other machines: of two starting
         # at once, at least one sees the other.
         await self._io.offload(self.owners.register)
@@ -221,12 +249,35 @@ class PymagerService(MultiService):
             self.site.connections.fed_by(PortFeed(port))
         if self.workers is not None:
             assert self._dealer is not None
+            directory = getattr(self.metrics, "multiprocess_directory", None)
+            if directory is not None:
+                # A worker that exits leaves its counts, not its live gauge.
+                self.workers.on_exit = lambda pid: mark_process_dead(pid, directory)
             self.workers.startService()
             self.workers.start(self._dealer)
         self._serving = True
         waiters, self._listening = self._listening, []
         for waiter in waiters:
             waiter.callback(port)
+
+    async def _listen_for_scrapes(self) -> None:
+        """[metrics] listen: /metrics on an endpoint of its own (the first
+        process's alone: with --workers, any process's scrape sums them all)."""
+        listen = self.settings.metrics.listen
+        if not listen or self.scrape is None:
+            return
+        try:
+            endpoint = serverFromString(self._reactor, listen)
+            self._metrics_port = await endpoint.listen(_ScrapeSite(MetricsResource(self.scrape)))
+        except CannotListenError as error:
+            raise CannotServe(f"cannot listen on {listen} ([metrics] listen): {_reason(error)}") from None
+        except (ValueError, KeyError, TypeError) as error:
+            raise CannotServe(f"[metrics] listen: {listen!r} is not a Twisted endpoint ({error})") from None
+
+    @property
+    def metrics_port(self) -> IListeningPort | None:
+        """Where [metrics] listen serves /metrics, once listening."""
+        return self._metrics_port
 
     def _start_failed(self, failure: Failure) -> None:
         if isinstance(failure.value, Unavailable):
@@ -257,6 +308,9 @@ class PymagerService(MultiService):
         if self._port is not None:
             port, self._port = self._port, None
             await maybeDeferred(port.stopListening)
+        if self._metrics_port is not None:
+            metrics_port, self._metrics_port = self._metrics_port, None
+            await maybeDeferred(metrics_port.stopListening)
         await self.store.removal_feed.stop()
         if self.store.heartbeat is not None:
             await self.store.heartbeat.leave()  # seen gone at once, not a lease later
@@ -267,6 +321,30 @@ class PymagerService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())
+
+
+class _ScrapeSite(Site):
+    """The site of [metrics] listen: scrapes are counted, not logged."""
+
+    noisy = False
+
+    def log(self, request: Any) -> None:
+        pass
+
+
+def _metrics_for(settings: Settings, worker: int | None, data_directory: Path) -> Metrics:
+    """This process's metrics: none when [metrics] enabled is false; in
+    memory when it serves alone; in the run's directory (multiprocess mode)
+    when workers share the socket.  A worker takes the directory its first
+    process named in the environment it inherited."""
+    if not settings.metrics.enabled:
+        return NO_METRICS
+    if worker is not None:
+        inherited = os.environ.get(MULTIPROCESS_VARIABLE)
+        return PrometheusMetrics(Path(inherited) if inherited else None)
+    if settings.server.workers > 1:
+        return PrometheusMetrics(run_directory(data_directory))
+    return PrometheusMetrics()
 
 
 class CannotServe(Exception):

@@ -30,10 +30,19 @@ from pymager_tx.app.service import ImagePolicy, ImageService
 from pymager_tx.config import Settings
 from pymager_tx.core.errors import ConfigError
 from pymager_tx.http.guards import WriteTokens
+from pymager_tx.http.metrics import Routes, Scrape
 from pymager_tx.http.routes import HttpPolicy, ImageAPI
 from pymager_tx.http.site import PymagerSite
 from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
-from pymager_tx.ports import IBlobStore, IRemovalFeed, NoRemovalFeed, Offload, immediate
+from pymager_tx.ports import (
+    NO_METRICS,
+    IBlobStore,
+    IRemovalFeed,
+    Metrics,
+    NoRemovalFeed,
+    Offload,
+    immediate,
+)
 
 Liveness = Literal["flock", "database"]
 
@@ -84,11 +93,16 @@ class Store:
 
 
 def build_store(
-    settings: Settings, offloads: Offloads, timer: Any = None, pool_size: int | None = None
+    settings: Settings,
+    offloads: Offloads,
+    timer: Any = None,
+    pool_size: int | None = None,
+    metrics: Metrics = NO_METRICS,
 ) -> Store:
     """timer: for waiting on peers (the reactor), None on the command line,
     which then neither renews a lease nor listens for deletions; pool_size:
-    database connections (default: the settings')."""
+    database connections (default: the settings'); metrics: where the
+    database and the blob store record their times."""
     data_directory = settings.storage.data_directory.absolute()
     size = settings.database.pool_size if pool_size is None else pool_size
     engine = make_engine(settings.database_url, size)
@@ -100,14 +114,18 @@ def build_store(
     serving = timer is not None
     cluster = settings.cluster
     lease = Lease(owners.me, cluster.lease_seconds) if liveness == "database" and serving else None
-    database = Database(engine, offloads.database, lease=lease)
+    database = Database(engine, offloads.database, lease=lease, metrics=metrics)
     blobs: IBlobStore
     close_blobs = None
     if settings.storage.backend == "s3":
-        bucket = _s3().S3BlobStore.from_settings(settings.storage.s3, offloads.storage or offloads.io)
+        bucket = _s3().S3BlobStore.from_settings(
+            settings.storage.s3, offloads.storage or offloads.io, metrics
+        )
         blobs, close_blobs = bucket, bucket.close
     else:
-        blobs = FilesystemBlobStore(data_directory / "files", offloads.io, owners.me, owners.is_alive)
+        blobs = FilesystemBlobStore(
+            data_directory / "files", offloads.io, owners.me, owners.is_alive, metrics
+        )
     heartbeat = None
     if liveness == "database":
         leases = LeaseLiveness(database, owners.me, remember=cluster.heartbeat_seconds)
@@ -199,6 +217,7 @@ def build_service(
     images: Offload,
     admission: ImageAdmission | None = None,
     memory_cache: bool = True,
+    metrics: Metrics = NO_METRICS,
 ) -> ImageService:
     """memory_cache: hold renditions in memory as the settings say (the
     command line holds none)."""
@@ -208,6 +227,7 @@ def build_service(
         memory.max_item_bytes if memory_cache else 0,
         memory.poll_seconds if memory_cache else 0,
         store.epoch,
+        metrics=metrics,
     )
     return ImageService(
         store.database,
@@ -217,6 +237,7 @@ def build_service(
         peers=store.peers,
         cache=cache,
         admission=admission,
+        metrics=metrics,
     )
 
 
@@ -227,7 +248,11 @@ def build_site(
     io: Offload,
     reactor: Any,
     upload_directory: Path,
+    metrics: Metrics = NO_METRICS,
+    scrape: Scrape | None = None,
 ) -> PymagerSite:
+    """metrics: where requests are counted; scrape: what answers GET
+    /metrics on this site (None: 404 there)."""
     write_tokens = WriteTokens(tokens)
     api = ImageAPI(
         service,
@@ -249,6 +274,9 @@ def build_site(
         header_timeout=server.header_timeout,
         body_timeout=server.body_timeout,
         max_connections=server.max_connections,
+        metrics=metrics,
+        scrape=scrape,
+        routes=Routes(api.app.url_map),
     )
 
 

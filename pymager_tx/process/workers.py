@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
@@ -72,6 +72,8 @@ class Workers(Service):
         self._running: dict[int, _Worker] = {}
         self._restarts: dict[int, IDelayedCall] = {}
         self._delays: dict[int, float] = {}
+        # Told the pid of each worker that exits (its metrics are marked dead).
+        self.on_exit: Callable[[int], object] | None = None
 
     def start(self, dealer: Dealer) -> None:
         """Start the workers, to serve the connections dealer deals them."""
@@ -101,6 +103,11 @@ class Workers(Service):
 
     def _ended(self, worker: _Worker, reason: Failure) -> None:
         self._running.pop(worker.number, None)
+        if self.on_exit is not None and worker.pid is not None:
+            try:
+                self.on_exit(worker.pid)
+            except Exception:
+                self.log.failure("Could not mark worker {number}'s metrics dead", number=worker.number)
         if self._dealer is not None:
             self._dealer.remove(worker.number)
         if not self.running:

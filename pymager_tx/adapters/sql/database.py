@@ -66,7 +66,7 @@ from pymager_tx.core.records import (
     RowState,
     StoreIndex,
 )
-from pymager_tx.ports import IMetadataStore, Offload
+from pymager_tx.ports import NO_METRICS, IMetadataStore, Metrics, Offload
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -149,7 +149,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
 @implementer(IMetadataStore)
 class Database:
-    def __init__(self, engine: Engine, offload: Offload, lease: Lease | None = None) -> None:
+    def __init__(
+        self, engine: Engine, offload: Offload, lease: Lease | None = None, metrics: Metrics = NO_METRICS
+    ) -> None:
         """lease: this process's lease, when liveness is judged by the
         database (pymager_tx.adapters.sql.heartbeat): then new claims need
         it to hold by the database's clock, and health needs it to hold by
@@ -157,6 +159,8 @@ class Database:
         self.engine = engine
         self._offload = offload
         self.lease = lease
+        # Each transaction's time and failures, by its name (work's, less "_txn").
+        self._metrics = metrics
         # When a transaction last committed, and last failed for want of the
         # database (time.monotonic(); written from the pool's threads).
         self._answered_at: float | None = None
@@ -180,6 +184,23 @@ class Database:
         return self._offload(self._run, False, work, args, kwargs)
 
     def _run(self, write: bool, work: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        if self._metrics is NO_METRICS:
+            return self._transaction(write, work, args, kwargs)
+        # A claim within this process's lease is named for the claim.
+        named = args[1] if work is within_lease_txn else work
+        name = getattr(named, "__name__", "transaction").removesuffix("_txn")
+        started = time.perf_counter()
+        try:
+            result = self._transaction(write, work, args, kwargs)
+        except BaseException:
+            self._metrics.db_transaction(name, time.perf_counter() - started, True)
+            raise
+        self._metrics.db_transaction(name, time.perf_counter() - started, False)
+        return result
+
+    def _transaction(
+        self, write: bool, work: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> T:
         try:
             with self.engine.connect() as connection:
                 connection.execution_options(**{_WRITE: write})

@@ -32,7 +32,16 @@ from zope.interface import implementer
 
 from pymager_tx.core.errors import BlobNotFound, StorageFull, StorageUnavailable
 from pymager_tx.core.keys import validate_key
-from pymager_tx.ports import IBlobReader, IBlobStore, IKeyListing, IStoreUpkeep, Offload
+from pymager_tx.ports import (
+    NO_METRICS,
+    IBlobReader,
+    IBlobStore,
+    IKeyListing,
+    IStoreUpkeep,
+    Metrics,
+    Offload,
+    timed,
+)
 
 _TEMPORARY = ".tmp"
 _UNLISTED = "the image storage cannot be listed; try again later"
@@ -68,32 +77,35 @@ class FilesystemBlobStore:
         offload: Offload,
         me: str | None = None,
         is_alive: Callable[[str], bool] | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         """me: this process's name, and is_alive (which blocks) tells whether
-        another one runs, when several share root; None when it is alone."""
+        another one runs, when several share root; None when it is alone;
+        metrics: where each operation's time is recorded."""
         self.root = root
         self._temporaries = root / _TEMPORARY
         self._temporary = self._temporaries / me if me else self._temporaries
         self._is_alive = is_alive
         self._offload = offload
+        self._metrics = metrics
 
     def put(self, key: str, data: bytes) -> Deferred[None]:
-        return self._offload(self._put, self._path(key), data)
+        return self._offload(timed(self._metrics, "put", self._put), self._path(key), data)
 
     def get(self, key: str) -> Deferred[bytes]:
-        return self._offload(self._get, self._path(key))
+        return self._offload(timed(self._metrics, "get", self._get), self._path(key))
 
     def open(self, key: str) -> Deferred[IBlobReader]:
-        return self._offload(self._open, self._path(key))
+        return self._offload(timed(self._metrics, "open", self._open), self._path(key))
 
     def size(self, key: str) -> Deferred[int | None]:
-        return self._offload(self._size, self._path(key))
+        return self._offload(timed(self._metrics, "size", self._size), self._path(key))
 
     def delete(self, key: str) -> Deferred[None]:
-        return self._offload(self._delete, self._path(key))
+        return self._offload(timed(self._metrics, "delete", self._delete), self._path(key))
 
     def delete_prefix(self, prefix: str) -> Deferred[None]:
-        return self._offload(self._delete_tree, self._path(prefix))
+        return self._offload(timed(self._metrics, "delete_prefix", self._delete_tree), self._path(prefix))
 
     def recover(self) -> Deferred[int]:
         return self._offload(self._recover)

@@ -40,7 +40,16 @@ from pymager_tx.adapters.storage.s3_readers import Listing, ObjectReader
 from pymager_tx.adapters.storage.s3_writes import Uploads
 from pymager_tx.core.errors import BlobNotFound, StorageUnavailable
 from pymager_tx.core.keys import validate_key
-from pymager_tx.ports import IBlobReader, IBlobStore, IKeyListing, IStoreUpkeep, Offload
+from pymager_tx.ports import (
+    NO_METRICS,
+    IBlobReader,
+    IBlobStore,
+    IKeyListing,
+    IStoreUpkeep,
+    Metrics,
+    Offload,
+    timed,
+)
 
 _FAILING = "the image storage is failing; try again later"
 _UNLISTED = "the image storage cannot be listed; try again later"
@@ -76,6 +85,7 @@ class S3BlobStore:
         abort_uploads_after: timedelta = timedelta(days=1),
         secrets: tuple[str, ...] = (),
         endpoint: str = "",
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         """client: a boto3 S3 client (make_client); prefix: where the keys
         live inside the bucket; secrets: strings no error reason may show."""
@@ -90,9 +100,12 @@ class S3BlobStore:
         self._abort_after = abort_uploads_after
         self._secrets = tuple(secret for secret in secrets if secret)
         self._endpoint = endpoint or "AWS"
+        self._metrics = metrics
 
     @classmethod
-    def from_settings(cls, options: S3Options, offload: Offload) -> S3BlobStore:
+    def from_settings(
+        cls, options: S3Options, offload: Offload, metrics: Metrics = NO_METRICS
+    ) -> S3BlobStore:
         """The store [storage.s3] describes, its calls run by offload (a
         pool from make_thread_pool)."""
         secrets = tuple(
@@ -109,34 +122,39 @@ class S3BlobStore:
             abort_uploads_after=timedelta(seconds=options.abort_uploads_after),
             secrets=secrets,
             endpoint=options.endpoint_url,
+            metrics=metrics,
         )
 
     def __repr__(self) -> str:
         return f"<S3BlobStore bucket={self.bucket!r} prefix={self.prefix!r} endpoint={self._endpoint!r}>"
 
     def put(self, key: str, data: bytes) -> Deferred[None]:
-        return self._offload(self._uploads.put, self._object(key), data)
+        return self._offload(timed(self._metrics, "put", self._uploads.put), self._object(key), data)
 
     def put_file(self, key: str, file: BinaryIO) -> Deferred[None]:
         """Store what file holds from its position on, read a part at a time
         on a pool thread (so a large original is never held whole), as
         atomically as put().  Not part of IBlobStore: only this store has it."""
-        return self._offload(self._uploads.put_stream, self._object(key), file.read)
+        return self._offload(
+            timed(self._metrics, "put", self._uploads.put_stream), self._object(key), file.read
+        )
 
     def get(self, key: str) -> Deferred[bytes]:
-        return self._offload(self._get, self._object(key))
+        return self._offload(timed(self._metrics, "get", self._get), self._object(key))
 
     def open(self, key: str) -> Deferred[IBlobReader]:
-        return self._offload(self._open, self._object(key))
+        return self._offload(timed(self._metrics, "open", self._open), self._object(key))
 
     def size(self, key: str) -> Deferred[int | None]:
-        return self._offload(self._size, self._object(key))
+        return self._offload(timed(self._metrics, "size", self._size), self._object(key))
 
     def delete(self, key: str) -> Deferred[None]:
-        return self._offload(self._delete, self._object(key))
+        return self._offload(timed(self._metrics, "delete", self._delete), self._object(key))
 
     def delete_prefix(self, prefix: str) -> Deferred[None]:
-        return self._offload(self._delete_below, self._object(prefix) + "/")
+        return self._offload(
+            timed(self._metrics, "delete_prefix", self._delete_below), self._object(prefix) + "/"
+        )
 
     def list(self, prefix: str) -> IKeyListing:
         return Listing(self, self._object(prefix) + "/")

@@ -1,0 +1,1 @@
+"""Metrics for Prometheus (the port: pymager_tx.ports.Metrics)."""
