@@ -14,6 +14,7 @@ of whoever comes next.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -35,6 +36,7 @@ class TurnBudget:
         self._started = 0
         self._waiting: deque[Waiter] = deque()
         self._next: IDelayedCall | None = None
+        self._at_end: list[Callable[[], None]] = []
 
     def admit(self, waiter: Waiter) -> bool:
         """Whether a request that just arrived may start in this turn; if
@@ -45,6 +47,12 @@ class TurnBudget:
             return True
         self._waiting.append(waiter)
         return False
+
+    def at_turn_end(self, call: Callable[[], None]) -> None:
+        """call() once this turn ends, in the one delayed call a turn with
+        arrivals schedules anyway (metrics batch their updates in it)."""
+        self._at_end.append(call)
+        self._schedule()
 
     @property
     def waiting(self) -> int:
@@ -57,6 +65,9 @@ class TurnBudget:
     def _new_turn(self) -> None:
         self._next = None
         self._started = 0
+        ended, self._at_end = self._at_end, []
+        for call in ended:
+            call()
         for _ in range(min(self.per_turn, len(self._waiting))):
             self._waiting.popleft().take_turn()
         if self._waiting:

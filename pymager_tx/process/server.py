@@ -141,6 +141,9 @@ class PymagerService(MultiService):
             metrics=self.metrics,
             scrape=None if settings.metrics.listen else self.scrape,
         )
+        if isinstance(self.metrics, PrometheusMetrics):
+            # A request's counts join its turn's, applied when the turn ends.
+            self.metrics.batch_per_turn(self.site.turns.at_turn_end)
         self._io = io_threads
 
     def _pool(self, name: str, size: int) -> ThreadPoolService:
@@ -315,6 +318,8 @@ class PymagerService(MultiService):
         if self.store.heartbeat is not None:
             await self.store.heartbeat.leave()  # seen gone at once, not a lease later
         await self.store.close()
+        if isinstance(self.metrics, PrometheusMetrics):
+            self.metrics.flush()  # the last turn's counts, before the files are left
         await self._io.offload(self.owners.release)
         self.epoch.close()
         await super().stopService()  # the thread pools, last
