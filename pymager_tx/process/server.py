@@ -61,6 +61,8 @@ from pymager_tx.process.workers import Workers
 
 # Blob reads and writes are short and mostly wait on the disk.
 _IO_THREADS = 8
+# Image threads run this much nicer than the rest of the process (Linux).
+_IMAGE_NICENESS = 10
 # Endpoints whose connections are plain sockets, which the Dealer can accept
 # (TLS ones go through the port's own wrapping).
 _PLAIN_ENDPOINTS = (TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint)
@@ -106,7 +108,9 @@ class PymagerService(MultiService):
         io_threads = self._pool("pymager-io", _IO_THREADS)
         # By default the processes of --workers share the cores out.
         image_thread_count = settings.images.threads or max(1, _usable_cpus() // settings.server.workers)
-        image_threads = self._pool("pymager-images", image_thread_count)
+        # Below the reactor and database threads in the kernel's eyes: with
+        # every core decoding, a probe or a 503 still gets a core at once.
+        image_threads = self._pool("pymager-images", image_thread_count, _IMAGE_NICENESS)
         self.metrics = _metrics_for(settings, worker, data_directory)
         self._metrics_port: IListeningPort | None = None
         self.admission = ImageAdmission(
@@ -146,8 +150,8 @@ class PymagerService(MultiService):
             self.metrics.batch_per_turn(self.site.turns.at_turn_end)
         self._io = io_threads
 
-    def _pool(self, name: str, size: int) -> ThreadPoolService:
-        pool = ThreadPoolService(self._reactor, name, size)
+    def _pool(self, name: str, size: int, niceness: int = 0) -> ThreadPoolService:
+        pool = ThreadPoolService(self._reactor, name, size, niceness)
         pool.setServiceParent(self)
         return pool
 
