@@ -119,7 +119,11 @@ DERIVED_NAME = {
         "`<ID>-<W>x<H>.<ext>` (crop to exactly WxH), `<ID>-<W>x<H>-fit.<ext>` (inside WxH) or "
         "`<ID>-<W>x<H>-pad.<ext>` (fitted on a WxH canvas). `ext`, in any case, is one of "
         f"{', '.join(f'`{extension}`' for extension in EXTENSIONS)} (AVIF when the installed Pillow "
-        "writes it; another is 400). WxH must be one of `[images] allowed_sizes` (else 403). A name "
+        "writes it; another is 400), or `auto`: the format the request's `Accept` names, AVIF before "
+        "WebP (the highest q-value wins; wildcards count for neither), else JPEG, or PNG when the "
+        "picture has transparency; answers to `auto` carry `Vary: Accept`, and a negotiated AVIF or "
+        "WebP is the very rendition of its explicit extension. "
+        "WxH must be one of `[images] allowed_sizes` (else 403). A name "
         "that does not parse is 404, then an unknown format 400, then a size not allowed 403, then "
         "an unknown original 404."
     ),

@@ -26,6 +26,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from pymager_tx.app.api import Found, ImageServiceAPI, StoredImage
 from pymager_tx.core.errors import Overloaded, PymagerError, Unavailable
 from pymager_tx.core.model import ImageId, OriginalRecord, StoredFile
+from pymager_tx.core.negotiation import AUTO_EXTENSION
 from pymager_tx.core.problems import (
     BAD_REQUEST,
     INTERNAL_ERROR,
@@ -44,6 +45,7 @@ from pymager_tx.http.metrics import metrics_page
 from pymager_tx.http.openapi import document_bytes
 from pymager_tx.http.streaming import BlobSender
 from pymager_tx.http.uploads import image_from_body, image_from_form
+from pymager_tx.http.vary import add_vary
 from pymager_tx.ports import Offload
 
 # RFC 9110 methods; any other is 501, whatever its route.
@@ -123,7 +125,12 @@ class ImageAPI:
 
     @app.route("/derived/<string:name>", methods=["GET", "HEAD"])
     async def get_derived(self, request: IRequest, name: str) -> bytes:
-        return await self._answer(request, await self._service.derived(name, _arrival(request)))
+        accept = None
+        if name.lower().endswith("." + AUTO_EXTENSION):
+            # Negotiated: every answer, refusals too, depends on Accept.
+            add_vary(request, "Accept")
+            accept = header_text(request, b"accept")
+        return await self._answer(request, await self._service.derived(name, _arrival(request), accept))
 
     # Operations
 
