@@ -21,12 +21,15 @@ def _image_responses(what: str, with_body: bool) -> Document:
     validators = {
         name: {"$ref": f"#/components/headers/{name}"} for name in ("ETag", "Last-Modified", "Cache-Control")
     }
+    vary = {"Vary": {"$ref": "#/components/headers/Vary"}}
     ok: Document = {
         "description": f"{what}, with its validators.",
         "headers": {
             **validators,
+            **vary,
             "Content-Length": {"$ref": "#/components/headers/Content-Length"},
             "X-Content-Type-Options": {"$ref": "#/components/headers/X-Content-Type-Options"},
+            "Accept-Ranges": {"$ref": "#/components/headers/Accept-Ranges"},
         },
     }
     if with_body:
@@ -35,9 +38,26 @@ def _image_responses(what: str, with_body: bool) -> Document:
         "200": ok,
         "304": {
             "description": "The client's copy is current (`If-None-Match`, or `If-Modified-Since`).",
-            "headers": validators,
+            "headers": {**validators, **vary},
         },
     }
+
+
+def _with_ranges(read: Document, what: str) -> None:
+    """A GET of an image answers one byte range (206) or 416; HEAD never."""
+    get = read["get"]
+    get["parameters"] = [*get.get("parameters", []), *RANGE_PARAMETERS]
+    whole = get["responses"]["200"]
+    get["responses"]["206"] = {
+        "description": f"One byte range of {what} (`Range` and, if given, a current `If-Range`).",
+        "headers": {
+            **whole["headers"],
+            "Content-Range": {"$ref": "#/components/headers/Content-Range"},
+            "Content-Length": header("The length of the range sent.", {"type": "integer", "minimum": 1}),
+        },
+        "content": whole["content"],
+    }
+    get["responses"]["416"] = {"$ref": "#/components/responses/Problem416"}
 
 
 _ERRORS = {
@@ -103,6 +123,27 @@ CONDITIONAL_PARAMETERS = [
     },
 ]
 
+RANGE_PARAMETERS = [
+    {
+        "name": "Range",
+        "in": "header",
+        "required": False,
+        "description": "One byte range: `bytes=<first>-<last>`, `bytes=<first>-` or "
+        "`bytes=-<suffix length>`: "
+        "206 with that range, or 416 when it starts past the end. Several ranges, another unit or a "
+        "malformed header are ignored: 200 with the whole image. Checked after `If-None-Match`.",
+        "schema": {"type": "string"},
+    },
+    {
+        "name": "If-Range",
+        "in": "header",
+        "required": False,
+        "description": "The strong ETag, or the exact Last-Modified date, the range is of: when the image "
+        "changed since, the whole image (200) instead.",
+        "schema": {"type": "string"},
+    },
+]
+
 IMAGE_ID = {
     "name": "image_id",
     "in": "path",
@@ -164,6 +205,7 @@ def paths() -> Document:
     )
     original["get"]["parameters"] = CONDITIONAL_PARAMETERS
     original["head"]["parameters"] = CONDITIONAL_PARAMETERS
+    _with_ranges(original, "the original")
     stored = {
         "201": {
             "description": "Stored: the original's description.",
@@ -230,6 +272,7 @@ def paths() -> Document:
     )
     derived["get"]["parameters"] = CONDITIONAL_PARAMETERS
     derived["head"]["parameters"] = CONDITIONAL_PARAMETERS
+    _with_ranges(derived, "the derived image")
     derived["parameters"] = [DERIVED_NAME]
 
     no_cache = {"Cache-Control": header("`no-cache`.", {"const": "no-cache"})}

@@ -43,6 +43,7 @@ from pymager_tx.http.guards import WriteTokens, refusal_headers
 from pymager_tx.http.home import content_security_policy, home_bytes
 from pymager_tx.http.metrics import metrics_page
 from pymager_tx.http.openapi import document_bytes
+from pymager_tx.http.ranges import ByteRange, requested_range
 from pymager_tx.http.streaming import BlobSender
 from pymager_tx.http.uploads import image_from_body, image_from_form
 from pymager_tx.http.vary import add_vary
@@ -195,32 +196,51 @@ class ImageAPI:
     # Answers
 
     async def _answer(self, request: IRequest, found: Found) -> bytes:
-        """A 304, a HEAD's headers, or the image, as the request asks."""
-        self._set_validators(request, found.record)
+        """A 304, a HEAD's headers, the image, or the range of it the
+        request asks for (pymager_tx.http.ranges)."""
+        record = found.record
+        self._set_validators(request, record)
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        if not_modified(request, strong_etag(found.record.sha256), found.record.created_at):
+        request.setHeader(b"Accept-Ranges", b"bytes")
+        etag = strong_etag(record.sha256)
+        if not_modified(request, etag, record.created_at):
             request.setResponseCode(304)
             return b""
         if _is_head(request):
-            return self._send_image(request, StoredImage(found.record, None))
+            return self._send_image(request, StoredImage(record, None))
+        # Judged before the bytes are read: a 416 reads nothing.
+        wanted = requested_range(request, record.byte_length, etag, record.created_at)
         stored = await found.body(whole_up_to=_WHOLE_BYTES)
-        if stored.record != found.record:
+        if stored.record != record:
             # Derived again meanwhile (its file was lost, or a new upload
-            # took the ID): the headers describe the bytes sent.
+            # took the ID): the headers describe the bytes sent, all of them.
             self._set_validators(request, stored.record)
+            wanted = None
         if stored.reader is not None:
-            self._send_image(request, stored)
+            self._send_image(request, stored, wanted)
+            if wanted is not None:
+                try:
+                    await stored.reader.skip(wanted.first)
+                except BaseException:
+                    await stored.reader.close()
+                    raise
             # Sent as the client takes it; Klein finishes the request after.
-            await BlobSender(stored.reader, request).send()  # type: ignore[arg-type]
+            length = None if wanted is None else wanted.length
+            await BlobSender(stored.reader, request, length).send()  # type: ignore[arg-type]
             return b""
-        return self._send_image(request, stored)
+        return self._send_image(request, stored, wanted)
 
     def _set_validators(self, request: IRequest, record: StoredFile) -> None:
         set_validators(request, strong_etag(record.sha256), record.created_at, self._policy.cache_control)
 
-    def _send_image(self, request: IRequest, stored: StoredImage) -> bytes:
+    def _send_image(self, request: IRequest, stored: StoredImage, wanted: ByteRange | None = None) -> bytes:
         record = stored.record
         request.setHeader(b"Content-Type", record.media_type.encode("ascii"))
+        if wanted is not None:
+            request.setResponseCode(206)
+            request.setHeader(b"Content-Range", wanted.content_range())
+            request.setHeader(b"Content-Length", b"%d" % wanted.length)
+            return b"" if stored.data is None else stored.data[wanted.first : wanted.last + 1]
         # Set explicitly, so HEAD (which sends no body) announces what GET sends.
         request.setHeader(b"Content-Length", b"%d" % record.byte_length)
         return stored.data or b""
