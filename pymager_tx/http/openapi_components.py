@@ -91,6 +91,24 @@ HEADERS: Document = {
         "The image's whole length: `bytes */<length>`.",
         {"type": "string", "pattern": "^bytes \\*/[0-9]+$"},
     ),
+    "Access-Control-Allow-Origin": header(
+        "CORS: the request's `Origin` when `[http] cors_origins` lists it, or `*` when it lists `*`; "
+        "absent for other origins and when the list is empty.",
+        required=False,
+    ),
+    "Access-Control-Expose-Headers": header(
+        "CORS: the headers a script may read (ETag, Last-Modified, Location, Content-Range, ...).",
+        required=False,
+    ),
+    "Access-Control-Allow-Methods": header("CORS preflight: the methods the path takes."),
+    "Access-Control-Allow-Headers": header(
+        "CORS preflight: the request headers a script may send (Authorization, Content-Type, If-Match, "
+        "If-None-Match, If-Modified-Since, If-Range, Range)."
+    ),
+    "Access-Control-Max-Age": header(
+        "CORS preflight: seconds the browser may keep this answer (`[http] cors_max_age`).",
+        {"type": "integer", "minimum": 0},
+    ),
     "Vary": header(
         "The request headers the answer depends on: `Accept` for a negotiated (`.auto`) name, "
         "`Origin` where `[http] cors_origins` lists origins.",

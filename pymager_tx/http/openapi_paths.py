@@ -6,6 +6,8 @@ answers, its refusals referring to the components
 
 from __future__ import annotations
 
+import re
+
 from pymager_tx.core.model import ID_RULE
 from pymager_tx.http.openapi_components import (
     DERIVED_NAME_PATTERN,
@@ -21,7 +23,10 @@ def _image_responses(what: str, with_body: bool) -> Document:
     validators = {
         name: {"$ref": f"#/components/headers/{name}"} for name in ("ETag", "Last-Modified", "Cache-Control")
     }
-    vary = {"Vary": {"$ref": "#/components/headers/Vary"}}
+    vary = {
+        name: {"$ref": f"#/components/headers/{name}"}
+        for name in ("Vary", "Access-Control-Allow-Origin", "Access-Control-Expose-Headers")
+    }
     ok: Document = {
         "description": f"{what}, with its validators.",
         "headers": {
@@ -69,6 +74,8 @@ _ERRORS = {
     "static": (400, 408, 500),
     # 404 when [metrics] listen serves it elsewhere, or metrics are off.
     "metrics": (400, 404, 408, 500, 503),
+    # 405: not a preflight, or from an origin not listed (no route takes OPTIONS).
+    "preflight": (400, 405, 408, 500),
 }
 
 
@@ -194,6 +201,41 @@ def _health(operation_id: str, summary: str, description: str) -> Document:
     )
 
 
+def _preflight() -> Document:
+    """OPTIONS: answered for CORS preflights from listed origins only."""
+    cors = (
+        "Access-Control-Allow-Origin",
+        "Access-Control-Allow-Methods",
+        "Access-Control-Allow-Headers",
+        "Access-Control-Max-Age",
+    )
+    headers = {name: {"$ref": f"#/components/headers/{name}"} for name in cors}
+    return {
+        "operationId": None,
+        "tags": ["CORS"],
+        "summary": "CORS preflight",
+        "description": "A preflight (`Origin` and `Access-Control-Request-Method`) from an origin "
+        "`[http] cors_origins` lists: 204 with the methods this path takes and the headers a script "
+        "may send. Any other OPTIONS, and every OPTIONS while the list is empty, is 405.",
+        "responses": {
+            "204": {
+                "description": "The browser may send the request.",
+                "headers": {**headers, "Vary": {"$ref": "#/components/headers/Vary"}},
+            },
+            **_refusals("preflight", with_body=True),
+        },
+    }
+
+
+def _with_preflights(document: Document) -> Document:
+    for path, item in document.items():
+        preflight = _preflight()
+        name = "".join(part.title() for part in re.split(r"[^A-Za-z]+", path) if part) or "Home"
+        preflight["operationId"] = f"preflight{name}"
+        item["options"] = preflight
+    return document
+
+
 def paths() -> Document:
     original: Document = _read(
         "getOriginal",
@@ -276,67 +318,69 @@ def paths() -> Document:
     derived["parameters"] = [DERIVED_NAME]
 
     no_cache = {"Cache-Control": header("`no-cache`.", {"const": "no-cache"})}
-    return {
-        "/original/{image_id}": original,
-        "/derived/{name}": derived,
-        "/healthz": _health(
-            "health",
-            "Liveness",
-            "200 when the database answers, else 503; says how busy the image threads are.",
-        ),
-        "/readyz": _health(
-            "readiness",
-            "Readiness",
-            "As `/healthz`, and 503 too while the image queue is full (for load balancers).",
-        ),
-        "/metrics": _read(
-            "metrics",
-            "Prometheus metrics",
-            "The Prometheus text format: requests by route template, derivations, uploads, deletions, "
-            "the image queue, the rendition cache, transaction and storage times. 404 when "
-            "`[metrics] listen` serves it on its own address, or `[metrics] enabled` is false.",
-            {
-                "200": {
-                    "description": "The scrape.",
-                    "headers": {"Cache-Control": header("`no-store`.", {"const": "no-store"})},
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                }
-            },
-            "metrics",
-            "About",
-        ),
-        "/openapi.json": _read(
-            "openapi",
-            "This document",
-            "The OpenAPI 3.1 description of this API.",
-            {
-                "200": {
-                    "description": "The document.",
-                    "headers": no_cache,
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                }
-            },
-            "static",
-            "About",
-        ),
-        "/": _read(
-            "home",
-            "The home page",
-            "A page for a person: what the service is, its version, and this reference. No scripts.",
-            {
-                "200": {
-                    "description": "The page.",
-                    "headers": {
-                        **no_cache,
-                        "Content-Security-Policy": header(
-                            "No scripts, nothing from elsewhere.",
-                            {"type": "string", "pattern": "script-src 'none'"},
-                        ),
-                    },
-                    "content": {"text/html": {"schema": {"type": "string"}}},
-                }
-            },
-            "static",
-            "About",
-        ),
-    }
+    return _with_preflights(
+        {
+            "/original/{image_id}": original,
+            "/derived/{name}": derived,
+            "/healthz": _health(
+                "health",
+                "Liveness",
+                "200 when the database answers, else 503; says how busy the image threads are.",
+            ),
+            "/readyz": _health(
+                "readiness",
+                "Readiness",
+                "As `/healthz`, and 503 too while the image queue is full (for load balancers).",
+            ),
+            "/metrics": _read(
+                "metrics",
+                "Prometheus metrics",
+                "The Prometheus text format: requests by route template, derivations, uploads, deletions, "
+                "the image queue, the rendition cache, transaction and storage times. 404 when "
+                "`[metrics] listen` serves it on its own address, or `[metrics] enabled` is false.",
+                {
+                    "200": {
+                        "description": "The scrape.",
+                        "headers": {"Cache-Control": header("`no-store`.", {"const": "no-store"})},
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+                "metrics",
+                "About",
+            ),
+            "/openapi.json": _read(
+                "openapi",
+                "This document",
+                "The OpenAPI 3.1 description of this API.",
+                {
+                    "200": {
+                        "description": "The document.",
+                        "headers": no_cache,
+                        "content": {"application/json": {"schema": {"type": "object"}}},
+                    }
+                },
+                "static",
+                "About",
+            ),
+            "/": _read(
+                "home",
+                "The home page",
+                "A page for a person: what the service is, its version, and this reference. No scripts.",
+                {
+                    "200": {
+                        "description": "The page.",
+                        "headers": {
+                            **no_cache,
+                            "Content-Security-Policy": header(
+                                "No scripts, nothing from elsewhere.",
+                                {"type": "string", "pattern": "script-src 'none'"},
+                            ),
+                        },
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+                "static",
+                "About",
+            ),
+        }
+    )

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
@@ -39,6 +40,7 @@ from pymager_tx.core.problems import (
 )
 from pymager_tx.http.answers import answer_with_problem, header_text
 from pymager_tx.http.conditional import not_modified, set_validators, strong_etag
+from pymager_tx.http.cors import CorsPolicy
 from pymager_tx.http.guards import WriteTokens, refusal_headers
 from pymager_tx.http.home import content_security_policy, home_bytes
 from pymager_tx.http.metrics import metrics_page
@@ -64,6 +66,8 @@ class HttpPolicy:
     # Base of absolute URLs (Location), e.g. "https://images.example.com";
     # empty: taken from the request's Host header.
     public_url: str = ""
+    # Origins whose browsers may read answers and send preflights (none: no CORS).
+    cors: CorsPolicy = field(default_factory=CorsPolicy)
 
 
 class ImageAPI:
@@ -86,7 +90,14 @@ class ImageAPI:
 
     def resource(self) -> IResource:
         """The root resource to serve."""
-        return _StrictPaths(self.app.resource())
+        return _StrictPaths(self.app.resource(), self._policy.cors, self._methods_of)
+
+    def _methods_of(self, path: str) -> list[str]:
+        """The methods the routes take at path; [] where none serves it."""
+        try:
+            return sorted(self.app.url_map.bind("localhost").allowed_methods(path))
+        except HTTPException:
+            return []
 
     # Originals
 
@@ -327,9 +338,16 @@ class _StrictPaths(Resource):
 
     isLeaf = True
 
-    def __init__(self, wrapped: IResource) -> None:
+    def __init__(
+        self,
+        wrapped: IResource,
+        cors: CorsPolicy | None = None,
+        methods_of: Callable[[str], list[str]] | None = None,
+    ) -> None:
         super().__init__()
         self._wrapped = wrapped
+        self._cors = cors or CorsPolicy()
+        self._methods_of = methods_of or (lambda path: [])
 
     def render(self, request: IRequest) -> Any:
         if request.method not in _METHODS:
@@ -350,6 +368,10 @@ class _StrictPaths(Resource):
             return answer_with_problem(request, BAD_REQUEST, detail)
         if b"//" in request.path:
             return answer_with_problem(request, NOT_FOUND, "nothing is served at this path")
+        preflight = self._cors.preflight(request, self._methods_of)
+        if preflight is not None:
+            return preflight
+        self._cors.decorate(request)
         try:
             return self._wrapped.render(request)
         except HTTPException as error:  # raised while binding the URL map
