@@ -50,6 +50,10 @@ class IBlobReader(Interface):
     def read(size: int) -> Deferred[bytes]:
         """The next bytes, at most size of them; b"" once all were read."""
 
+    def skip(count: int) -> Deferred[None]:
+        """Pass over the next count bytes (past the end: to the end) without
+        holding them, so that a range of a large blob is read alone."""
+
     def close() -> Deferred[None]:
         """Let go of the blob (idempotent)."""
 

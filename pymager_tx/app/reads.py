@@ -23,8 +23,10 @@ from pymager_tx.core.errors import (
     Unavailable,
     UnsupportedOutputFormat,
 )
+from pymager_tx.core.formats import ImageFormat
 from pymager_tx.core.model import DerivedRecord, DerivedSpec, ImageId, StoredFile, parse_derived_name
-from pymager_tx.imaging.formats import output_format_for, writable_extensions
+from pymager_tx.core.negotiation import AUTO_EXTENSION, negotiate
+from pymager_tx.imaging.formats import output_format_for, writable_extensions, writable_names
 from pymager_tx.ports import IBlobStore, IMetadataStore
 
 
@@ -73,20 +75,29 @@ class Renditions:
         self._refusals = refusals
         self._derivations = derivations
 
-    async def find(self, name: str, arrived: float | None = None) -> FoundRendition:
-        image_id, spec = self.request(name)
+    async def find(
+        self, name: str, arrived: float | None = None, accept: str | None = None
+    ) -> FoundRendition:
+        image_id, spec = self.request(name, accept)
         fetched = await self.fetch(image_id, spec, with_body=False, arrived=arrived)
         return FoundRendition(fetched, image_id, spec, self)
 
-    def request(self, name: str) -> tuple[ImageId, DerivedSpec]:
+    def request(self, name: str, accept: str | None = None) -> tuple[ImageId, DerivedSpec]:
         """Check a derived name in the original service's order: a name that
-        does not parse, then the format, then the size."""
+        does not parse, then the format, then the size.  A name ending in
+        ".auto" takes the format accept (the request's Accept header) asks
+        for: the rendition of that explicit extension, or the fallback."""
         parsed = parse_derived_name(name)
-        output = output_format_for(parsed.extension)
+        output: ImageFormat | None
+        alpha_output = None
+        if parsed.extension == AUTO_EXTENSION:
+            output, alpha_output = negotiate(accept, writable_names())
+        else:
+            output = output_format_for(parsed.extension)
         if output is None:
             raise UnsupportedOutputFormat(
                 f"cannot write {parsed.extension!r} images; "
-                f"supported: {', '.join(sorted(writable_extensions()))}"
+                f"supported: {', '.join(sorted([*writable_extensions(), AUTO_EXTENSION]))}"
             )
         allowed = self._policy.allowed_sizes
         if parsed.size not in allowed:
@@ -94,7 +105,7 @@ class Renditions:
                 f"the size {parsed.size} is not allowed; "
                 f"allowed: {', '.join(str(size) for size in sorted(allowed))}"
             )
-        return parsed.image_id, DerivedSpec(parsed.size, output, parsed.mode)
+        return parsed.image_id, DerivedSpec(parsed.size, output, parsed.mode, alpha_output)
 
     async def fetch(
         self, image_id: ImageId, spec: DerivedSpec, with_body: bool = True, arrived: float | None = None

@@ -152,6 +152,17 @@ class UploadTooLarge(ProblemError, core.UploadTooLarge):
     pass
 
 
+class RangeNotSatisfiable(ProblemError, core.RangeNotSatisfiable):
+    """A Range past the end; complete_length from its Content-Range, -1
+    when the answer had none."""
+
+    def __init__(self, document: ProblemDocument, headers: Headers | None = None) -> None:
+        super().__init__(document, headers)
+        values = self.headers.getRawHeaders("content-range") or [""]
+        _, _, length = str(values[0]).rpartition("/")
+        self.complete_length = int(length) if length.isdigit() else -1
+
+
 class DerivationTooCostly(ProblemError, core.DerivationTooCostly):
     pass
 

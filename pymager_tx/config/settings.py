@@ -223,10 +223,33 @@ class ImageSettings(Section):
         return frozenset(Size.parse(value) for value in self.allowed_sizes)
 
 
+# An origin as browsers send it in the Origin header.
+_ORIGIN = re.compile(r"https?://(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
 class HttpSettings(Section):
     cache_control: str = Field(
         "public, max-age=86400", description="Cache-Control of images; empty: none sent"
     )
+    cors_origins: list[str] = Field(
+        [],
+        description="Origins whose scripts may read answers and upload with a token (CORS), "
+        'like "https://app.example.com", or "*" for any; empty: no CORS headers',
+    )
+    cors_max_age: Annotated[int, Field(ge=0, le=86400)] = Field(
+        600, description="Seconds a browser may keep a CORS preflight's answer"
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f'{origin!r} is not an origin: "*" or scheme://host[:port], without a path or a "/" at '
+                    'the end, like "https://app.example.com"'
+                )
+        return value
 
     @field_validator("cache_control")
     @classmethod

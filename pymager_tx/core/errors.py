@@ -62,6 +62,14 @@ class SizeNotAllowed(PymagerError):
     """The requested size is not one of the allowed sizes."""
 
 
+class RangeNotSatisfiable(PymagerError):
+    """A Range request for bytes the image does not have."""
+
+    def __init__(self, detail: str, complete_length: int) -> None:
+        super().__init__(detail)
+        self.complete_length = complete_length
+
+
 class Unauthorized(PymagerError):
     """The request needs a valid write token."""
 

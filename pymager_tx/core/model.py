@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from pymager_tx.core.errors import DerivedNameInvalid, InvalidImageId
 from pymager_tx.core.formats import ImageFormat
+from pymager_tx.core.negotiation import AUTO_EXTENSION
 
 ID_RULE = "an image ID is 1 to 128 characters, each a letter A-Z or a-z, a digit, '_' or '-'"
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
@@ -95,13 +96,19 @@ class DerivedSpec:
     size: Size
     output: ImageFormat
     mode: ResizeMode = ResizeMode.CROP
+    # The format instead of output for a picture with transparency, chosen
+    # from the pixels as it is derived: a negotiated rendition's fallback
+    # (JPEG, else PNG; see core.negotiation).  None: output, always.
+    alpha_output: ImageFormat | None = None
 
     @property
     def variant(self) -> str:
         """Canonical name of this rendition of an original: jpg and jpeg are
-        one, and a crop (the default) has no suffix, as before modes existed."""
+        one, a crop (the default) has no suffix, as before modes existed,
+        and a fallback whose format follows the pixels ends in ".auto"."""
         suffix = "" if self.mode is ResizeMode.CROP else f"-{self.mode}"
-        return f"{self.size}{suffix}.{self.output.name}"
+        ending = AUTO_EXTENSION if self.alpha_output is not None else self.output.name
+        return f"{self.size}{suffix}.{ending}"
 
 
 class OriginalStatus(StrEnum):

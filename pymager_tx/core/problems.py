@@ -34,6 +34,7 @@ PROBLEMS: dict[type[errors.PymagerError], Problem] = {
     errors.DerivedNameInvalid: Problem(404, "not-found", "Not found"),
     errors.ImageIdTaken: Problem(409, "id-taken", "Image ID taken"),
     errors.UploadTooLarge: Problem(413, "upload-too-large", "Upload too large"),
+    errors.RangeNotSatisfiable: Problem(416, "range-not-satisfiable", "Range not satisfiable"),
     errors.DerivationTooCostly: Problem(422, "derivation-too-costly", "Derivation too costly"),
     errors.DatabaseUnavailable: Problem(503, "database-unavailable", "Database unavailable"),
     errors.StorageFull: Problem(503, "storage-full", "Storage full"),

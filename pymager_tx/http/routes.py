@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
@@ -26,6 +27,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from pymager_tx.app.api import Found, ImageServiceAPI, StoredImage
 from pymager_tx.core.errors import Overloaded, PymagerError, Unavailable
 from pymager_tx.core.model import ImageId, OriginalRecord, StoredFile
+from pymager_tx.core.negotiation import AUTO_EXTENSION
 from pymager_tx.core.problems import (
     BAD_REQUEST,
     INTERNAL_ERROR,
@@ -38,12 +40,15 @@ from pymager_tx.core.problems import (
 )
 from pymager_tx.http.answers import answer_with_problem, header_text
 from pymager_tx.http.conditional import not_modified, set_validators, strong_etag
+from pymager_tx.http.cors import CorsPolicy
 from pymager_tx.http.guards import WriteTokens, refusal_headers
 from pymager_tx.http.home import content_security_policy, home_bytes
 from pymager_tx.http.metrics import metrics_page
 from pymager_tx.http.openapi import document_bytes
+from pymager_tx.http.ranges import ByteRange, requested_range
 from pymager_tx.http.streaming import BlobSender
 from pymager_tx.http.uploads import image_from_body, image_from_form
+from pymager_tx.http.vary import add_vary
 from pymager_tx.ports import Offload
 
 # RFC 9110 methods; any other is 501, whatever its route.
@@ -61,6 +66,8 @@ class HttpPolicy:
     # Base of absolute URLs (Location), e.g. "https://images.example.com";
     # empty: taken from the request's Host header.
     public_url: str = ""
+    # Origins whose browsers may read answers and send preflights (none: no CORS).
+    cors: CorsPolicy = field(default_factory=CorsPolicy)
 
 
 class ImageAPI:
@@ -83,7 +90,14 @@ class ImageAPI:
 
     def resource(self) -> IResource:
         """The root resource to serve."""
-        return _StrictPaths(self.app.resource())
+        return _StrictPaths(self.app.resource(), self._policy.cors, self._methods_of)
+
+    def _methods_of(self, path: str) -> list[str]:
+        """The methods the routes take at path; [] where none serves it."""
+        try:
+            return sorted(self.app.url_map.bind("localhost").allowed_methods(path))
+        except HTTPException:
+            return []
 
     # Originals
 
@@ -123,7 +137,12 @@ class ImageAPI:
 
     @app.route("/derived/<string:name>", methods=["GET", "HEAD"])
     async def get_derived(self, request: IRequest, name: str) -> bytes:
-        return await self._answer(request, await self._service.derived(name, _arrival(request)))
+        accept = None
+        if name.lower().endswith("." + AUTO_EXTENSION):
+            # Negotiated: every answer, refusals too, depends on Accept.
+            add_vary(request, "Accept")
+            accept = header_text(request, b"accept")
+        return await self._answer(request, await self._service.derived(name, _arrival(request), accept))
 
     # Operations
 
@@ -188,32 +207,51 @@ class ImageAPI:
     # Answers
 
     async def _answer(self, request: IRequest, found: Found) -> bytes:
-        """A 304, a HEAD's headers, or the image, as the request asks."""
-        self._set_validators(request, found.record)
+        """A 304, a HEAD's headers, the image, or the range of it the
+        request asks for (pymager_tx.http.ranges)."""
+        record = found.record
+        self._set_validators(request, record)
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        if not_modified(request, strong_etag(found.record.sha256), found.record.created_at):
+        request.setHeader(b"Accept-Ranges", b"bytes")
+        etag = strong_etag(record.sha256)
+        if not_modified(request, etag, record.created_at):
             request.setResponseCode(304)
             return b""
         if _is_head(request):
-            return self._send_image(request, StoredImage(found.record, None))
+            return self._send_image(request, StoredImage(record, None))
+        # Judged before the bytes are read: a 416 reads nothing.
+        wanted = requested_range(request, record.byte_length, etag, record.created_at)
         stored = await found.body(whole_up_to=_WHOLE_BYTES)
-        if stored.record != found.record:
+        if stored.record != record:
             # Derived again meanwhile (its file was lost, or a new upload
-            # took the ID): the headers describe the bytes sent.
+            # took the ID): the headers describe the bytes sent, all of them.
             self._set_validators(request, stored.record)
+            wanted = None
         if stored.reader is not None:
-            self._send_image(request, stored)
+            self._send_image(request, stored, wanted)
+            if wanted is not None:
+                try:
+                    await stored.reader.skip(wanted.first)
+                except BaseException:
+                    await stored.reader.close()
+                    raise
             # Sent as the client takes it; Klein finishes the request after.
-            await BlobSender(stored.reader, request).send()  # type: ignore[arg-type]
+            length = None if wanted is None else wanted.length
+            await BlobSender(stored.reader, request, length).send()  # type: ignore[arg-type]
             return b""
-        return self._send_image(request, stored)
+        return self._send_image(request, stored, wanted)
 
     def _set_validators(self, request: IRequest, record: StoredFile) -> None:
         set_validators(request, strong_etag(record.sha256), record.created_at, self._policy.cache_control)
 
-    def _send_image(self, request: IRequest, stored: StoredImage) -> bytes:
+    def _send_image(self, request: IRequest, stored: StoredImage, wanted: ByteRange | None = None) -> bytes:
         record = stored.record
         request.setHeader(b"Content-Type", record.media_type.encode("ascii"))
+        if wanted is not None:
+            request.setResponseCode(206)
+            request.setHeader(b"Content-Range", wanted.content_range())
+            request.setHeader(b"Content-Length", b"%d" % wanted.length)
+            return b"" if stored.data is None else stored.data[wanted.first : wanted.last + 1]
         # Set explicitly, so HEAD (which sends no body) announces what GET sends.
         request.setHeader(b"Content-Length", b"%d" % record.byte_length)
         return stored.data or b""
@@ -300,9 +338,16 @@ class _StrictPaths(Resource):
 
     isLeaf = True
 
-    def __init__(self, wrapped: IResource) -> None:
+    def __init__(
+        self,
+        wrapped: IResource,
+        cors: CorsPolicy | None = None,
+        methods_of: Callable[[str], list[str]] | None = None,
+    ) -> None:
         super().__init__()
         self._wrapped = wrapped
+        self._cors = cors or CorsPolicy()
+        self._methods_of = methods_of or (lambda path: [])
 
     def render(self, request: IRequest) -> Any:
         if request.method not in _METHODS:
@@ -323,6 +368,10 @@ class _StrictPaths(Resource):
             return answer_with_problem(request, BAD_REQUEST, detail)
         if b"//" in request.path:
             return answer_with_problem(request, NOT_FOUND, "nothing is served at this path")
+        preflight = self._cors.preflight(request, self._methods_of)
+        if preflight is not None:
+            return preflight
+        self._cors.decorate(request)
         try:
             return self._wrapped.render(request)
         except HTTPException as error:  # raised while binding the URL map

@@ -33,7 +33,15 @@ from pymager_tx.imaging import geometry
 from pymager_tx.imaging.encoders import Encoding, encode_animation, encode_still, lossless_source
 from pymager_tx.imaging.geometry import Plan
 from pymager_tx.imaging.gif import gif_canvas
-from pymager_tx.imaging.pixels import eight_bit, flatten, has_alpha, pad, resizable, to_srgb
+from pymager_tx.imaging.pixels import (
+    eight_bit,
+    flatten,
+    has_alpha,
+    is_transparent,
+    pad,
+    resizable,
+    to_srgb,
+)
 from pymager_tx.imaging.untrusted import (
     DecodeLimits,
     check_deadline,
@@ -139,9 +147,12 @@ def render(
                 image, plan, orientation, spec.output, limits, options, deadline, encoding
             )
         picture = _reduced(image, plan, orientation, deadline)
-    picture = _finished(picture, plan, spec.output, options)
+    output = spec.output
+    if spec.alpha_output is not None and is_transparent(picture):
+        output = spec.alpha_output  # a negotiated fallback: PNG keeps the transparency
+    picture = _finished(picture, plan, output, options)
     check_deadline(deadline, "after resizing")
-    return Rendered(encode_still(picture, spec.output, encoding), spec.output, *picture.size)
+    return Rendered(encode_still(picture, output, encoding), output, *picture.size)
 
 
 @memory_guarded("making a working copy of")

@@ -29,6 +29,7 @@ from pymager_tx.app.rendition_cache import RenditionCache
 from pymager_tx.app.service import ImagePolicy, ImageService
 from pymager_tx.config import Settings
 from pymager_tx.core.errors import ConfigError
+from pymager_tx.http.cors import CorsPolicy
 from pymager_tx.http.guards import WriteTokens
 from pymager_tx.http.metrics import Routes, Scrape
 from pymager_tx.http.routes import HttpPolicy, ImageAPI
@@ -258,7 +259,11 @@ def build_site(
         service,
         write_tokens,
         io,
-        HttpPolicy(cache_control=settings.http.cache_control, public_url=settings.server.public_url),
+        HttpPolicy(
+            cache_control=settings.http.cache_control,
+            public_url=settings.server.public_url,
+            cors=CorsPolicy.of(settings.http.cors_origins, settings.http.cors_max_age),
+        ),
     )
     server = settings.server
     return PymagerSite(

@@ -78,6 +78,8 @@ class FakeImageService:
     failures: dict[str, Exception] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     load: dict[str, object] | None = None
+    # The Accept header of each derived() call, as the routes passed it.
+    accepts: list[str | None] = field(default_factory=list)
 
     def hold(self, key: str, record: StoredFile, data: bytes) -> FakeFound:
         self.found[key] = FakeFound(record, data, self.calls)
@@ -107,8 +109,9 @@ class FakeImageService:
         self._fail("original")
         return self._find(image_id.value)
 
-    async def derived(self, name: str, arrived: float | None = None) -> Found:
+    async def derived(self, name: str, arrived: float | None = None, accept: str | None = None) -> Found:
         self._fail("derived")
+        self.accepts.append(accept)
         return self._find(name)
 
     def _find(self, key: str) -> Found:

@@ -158,6 +158,7 @@ ERRORS = [
     errors.DerivedNameInvalid("bad name"),
     errors.ImageIdTaken("taken"),
     errors.UploadTooLarge("too large"),
+    errors.RangeNotSatisfiable("past the end", 10),
     errors.DerivationTooCostly("too costly"),
     errors.DatabaseUnavailable("down", "connection refused to db.internal:5432"),
     errors.StorageFull("full", "ENOSPC on /srv/images"),
