@@ -66,11 +66,13 @@ class ImageServiceAPI(Protocol):
 
     async def original(self, image_id: ImageId) -> Found: ...
 
-    async def derived(self, name: str, arrived: float | None = None) -> Found:
+    async def derived(self, name: str, arrived: float | None = None, signed: bool = False) -> Found:
         """The rendition a derived name ('<ID>-<W>x<H>[-<mode>].<ext>') asks
         for, derived first if need be, within the time budget counted from
         arrived.  A name is refused in this order: one that does not parse,
-        an output format not written, a size not allowed, an unknown ID."""
+        an output format not written, a size not allowed (unless signed: a
+        signature over name verified, then any size within the signed
+        bounds), an unknown ID."""
         ...
 
     async def check_health(self) -> None:

@@ -111,8 +111,8 @@ class ImageService:
 
     # Derived images
 
-    async def derived(self, name: str, arrived: float | None = None) -> Found:
-        return await self._renditions.find(name, arrived)
+    async def derived(self, name: str, arrived: float | None = None, signed: bool = False) -> Found:
+        return await self._renditions.find(name, arrived, signed)
 
     async def poll_removals(self) -> None:
         await self._renditions.poll_removals()

@@ -42,6 +42,7 @@ from pymager_tx.http.guards import WriteTokens, refusal_headers
 from pymager_tx.http.home import content_security_policy, home_bytes
 from pymager_tx.http.metrics import metrics_page
 from pymager_tx.http.openapi import document_bytes
+from pymager_tx.http.signatures import UrlSignatures
 from pymager_tx.http.streaming import BlobSender
 from pymager_tx.http.uploads import image_from_body, image_from_form
 from pymager_tx.ports import Offload
@@ -75,11 +76,15 @@ class ImageAPI:
         tokens: WriteTokens,
         offload: Offload,
         policy: HttpPolicy | None = None,
+        signatures: UrlSignatures | None = None,
     ) -> None:
+        """signatures: the check of signed derived URLs (default: no keys,
+        every signed URL refused)."""
         self._service = service
         self._tokens = tokens
         self._offload = offload
         self._policy = policy or HttpPolicy()
+        self._signatures = signatures or UrlSignatures()
 
     def resource(self) -> IResource:
         """The root resource to serve."""
@@ -124,6 +129,14 @@ class ImageAPI:
     @app.route("/derived/<string:name>", methods=["GET", "HEAD"])
     async def get_derived(self, request: IRequest, name: str) -> bytes:
         return await self._answer(request, await self._service.derived(name, _arrival(request)))
+
+    @app.route("/derived/<string:signature>/<string:name>", methods=["GET", "HEAD"])
+    async def get_signed_derived(self, request: IRequest, signature: str, name: str) -> bytes:
+        """Any size within the signed bounds, for a name signed with a URL
+        signing key (pymager_tx.core.signing); checked before anything else."""
+        self._signatures.check(signature, name)
+        found = await self._service.derived(name, _arrival(request), signed=True)
+        return await self._answer(request, found)
 
     # Operations
 

@@ -32,6 +32,7 @@ from pymager_tx.core.errors import ConfigError
 from pymager_tx.http.guards import WriteTokens
 from pymager_tx.http.metrics import Routes, Scrape
 from pymager_tx.http.routes import HttpPolicy, ImageAPI
+from pymager_tx.http.signatures import UrlSignatures
 from pymager_tx.http.site import PymagerSite
 from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
 from pymager_tx.ports import (
@@ -259,6 +260,7 @@ def build_site(
         write_tokens,
         io,
         HttpPolicy(cache_control=settings.http.cache_control, public_url=settings.server.public_url),
+        UrlSignatures(settings.security.signing_keys()),
     )
     server = settings.server
     return PymagerSite(
@@ -285,6 +287,7 @@ def image_policy(settings: Settings) -> ImagePolicy:
     return ImagePolicy(
         allowed_sizes=images.sizes,
         max_upload_bytes=images.max_upload_bytes,
+        max_signed_side=images.max_signed_side,
         limits=DecodeLimits(
             max_pixels=images.max_pixels,
             decoders=tuple(images.decoders),

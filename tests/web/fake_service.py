@@ -107,8 +107,10 @@ class FakeImageService:
         self._fail("original")
         return self._find(image_id.value)
 
-    async def derived(self, name: str, arrived: float | None = None) -> Found:
+    async def derived(self, name: str, arrived: float | None = None, signed: bool = False) -> Found:
         self._fail("derived")
+        if signed:
+            self.calls.append("signed")
         return self._find(name)
 
     def _find(self, key: str) -> Found:
