@@ -12,6 +12,7 @@ from pymager_tx.client.client import PymagerClient, Sink
 from pymager_tx.client.errors import (
     ERRORS,
     BadRequest,
+    BadSignature,
     BadUpload,
     DatabaseUnavailable,
     DerivationPending,
@@ -31,6 +32,7 @@ from pymager_tx.client.errors import (
     RequestTimeout,
     ServiceUnavailable,
     SizeNotAllowed,
+    SizeOutOfBounds,
     StorageFull,
     StorageUnavailable,
     TooManyPixels,
@@ -45,6 +47,7 @@ from pymager_tx.core.model import ResizeMode
 __all__ = [
     "ERRORS",
     "BadRequest",
+    "BadSignature",
     "BadUpload",
     "DatabaseUnavailable",
     "DerivationPending",
@@ -72,6 +75,7 @@ __all__ = [
     "Signer",
     "Sink",
     "SizeNotAllowed",
+    "SizeOutOfBounds",
     "Source",
     "StorageFull",
     "StorageUnavailable",
