@@ -27,7 +27,8 @@ from tests.conftest import derivations
 from tests.fakes import ManualOffload
 from tests.images import RED, close_to, jpeg, opened, png
 from tests.results import result_of
-from tests.web.checked import BASE
+from tests.web.checked import BASE, CheckedClient
+from tests.web.fake_service import FakeImageService, derived_record
 from tests.web.test_api import POLICY, Client, assert_problem, content_length, header
 
 KEY = "new-key-0123456789abcdef"
@@ -263,3 +264,16 @@ def test_the_document_describes_signed_urls() -> None:
     schemas = document["components"]["schemas"]
     assert "/problems/bad-signature" in schemas["Problem403"]["properties"]["type"]["enum"]
     assert "/problems/size-out-of-bounds" in schemas["Problem400"]["properties"]["type"]["enum"]
+
+
+def test_the_route_checks_the_signature_before_asking_the_service() -> None:
+    fake = FakeImageService()
+    fake.hold("photo-150x90.jpg", derived_record("photo-150x90.jpg", b"jpeg"), b"jpeg")
+    api = ImageAPI(fake, WriteTokens(()), immediate, HttpPolicy(), UrlSignatures((KEY,)))
+    client = CheckedClient(api.resource())
+    assert client.request("GET", signed_path("photo-150x90.jpg", KEY)).code == 200
+    assert fake.calls == ["derived", "signed", "body"]
+    fake.calls.clear()
+    assert client.request("GET", signed_path("photo-150x90.jpg", OTHER_KEY)).code == 403
+    assert client.request("GET", "/derived/photo-150x90.jpg").code == 200  # unsigned: as it was
+    assert fake.calls == ["derived", "body"]
