@@ -277,3 +277,34 @@ def test_the_route_checks_the_signature_before_asking_the_service() -> None:
     assert client.request("GET", signed_path("photo-150x90.jpg", OTHER_KEY)).code == 403
     assert client.request("GET", "/derived/photo-150x90.jpg").code == 200  # unsigned: as it was
     assert fake.calls == ["derived", "body"]
+
+
+def test_signed_sizes_use_the_working_copy_where_it_will_do(
+    database: Database, log_events: list[LogEvent]
+) -> None:
+    policy = replace(SIGNED_POLICY, allowed_sizes=frozenset({Size(100, 100), Size(300, 0)}))
+    client = Client(make_api(database, policy=policy))
+    client.put("/original/large", jpeg((2000, 1500)))
+    small = client.request("GET", signed_path("large-200x150.jpg", KEY))
+    zero = client.request("GET", "/derived/large-300x0.jpg")
+    big = client.request("GET", signed_path("large-1000x750.jpg", KEY))
+    assert [opened(answer.body).size for answer in (small, zero, big)] == [
+        (200, 150),
+        (300, 225),
+        (1000, 750),
+    ]
+    sources = {event["derived_id"]: event["source"] for event in log_events if "derived_id" in event}
+    # The copy is made for the listed sizes (twice 300 wide): enough for 200x150 and 300x0, not 1000x750.
+    assert sources == {
+        "large-200x150.jpeg": "working copy",
+        "large-300x0.jpeg": "working copy",
+        "large-1000x750.jpeg": "original",
+    }
+
+
+def test_a_zero_side_never_enlarges_when_upscale_is_off(database: Database) -> None:
+    policy = replace(SIGNED_POLICY, encoding=replace(SIGNED_POLICY.encoding, upscale=False))
+    client = Client(make_api(database, policy=policy))
+    client.put("/original/small", png((60, 40)))
+    assert opened(client.request("GET", "/derived/small-300x0.png").body).size == (60, 40)
+    assert opened(client.request("GET", signed_path("small-30x0.png", KEY)).body).size == (30, 20)
