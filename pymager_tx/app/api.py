@@ -66,13 +66,17 @@ class ImageServiceAPI(Protocol):
 
     async def original(self, image_id: ImageId) -> Found: ...
 
-    async def derived(self, name: str, arrived: float | None = None, accept: str | None = None) -> Found:
+    async def derived(
+        self, name: str, arrived: float | None = None, accept: str | None = None, signed: bool = False
+    ) -> Found:
         """The rendition a derived name ('<ID>-<W>x<H>[-<mode>].<ext>') asks
         for, derived first if need be, within the time budget counted from
         arrived.  A name is refused in this order: one that does not parse,
-        an output format not written, a size not allowed, an unknown ID.
-        The extension "auto" takes the format accept (the request's Accept
-        header) asks for (pymager_tx.core.negotiation)."""
+        an output format not written, a size not allowed (unless signed: a
+        signature over name verified, then any size within the signed
+        bounds), an unknown ID.  The extension "auto" takes the format
+        accept (the request's Accept header) asks for
+        (pymager_tx.core.negotiation)."""
         ...
 
     async def check_health(self) -> None:

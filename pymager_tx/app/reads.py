@@ -20,11 +20,19 @@ from pymager_tx.core.errors import (
     DerivationTooCostly,
     InvalidImage,
     SizeNotAllowed,
+    SizeOutOfBounds,
     Unavailable,
     UnsupportedOutputFormat,
 )
 from pymager_tx.core.formats import ImageFormat
-from pymager_tx.core.model import DerivedRecord, DerivedSpec, ImageId, StoredFile, parse_derived_name
+from pymager_tx.core.model import (
+    DerivedRecord,
+    DerivedSpec,
+    ImageId,
+    OriginalRecord,
+    StoredFile,
+    parse_derived_name,
+)
 from pymager_tx.core.negotiation import AUTO_EXTENSION, negotiate
 from pymager_tx.imaging.formats import output_format_for, writable_extensions, writable_names
 from pymager_tx.ports import IBlobStore, IMetadataStore
@@ -76,17 +84,21 @@ class Renditions:
         self._derivations = derivations
 
     async def find(
-        self, name: str, arrived: float | None = None, accept: str | None = None
+        self, name: str, arrived: float | None = None, accept: str | None = None, signed: bool = False
     ) -> FoundRendition:
-        image_id, spec = self.request(name, accept)
+        image_id, spec = self.request(name, accept, signed)
         fetched = await self.fetch(image_id, spec, with_body=False, arrived=arrived)
         return FoundRendition(fetched, image_id, spec, self)
 
-    def request(self, name: str, accept: str | None = None) -> tuple[ImageId, DerivedSpec]:
+    def request(
+        self, name: str, accept: str | None = None, signed: bool = False
+    ) -> tuple[ImageId, DerivedSpec]:
         """Check a derived name in the original service's order: a name that
-        does not parse, then the format, then the size.  A name ending in
-        ".auto" takes the format accept (the request's Accept header) asks
-        for: the rendition of that explicit extension, or the fallback."""
+        does not parse, then the format, then the size: allowed, or signed
+        (signed: its signature verified) and within the signed bounds.  A
+        name ending in ".auto" takes the format accept (the request's Accept
+        header) asks for: the rendition of that explicit extension, or the
+        fallback."""
         parsed = parse_derived_name(name)
         output: ImageFormat | None
         alpha_output = None
@@ -99,13 +111,27 @@ class Renditions:
                 f"cannot write {parsed.extension!r} images; "
                 f"supported: {', '.join(sorted([*writable_extensions(), AUTO_EXTENSION]))}"
             )
+        size = parsed.size
+        if size.width == 0 and size.height == 0:
+            raise SizeOutOfBounds("the size 0x0 has no side to keep the aspect ratio from; at most one is 0")
         allowed = self._policy.allowed_sizes
-        if parsed.size not in allowed:
-            raise SizeNotAllowed(
-                f"the size {parsed.size} is not allowed; "
-                f"allowed: {', '.join(str(size) for size in sorted(allowed))}"
-            )
-        return parsed.image_id, DerivedSpec(parsed.size, output, parsed.mode, alpha_output)
+        if size not in allowed:
+            if not signed:
+                raise SizeNotAllowed(
+                    f"the size {size} is not allowed; "
+                    f"allowed: {', '.join(str(size) for size in sorted(allowed))}"
+                )
+            self._policy.signed_bounds.check_named(size)
+        return parsed.image_id, DerivedSpec(size, output, parsed.mode, alpha_output)
+
+    def _for_original(self, spec: DerivedSpec, original: OriginalRecord) -> DerivedSpec:
+        """spec with a 0 side worked out from the original's displayed
+        size, within the bounds of a signed size (listed or signed: nobody
+        chose the side it comes to)."""
+        sized = spec.for_picture(original.width, original.height)
+        if sized.named_size is not None:
+            self._policy.signed_bounds.check_worked_out(sized.named_size, sized.size)
+        return sized
 
     async def fetch(
         self, image_id: ImageId, spec: DerivedSpec, with_body: bool = True, arrived: float | None = None
@@ -129,12 +155,13 @@ class Renditions:
             stored = await self._derivations.read(lookup.derived, with_body)
             if stored is not None:
                 return self._remember(stored, mark)
-        rendition = (original.image_id, original.generation, spec.variant)
+        target = self._for_original(spec, original)
+        rendition = (original.image_id, original.generation, target.variant)
         refused = self._refusals.recall(rendition)
         if refused is not None:
             raise refused
         try:
-            stored = await self._derivations.derive(original, spec, self._derivations.errand(arrived))
+            stored = await self._derivations.derive(original, target, self._derivations.errand(arrived))
         except (InvalidImage, DerivationTooCostly) as error:
             # Refused for what the source is: it would be refused again.
             self._refusals.remember(rendition, error)

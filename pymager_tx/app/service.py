@@ -111,8 +111,10 @@ class ImageService:
 
     # Derived images
 
-    async def derived(self, name: str, arrived: float | None = None, accept: str | None = None) -> Found:
-        return await self._renditions.find(name, arrived, accept)
+    async def derived(
+        self, name: str, arrived: float | None = None, accept: str | None = None, signed: bool = False
+    ) -> Found:
+        return await self._renditions.find(name, arrived, accept, signed)
 
     async def poll_removals(self) -> None:
         await self._renditions.poll_removals()

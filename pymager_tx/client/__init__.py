@@ -12,6 +12,7 @@ from pymager_tx.client.client import PymagerClient, Sink
 from pymager_tx.client.errors import (
     ERRORS,
     BadRequest,
+    BadSignature,
     BadUpload,
     DatabaseUnavailable,
     DerivationPending,
@@ -32,6 +33,7 @@ from pymager_tx.client.errors import (
     RequestTimeout,
     ServiceUnavailable,
     SizeNotAllowed,
+    SizeOutOfBounds,
     StorageFull,
     StorageUnavailable,
     TooManyPixels,
@@ -46,6 +48,7 @@ from pymager_tx.core.model import ResizeMode
 __all__ = [
     "ERRORS",
     "BadRequest",
+    "BadSignature",
     "BadUpload",
     "DatabaseUnavailable",
     "DerivationPending",
@@ -74,6 +77,7 @@ __all__ = [
     "Signer",
     "Sink",
     "SizeNotAllowed",
+    "SizeOutOfBounds",
     "Source",
     "StorageFull",
     "StorageUnavailable",

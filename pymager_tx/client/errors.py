@@ -107,6 +107,10 @@ class UnsupportedFormat(ProblemError, core.UnsupportedOutputFormat):
     pass
 
 
+class SizeOutOfBounds(ProblemError, core.SizeOutOfBounds):
+    """0x0, or a signed size past [images] max_signed_side or max_pixels."""
+
+
 class BadRequest(ProblemError):
     """Malformed HTTP; the server closed the connection."""
 
@@ -126,6 +130,11 @@ class Unauthorized(ProblemError, core.Unauthorized):
 
 class SizeNotAllowed(ProblemError, core.SizeNotAllowed):
     pass
+
+
+class BadSignature(ProblemError, core.BadSignature):
+    """A signed URL whose signature the service does not verify (a key it
+    does not have, or it has none)."""
 
 
 class NotFound(ProblemError, core.ImageNotFound):

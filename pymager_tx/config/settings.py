@@ -24,9 +24,11 @@ from pydantic import (
 
 from pymager_tx.adapters.sql.database import check_database_url, sqlite_url
 from pymager_tx.config.section import Section
+from pymager_tx.config.security import SecuritySettings
 from pymager_tx.config.storage import StorageSettings
 from pymager_tx.core.errors import ConfigError
 from pymager_tx.core.model import Size
+from pymager_tx.core.signing import DEFAULT_MAX_SIGNED_SIDE
 from pymager_tx.imaging.formats import default_decoders, unknown_decoders
 
 # The largest side any output format writes: WebP's limit.
@@ -123,6 +125,11 @@ class ImageSettings(Section):
     )
     max_upload_bytes: Annotated[int, Field(ge=1)] = Field(
         32 * 1024 * 1024, description="Largest original accepted, in bytes (413 beyond)"
+    )
+    max_signed_side: Annotated[int, Field(ge=1, le=MAX_SIDE)] = Field(
+        DEFAULT_MAX_SIGNED_SIDE,
+        description="Largest side of a signed size, and of a side worked out from the aspect ratio "
+        "(a 0 in the name), listed or signed (400 beyond)",
     )
     max_pixels: Annotated[int, Field(ge=1, le=Image.MAX_IMAGE_PIXELS)] = Field(
         64_000_000,
@@ -355,6 +362,7 @@ class Settings(Section):
     auth: AuthSettings = AuthSettings.model_validate({})
     cluster: ClusterSettings = ClusterSettings.model_validate({})
     metrics: MetricsSettings = MetricsSettings.model_validate({})
+    security: SecuritySettings = SecuritySettings.model_validate({})
 
     @property
     def database_url(self) -> str:

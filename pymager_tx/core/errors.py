@@ -70,6 +70,16 @@ class RangeNotSatisfiable(PymagerError):
         self.complete_length = complete_length
 
 
+class BadSignature(PymagerError):
+    """A signed derived URL whose signature does not verify with any of the
+    URL signing keys (or the service has none)."""
+
+
+class SizeOutOfBounds(PymagerError):
+    """A derived size the service never makes: 0x0, or a signed size (or a
+    side worked out from the aspect ratio) past max_signed_side or max_pixels."""
+
+
 class Unauthorized(PymagerError):
     """The request needs a valid write token."""
 

@@ -6,7 +6,7 @@ the metadata store keeps about originals and derived images.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -16,11 +16,14 @@ from pymager_tx.core.negotiation import AUTO_EXTENSION
 
 ID_RULE = "an image ID is 1 to 128 characters, each a letter A-Z or a-z, a digit, '_' or '-'"
 _ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
-_SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
+# A side of 0 keeps the original's aspect ratio (300x0: 300 wide); never
+# both, and never a leading zero, so that each size has one name.
+_SIDE = r"(?:0|[1-9][0-9]{0,4})"
+_SIZE = re.compile(rf"({_SIDE})x({_SIDE})")
 # Anchored at both ends; the ID may itself contain '-' and digits, so the size
 # and extension are taken from the right.
 _DERIVED_NAME = re.compile(
-    r"(?P<image_id>[A-Za-z0-9_-]{1,128})-(?P<width>[1-9][0-9]{0,4})x(?P<height>[1-9][0-9]{0,4})"
+    r"(?P<image_id>[A-Za-z0-9_-]{1,128})-(?P<width>0|[1-9][0-9]{0,4})x(?P<height>0|[1-9][0-9]{0,4})"
     r"(?:-(?P<mode>fit|pad))?\.(?P<extension>[A-Za-z0-9]{1,10})"
 )
 
@@ -50,9 +53,26 @@ class Size:
     @classmethod
     def parse(cls, text: str) -> Size:
         match = _SIZE.fullmatch(text)
-        if match is None:
-            raise ValueError(f"a size is written WxH with positive whole numbers, like 100x100; got {text!r}")
+        if match is None or text == "0x0":
+            raise ValueError(
+                "a size is written WxH with whole numbers, like 100x100, one of them 0 at most "
+                f"(300x0: 300 wide, the height from the aspect ratio); got {text!r}"
+            )
         return cls(int(match.group(1)), int(match.group(2)))
+
+    @property
+    def keeps_aspect(self) -> bool:
+        """Whether a side is 0: taken from the picture's aspect ratio."""
+        return self.width == 0 or self.height == 0
+
+    def for_picture(self, width: int, height: int) -> Size:
+        """This size with a 0 side worked out from a picture displayed
+        width x height (at least 1 pixel); as it is without a 0 side."""
+        if self.width == 0 and self.height != 0:
+            return Size(max(1, round(self.height * width / height)), self.height)
+        if self.height == 0 and self.width != 0:
+            return Size(self.width, max(1, round(self.width * height / width)))
+        return self
 
     def __str__(self) -> str:
         return f"{self.width}x{self.height}"
@@ -81,7 +101,7 @@ def parse_derived_name(name: str) -> DerivedName:
     if match is None:
         raise DerivedNameInvalid(
             f"a derived image is named <ID>-<W>x<H>.<ext> or <ID>-<W>x<H>-fit.<ext> or "
-            f"<ID>-<W>x<H>-pad.<ext>; got {_shown(name)}"
+            f"<ID>-<W>x<H>-pad.<ext> (W or H 0: from the aspect ratio); got {_shown(name)}"
         )
     return DerivedName(
         image_id=ImageId(match["image_id"]),
@@ -100,6 +120,9 @@ class DerivedSpec:
     # from the pixels as it is derived: a negotiated rendition's fallback
     # (JPEG, else PNG; see core.negotiation).  None: output, always.
     alpha_output: ImageFormat | None = None
+    # The size as named when a side of it was 0 (see for_picture): the
+    # rendition keeps that name, so that 300x0 and 300x225 stay two.
+    named_size: Size | None = None
 
     @property
     def variant(self) -> str:
@@ -108,7 +131,14 @@ class DerivedSpec:
         and a fallback whose format follows the pixels ends in ".auto"."""
         suffix = "" if self.mode is ResizeMode.CROP else f"-{self.mode}"
         ending = AUTO_EXTENSION if self.alpha_output is not None else self.output.name
-        return f"{self.size}{suffix}.{ending}"
+        return f"{self.named_size or self.size}{suffix}.{ending}"
+
+    def for_picture(self, width: int, height: int) -> DerivedSpec:
+        """This spec with a 0 side of its size worked out from a picture
+        displayed width x height, under the same variant."""
+        if not self.size.keeps_aspect:
+            return self
+        return replace(self, size=self.size.for_picture(width, height), named_size=self.size)
 
 
 class OriginalStatus(StrEnum):

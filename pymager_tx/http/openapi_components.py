@@ -146,9 +146,10 @@ def problem_statuses() -> dict[int, list[Problem]]:
 
 
 STATUS_TEXT = {
-    400: "Bad request: a malformed request or upload, an invalid ID, an image that is not accepted.",
+    400: "Bad request: a malformed request or upload, an invalid ID, an image that is not accepted, "
+    "a derived size out of bounds.",
     401: "A write without a valid token.",
-    403: "A derived size not in `[images] allowed_sizes`.",
+    403: "A derived size not in `[images] allowed_sizes`, or a signed URL whose signature does not verify.",
     404: "Unknown ID, a derived name that does not parse, or nothing at this path.",
     405: "A method the path does not take (with `Allow`).",
     408: "The request line and headers, or the body, took too long; the connection closes.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from pymager_tx.core.model import ID_RULE
+from pymager_tx.core.signing import SIGNATURE_LENGTH
 from pymager_tx.http.openapi_components import (
     DERIVED_NAME_PATTERN,
     EXTENSIONS,
@@ -70,6 +71,7 @@ _ERRORS = {
     "store_original": (400, 401, 404, 408, 409, 413, 500, 503),
     "delete_original": (400, 401, 404, 408, 500, 503),
     "read_derived": (400, 403, 404, 408, 422, 500, 503),
+    "read_signed_derived": (400, 403, 404, 408, 422, 500, 503),
     "health": (400, 408, 500, 503),
     "static": (400, 408, 500),
     # 404 when [metrics] listen serves it elsewhere, or metrics are off.
@@ -171,11 +173,24 @@ DERIVED_NAME = {
         "WebP (the highest q-value wins; wildcards count for neither), else JPEG, or PNG when the "
         "picture has transparency; answers to `auto` carry `Vary: Accept`, and a negotiated AVIF or "
         "WebP is the very rendition of its explicit extension. "
-        "WxH must be one of `[images] allowed_sizes` (else 403). A name "
-        "that does not parse is 404, then an unknown format 400, then a size not allowed 403, then "
-        "an unknown original 404."
+        "WxH must be one of `[images] allowed_sizes` (else 403; any "
+        "size within the signed bounds at `/derived/{signature}/{name}`). A side of 0 keeps the "
+        "original's aspect ratio (`300x0`: 300 wide), `0x0` is 400. A name that does not parse is "
+        "404, then an unknown format 400, then `0x0` 400, then a size not allowed 403, then an "
+        "unknown original 404."
     ),
     "schema": {"type": "string", "pattern": DERIVED_NAME_PATTERN},
+}
+
+SIGNATURE = {
+    "name": "signature",
+    "in": "path",
+    "required": True,
+    "description": "The unpadded base64url encoding of HMAC-SHA256 over the UTF-8 bytes of `name`, "
+    "keyed with the UTF-8 bytes of one of `[security] url_signing_keys` (`pymager-admin sign NAME` "
+    "prints the path). One that does not verify, or any when the service has no keys, is 403 "
+    "`/problems/bad-signature`, before the name is looked at.",
+    "schema": {"type": "string", "pattern": f"^[A-Za-z0-9_-]{{{SIGNATURE_LENGTH}}}$"},
 }
 
 # Bytes, any (OpenAPI 3.1: a schema without a type, naming its media type).
@@ -317,11 +332,27 @@ def paths() -> Document:
     _with_ranges(derived, "the derived image")
     derived["parameters"] = [DERIVED_NAME]
 
+    signed = _read(
+        "getSignedDerived",
+        "A derived image of any size, by a signed URL",
+        "As `/derived/{name}`, for a name signed by the back end: its size may be any within "
+        "`[images] max_signed_side` on each side and `[images] max_pixels` in all (else 400 "
+        "`/problems/size-out-of-bounds`), listed in `allowed_sizes` or not. A side worked out from the "
+        "aspect ratio (a 0 in the name) is held to the same bounds.",
+        _image_responses("The derived image", with_body=True),
+        "read_signed_derived",
+        "Derived images",
+    )
+    signed["get"]["parameters"] = CONDITIONAL_PARAMETERS
+    signed["head"]["parameters"] = CONDITIONAL_PARAMETERS
+    signed["parameters"] = [SIGNATURE, DERIVED_NAME]
+
     no_cache = {"Cache-Control": header("`no-cache`.", {"const": "no-cache"})}
     return _with_preflights(
         {
             "/original/{image_id}": original,
             "/derived/{name}": derived,
+            "/derived/{signature}/{name}": signed,
             "/healthz": _health(
                 "health",
                 "Liveness",

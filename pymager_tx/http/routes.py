@@ -46,6 +46,7 @@ from pymager_tx.http.home import content_security_policy, home_bytes
 from pymager_tx.http.metrics import metrics_page
 from pymager_tx.http.openapi import document_bytes
 from pymager_tx.http.ranges import ByteRange, requested_range
+from pymager_tx.http.signatures import UrlSignatures
 from pymager_tx.http.streaming import BlobSender
 from pymager_tx.http.uploads import image_from_body, image_from_form
 from pymager_tx.http.vary import add_vary
@@ -82,11 +83,15 @@ class ImageAPI:
         tokens: WriteTokens,
         offload: Offload,
         policy: HttpPolicy | None = None,
+        signatures: UrlSignatures | None = None,
     ) -> None:
+        """signatures: the check of signed derived URLs (default: no keys,
+        every signed URL refused)."""
         self._service = service
         self._tokens = tokens
         self._offload = offload
         self._policy = policy or HttpPolicy()
+        self._signatures = signatures or UrlSignatures()
 
     def resource(self) -> IResource:
         """The root resource to serve."""
@@ -137,12 +142,17 @@ class ImageAPI:
 
     @app.route("/derived/<string:name>", methods=["GET", "HEAD"])
     async def get_derived(self, request: IRequest, name: str) -> bytes:
-        accept = None
-        if name.lower().endswith("." + AUTO_EXTENSION):
-            # Negotiated: every answer, refusals too, depends on Accept.
-            add_vary(request, "Accept")
-            accept = header_text(request, b"accept")
-        return await self._answer(request, await self._service.derived(name, _arrival(request), accept))
+        found = await self._service.derived(name, _arrival(request), _negotiated(request, name))
+        return await self._answer(request, found)
+
+    @app.route("/derived/<string:signature>/<string:name>", methods=["GET", "HEAD"])
+    async def get_signed_derived(self, request: IRequest, signature: str, name: str) -> bytes:
+        """Any size within the signed bounds, for a name signed with a URL
+        signing key (pymager_tx.core.signing); checked before anything else."""
+        self._signatures.check(signature, name)
+        accept = _negotiated(request, name)
+        found = await self._service.derived(name, _arrival(request), accept, signed=True)
+        return await self._answer(request, found)
 
     # Operations
 
@@ -412,6 +422,15 @@ def _body(request: IRequest, content_type: bytes, body: bytes) -> bytes:
     request.setHeader(b"Content-Type", content_type)
     request.setHeader(b"Content-Length", b"%d" % len(body))
     return body
+
+
+def _negotiated(request: IRequest, name: str) -> str | None:
+    """The Accept header a ".auto" name is negotiated with (None for
+    others); every answer to one, refusals too, varies with it."""
+    if not name.lower().endswith("." + AUTO_EXTENSION):
+        return None
+    add_vary(request, "Accept")
+    return header_text(request, b"accept")
 
 
 def _arrival(request: IRequest) -> float | None:

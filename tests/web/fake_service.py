@@ -109,9 +109,13 @@ class FakeImageService:
         self._fail("original")
         return self._find(image_id.value)
 
-    async def derived(self, name: str, arrived: float | None = None, accept: str | None = None) -> Found:
+    async def derived(
+        self, name: str, arrived: float | None = None, accept: str | None = None, signed: bool = False
+    ) -> Found:
         self._fail("derived")
         self.accepts.append(accept)
+        if signed:
+            self.calls.append("signed")
         return self._find(name)
 
     def _find(self, key: str) -> Found:

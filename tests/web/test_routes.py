@@ -153,6 +153,8 @@ ERRORS = [
     errors.BadUpload("no file part"),
     errors.UnsupportedOutputFormat("cannot write xyz"),
     errors.SizeNotAllowed("not allowed"),
+    errors.SizeOutOfBounds("over max_signed_side"),
+    errors.BadSignature("does not verify"),
     errors.ImageNotFound("none"),
     errors.OriginalLost("lost"),
     errors.DerivedNameInvalid("bad name"),
