@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-from pymager_tx.core.errors import DerivedNameInvalid, InvalidImageId
+from pymager_tx.core.errors import DerivedNameInvalid, InvalidFocalPoint, InvalidImageId
 from pymager_tx.core.formats import ImageFormat
 
 ID_RULE = "an image ID is 1 to 128 characters, each a letter A-Z or a-z, a digit, '_' or '-'"
@@ -20,7 +20,7 @@ _SIZE = re.compile(r"([1-9][0-9]{0,4})x([1-9][0-9]{0,4})")
 # and extension are taken from the right.
 _DERIVED_NAME = re.compile(
     r"(?P<image_id>[A-Za-z0-9_-]{1,128})-(?P<width>[1-9][0-9]{0,4})x(?P<height>[1-9][0-9]{0,4})"
-    r"(?:-(?P<mode>fit|pad))?\.(?P<extension>[A-Za-z0-9]{1,10})"
+    r"(?:-(?P<mode>fit|pad|smart))?\.(?P<extension>[A-Za-z0-9]{1,10})"
 )
 
 
@@ -63,6 +63,31 @@ class ResizeMode(StrEnum):
     CROP = "crop"  # cover WxH, crop the overflow around the centre (the default)
     FIT = "fit"  # inside WxH, aspect ratio kept, nothing cropped: one side may be shorter
     PAD = "pad"  # fit, then pad to exactly WxH with the background colour
+    # Crop, around the focal point when one is set, else around what the
+    # picture's content draws the eye to (edges, saturation, skin tones).
+    SMART = "smart"
+
+    @property
+    def focused(self) -> bool:
+        """Whether the focal point moves the crop (so that renditions in
+        this mode are made again when it changes)."""
+        return self in (ResizeMode.CROP, ResizeMode.SMART)
+
+
+@dataclass(frozen=True)
+class FocalPoint:
+    """Where the eye should fall, relative to the displayed picture (after
+    its EXIF orientation): 0..1 from the left and from the top."""
+
+    x: float
+    y: float
+
+    def __post_init__(self) -> None:
+        for name, value in (("x", self.x), ("y", self.y)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise InvalidFocalPoint(
+                    f"the focal point's {name} is a number from 0 to 1; got {_shown(value)}"
+                )
 
 
 @dataclass(frozen=True)
@@ -80,7 +105,7 @@ def parse_derived_name(name: str) -> DerivedName:
     if match is None:
         raise DerivedNameInvalid(
             f"a derived image is named <ID>-<W>x<H>.<ext> or <ID>-<W>x<H>-fit.<ext> or "
-            f"<ID>-<W>x<H>-pad.<ext>; got {_shown(name)}"
+            f"<ID>-<W>x<H>-pad.<ext> or <ID>-<W>x<H>-smart.<ext>; got {_shown(name)}"
         )
     return DerivedName(
         image_id=ImageId(match["image_id"]),
@@ -95,6 +120,9 @@ class DerivedSpec:
     size: Size
     output: ImageFormat
     mode: ResizeMode = ResizeMode.CROP
+    # The original's focal point, for the modes it moves (not in the variant:
+    # renditions made before it changed are forgotten, see Recorded.STALE).
+    focus: FocalPoint | None = None
 
     @property
     def variant(self) -> str:
@@ -129,8 +157,23 @@ class StoredFile:
 class OriginalRecord(StoredFile):
     generation: str  # new for every upload, so a re-upload never meets old files
     status: OriginalStatus
+    focal_x: float | None = None
+    focal_y: float | None = None
+    # Changes with every change of the focal point: renditions it moves are
+    # recorded with the version they were made for, and only while current.
+    focus_version: int = 0
+    blurhash: str | None = None  # a placeholder (blurha.sh), computed at upload
+    dominant_color: str | None = None  # "#rrggbb"
+
+    @property
+    def focal_point(self) -> FocalPoint | None:
+        if self.focal_x is None or self.focal_y is None:
+            return None
+        return FocalPoint(self.focal_x, self.focal_y)
 
 
 @dataclass(frozen=True, kw_only=True)
 class DerivedRecord(StoredFile):
     variant: str
+    # The original's focus_version it was made for, when its mode is focused.
+    focus_version: int | None = None
