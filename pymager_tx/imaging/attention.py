@@ -75,23 +75,24 @@ def best_focus(scores: list[float], size: tuple[int, int], box: tuple[float, flo
 
 
 def _best_along(sums: list[float], share: float) -> float:
-    """The centre of the window of share of the line whose sum is largest;
-    among equals, the one nearest the middle."""
+    """The centre of the window of share of the line whose sum is largest.
+    Of windows as good (a subject smaller than the window fits in several),
+    the one centred nearest the subject: the centroid of the interest they
+    cover; with no interest at all, the middle."""
     count = len(sums)
     window = max(1, min(count, round(share * count)))
-    middle = (count - window) / 2
-    best_start, best_total = 0, -1.0
-    total = sum(sums[:window])
-    for start in range(count - window + 1):
-        if start:
-            total += sums[start + window - 1] - sums[start - 1]
-        better = total > best_total + _TIE
-        as_good_and_nearer = abs(total - best_total) <= _TIE and abs(start - middle) < abs(
-            best_start - middle
-        )
-        if better or as_good_and_nearer:
-            best_start, best_total = start, total
-    return (best_start + window / 2) / count
+    totals = [sum(sums[:window])]
+    for start in range(1, count - window + 1):
+        totals.append(totals[-1] + sums[start + window - 1] - sums[start - 1])
+    best = max(totals)
+    candidates = [start for start, total in enumerate(totals) if total >= best - _TIE * max(1.0, best)]
+    covered = range(candidates[0], candidates[-1] + window)
+    weight = sum(sums[index] for index in covered)
+    centroid = count / 2
+    if weight > _TIE:
+        centroid = sum((index + 0.5) * sums[index] for index in covered) / weight
+    chosen = min(candidates, key=lambda start: abs(start + window / 2 - centroid))
+    return (chosen + window / 2) / count
 
 
 def attention_focus(
