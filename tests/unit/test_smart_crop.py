@@ -9,6 +9,8 @@ from dataclasses import replace
 import pytest
 from PIL import Image, ImageDraw
 
+from pymager_tx.adapters.sql.admin_txn import Rendition
+from pymager_tx.admin.prune import stale
 from pymager_tx.core.errors import InvalidFocalPoint
 from pymager_tx.core.model import FocalPoint, ResizeMode, Size, parse_derived_name
 from pymager_tx.imaging import blurhash, geometry
@@ -136,3 +138,10 @@ def test_the_probe_summarises_the_displayed_picture() -> None:
 def test_transparency_is_summarised_over_white() -> None:
     info = probe(encode(Image.new("RGBA", (40, 40), (255, 0, 0, 0)), "PNG"), LIMITS)
     assert info.summary is not None and info.summary.dominant_color == "#ffffff"
+
+
+def test_prune_knows_smart_renditions_by_their_size() -> None:
+    renditions = [
+        Rendition("a", variant, "key", 1) for variant in ("200x200-smart.jpeg", "100x100.png", "working")
+    ]
+    assert [r.variant for r in stale(renditions, frozenset({Size(100, 100)}))] == ["200x200-smart.jpeg"]
