@@ -18,8 +18,10 @@ from pymager_tx.client.errors import (
     DerivationTooCostly,
     IdTaken,
     InternalError,
+    InvalidFocalPoint,
     InvalidImage,
     InvalidImageId,
+    InvalidMetaChange,
     MethodNotAllowed,
     MethodNotImplemented,
     NotFound,
@@ -36,6 +38,7 @@ from pymager_tx.client.errors import (
     TooManyPixels,
     Unauthorized,
     UnsupportedFormat,
+    UnsupportedMetaType,
     UploadTooLarge,
 )
 from pymager_tx.client.names import Signer
@@ -53,8 +56,10 @@ __all__ = [
     "Image",
     "ImageInfo",
     "InternalError",
+    "InvalidFocalPoint",
     "InvalidImage",
     "InvalidImageId",
+    "InvalidMetaChange",
     "MethodNotAllowed",
     "MethodNotImplemented",
     "NotFound",
@@ -78,5 +83,6 @@ __all__ = [
     "TooManyPixels",
     "Unauthorized",
     "UnsupportedFormat",
+    "UnsupportedMetaType",
     "UploadTooLarge",
 ]

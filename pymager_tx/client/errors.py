@@ -107,6 +107,18 @@ class UnsupportedFormat(ProblemError, core.UnsupportedOutputFormat):
     pass
 
 
+class InvalidMetaChange(ProblemError, core.InvalidMetaChange):
+    pass
+
+
+class InvalidFocalPoint(InvalidMetaChange, core.InvalidFocalPoint):
+    pass
+
+
+class UnsupportedMetaType(ProblemError, core.UnsupportedMetaType):
+    pass
+
+
 class BadRequest(ProblemError):
     """Malformed HTTP; the server closed the connection."""
 
