@@ -27,12 +27,14 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
 
 from pymager_tx.core.errors import BlobNotFound
-from pymager_tx.core.model import DerivedRecord, OriginalRecord
+from pymager_tx.core.model import DerivedRecord, FocalPoint, OriginalRecord
 from pymager_tx.core.records import (
     Claim,
     ClaimOutcome,
     DerivedLookup,
+    OriginalMeta,
     Recorded,
+    Refocused,
     Removal,
     RowState,
     StoreIndex,
@@ -288,6 +290,18 @@ class IMetadataStore(Interface):
 
     def store_index(claim_key: Callable[[Claim], str]) -> Deferred[StoreIndex]:
         """What should be in storage, in one snapshot."""
+
+    def original_meta(image_id: str) -> Deferred[OriginalMeta | None]:
+        """The ready original under image_id and its renditions."""
+
+    def refocus(
+        image_id: str, focal_point: FocalPoint | None, now: datetime, owner: str | None = None
+    ) -> Deferred[Refocused | None]:
+        """Set the ready original's focal point; when it changes, forget the
+        renditions it moves (their keys returned) and count a removal."""
+
+    def store_summary(image_id: str, generation: str, blurhash: str, dominant_color: str) -> Deferred[bool]:
+        """Record the summary of this upload, stored without one."""
 
 
 class Metrics:

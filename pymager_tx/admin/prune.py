@@ -24,11 +24,12 @@ from pymager_tx.adapters.sql.admin_txn import Forgotten, Rendition
 from pymager_tx.admin.command import Target, finish, with_target
 from pymager_tx.admin.runtime import direct, run
 from pymager_tx.admin.stats import shown_size
-from pymager_tx.core.model import Size
+from pymager_tx.core.model import ResizeMode, Size
 from pymager_tx.core.signing import SignedSizeBounds
 
-# A rendition's variant: "<W>x<H>[-fit|-pad].<format>" (core.model.DerivedSpec.variant).
-_VARIANT = re.compile(r"(?P<size>(?:0|[1-9][0-9]*)x(?:0|[1-9][0-9]*))(?:-(?:fit|pad))?\.[a-z]+")
+# A rendition's variant: "<W>x<H>[-<mode>].<format>" (core.model.DerivedSpec.variant).
+_MODES = "|".join(mode.value for mode in ResizeMode if mode is not ResizeMode.CROP)
+_VARIANT = re.compile(rf"(?P<size>(?:0|[1-9][0-9]*)x(?:0|[1-9][0-9]*))(?:-(?:{_MODES}))?\.[a-z]+")
 
 
 def stale(

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from pymager_tx.core.model import ImageId, OriginalRecord, StoredFile
+from pymager_tx.core.model import FocalPoint, ImageId, OriginalRecord, StoredFile
+from pymager_tx.core.records import OriginalMeta
 from pymager_tx.ports import IBlobReader
 
 
@@ -77,6 +78,16 @@ class ImageServiceAPI(Protocol):
         bounds), an unknown ID.  The extension "auto" takes the format
         accept (the request's Accept header) asks for
         (pymager_tx.core.negotiation)."""
+        ...
+
+    async def meta(self, image_id: ImageId, arrived: float | None = None) -> OriginalMeta:
+        """The ready original and the renditions stored of it (its summary
+        computed first if it was stored before summaries were)."""
+        ...
+
+    async def set_focal_point(self, image_id: ImageId, focal_point: FocalPoint | None) -> OriginalMeta:
+        """Set or clear the focal point; the crops made for another are
+        never served again.  Answers as meta() does."""
         ...
 
     async def check_health(self) -> None:

@@ -11,12 +11,13 @@ from typing import NamedTuple
 from twisted.logger import Logger
 
 from pymager_tx.app.api import StoredImage
-from pymager_tx.app.derivations import Derivations
+from pymager_tx.app.derivations import Derivations, FocusChanged
 from pymager_tx.app.refusals import RecentRefusals
 from pymager_tx.app.rendition_cache import Mark, RenditionCache
 from pymager_tx.app.values import ImagePolicy, not_found
 from pymager_tx.core.errors import (
     BlobNotFound,
+    DerivationPending,
     DerivationTooCostly,
     InvalidImage,
     SizeNotAllowed,
@@ -36,6 +37,9 @@ from pymager_tx.core.model import (
 from pymager_tx.core.negotiation import AUTO_EXTENSION, negotiate
 from pymager_tx.imaging.formats import output_format_for, writable_extensions, writable_names
 from pymager_tx.ports import IBlobStore, IMetadataStore
+
+# Derivations of one request begun again when the focal point changed under them.
+_REFOCUS_TRIES = 3
 
 
 class Fetched(NamedTuple):
@@ -134,11 +138,17 @@ class Renditions:
         return sized
 
     async def fetch(
-        self, image_id: ImageId, spec: DerivedSpec, with_body: bool = True, arrived: float | None = None
+        self,
+        image_id: ImageId,
+        spec: DerivedSpec,
+        with_body: bool = True,
+        arrived: float | None = None,
+        refocus_tries: int = _REFOCUS_TRIES,
     ) -> Fetched:
         """The derived image, derived first if need be.  arrived: when the
         request came (time.monotonic()); the time budget counts from then,
-        time spent queueing for an image thread included."""
+        time spent queueing for an image thread included.  A crop derived
+        while the focal point changed is derived again for the new one."""
         key = (image_id.value, spec.variant)
         held = self._cache.fresh(key)
         if held is not None:
@@ -162,6 +172,12 @@ class Renditions:
             raise refused
         try:
             stored = await self._derivations.derive(original, target, self._derivations.errand(arrived))
+        except FocusChanged as changed:
+            if refocus_tries <= 1:
+                raise DerivationPending(
+                    "the focal point of this image keeps changing; try again shortly", str(changed)
+                ) from None
+            return await self.fetch(image_id, spec, with_body, arrived, refocus_tries - 1)
         except (InvalidImage, DerivationTooCostly) as error:
             # Refused for what the source is: it would be refused again.
             self._refusals.remember(rendition, error)

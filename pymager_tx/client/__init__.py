@@ -19,8 +19,10 @@ from pymager_tx.client.errors import (
     DerivationTooCostly,
     IdTaken,
     InternalError,
+    InvalidFocalPoint,
     InvalidImage,
     InvalidImageId,
+    InvalidMetaChange,
     MethodNotAllowed,
     MethodNotImplemented,
     NotFound,
@@ -39,6 +41,7 @@ from pymager_tx.client.errors import (
     TooManyPixels,
     Unauthorized,
     UnsupportedFormat,
+    UnsupportedMetaType,
     UploadTooLarge,
 )
 from pymager_tx.client.names import Signer
@@ -57,8 +60,10 @@ __all__ = [
     "Image",
     "ImageInfo",
     "InternalError",
+    "InvalidFocalPoint",
     "InvalidImage",
     "InvalidImageId",
+    "InvalidMetaChange",
     "MethodNotAllowed",
     "MethodNotImplemented",
     "NotFound",
@@ -84,5 +89,6 @@ __all__ = [
     "TooManyPixels",
     "Unauthorized",
     "UnsupportedFormat",
+    "UnsupportedMetaType",
     "UploadTooLarge",
 ]

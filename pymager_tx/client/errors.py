@@ -111,6 +111,18 @@ class SizeOutOfBounds(ProblemError, core.SizeOutOfBounds):
     """0x0, or a signed size past [images] max_signed_side or max_pixels."""
 
 
+class InvalidMetaChange(ProblemError, core.InvalidMetaChange):
+    pass
+
+
+class InvalidFocalPoint(InvalidMetaChange, core.InvalidFocalPoint):
+    pass
+
+
+class UnsupportedMetaType(ProblemError, core.UnsupportedMetaType):
+    pass
+
+
 class BadRequest(ProblemError):
     """Malformed HTTP; the server closed the connection."""
 

@@ -54,6 +54,19 @@ class DerivedNameInvalid(PymagerError):
     """The derived image name does not follow <ID>-<W>x<H>.<ext>."""
 
 
+class InvalidMetaChange(PymagerError):
+    """A change of an image's metadata (PATCH /meta) that is not JSON, or
+    names what cannot be changed."""
+
+
+class InvalidFocalPoint(InvalidMetaChange):
+    """A focal point outside the picture (x and y are 0 to 1)."""
+
+
+class UnsupportedMetaType(PymagerError):
+    """A change of metadata sent as something other than JSON."""
+
+
 class UnsupportedOutputFormat(PymagerError):
     """The service cannot write the requested output format."""
 

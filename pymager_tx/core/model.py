@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from pymager_tx.core.errors import DerivedNameInvalid, InvalidImageId
+from pymager_tx.core.errors import DerivedNameInvalid, InvalidFocalPoint, InvalidImageId
 from pymager_tx.core.formats import ImageFormat
 from pymager_tx.core.negotiation import AUTO_EXTENSION
 
@@ -24,7 +24,7 @@ _SIZE = re.compile(rf"({_SIDE})x({_SIDE})")
 # and extension are taken from the right.
 _DERIVED_NAME = re.compile(
     r"(?P<image_id>[A-Za-z0-9_-]{1,128})-(?P<width>0|[1-9][0-9]{0,4})x(?P<height>0|[1-9][0-9]{0,4})"
-    r"(?:-(?P<mode>fit|pad))?\.(?P<extension>[A-Za-z0-9]{1,10})"
+    r"(?:-(?P<mode>fit|pad|smart))?\.(?P<extension>[A-Za-z0-9]{1,10})"
 )
 
 
@@ -84,6 +84,31 @@ class ResizeMode(StrEnum):
     CROP = "crop"  # cover WxH, crop the overflow around the centre (the default)
     FIT = "fit"  # inside WxH, aspect ratio kept, nothing cropped: one side may be shorter
     PAD = "pad"  # fit, then pad to exactly WxH with the background colour
+    # Crop, around the focal point when one is set, else around what the
+    # picture's content draws the eye to (edges, saturation, skin tones).
+    SMART = "smart"
+
+    @property
+    def focused(self) -> bool:
+        """Whether the focal point moves the crop (so that renditions in
+        this mode are made again when it changes)."""
+        return self in (ResizeMode.CROP, ResizeMode.SMART)
+
+
+@dataclass(frozen=True)
+class FocalPoint:
+    """Where the eye should fall, relative to the displayed picture (after
+    its EXIF orientation): 0..1 from the left and from the top."""
+
+    x: float
+    y: float
+
+    def __post_init__(self) -> None:
+        for name, value in (("x", self.x), ("y", self.y)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0.0 <= value <= 1.0:
+                raise InvalidFocalPoint(
+                    f"the focal point's {name} is a number from 0 to 1; got {_shown(value)}"
+                )
 
 
 @dataclass(frozen=True)
@@ -101,7 +126,8 @@ def parse_derived_name(name: str) -> DerivedName:
     if match is None:
         raise DerivedNameInvalid(
             f"a derived image is named <ID>-<W>x<H>.<ext> or <ID>-<W>x<H>-fit.<ext> or "
-            f"<ID>-<W>x<H>-pad.<ext> (W or H 0: from the aspect ratio); got {_shown(name)}"
+            f"<ID>-<W>x<H>-pad.<ext> or <ID>-<W>x<H>-smart.<ext> (W or H 0: from the aspect ratio); "
+            f"got {_shown(name)}"
         )
     return DerivedName(
         image_id=ImageId(match["image_id"]),
@@ -123,6 +149,9 @@ class DerivedSpec:
     # The size as named when a side of it was 0 (see for_picture): the
     # rendition keeps that name, so that 300x0 and 300x225 stay two.
     named_size: Size | None = None
+    # The original's focal point, for the modes it moves (not in the variant:
+    # renditions made before it changed are forgotten, see Recorded.STALE).
+    focus: FocalPoint | None = None
 
     @property
     def variant(self) -> str:
@@ -166,8 +195,23 @@ class StoredFile:
 class OriginalRecord(StoredFile):
     generation: str  # new for every upload, so a re-upload never meets old files
     status: OriginalStatus
+    focal_x: float | None = None
+    focal_y: float | None = None
+    # Changes with every change of the focal point: renditions it moves are
+    # recorded with the version they were made for, and only while current.
+    focus_version: int = 0
+    blurhash: str | None = None  # a placeholder (blurha.sh), computed at upload
+    dominant_color: str | None = None  # "#rrggbb"
+
+    @property
+    def focal_point(self) -> FocalPoint | None:
+        if self.focal_x is None or self.focal_y is None:
+            return None
+        return FocalPoint(self.focal_x, self.focal_y)
 
 
 @dataclass(frozen=True, kw_only=True)
 class DerivedRecord(StoredFile):
     variant: str
+    # The original's focus_version it was made for, when its mode is focused.
+    focus_version: int | None = None

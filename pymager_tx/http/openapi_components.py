@@ -155,6 +155,7 @@ STATUS_TEXT = {
     408: "The request line and headers, or the body, took too long; the connection closes.",
     409: "An original is already stored under the ID.",
     413: "The upload is larger than `[images] max_upload_bytes`.",
+    415: "A body in a media type the operation does not take.",
     416: "A `Range` that starts past the end of the image (with `Content-Range: bytes */<length>`).",
     422: "The derivation ran past `[images] derivation_time_budget`.",
     500: "A bug; the traceback goes to the log only.",

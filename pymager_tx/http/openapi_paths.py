@@ -18,6 +18,7 @@ from pymager_tx.http.openapi_components import (
     Document,
     header,
 )
+from pymager_tx.http.openapi_meta import meta_path
 
 
 def _image_responses(what: str, with_body: bool) -> Document:
@@ -167,7 +168,9 @@ DERIVED_NAME = {
     "required": True,
     "description": (
         "`<ID>-<W>x<H>.<ext>` (crop to exactly WxH), `<ID>-<W>x<H>-fit.<ext>` (inside WxH) or "
-        "`<ID>-<W>x<H>-pad.<ext>` (fitted on a WxH canvas). `ext`, in any case, is one of "
+        "`<ID>-<W>x<H>-pad.<ext>` (fitted on a WxH canvas) or `<ID>-<W>x<H>-smart.<ext>` (a crop "
+        "around the focal point, or else around what the picture's content draws the eye to). `ext`, "
+        "in any case, is one of "
         f"{', '.join(f'`{extension}`' for extension in EXTENSIONS)} (AVIF when the installed Pillow "
         "writes it; another is 400), or `auto`: the format the request's `Accept` names, AVIF before "
         "WebP (the highest q-value wins; wildcards count for neither), else JPEG, or PNG when the "
@@ -353,6 +356,7 @@ def paths() -> Document:
             "/original/{image_id}": original,
             "/derived/{name}": derived,
             "/derived/{signature}/{name}": signed,
+            "/meta/{image_id}": meta_path(IMAGE_ID, WRITE_SECURITY),
             "/healthz": _health(
                 "health",
                 "Liveness",

@@ -43,6 +43,7 @@ from pymager_tx.http.conditional import not_modified, set_validators, strong_eta
 from pymager_tx.http.cors import CorsPolicy
 from pymager_tx.http.guards import WriteTokens, refusal_headers
 from pymager_tx.http.home import content_security_policy, home_bytes
+from pymager_tx.http.meta import answer_meta, meta_document, read_meta_change
 from pymager_tx.http.metrics import metrics_page
 from pymager_tx.http.openapi import document_bytes
 from pymager_tx.http.ranges import ByteRange, requested_range
@@ -153,6 +154,24 @@ class ImageAPI:
         accept = _negotiated(request, name)
         found = await self._service.derived(name, _arrival(request), accept, signed=True)
         return await self._answer(request, found)
+
+    # Metadata (pymager_tx.http.meta)
+
+    @app.route("/meta/<string:image_id>", methods=["GET", "HEAD"])
+    async def get_meta(self, request: IRequest, image_id: str) -> bytes:
+        meta = await self._service.meta(ImageId(image_id), _arrival(request))
+        return answer_meta(request, meta_document(meta, lambda path: self._absolute_url(request, path)))
+
+    @app.route("/meta/<string:image_id>", methods=["PATCH"])
+    async def patch_meta(self, request: IRequest, image_id: str) -> bytes:
+        self._tokens.check(request.getHeader(b"authorization"))
+        valid_id = ImageId(image_id)
+        change = await self._offload(read_meta_change, header_text(request, b"content-type"), request.content)
+        if change.sets_focal_point:
+            meta = await self._service.set_focal_point(valid_id, change.focal_point)
+        else:
+            meta = await self._service.meta(valid_id, _arrival(request))
+        return answer_meta(request, meta_document(meta, lambda path: self._absolute_url(request, path)))
 
     # Operations
 

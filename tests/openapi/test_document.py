@@ -95,7 +95,7 @@ def test_every_write_needs_the_bearer_token_and_no_read_does() -> None:
         for method in OPERATIONS:
             if method in item:
                 needs = item[method].get("security", [])
-                assert needs == ([{"writeToken": []}] if method in ("post", "put", "delete") else [])
+                assert needs == ([{"writeToken": []}] if method in ("post", "put", "delete", "patch") else [])
 
 
 @pytest.mark.parametrize(

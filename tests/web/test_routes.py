@@ -169,11 +169,16 @@ ERRORS = [
     errors.Overloaded("busy", "8 queued"),
     errors.DerivationPending("pending", "claim held by host-1-1234"),
     errors.Unauthorized("writes need a token", token_given=False),
+    errors.InvalidMetaChange("not an object"),
+    errors.InvalidFocalPoint("x is 2"),
+    errors.UnsupportedMetaType("text/plain"),
 ]
 
 
 # The refusals only an upload meets; the others are raised by a derivation.
 UPLOAD_ONLY = (errors.ImageIdTaken, errors.UploadTooLarge, errors.Unauthorized)
+# And the ones only a change of metadata meets.
+META_ONLY = (errors.InvalidMetaChange, errors.UnsupportedMetaType)
 
 
 @pytest.mark.parametrize("error", ERRORS, ids=lambda error: type(error).__name__)
@@ -181,6 +186,11 @@ def test_every_domain_error_is_its_problem(service: FakeImageService, error: err
     if isinstance(error, UPLOAD_ONLY):
         service.failures["store_original"] = error
         response = Client(service).request("PUT", "/original/new", data=PICTURE)
+    elif isinstance(error, META_ONLY):
+        service.failures["set_focal_point"] = error
+        change = b'{"focal_point": {"x": 0.5, "y": 0.5}}'
+        headers = {"Content-Type": ["application/json"]}
+        response = Client(service).request("PATCH", "/meta/photo", data=change, headers=headers)
     else:
         service.failures["derived"] = error
         response = Client(service).request("GET", "/derived/photo-10x10.jpg")

@@ -26,6 +26,7 @@ from twisted.internet.defer import Deferred, fail
 from zope.interface import implementer
 
 from pymager_tx.adapters.sql.lease import Lease
+from pymager_tx.adapters.sql.meta_txn import original_meta_txn, refocus_txn, store_summary_txn
 from pymager_tx.adapters.sql.originals_txn import (
     abandon_upload_txn,
     begin_removal_txn,
@@ -56,12 +57,14 @@ from pymager_tx.adapters.sql.renditions_txn import (
 from pymager_tx.adapters.sql.rows import ping_txn
 from pymager_tx.adapters.sql.schema_version import drop_txn, upgrade_txn
 from pymager_tx.core.errors import DatabaseUnavailable
-from pymager_tx.core.model import DerivedRecord, OriginalRecord
+from pymager_tx.core.model import DerivedRecord, FocalPoint, OriginalRecord
 from pymager_tx.core.records import (
     Claim,
     ClaimOutcome,
     DerivedLookup,
+    OriginalMeta,
     Recorded,
+    Refocused,
     Removal,
     RowState,
     StoreIndex,
@@ -322,6 +325,19 @@ class Database:
 
     def store_index(self, claim_key: Callable[[Claim], str]) -> Deferred[StoreIndex]:
         return self.read(store_index_txn, claim_key)
+
+    def original_meta(self, image_id: str) -> Deferred[OriginalMeta | None]:
+        return self.read(original_meta_txn, image_id)
+
+    def refocus(
+        self, image_id: str, focal_point: FocalPoint | None, now: datetime, owner: str | None = None
+    ) -> Deferred[Refocused | None]:
+        return self.transact(refocus_txn, image_id, focal_point, now, owner)
+
+    def store_summary(
+        self, image_id: str, generation: str, blurhash: str, dominant_color: str
+    ) -> Deferred[bool]:
+        return self.transact(store_summary_txn, image_id, generation, blurhash, dominant_color)
 
     def create_schema(self) -> Deferred[None]:
         """Bring the schema to the current revision through the migrations
