@@ -233,6 +233,7 @@ class PymagerService(MultiService):
                 worker=self.worker,
                 data_directory=str(self.data_directory),
             )
+            _leave_start_up_out_of_collections()
             return
         assert listening is not None
         port = listening
@@ -264,10 +265,7 @@ class PymagerService(MultiService):
             self.workers.startService()
             self.workers.start(self._dealer)
         self._serving = True
-        # What start-up made (modules, the URL map, the schema, pools) lives
-        # as long as the process: out of the collector's full passes, which
-        # walked it all (45 ms and more, every client stalled meanwhile).
-        gc.freeze()
+        _leave_start_up_out_of_collections()
         waiters, self._listening = self._listening, []
         for waiter in waiters:
             waiter.callback(port)
@@ -344,6 +342,13 @@ class _ScrapeSite(Site):
 
     def log(self, request: Any) -> None:
         pass
+
+
+def _leave_start_up_out_of_collections() -> None:
+    """What start-up made (modules, the URL map, the schema, pools) lives as
+    long as the process: out of the collector's full passes, which walked
+    it all (45 ms and more, every client stalled meanwhile)."""
+    gc.freeze()
 
 
 def _metrics_for(settings: Settings, worker: int | None, data_directory: Path) -> Metrics:
