@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from pymager_tx.app.admitted import ImageWork, summarize_image
@@ -30,6 +31,7 @@ from pymager_tx.app.values import Errand, ImagePolicy, WorkingCopy, not_found
 from pymager_tx.core.errors import BlobNotFound, DerivationTooCostly, InvalidImage
 from pymager_tx.core.model import FocalPoint, ImageId
 from pymager_tx.core.records import OriginalMeta
+from pymager_tx.imaging.summary import Summary
 from pymager_tx.ports import IBlobStore, IEpoch, IMetadataStore
 
 _WORKING = WorkingCopy(frozenset()).variant
@@ -92,16 +94,20 @@ class Meta:
 
     async def _summarized(self, meta: OriginalMeta, arrived: float | None) -> OriginalMeta:
         original = meta.original
-        try:
-            data = await self._blobs.get(original.blob_key)
-        except BlobNotFound:
-            raise await self._originals.missing(original) from None
         limits = self._policy.limits
+
+        async def read_and_summarize() -> Summary | None:
+            # Read once an image thread is free: queued, it holds no bytes.
+            data = await self._blobs.get(original.blob_key)
+            return await self._work.offload(summarize_image, data, limits)
+
         try:
             summary = await self._work.admitted(
-                lambda: self._work.offload(summarize_image, data, limits),
+                lambda: Deferred.fromCoroutine(read_and_summarize()),
                 Errand(self._policy.deadline(arrived)),
             )
+        except BlobNotFound:
+            raise await self._originals.missing(original) from None
         except (InvalidImage, DerivationTooCostly) as error:
             # Stored under other settings (a decoder since left out): no
             # summary, but the rest of the metadata all the same.
