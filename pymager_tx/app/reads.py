@@ -18,12 +18,21 @@ from pymager_tx.app.values import ImagePolicy, not_found
 from pymager_tx.core.errors import (
     BlobNotFound,
     DerivationTooCostly,
+    ImageNotFound,
     InvalidImage,
+    OriginalLost,
     SizeNotAllowed,
     Unavailable,
     UnsupportedOutputFormat,
 )
-from pymager_tx.core.model import DerivedRecord, DerivedSpec, ImageId, StoredFile, parse_derived_name
+from pymager_tx.core.model import (
+    DerivedRecord,
+    DerivedSpec,
+    ImageId,
+    OriginalRecord,
+    StoredFile,
+    parse_derived_name,
+)
 from pymager_tx.imaging.formats import output_format_for, writable_extensions
 from pymager_tx.ports import IBlobStore, IMetadataStore
 
@@ -123,12 +132,28 @@ class Renditions:
         if refused is not None:
             raise refused
         try:
-            stored = await self._derivations.derive(original, spec, self._derivations.errand(arrived))
+            stored = await self._derive_current(original, spec, arrived)
         except (InvalidImage, DerivationTooCostly) as error:
             # Refused for what the source is: it would be refused again.
             self._refusals.remember(rendition, error)
             raise
         return self._remember(stored, mark)
+
+    async def _derive_current(
+        self, original: OriginalRecord, spec: DerivedSpec, arrived: float | None
+    ) -> StoredImage:
+        errand = self._derivations.errand(arrived)
+        try:
+            return await self._derivations.derive(original, spec, errand)
+        except ImageNotFound as gone:
+            if isinstance(gone, OriginalLost):
+                raise
+            # Replaced while it was derived (PUT with If-Match): the result
+            # was refused; derive it from the new upload, once.
+            current = await self._store.find_original(original.image_id)
+            if current is None or current.generation == original.generation:
+                raise
+            return await self._derivations.derive(current, spec, errand)
 
     async def load(
         self, image_id: ImageId, spec: DerivedSpec, fetched: Fetched, whole_up_to: int | None = None

@@ -40,8 +40,10 @@ from pymager_tx.http.answers import answer_with_problem, header_text
 from pymager_tx.http.conditional import not_modified, set_validators, strong_etag
 from pymager_tx.http.guards import WriteTokens, refusal_headers
 from pymager_tx.http.home import content_security_policy, home_bytes
+from pymager_tx.http.listing import listing_document, listing_query
 from pymager_tx.http.metrics import metrics_page
 from pymager_tx.http.openapi import document_bytes
+from pymager_tx.http.preconditions import if_match
 from pymager_tx.http.streaming import BlobSender
 from pymager_tx.http.uploads import image_from_body, image_from_form
 from pymager_tx.ports import Offload
@@ -61,6 +63,9 @@ class HttpPolicy:
     # Base of absolute URLs (Location), e.g. "https://images.example.com";
     # empty: taken from the request's Host header.
     public_url: str = ""
+    # Headers naming the image's ID on every image answer, for a CDN to
+    # purge all of one image's answers at once ([cdn] cache_tag_headers).
+    cache_tag_headers: tuple[str, ...] = ("Surrogate-Key",)
 
 
 class ImageAPI:
@@ -103,7 +108,14 @@ class ImageAPI:
         valid_id = ImageId(image_id)
         content_type = header_text(request, b"content-type")
         parse = image_from_form if request.method == b"POST" else image_from_body
+        condition = if_match(request)
         data = await self._offload(_read_body, request, parse, content_type)
+        if condition is not None:
+            # A replacement of what the client read: 200, or 412 when stale.
+            record = await self._service.replace_original(valid_id, data, condition.etags, _arrival(request))
+            request.setHeader(b"ETag", strong_etag(record.sha256).encode("ascii"))
+            location = self._absolute_url(request, f"/original/{quote(record.image_id)}")
+            return _json(request, _describe(record, location))
         # Once started, an upload finishes whether or not its client waits.
         record = await self._service.store_original(valid_id, data, _arrival(request))
         location = self._absolute_url(request, f"/original/{quote(record.image_id)}")
@@ -118,6 +130,18 @@ class ImageAPI:
         await self._service.delete_original(valid_id)
         request.setResponseCode(204)
         return b""
+
+    @app.route("/originals", methods=["GET"])
+    async def list_originals(self, request: IRequest) -> bytes:
+        """A page of stored originals, in ID order; not public."""
+        self._tokens.check(request.getHeader(b"authorization"))
+        after, limit = listing_query(request)
+        records, more = await self._service.list_originals(after, limit)
+        request.setHeader(b"Cache-Control", b"no-store")
+        return _json(
+            request,
+            listing_document(records, more, limit, lambda path: self._absolute_url(request, path), _describe),
+        )
 
     # Derived images
 
@@ -190,6 +214,8 @@ class ImageAPI:
     async def _answer(self, request: IRequest, found: Found) -> bytes:
         """A 304, a HEAD's headers, or the image, as the request asks."""
         self._set_validators(request, found.record)
+        for name in self._policy.cache_tag_headers:
+            request.setHeader(name.encode("ascii"), found.record.image_id.encode("ascii"))
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
         if not_modified(request, strong_etag(found.record.sha256), found.record.created_at):
             request.setResponseCode(304)

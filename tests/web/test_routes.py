@@ -166,6 +166,8 @@ ERRORS = [
     errors.Overloaded("busy", "8 queued"),
     errors.DerivationPending("pending", "claim held by host-1-1234"),
     errors.Unauthorized("writes need a token", token_given=False),
+    errors.PreconditionFailed("stale"),
+    errors.InvalidListingRequest("limit too large"),
 ]
 
 
@@ -178,6 +180,12 @@ def test_every_domain_error_is_its_problem(service: FakeImageService, error: err
     if isinstance(error, UPLOAD_ONLY):
         service.failures["store_original"] = error
         response = Client(service).request("PUT", "/original/new", data=PICTURE)
+    elif isinstance(error, errors.PreconditionFailed):
+        service.failures["replace_original"] = error
+        response = Client(service).request("PUT", "/original/photo", data=PICTURE, headers={"If-Match": ETAG})
+    elif isinstance(error, errors.InvalidListingRequest):
+        service.failures["list_originals"] = error
+        response = Client(service).request("GET", "/originals")
     else:
         service.failures["derived"] = error
         response = Client(service).request("GET", "/derived/photo-10x10.jpg")
