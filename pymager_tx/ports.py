@@ -191,11 +191,17 @@ class ICachePurger(Interface):
         """Ask for the purge in the background: never blocks, never fails
         the caller."""
 
+    def stop() -> Deferred[object]:
+        """Send nothing more (at shutdown); fires once nothing is under way."""
+
 
 @implementer(ICachePurger)
 class NoCachePurger:
     def purge(self, image_id: str) -> None:
         pass
+
+    def stop(self) -> Deferred[object]:
+        return succeed(None)
 
 
 class IPeers(Interface):

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from pymager_tx.adapters.sql.database import check_database_url, sqlite_url
+from pymager_tx.config.cdn import CdnSettings
 from pymager_tx.config.section import Section
 from pymager_tx.config.storage import StorageSettings
 from pymager_tx.core.errors import ConfigError
@@ -332,6 +333,7 @@ class Settings(Section):
     auth: AuthSettings = AuthSettings.model_validate({})
     cluster: ClusterSettings = ClusterSettings.model_validate({})
     metrics: MetricsSettings = MetricsSettings.model_validate({})
+    cdn: CdnSettings = CdnSettings.model_validate({})
 
     @property
     def database_url(self) -> str:

@@ -14,8 +14,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
+from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
+from twisted.web.client import Agent, HTTPConnectionPool
 
+from pymager_tx.adapters.cdn.purger import HttpCachePurger, PurgeRequest
 from pymager_tx.adapters.cluster.epoch import SharedEpoch
 from pymager_tx.adapters.cluster.owners import Owners
 from pymager_tx.adapters.sql.database import Database, make_engine
@@ -37,8 +40,10 @@ from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
 from pymager_tx.ports import (
     NO_METRICS,
     IBlobStore,
+    ICachePurger,
     IRemovalFeed,
     Metrics,
+    NoCachePurger,
     NoRemovalFeed,
     Offload,
     immediate,
@@ -218,9 +223,11 @@ def build_service(
     admission: ImageAdmission | None = None,
     memory_cache: bool = True,
     metrics: Metrics = NO_METRICS,
+    purger: ICachePurger | None = None,
 ) -> ImageService:
     """memory_cache: hold renditions in memory as the settings say (the
-    command line holds none)."""
+    command line holds none); purger: the CDN told of deletions and
+    replacements (build_purger; None: nobody)."""
     memory = settings.memory_cache
     cache = RenditionCache(
         memory.max_bytes if memory_cache else 0,
@@ -238,6 +245,27 @@ def build_service(
         cache=cache,
         admission=admission,
         metrics=metrics,
+        purger=purger,
+    )
+
+
+def build_purger(settings: Settings, reactor: Any) -> ICachePurger:
+    """The CDN purges of [cdn], sent with treq on reactor; none without a purge_url."""
+    cdn = settings.cdn
+    if not cdn.purge_url:
+        return NoCachePurger()
+    request = PurgeRequest(
+        cdn.purge_url, cdn.purge_method, dict(cdn.purge_headers), cdn.purge_body, cdn.token()
+    )
+    http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True)))
+    return HttpCachePurger(
+        request,
+        http,
+        reactor,
+        attempts=cdn.purge_attempts,
+        backoff=cdn.purge_backoff_seconds,
+        timeout=cdn.purge_timeout_seconds,
+        max_queue=cdn.purge_queue,
     )
 
 
@@ -258,7 +286,11 @@ def build_site(
         service,
         write_tokens,
         io,
-        HttpPolicy(cache_control=settings.http.cache_control, public_url=settings.server.public_url),
+        HttpPolicy(
+            cache_control=settings.http.cache_control,
+            public_url=settings.server.public_url,
+            cache_tag_headers=tuple(settings.cdn.cache_tag_headers),
+        ),
     )
     server = settings.server
     return PymagerSite(
