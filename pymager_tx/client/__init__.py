@@ -20,12 +20,14 @@ from pymager_tx.client.errors import (
     InternalError,
     InvalidImage,
     InvalidImageId,
+    InvalidListing,
     MethodNotAllowed,
     MethodNotImplemented,
     NotFound,
     OriginalLost,
     OutOfMemory,
     Overloaded,
+    PreconditionFailed,
     ProblemDocument,
     ProblemError,
     RequestTimeout,
@@ -39,7 +41,7 @@ from pymager_tx.client.errors import (
     UploadTooLarge,
 )
 from pymager_tx.client.names import Signer
-from pymager_tx.client.records import Image, ImageInfo, NotModified, Original
+from pymager_tx.client.records import Image, ImageInfo, NotModified, Original, Page
 from pymager_tx.core.model import ResizeMode
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "InternalError",
     "InvalidImage",
     "InvalidImageId",
+    "InvalidListing",
     "MethodNotAllowed",
     "MethodNotImplemented",
     "NotFound",
@@ -63,6 +66,8 @@ __all__ = [
     "OriginalLost",
     "OutOfMemory",
     "Overloaded",
+    "Page",
+    "PreconditionFailed",
     "ProblemDocument",
     "ProblemError",
     "PymagerClient",

@@ -107,13 +107,17 @@ class UnsupportedFormat(ProblemError, core.UnsupportedOutputFormat):
     pass
 
 
+class InvalidListing(ProblemError, core.InvalidListingRequest):
+    pass
+
+
 class BadRequest(ProblemError):
     """Malformed HTTP; the server closed the connection."""
 
     problem = problems.BAD_REQUEST
 
 
-# 401, 403, 404, 405, 408, 409, 413, 422
+# 401, 403, 404, 405, 408, 409, 412, 413, 422
 
 
 class Unauthorized(ProblemError, core.Unauthorized):
@@ -146,6 +150,10 @@ class RequestTimeout(ProblemError):
 
 class IdTaken(ProblemError, core.ImageIdTaken):
     pass
+
+
+class PreconditionFailed(ProblemError, core.PreconditionFailed):
+    """A replacement's If-Match named no stored original: read it again."""
 
 
 class UploadTooLarge(ProblemError, core.UploadTooLarge):
