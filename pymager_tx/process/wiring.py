@@ -257,11 +257,12 @@ def build_purger(settings: Settings, reactor: Any) -> ICachePurger:
     request = PurgeRequest(
         cdn.purge_url, cdn.purge_method, dict(cdn.purge_headers), cdn.purge_body, cdn.token()
     )
-    http = HTTPClient(Agent(reactor, pool=HTTPConnectionPool(reactor, persistent=True)))
+    pool = HTTPConnectionPool(reactor, persistent=True)
     return HttpCachePurger(
         request,
-        http,
+        HTTPClient(Agent(reactor, pool=pool)),
         reactor,
+        pool=pool,
         attempts=cdn.purge_attempts,
         backoff=cdn.purge_backoff_seconds,
         timeout=cdn.purge_timeout_seconds,

@@ -27,6 +27,7 @@ from twisted.internet.defer import CancelledError, Deferred, DeferredList, succe
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web.client import HTTPConnectionPool
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -77,9 +78,12 @@ class HttpCachePurger:
         timeout: float = 10.0,
         max_queue: int = 10_000,
         concurrency: int = 4,
+        pool: HTTPConnectionPool | None = None,
     ) -> None:
         """clock: for the waits between attempts (the reactor; a Clock in
-        tests); the requests themselves go through http."""
+        tests); the requests themselves go through http; pool: http's
+        connections, closed at stop."""
+        self._pool = pool
         self._request = request
         self._http = http
         self._clock = clock
@@ -194,7 +198,10 @@ class HttpCachePurger:
         sending = list(self._sending)
         for each in sending:
             each.cancel()
-        if not sending:
-            return succeed(None)
-        ended: Deferred[object] = DeferredList(sending, consumeErrors=True).addCallback(lambda _: None)
-        return ended
+        ended: Deferred[object] = succeed(None)
+        if sending:
+            ended = DeferredList(sending, consumeErrors=True).addCallback(lambda _: None)
+        if self._pool is not None:
+            pool = self._pool
+            ended.addCallback(lambda _: pool.closeCachedConnections())
+        return ended.addCallback(lambda _: None)
