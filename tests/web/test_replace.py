@@ -210,6 +210,37 @@ class TestRaces:
         assert close_to(colour_of(client.request("GET", "/derived/photo-100x100.jpg")), BLUE)
         assert result_of(check(database, blobs, Peers.alone())).consistent
 
+    def test_of_two_replacements_of_one_original_one_wins_and_the_other_is_412(
+        self, database: Database, tmp_path: Path
+    ) -> None:
+        io = ManualOffload()
+        blobs = FilesystemBlobStore(tmp_path / "held", io)
+        preparing = blobs.recover()
+        io.run_all()
+        result_of(preparing)
+        service = make_service(database, blobs)
+        client = client_of(service)
+        uploading = client.stub.request("PUT", "http://images.example.com/original/photo", data=OLD)
+        io.run_all()
+        client.stub.flush()
+        assert result_of(uploading).code == 201
+        first = client.stub.request(
+            "PUT", "http://images.example.com/original/photo", data=NEW, headers={"If-Match": etag_of(OLD)}
+        )
+        assert io.pending  # the first holds the replacement, its file being written
+        second = replace(client, jpeg((60, 40), RED), etag_of(OLD))
+        assert assert_problem(second, 412, "under way")["type"] == "/problems/precondition-failed"
+        while io.pending:
+            io.run_all()
+        client.stub.flush()
+        assert result_of(first).code == 200
+        assert replace(client, jpeg((60, 40), RED), etag_of(OLD)).code == 412  # stale now
+        reading = client.stub.request("GET", "http://images.example.com/original/photo")
+        while io.pending:
+            io.run_all()
+        client.stub.flush()
+        assert result_of(client.stub.content(result_of(reading))) == NEW
+
 
 class TestCrashes:
     """The states a crash leaves between the steps, made as a dead process
