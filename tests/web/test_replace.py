@@ -28,7 +28,7 @@ from pymager_tx.core.records import Claim, Swapped
 from pymager_tx.http.guards import WriteTokens
 from pymager_tx.http.routes import HttpPolicy, ImageAPI
 from pymager_tx.ports import Offload, immediate
-from tests.fakes import ManualOffload
+from tests.fakes import InterceptedBlobs, ManualOffload
 from tests.images import BLUE, RED, close_to, jpeg, mean_colour, opened
 from tests.results import result_of
 from tests.web.test_api import POLICY, Client, assert_problem, header
@@ -308,6 +308,29 @@ class TestCrashes:
         result_of(service.recover())
         assert result_of(blobs.size(old.blob_key)) is None
         assert result_of(blobs.size(removal.derived_keys[0])) is None
+        assert result_of(database.read(claims_txn)) == []
+        assert result_of(check(database, blobs, Peers.alone())).consistent
+        assert client.request("GET", "/original/photo").body == NEW
+
+    def test_old_files_that_could_not_be_removed_are_left_to_recovery(
+        self, database: Database, blobs: FilesystemBlobStore
+    ) -> None:
+        intercepted = InterceptedBlobs(blobs)
+        service = ImageService(database, intercepted, immediate, POLICY)
+        client = client_of(service)
+        client.put("/original/photo", OLD)
+        client.request("GET", "/derived/photo-100x100.jpg")
+        old = result_of(database.find_original("photo"))
+        assert old is not None
+        intercepted.deletes_fail = True  # the storage fails as the old files go
+        assert replace(client, NEW, etag_of(OLD)).code == 200  # acknowledged all the same
+        assert client.request("GET", "/original/photo").body == NEW
+        [claim] = result_of(database.read(claims_txn))
+        assert (claim.variant, claim.generation) == (REPLACEMENT, old.generation)
+        intercepted.deletes_fail = False
+        # The next start (this process gone) finishes the removal.
+        result_of(make_service(database, blobs).recover())
+        assert result_of(blobs.size(old.blob_key)) is None
         assert result_of(database.read(claims_txn)) == []
         assert result_of(check(database, blobs, Peers.alone())).consistent
         assert client.request("GET", "/original/photo").body == NEW
