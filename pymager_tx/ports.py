@@ -28,12 +28,14 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
 
 from pymager_tx.core.errors import BlobNotFound
-from pymager_tx.core.model import DerivedRecord, OriginalRecord
+from pymager_tx.core.model import DerivedRecord, FocalPoint, OriginalRecord
 from pymager_tx.core.records import (
     Claim,
     ClaimOutcome,
     DerivedLookup,
+    OriginalMeta,
     Recorded,
+    Refocused,
     Removal,
     RowState,
     StoreIndex,
@@ -51,6 +53,10 @@ class IBlobReader(Interface):
 
     def read(size: int) -> Deferred[bytes]:
         """The next bytes, at most size of them; b"" once all were read."""
+
+    def skip(count: int) -> Deferred[None]:
+        """Pass over the next count bytes (past the end: to the end) without
+        holding them, so that a range of a large blob is read alone."""
 
     def close() -> Deferred[None]:
         """Let go of the blob (idempotent)."""
@@ -324,6 +330,18 @@ class IMetadataStore(Interface):
 
     def list_originals(after: str | None, limit: int) -> Deferred[list[OriginalRecord]]:
         """At most limit ready originals with IDs after `after`, in ID order."""
+
+    def original_meta(image_id: str) -> Deferred[OriginalMeta | None]:
+        """The ready original under image_id and its renditions."""
+
+    def refocus(
+        image_id: str, focal_point: FocalPoint | None, now: datetime, owner: str | None = None
+    ) -> Deferred[Refocused | None]:
+        """Set the ready original's focal point; when it changes, forget the
+        renditions it moves (their keys returned) and count a removal."""
+
+    def store_summary(image_id: str, generation: str, blurhash: str, dominant_color: str) -> Deferred[bool]:
+        """Record the summary of this upload, stored without one."""
 
 
 class Metrics:

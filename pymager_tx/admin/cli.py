@@ -4,7 +4,7 @@ that `twistd pymager` serves, configured the same way (--config, --data-dir)
 plus --database-url.
 
 The commands are click commands on one group (`cli`); each module of this
-package adds its own (db, check, import, warm, prune, stats).  A command
+package adds its own (db, check, import, warm, prune, stats, sign).  A command
 raises AdminError (or a configuration, database or storage error) to fail:
 the group prints one line to stderr and exits with 1.  Usage errors exit
 with 2, as click's do.
@@ -25,6 +25,7 @@ from pymager_tx.admin.check import check
 from pymager_tx.admin.command import AdminError, Target, finish, with_target
 from pymager_tx.admin.imports import import_command
 from pymager_tx.admin.prune import prune
+from pymager_tx.admin.sign import sign
 from pymager_tx.admin.stats import stats
 from pymager_tx.admin.warm import warm
 from pymager_tx.core.errors import ConfigError, Unavailable
@@ -89,7 +90,7 @@ def current(target: Target) -> None:
     finish(0)
 
 
-for command in (check, import_command, warm, prune, stats):
+for command in (check, import_command, warm, prune, stats, sign):
     cli.add_command(command)
 
 

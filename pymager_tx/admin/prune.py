@@ -1,6 +1,8 @@
 """
 `pymager-admin prune [--apply]`: remove the renditions of sizes no longer in
-[images] allowed_sizes, which no URL can ask for any more.
+[images] allowed_sizes, which no URL can ask for any more.  With [security]
+url_signing_keys set, a size within the signed bounds can still be asked
+for by a signed URL: its renditions stay.
 
 Without --apply it only lists them.  Each removal is one transaction that
 deletes the row of that very rendition (its file), unless a claim holds its
@@ -13,6 +15,7 @@ names: `pymager-admin check --repair` removes it, as any orphan.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -21,19 +24,27 @@ from pymager_tx.adapters.sql.admin_txn import Forgotten, Rendition
 from pymager_tx.admin.command import Target, finish, with_target
 from pymager_tx.admin.runtime import direct, run
 from pymager_tx.admin.stats import shown_size
-from pymager_tx.core.model import Size
+from pymager_tx.core.model import ResizeMode, Size
+from pymager_tx.core.signing import SignedSizeBounds
 
-# A rendition's variant: "<W>x<H>[-fit|-pad].<format>" (core.model.DerivedSpec.variant).
-_VARIANT = re.compile(r"(?P<size>[1-9][0-9]*x[1-9][0-9]*)(?:-(?:fit|pad))?\.[a-z]+")
+# A rendition's variant: "<W>x<H>[-<mode>].<format>" (core.model.DerivedSpec.variant).
+_MODES = "|".join(mode.value for mode in ResizeMode if mode is not ResizeMode.CROP)
+_VARIANT = re.compile(rf"(?P<size>(?:0|[1-9][0-9]*)x(?:0|[1-9][0-9]*))(?:-(?:{_MODES}))?\.[a-z]+")
 
 
-def stale(renditions: list[Rendition], allowed: frozenset[Size]) -> list[Rendition]:
-    """The renditions of sizes not allowed; variants that name no size
-    (the working copy) are never stale."""
+def stale(
+    renditions: list[Rendition], allowed: frozenset[Size], signable: Callable[[Size], bool] | None = None
+) -> list[Rendition]:
+    """The renditions of sizes not allowed, nor signable (a signed URL may
+    still ask for them); variants that name no size (the working copy) are
+    never stale."""
     found = []
     for rendition in renditions:
         match = _VARIANT.fullmatch(rendition.variant)
-        if match is not None and Size.parse(match["size"]) not in allowed:
+        if match is None:
+            continue
+        size = Size.parse(match["size"])
+        if size not in allowed and not (signable is not None and signable(size)):
             found.append(rendition)
     return found
 
@@ -44,19 +55,24 @@ def stale(renditions: list[Rendition], allowed: frozenset[Size]) -> list[Renditi
 def prune(target: Target, applying: bool) -> None:
     """Remove renditions of sizes no longer in [images] allowed_sizes.
 
-    Lists them first; --apply removes them.  Safe beside running services:
+    With [security] url_signing_keys set, sizes a signed URL may ask for
+    stay.  Lists them first; --apply removes them.  Safe beside running services:
     a rendition being derived under a claim is left alone."""
 
     async def work(reactor: Any) -> int:
         async with direct(target, reactor, image_threads=0) as store:
-            found = stale(await store.queries.renditions(), target.settings.images.sizes)
+            images = target.settings.images
+            signable = None
+            if target.settings.security.url_signing_keys:
+                signable = SignedSizeBounds(images.max_signed_side, images.max_pixels).holds
+            found = stale(await store.queries.renditions(), images.sizes, signable)
             if not applying:
                 for rendition in found:
                     click.echo(f"would remove: {_shown(rendition)}")
                 total = sum(rendition.byte_length for rendition in found)
                 click.echo(
-                    f"{len(found)} renditions of sizes not allowed, {shown_size(total)}"
-                    + ("; `pymager-admin prune --apply` removes them" if found else "")
+                    f"{len(found)} renditions of sizes not allowed{' nor signable' if signable else ''}, "
+                    f"{shown_size(total)}" + ("; `pymager-admin prune --apply` removes them" if found else "")
                 )
                 return 0
             removed = left = freed = 0

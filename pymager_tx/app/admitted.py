@@ -21,6 +21,7 @@ from pymager_tx.imaging.render import (
     probe,
     render,
 )
+from pymager_tx.imaging.summary import Summary
 from pymager_tx.ports import Offload
 
 T = TypeVar("T")
@@ -62,6 +63,11 @@ class ImageWork:
 
 def describe(data: bytes, limits: DecodeLimits) -> tuple[ImageInfo, str]:
     return probe(data, limits), hashlib.sha256(data).hexdigest()
+
+
+def summarize_image(data: bytes, limits: DecodeLimits) -> Summary | None:
+    """The summary of an original stored before summaries were made."""
+    return probe(data, limits).summary
 
 
 def render_target(

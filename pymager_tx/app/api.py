@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from pymager_tx.core.model import ImageId, OriginalRecord, StoredFile
+from pymager_tx.core.model import FocalPoint, ImageId, OriginalRecord, StoredFile
+from pymager_tx.core.records import OriginalMeta
 from pymager_tx.ports import IBlobReader
 
 
@@ -79,11 +80,27 @@ class ImageServiceAPI(Protocol):
 
     async def original(self, image_id: ImageId) -> Found: ...
 
-    async def derived(self, name: str, arrived: float | None = None) -> Found:
+    async def derived(
+        self, name: str, arrived: float | None = None, accept: str | None = None, signed: bool = False
+    ) -> Found:
         """The rendition a derived name ('<ID>-<W>x<H>[-<mode>].<ext>') asks
         for, derived first if need be, within the time budget counted from
         arrived.  A name is refused in this order: one that does not parse,
-        an output format not written, a size not allowed, an unknown ID."""
+        an output format not written, a size not allowed (unless signed: a
+        signature over name verified, then any size within the signed
+        bounds), an unknown ID.  The extension "auto" takes the format
+        accept (the request's Accept header) asks for
+        (pymager_tx.core.negotiation)."""
+        ...
+
+    async def meta(self, image_id: ImageId, arrived: float | None = None) -> OriginalMeta:
+        """The ready original and the renditions stored of it (its summary
+        computed first if it was stored before summaries were)."""
+        ...
+
+    async def set_focal_point(self, image_id: ImageId, focal_point: FocalPoint | None) -> OriginalMeta:
+        """Set or clear the focal point; the crops made for another are
+        never served again.  Answers as meta() does."""
         ...
 
     async def check_health(self) -> None:

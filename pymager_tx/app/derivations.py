@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import TypeVar
 
@@ -71,6 +72,27 @@ class _NoWorkingCopy(Exception):
     """The original is one no working copy is made of (an animation)."""
 
 
+class FocusChanged(Exception):
+    """The original's focal point changed while this rendition was derived
+    for the old one: it was not recorded, and is derived again from the
+    original as it is now."""
+
+
+def focused(original: OriginalRecord, spec: Target) -> Target:
+    """spec, with the original's focal point when its mode is moved by it."""
+    if isinstance(spec, DerivedSpec) and spec.mode.focused:
+        return replace(spec, focus=original.focal_point)
+    return spec
+
+
+def _inflight_key(original: OriginalRecord, spec: Target) -> Rendition:
+    """Work is shared only with requests for the same focal point."""
+    variant = spec.variant
+    if isinstance(spec, DerivedSpec) and spec.mode.focused:
+        variant = f"{variant}@{original.focus_version}"
+    return (original.image_id, original.generation, variant)
+
+
 class Derivations:
     log = Logger()
 
@@ -104,7 +126,8 @@ class Derivations:
     def derive(self, original: OriginalRecord, spec: Target, errand: Errand) -> Deferred[StoredImage]:
         """The rendition, derived once for everyone asking meanwhile: each
         caller gets a Deferred of its own."""
-        key = (original.image_id, original.generation, spec.variant)
+        spec = focused(original, spec)
+        key = _inflight_key(original, spec)
         if key in self._inflight:
             return self._inflight.run(key, _never)
         # New image work: it takes its place in the queue now, or is refused
@@ -166,7 +189,7 @@ class Derivations:
         started = time.perf_counter()
         try:
             stored, source = await self._derive_and_record(original, spec, holding, errand)
-        except (_NoWorkingCopy, Superseded, CancelledError):
+        except (_NoWorkingCopy, Superseded, FocusChanged, CancelledError):
             raise
         except Exception as error:
             self._metrics.derivation(outcome_of(error))
@@ -210,12 +233,20 @@ class Derivations:
             sha256=digest,
             blob_key=key,
             created_at=self._clock(),
+            focus_version=original.focus_version
+            if isinstance(spec, DerivedSpec) and spec.mode.focused
+            else None,
         )
         try:
             recorded = await self._store.record_derived(record, original.generation, claim)
         except Exception:
             holding.stored = False  # it may have been recorded: never remove it on a guess
             raise
+        if recorded is Recorded.STALE:
+            # Claims._hold removes our file and ends the claim.
+            raise FocusChanged(
+                f"the focal point of {original.image_id} changed while {spec.variant} was derived"
+            )
         if recorded is not Recorded.RECORDED:
             await self._refused(original, holding, recorded)
         holding.stored = False

@@ -91,6 +91,8 @@ class Originals:
             sha256=digest,
             blob_key=original_key(image_id, generation),
             created_at=self._clock(),
+            blurhash=None if info.summary is None else info.summary.blurhash,
+            dominant_color=None if info.summary is None else info.summary.dominant_color,
         )
         self._uploading.add(generation)
         try:

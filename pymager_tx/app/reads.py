@@ -11,20 +11,23 @@ from typing import NamedTuple
 from twisted.logger import Logger
 
 from pymager_tx.app.api import StoredImage
-from pymager_tx.app.derivations import Derivations
+from pymager_tx.app.derivations import Derivations, FocusChanged
 from pymager_tx.app.refusals import RecentRefusals
 from pymager_tx.app.rendition_cache import Mark, RenditionCache
 from pymager_tx.app.values import ImagePolicy, not_found
 from pymager_tx.core.errors import (
     BlobNotFound,
+    DerivationPending,
     DerivationTooCostly,
     ImageNotFound,
     InvalidImage,
     OriginalLost,
     SizeNotAllowed,
+    SizeOutOfBounds,
     Unavailable,
     UnsupportedOutputFormat,
 )
+from pymager_tx.core.formats import ImageFormat
 from pymager_tx.core.model import (
     DerivedRecord,
     DerivedSpec,
@@ -33,8 +36,13 @@ from pymager_tx.core.model import (
     StoredFile,
     parse_derived_name,
 )
-from pymager_tx.imaging.formats import output_format_for, writable_extensions
+from pymager_tx.core.negotiation import AUTO_EXTENSION, negotiate
+from pymager_tx.imaging.formats import output_format_for, writable_extensions, writable_names
 from pymager_tx.ports import IBlobStore, IMetadataStore
+
+# Derivations of one request begun again when the focal point changed, or
+# the original was replaced, under them.
+_REFOCUS_TRIES = 3
 
 
 class Fetched(NamedTuple):
@@ -82,35 +90,68 @@ class Renditions:
         self._refusals = refusals
         self._derivations = derivations
 
-    async def find(self, name: str, arrived: float | None = None) -> FoundRendition:
-        image_id, spec = self.request(name)
+    async def find(
+        self, name: str, arrived: float | None = None, accept: str | None = None, signed: bool = False
+    ) -> FoundRendition:
+        image_id, spec = self.request(name, accept, signed)
         fetched = await self.fetch(image_id, spec, with_body=False, arrived=arrived)
         return FoundRendition(fetched, image_id, spec, self)
 
-    def request(self, name: str) -> tuple[ImageId, DerivedSpec]:
+    def request(
+        self, name: str, accept: str | None = None, signed: bool = False
+    ) -> tuple[ImageId, DerivedSpec]:
         """Check a derived name in the original service's order: a name that
-        does not parse, then the format, then the size."""
+        does not parse, then the format, then the size: allowed, or signed
+        (signed: its signature verified) and within the signed bounds.  A
+        name ending in ".auto" takes the format accept (the request's Accept
+        header) asks for: the rendition of that explicit extension, or the
+        fallback."""
         parsed = parse_derived_name(name)
-        output = output_format_for(parsed.extension)
+        output: ImageFormat | None
+        alpha_output = None
+        if parsed.extension == AUTO_EXTENSION:
+            output, alpha_output = negotiate(accept, writable_names())
+        else:
+            output = output_format_for(parsed.extension)
         if output is None:
             raise UnsupportedOutputFormat(
                 f"cannot write {parsed.extension!r} images; "
-                f"supported: {', '.join(sorted(writable_extensions()))}"
+                f"supported: {', '.join(sorted([*writable_extensions(), AUTO_EXTENSION]))}"
             )
+        size = parsed.size
+        if size.width == 0 and size.height == 0:
+            raise SizeOutOfBounds("the size 0x0 has no side to keep the aspect ratio from; at most one is 0")
         allowed = self._policy.allowed_sizes
-        if parsed.size not in allowed:
-            raise SizeNotAllowed(
-                f"the size {parsed.size} is not allowed; "
-                f"allowed: {', '.join(str(size) for size in sorted(allowed))}"
-            )
-        return parsed.image_id, DerivedSpec(parsed.size, output, parsed.mode)
+        if size not in allowed:
+            if not signed:
+                raise SizeNotAllowed(
+                    f"the size {size} is not allowed; "
+                    f"allowed: {', '.join(str(size) for size in sorted(allowed))}"
+                )
+            self._policy.signed_bounds.check_named(size)
+        return parsed.image_id, DerivedSpec(size, output, parsed.mode, alpha_output)
+
+    def _for_original(self, spec: DerivedSpec, original: OriginalRecord) -> DerivedSpec:
+        """spec with a 0 side worked out from the original's displayed
+        size, within the bounds of a signed size (listed or signed: nobody
+        chose the side it comes to)."""
+        sized = spec.for_picture(original.width, original.height)
+        if sized.named_size is not None:
+            self._policy.signed_bounds.check_worked_out(sized.named_size, sized.size)
+        return sized
 
     async def fetch(
-        self, image_id: ImageId, spec: DerivedSpec, with_body: bool = True, arrived: float | None = None
+        self,
+        image_id: ImageId,
+        spec: DerivedSpec,
+        with_body: bool = True,
+        arrived: float | None = None,
+        refocus_tries: int = _REFOCUS_TRIES,
     ) -> Fetched:
         """The derived image, derived first if need be.  arrived: when the
         request came (time.monotonic()); the time budget counts from then,
-        time spent queueing for an image thread included."""
+        time spent queueing for an image thread included.  A crop derived
+        while the focal point changed is derived again for the new one."""
         key = (image_id.value, spec.variant)
         held = self._cache.fresh(key)
         if held is not None:
@@ -127,33 +168,35 @@ class Renditions:
             stored = await self._derivations.read(lookup.derived, with_body)
             if stored is not None:
                 return self._remember(stored, mark)
-        rendition = (original.image_id, original.generation, spec.variant)
+        target = self._for_original(spec, original)
+        rendition = (original.image_id, original.generation, target.variant)
         refused = self._refusals.recall(rendition)
         if refused is not None:
             raise refused
         try:
-            stored = await self._derive_current(original, spec, arrived)
+            stored = await self._derivations.derive(original, target, self._derivations.errand(arrived))
+        except FocusChanged as changed:
+            if refocus_tries <= 1:
+                raise DerivationPending(
+                    "the focal point of this image keeps changing; try again shortly", str(changed)
+                ) from None
+            return await self.fetch(image_id, spec, with_body, arrived, refocus_tries - 1)
+        except ImageNotFound as gone:
+            # Replaced while it was derived (PUT with If-Match): the result
+            # was refused; looking again derives it from the new upload.
+            if isinstance(gone, OriginalLost) or refocus_tries <= 1 or not await self._replaced(original):
+                raise
+            return await self.fetch(image_id, spec, with_body, arrived, refocus_tries - 1)
         except (InvalidImage, DerivationTooCostly) as error:
             # Refused for what the source is: it would be refused again.
             self._refusals.remember(rendition, error)
             raise
         return self._remember(stored, mark)
 
-    async def _derive_current(
-        self, original: OriginalRecord, spec: DerivedSpec, arrived: float | None
-    ) -> StoredImage:
-        errand = self._derivations.errand(arrived)
-        try:
-            return await self._derivations.derive(original, spec, errand)
-        except ImageNotFound as gone:
-            if isinstance(gone, OriginalLost):
-                raise
-            # Replaced while it was derived (PUT with If-Match): the result
-            # was refused; derive it from the new upload, once.
-            current = await self._store.find_original(original.image_id)
-            if current is None or current.generation == original.generation:
-                raise
-            return await self._derivations.derive(current, spec, errand)
+    async def _replaced(self, original: OriginalRecord) -> bool:
+        """Whether another upload took the ID's place since original was read."""
+        current = await self._store.find_original(original.image_id)
+        return current is not None and current.generation != original.generation
 
     async def load(
         self, image_id: ImageId, spec: DerivedSpec, fetched: Fetched, whole_up_to: int | None = None

@@ -97,6 +97,9 @@ class Replacements:
             sha256=digest,
             blob_key=original_key(image_id, generation),
             created_at=self._clock(),
+            # A new picture: the old one's focal point does not carry over.
+            blurhash=None if info.summary is None else info.summary.blurhash,
+            dominant_color=None if info.summary is None else info.summary.dominant_color,
         )
         claim = await self._claim(
             Claim(image_id.value, REPLACEMENT, generation, self._peers.me, uuid4().hex), etags

@@ -19,6 +19,7 @@ from pymager_tx.app.api import Found, StoredImage
 from pymager_tx.app.claims import Claims
 from pymager_tx.app.derivations import Derivations, outcome_of
 from pymager_tx.app.inflight import shielded
+from pymager_tx.app.meta import Meta
 from pymager_tx.app.originals import Originals
 from pymager_tx.app.peers import Peers
 from pymager_tx.app.readiness import check_ready
@@ -29,7 +30,8 @@ from pymager_tx.app.removals import Removals
 from pymager_tx.app.rendition_cache import RenditionCache
 from pymager_tx.app.replacements import Replacements
 from pymager_tx.app.values import ImagePolicy, WorkingCopy, claimed_key
-from pymager_tx.core.model import ImageId, OriginalRecord
+from pymager_tx.core.model import FocalPoint, ImageId, OriginalRecord
+from pymager_tx.core.records import OriginalMeta
 from pymager_tx.ports import (
     NO_METRICS,
     IBlobStore,
@@ -95,6 +97,7 @@ class ImageService:
         )
         self._replacements = Replacements(database, blobs, self._work, policy, clock, peers, removals, claims)
         self._purger = purger or NoCachePurger()
+        self._meta = Meta(database, blobs, self._work, policy, clock, cache.epoch, peers.me, self._originals)
         self._recovery = Recovery(database, blobs, peers, removals, claims, clock)
         self._removals = removals
         self._me = peers.me
@@ -140,11 +143,21 @@ class ImageService:
 
     # Derived images
 
-    async def derived(self, name: str, arrived: float | None = None) -> Found:
-        return await self._renditions.find(name, arrived)
+    async def derived(
+        self, name: str, arrived: float | None = None, accept: str | None = None, signed: bool = False
+    ) -> Found:
+        return await self._renditions.find(name, arrived, accept, signed)
 
     async def poll_removals(self) -> None:
         await self._renditions.poll_removals()
+
+    # Metadata
+
+    async def meta(self, image_id: ImageId, arrived: float | None = None) -> OriginalMeta:
+        return await self._meta.describe(image_id, arrived)
+
+    async def set_focal_point(self, image_id: ImageId, focal_point: FocalPoint | None) -> OriginalMeta:
+        return await shielded(Deferred.fromCoroutine(self._meta.refocus(image_id, focal_point)))
 
     # Operations
 

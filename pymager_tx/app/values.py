@@ -13,6 +13,7 @@ from pymager_tx.core.errors import ImageIdTaken, ImageNotFound
 from pymager_tx.core.keys import derived_key, original_key
 from pymager_tx.core.model import DerivedSpec, ImageId, Size
 from pymager_tx.core.records import Claim
+from pymager_tx.core.signing import DEFAULT_MAX_SIGNED_SIDE, SignedSizeBounds
 from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
 
 # Seconds a derivation may take when the policy sets no time budget.
@@ -27,6 +28,13 @@ class ImagePolicy:
     max_upload_bytes: int
     limits: DecodeLimits
     encoding: EncodeOptions
+    # The largest side of a signed size, and of a side worked out from the
+    # aspect ratio (a 0 in the name).
+    max_signed_side: int = DEFAULT_MAX_SIGNED_SIDE
+
+    @property
+    def signed_bounds(self) -> SignedSizeBounds:
+        return SignedSizeBounds(self.max_signed_side, self.limits.max_pixels)
 
     def deadline(self, arrived: float | None) -> float | None:
         """When work for a request that arrived then (time.monotonic()) must

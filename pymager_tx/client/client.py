@@ -27,6 +27,7 @@ from pymager_tx.client.exchange import Exchange
 from pymager_tx.client.names import Signer, derived_name, derived_path, original_path
 from pymager_tx.client.records import Image, ImageInfo, NotModified, Original, Page
 from pymager_tx.core.model import ImageId, ResizeMode
+from pymager_tx.core.signing import signer as signer_for
 
 T = TypeVar("T")
 
@@ -47,7 +48,12 @@ class PymagerClient:
     after Retry-After or backoff * 2**n seconds, never more than max_delay.
     timeout: seconds an attempt may wait for its answer (and read it, when
     read whole); None for no limit.
-    signer: for derived URLs signed by the signed-URL scheme (see names.Signer).
+    signing_key: a key of the service's [security] url_signing_keys: every
+    derived URL is then signed with it (GET /derived/<signature>/<name>), so
+    any size within the service's signed bounds can be asked for.  Keep it
+    on the back end: a page or an app that holds it can sign any size.
+    signer: instead of signing_key, a function signing names (names.Signer),
+    e.g. one that asks a back end for signatures.
     """
 
     def __init__(
@@ -63,6 +69,7 @@ class PymagerClient:
         max_delay: float = 30.0,
         timeout: float | None = 60.0,
         signer: Signer | None = None,
+        signing_key: str | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as global_reactor
@@ -70,6 +77,10 @@ class PymagerClient:
             reactor = global_reactor
         if retries < 0 or backoff < 0 or max_delay < 0:
             raise ValueError("retries, backoff and max_delay are never negative")
+        if signing_key is not None:
+            if signer is not None:
+                raise ValueError("give signing_key or signer, not both")
+            signer = signer_for(signing_key)
         self.base_url = base_url.rstrip("/")
         self._signer = signer
         self._own_pool: HTTPConnectionPool | None = None

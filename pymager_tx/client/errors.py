@@ -111,6 +111,22 @@ class InvalidListing(ProblemError, core.InvalidListingRequest):
     pass
 
 
+class SizeOutOfBounds(ProblemError, core.SizeOutOfBounds):
+    """0x0, or a signed size past [images] max_signed_side or max_pixels."""
+
+
+class InvalidMetaChange(ProblemError, core.InvalidMetaChange):
+    pass
+
+
+class InvalidFocalPoint(InvalidMetaChange, core.InvalidFocalPoint):
+    pass
+
+
+class UnsupportedMetaType(ProblemError, core.UnsupportedMetaType):
+    pass
+
+
 class BadRequest(ProblemError):
     """Malformed HTTP; the server closed the connection."""
 
@@ -130,6 +146,11 @@ class Unauthorized(ProblemError, core.Unauthorized):
 
 class SizeNotAllowed(ProblemError, core.SizeNotAllowed):
     pass
+
+
+class BadSignature(ProblemError, core.BadSignature):
+    """A signed URL whose signature the service does not verify (a key it
+    does not have, or it has none)."""
 
 
 class NotFound(ProblemError, core.ImageNotFound):
@@ -158,6 +179,17 @@ class PreconditionFailed(ProblemError, core.PreconditionFailed):
 
 class UploadTooLarge(ProblemError, core.UploadTooLarge):
     pass
+
+
+class RangeNotSatisfiable(ProblemError, core.RangeNotSatisfiable):
+    """A Range past the end; complete_length from its Content-Range, -1
+    when the answer had none."""
+
+    def __init__(self, document: ProblemDocument, headers: Headers | None = None) -> None:
+        super().__init__(document, headers)
+        values = self.headers.getRawHeaders("content-range") or [""]
+        _, _, length = str(values[0]).rpartition("/")
+        self.complete_length = int(length) if length.isdigit() else -1
 
 
 class DerivationTooCostly(ProblemError, core.DerivationTooCostly):

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pymager_tx.core.errors import UnsupportedOutputFormat
+from pymager_tx.core.errors import DerivedNameInvalid, SizeOutOfBounds, UnsupportedOutputFormat
 from pymager_tx.core.formats import OUTPUTS
 from pymager_tx.core.model import DerivedName, ImageId, ResizeMode, Size, parse_derived_name
 
 # Signs a derived name for the signed-URL scheme (GET /derived/<signature>/<name>):
-# given the name, the signature.  The service does not check signatures yet;
-# when it does, the core will offer the function that makes them.
+# given the name, the signature.  pymager_tx.core.signing.signer(key) makes
+# the one the service verifies (PymagerClient(signing_key=...) uses it).
 Signer = Callable[[str], str]
 
 EXTENSIONS = frozenset(extension for fmt in OUTPUTS for extension in fmt.extensions)
@@ -30,8 +30,13 @@ def derived_name(
     """<ID>-<W>x<H>[-fit|-pad].<ext>, checked by the grammar the service
     parses it with.  Raises the core's InvalidImageId, DerivedNameInvalid,
     or UnsupportedOutputFormat for an extension no format has (whether the
-    service can write it, and whether the size is allowed, only it knows)."""
+    service can write it, and whether the size is allowed, only it knows).
+    A side of 0 keeps the aspect ratio; SizeOutOfBounds for 0x0."""
     ImageId(image_id)
+    if width < 0 or height < 0:
+        raise DerivedNameInvalid(f"a size has no negative side; got {width}x{height}")
+    if width == 0 and height == 0:
+        raise SizeOutOfBounds("the size 0x0 has no side to keep the aspect ratio from; at most one is 0")
     resize = ResizeMode(mode) if mode is not None else ResizeMode.CROP
     suffix = "" if resize is ResizeMode.CROP else f"-{resize}"
     name = f"{image_id}-{Size(width, height)}{suffix}.{ext}"

@@ -25,9 +25,11 @@ from pydantic import (
 from pymager_tx.adapters.sql.database import check_database_url, sqlite_url
 from pymager_tx.config.cdn import CdnSettings
 from pymager_tx.config.section import Section
+from pymager_tx.config.security import SecuritySettings
 from pymager_tx.config.storage import StorageSettings
 from pymager_tx.core.errors import ConfigError
 from pymager_tx.core.model import Size
+from pymager_tx.core.signing import DEFAULT_MAX_SIGNED_SIDE
 from pymager_tx.imaging.formats import default_decoders, unknown_decoders
 
 # The largest side any output format writes: WebP's limit.
@@ -124,6 +126,11 @@ class ImageSettings(Section):
     )
     max_upload_bytes: Annotated[int, Field(ge=1)] = Field(
         32 * 1024 * 1024, description="Largest original accepted, in bytes (413 beyond)"
+    )
+    max_signed_side: Annotated[int, Field(ge=1, le=MAX_SIDE)] = Field(
+        DEFAULT_MAX_SIGNED_SIDE,
+        description="Largest side of a signed size, and of a side worked out from the aspect ratio "
+        "(a 0 in the name), listed or signed (400 beyond)",
     )
     max_pixels: Annotated[int, Field(ge=1, le=Image.MAX_IMAGE_PIXELS)] = Field(
         64_000_000,
@@ -224,10 +231,33 @@ class ImageSettings(Section):
         return frozenset(Size.parse(value) for value in self.allowed_sizes)
 
 
+# An origin as browsers send it in the Origin header.
+_ORIGIN = re.compile(r"https?://(?:[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+
+
 class HttpSettings(Section):
     cache_control: str = Field(
         "public, max-age=86400", description="Cache-Control of images; empty: none sent"
     )
+    cors_origins: list[str] = Field(
+        [],
+        description="Origins whose scripts may read answers and upload with a token (CORS), "
+        'like "https://app.example.com", or "*" for any; empty: no CORS headers',
+    )
+    cors_max_age: Annotated[int, Field(ge=0, le=86400)] = Field(
+        600, description="Seconds a browser may keep a CORS preflight's answer"
+    )
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(
+                    f'{origin!r} is not an origin: "*" or scheme://host[:port], without a path or a "/" at '
+                    'the end, like "https://app.example.com"'
+                )
+        return value
 
     @field_validator("cache_control")
     @classmethod
@@ -333,6 +363,7 @@ class Settings(Section):
     auth: AuthSettings = AuthSettings.model_validate({})
     cluster: ClusterSettings = ClusterSettings.model_validate({})
     metrics: MetricsSettings = MetricsSettings.model_validate({})
+    security: SecuritySettings = SecuritySettings.model_validate({})
     cdn: CdnSettings = CdnSettings.model_validate({})
 
     @property

@@ -63,12 +63,43 @@ class DerivedNameInvalid(PymagerError):
     """The derived image name does not follow <ID>-<W>x<H>.<ext>."""
 
 
+class InvalidMetaChange(PymagerError):
+    """A change of an image's metadata (PATCH /meta) that is not JSON, or
+    names what cannot be changed."""
+
+
+class InvalidFocalPoint(InvalidMetaChange):
+    """A focal point outside the picture (x and y are 0 to 1)."""
+
+
+class UnsupportedMetaType(PymagerError):
+    """A change of metadata sent as something other than JSON."""
+
+
 class UnsupportedOutputFormat(PymagerError):
     """The service cannot write the requested output format."""
 
 
 class SizeNotAllowed(PymagerError):
     """The requested size is not one of the allowed sizes."""
+
+
+class RangeNotSatisfiable(PymagerError):
+    """A Range request for bytes the image does not have."""
+
+    def __init__(self, detail: str, complete_length: int) -> None:
+        super().__init__(detail)
+        self.complete_length = complete_length
+
+
+class BadSignature(PymagerError):
+    """A signed derived URL whose signature does not verify with any of the
+    URL signing keys (or the service has none)."""
+
+
+class SizeOutOfBounds(PymagerError):
+    """A derived size the service never makes: 0x0, or a signed size (or a
+    side worked out from the aspect ratio) past max_signed_side or max_pixels."""
 
 
 class Unauthorized(PymagerError):

@@ -59,6 +59,25 @@ class Recorded(Enum):
     ALREADY = "already"  # another holder's row was there first: ours is surplus
     LOST = "lost"  # our claim was taken over: we may not record
     GONE = "gone"  # the original (this generation of it) is not ready any more
+    STALE = "stale"  # made for a focal point that has changed since
+
+
+@dataclass(frozen=True)
+class OriginalMeta:
+    """An original and the renditions stored of it (GET /meta)."""
+
+    original: OriginalRecord
+    renditions: tuple[DerivedRecord, ...]
+
+
+@dataclass(frozen=True)
+class Refocused:
+    """A focal point changed: the original as it is now, and the files of
+    the renditions made for the old one, whose rows are gone."""
+
+    original: OriginalRecord
+    stale_keys: tuple[str, ...]
+    changed: bool  # False: the focal point was that already, nothing done
 
 
 @dataclass(frozen=True)

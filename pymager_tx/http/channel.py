@@ -85,7 +85,7 @@ class ProblemChannel(HTTPChannel):
             self._waiting_turn.append(data)
             return
         if data and self.line_mode and not self._handlingRequest and self._head_deadline is None:
-            if not self._turn_given and not self.site.turns.admit(self):
+            if not self._turn_given and not self.site.turns.admit(self, data[:16]):
                 self._waiting_turn = [data]
                 self._networkProducer.pauseProducing()
                 return

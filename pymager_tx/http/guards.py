@@ -5,7 +5,14 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable
 
-from pymager_tx.core.errors import Overloaded, PymagerError, Unauthorized, Unavailable, UploadTooLarge
+from pymager_tx.core.errors import (
+    Overloaded,
+    PymagerError,
+    RangeNotSatisfiable,
+    Unauthorized,
+    Unavailable,
+    UploadTooLarge,
+)
 
 
 def challenge(error: Unauthorized) -> str:
@@ -73,9 +80,12 @@ class UploadGate:
 
 
 def refusal_headers(error: PymagerError) -> list[tuple[bytes, bytes]]:
-    """The headers that go with a refusal: a challenge, a time to retry."""
+    """The headers that go with a refusal: a challenge, a time to retry,
+    the length a range missed."""
     if isinstance(error, Unauthorized):
         return [(b"WWW-Authenticate", challenge(error).encode("ascii"))]
     if isinstance(error, Unavailable):
         return [(b"Retry-After", b"%d" % error.retry_after)]
+    if isinstance(error, RangeNotSatisfiable):
+        return [(b"Content-Range", b"bytes */%d" % error.complete_length)]
     return []

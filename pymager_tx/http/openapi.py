@@ -27,6 +27,7 @@ from pymager_tx.http.openapi_components import (
     problem_schema,
     problem_statuses,
 )
+from pymager_tx.http.openapi_meta import CHANGE_SCHEMA, FOCAL_POINT_SCHEMA, META_SCHEMA
 from pymager_tx.http.openapi_paths import paths
 
 
@@ -62,6 +63,9 @@ def openapi_document(version: str = __version__) -> Document:
             "schemas": {
                 "Original": ORIGINAL_SCHEMA,
                 "Health": HEALTH_SCHEMA,
+                "Meta": META_SCHEMA,
+                "MetaChange": CHANGE_SCHEMA,
+                "FocalPoint": FOCAL_POINT_SCHEMA,
                 "Problem": problem_schema(),
                 **{f"Problem{status}": problem_schema(status) for status in statuses},
             },

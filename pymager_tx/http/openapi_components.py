@@ -93,6 +93,38 @@ HEADERS: Document = {
         required=False,
     ),
     "No-Store": header("`no-store`: refusals and health answers are never cached.", {"const": "no-store"}),
+    "Accept-Ranges": header("`bytes`: a GET may ask for one byte range.", {"const": "bytes"}),
+    "Content-Range": header(
+        "The range sent and the image's whole length: `bytes <first>-<last>/<length>`.",
+        {"type": "string", "pattern": "^bytes [0-9]+-[0-9]+/[0-9]+$"},
+    ),
+    "Unsatisfied-Content-Range": header(
+        "The image's whole length: `bytes */<length>`.",
+        {"type": "string", "pattern": "^bytes \\*/[0-9]+$"},
+    ),
+    "Access-Control-Allow-Origin": header(
+        "CORS: the request's `Origin` when `[http] cors_origins` lists it, or `*` when it lists `*`; "
+        "absent for other origins and when the list is empty.",
+        required=False,
+    ),
+    "Access-Control-Expose-Headers": header(
+        "CORS: the headers a script may read (ETag, Last-Modified, Location, Content-Range, ...).",
+        required=False,
+    ),
+    "Access-Control-Allow-Methods": header("CORS preflight: the methods the path takes."),
+    "Access-Control-Allow-Headers": header(
+        "CORS preflight: the request headers a script may send (Authorization, Content-Type, If-Match, "
+        "If-None-Match, If-Modified-Since, If-Range, Range)."
+    ),
+    "Access-Control-Max-Age": header(
+        "CORS preflight: seconds the browser may keep this answer (`[http] cors_max_age`).",
+        {"type": "integer", "minimum": 0},
+    ),
+    "Vary": header(
+        "The request headers the answer depends on: `Accept` for a negotiated (`.auto`) name, "
+        "`Origin` where `[http] cors_origins` lists origins.",
+        required=False,
+    ),
 }
 
 
@@ -125,15 +157,18 @@ def problem_statuses() -> dict[int, list[Problem]]:
 
 
 STATUS_TEXT = {
-    400: "Bad request: a malformed request or upload, an invalid ID, an image that is not accepted.",
+    400: "Bad request: a malformed request or upload, an invalid ID, an image that is not accepted, "
+    "a derived size out of bounds.",
     401: "A write without a valid token.",
-    403: "A derived size not in `[images] allowed_sizes`.",
+    403: "A derived size not in `[images] allowed_sizes`, or a signed URL whose signature does not verify.",
     404: "Unknown ID, a derived name that does not parse, or nothing at this path.",
     405: "A method the path does not take (with `Allow`).",
     408: "The request line and headers, or the body, took too long; the connection closes.",
     409: "An original is already stored under the ID.",
     412: "`If-Match` names no stored original: it changed since it was read, or there is none.",
     413: "The upload is larger than `[images] max_upload_bytes`.",
+    415: "A body in a media type the operation does not take.",
+    416: "A `Range` that starts past the end of the image (with `Content-Range: bytes */<length>`).",
     422: "The derivation ran past `[images] derivation_time_budget`.",
     500: "A bug; the traceback goes to the log only.",
     501: "A method HTTP does not define (methods are case-sensitive).",
@@ -150,6 +185,8 @@ def problem_response(status: int, with_body: bool) -> Document:
         headers["WWW-Authenticate"] = {"$ref": "#/components/headers/WWW-Authenticate"}
     elif status == 405:
         headers["Allow"] = {"$ref": "#/components/headers/Allow"}
+    elif status == 416:
+        headers["Content-Range"] = {"$ref": "#/components/headers/Unsatisfied-Content-Range"}
     response: Document = {"description": f"{STATUS_TEXT[status]} Types: {types}.", "headers": headers}
     if with_body:
         response["content"] = {

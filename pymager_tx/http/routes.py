@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
@@ -26,6 +27,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from pymager_tx.app.api import Found, ImageServiceAPI, StoredImage
 from pymager_tx.core.errors import Overloaded, PymagerError, Unavailable
 from pymager_tx.core.model import ImageId, OriginalRecord, StoredFile
+from pymager_tx.core.negotiation import AUTO_EXTENSION
 from pymager_tx.core.problems import (
     BAD_REQUEST,
     INTERNAL_ERROR,
@@ -38,14 +40,19 @@ from pymager_tx.core.problems import (
 )
 from pymager_tx.http.answers import answer_with_problem, header_text
 from pymager_tx.http.conditional import not_modified, set_validators, strong_etag
+from pymager_tx.http.cors import CorsPolicy
 from pymager_tx.http.guards import WriteTokens, refusal_headers
 from pymager_tx.http.home import content_security_policy, home_bytes
 from pymager_tx.http.listing import listing_document, listing_query
+from pymager_tx.http.meta import answer_meta, meta_document, read_meta_change
 from pymager_tx.http.metrics import metrics_page
 from pymager_tx.http.openapi import document_bytes
 from pymager_tx.http.preconditions import if_match
+from pymager_tx.http.ranges import ByteRange, requested_range
+from pymager_tx.http.signatures import UrlSignatures
 from pymager_tx.http.streaming import BlobSender
 from pymager_tx.http.uploads import image_from_body, image_from_form
+from pymager_tx.http.vary import add_vary
 from pymager_tx.ports import Offload
 
 # RFC 9110 methods; any other is 501, whatever its route.
@@ -66,6 +73,8 @@ class HttpPolicy:
     # Headers naming the image's ID on every image answer, for a CDN to
     # purge all of one image's answers at once ([cdn] cache_tag_headers).
     cache_tag_headers: tuple[str, ...] = ("Surrogate-Key",)
+    # Origins whose browsers may read answers and send preflights (none: no CORS).
+    cors: CorsPolicy = field(default_factory=CorsPolicy)
 
 
 class ImageAPI:
@@ -80,15 +89,26 @@ class ImageAPI:
         tokens: WriteTokens,
         offload: Offload,
         policy: HttpPolicy | None = None,
+        signatures: UrlSignatures | None = None,
     ) -> None:
+        """signatures: the check of signed derived URLs (default: no keys,
+        every signed URL refused)."""
         self._service = service
         self._tokens = tokens
         self._offload = offload
         self._policy = policy or HttpPolicy()
+        self._signatures = signatures or UrlSignatures()
 
     def resource(self) -> IResource:
         """The root resource to serve."""
-        return _StrictPaths(self.app.resource())
+        return _StrictPaths(self.app.resource(), self._policy.cors, self._methods_of)
+
+    def _methods_of(self, path: str) -> list[str]:
+        """The methods the routes take at path; [] where none serves it."""
+        try:
+            return sorted(self.app.url_map.bind("localhost").allowed_methods(path))
+        except HTTPException:
+            return []
 
     # Originals
 
@@ -147,7 +167,35 @@ class ImageAPI:
 
     @app.route("/derived/<string:name>", methods=["GET", "HEAD"])
     async def get_derived(self, request: IRequest, name: str) -> bytes:
-        return await self._answer(request, await self._service.derived(name, _arrival(request)))
+        found = await self._service.derived(name, _arrival(request), _negotiated(request, name))
+        return await self._answer(request, found)
+
+    @app.route("/derived/<string:signature>/<string:name>", methods=["GET", "HEAD"])
+    async def get_signed_derived(self, request: IRequest, signature: str, name: str) -> bytes:
+        """Any size within the signed bounds, for a name signed with a URL
+        signing key (pymager_tx.core.signing); checked before anything else."""
+        self._signatures.check(signature, name)
+        accept = _negotiated(request, name)
+        found = await self._service.derived(name, _arrival(request), accept, signed=True)
+        return await self._answer(request, found)
+
+    # Metadata (pymager_tx.http.meta)
+
+    @app.route("/meta/<string:image_id>", methods=["GET", "HEAD"])
+    async def get_meta(self, request: IRequest, image_id: str) -> bytes:
+        meta = await self._service.meta(ImageId(image_id), _arrival(request))
+        return answer_meta(request, meta_document(meta, lambda path: self._absolute_url(request, path)))
+
+    @app.route("/meta/<string:image_id>", methods=["PATCH"])
+    async def patch_meta(self, request: IRequest, image_id: str) -> bytes:
+        self._tokens.check(request.getHeader(b"authorization"))
+        valid_id = ImageId(image_id)
+        change = await self._offload(read_meta_change, header_text(request, b"content-type"), request.content)
+        if change.sets_focal_point:
+            meta = await self._service.set_focal_point(valid_id, change.focal_point)
+        else:
+            meta = await self._service.meta(valid_id, _arrival(request))
+        return answer_meta(request, meta_document(meta, lambda path: self._absolute_url(request, path)))
 
     # Operations
 
@@ -212,34 +260,53 @@ class ImageAPI:
     # Answers
 
     async def _answer(self, request: IRequest, found: Found) -> bytes:
-        """A 304, a HEAD's headers, or the image, as the request asks."""
-        self._set_validators(request, found.record)
+        """A 304, a HEAD's headers, the image, or the range of it the
+        request asks for (pymager_tx.http.ranges)."""
+        record = found.record
+        self._set_validators(request, record)
         for name in self._policy.cache_tag_headers:
-            request.setHeader(name.encode("ascii"), found.record.image_id.encode("ascii"))
+            request.setHeader(name.encode("ascii"), record.image_id.encode("ascii"))
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        if not_modified(request, strong_etag(found.record.sha256), found.record.created_at):
+        request.setHeader(b"Accept-Ranges", b"bytes")
+        etag = strong_etag(record.sha256)
+        if not_modified(request, etag, record.created_at):
             request.setResponseCode(304)
             return b""
         if _is_head(request):
-            return self._send_image(request, StoredImage(found.record, None))
+            return self._send_image(request, StoredImage(record, None))
+        # Judged before the bytes are read: a 416 reads nothing.
+        wanted = requested_range(request, record.byte_length, etag, record.created_at)
         stored = await found.body(whole_up_to=_WHOLE_BYTES)
-        if stored.record != found.record:
+        if stored.record != record:
             # Derived again meanwhile (its file was lost, or a new upload
-            # took the ID): the headers describe the bytes sent.
+            # took the ID): the headers describe the bytes sent, all of them.
             self._set_validators(request, stored.record)
+            wanted = None
         if stored.reader is not None:
-            self._send_image(request, stored)
+            self._send_image(request, stored, wanted)
+            if wanted is not None:
+                try:
+                    await stored.reader.skip(wanted.first)
+                except BaseException:
+                    await stored.reader.close()
+                    raise
             # Sent as the client takes it; Klein finishes the request after.
-            await BlobSender(stored.reader, request).send()  # type: ignore[arg-type]
+            length = None if wanted is None else wanted.length
+            await BlobSender(stored.reader, request, length).send()  # type: ignore[arg-type]
             return b""
-        return self._send_image(request, stored)
+        return self._send_image(request, stored, wanted)
 
     def _set_validators(self, request: IRequest, record: StoredFile) -> None:
         set_validators(request, strong_etag(record.sha256), record.created_at, self._policy.cache_control)
 
-    def _send_image(self, request: IRequest, stored: StoredImage) -> bytes:
+    def _send_image(self, request: IRequest, stored: StoredImage, wanted: ByteRange | None = None) -> bytes:
         record = stored.record
         request.setHeader(b"Content-Type", record.media_type.encode("ascii"))
+        if wanted is not None:
+            request.setResponseCode(206)
+            request.setHeader(b"Content-Range", wanted.content_range())
+            request.setHeader(b"Content-Length", b"%d" % wanted.length)
+            return b"" if stored.data is None else stored.data[wanted.first : wanted.last + 1]
         # Set explicitly, so HEAD (which sends no body) announces what GET sends.
         request.setHeader(b"Content-Length", b"%d" % record.byte_length)
         return stored.data or b""
@@ -326,9 +393,16 @@ class _StrictPaths(Resource):
 
     isLeaf = True
 
-    def __init__(self, wrapped: IResource) -> None:
+    def __init__(
+        self,
+        wrapped: IResource,
+        cors: CorsPolicy | None = None,
+        methods_of: Callable[[str], list[str]] | None = None,
+    ) -> None:
         super().__init__()
         self._wrapped = wrapped
+        self._cors = cors or CorsPolicy()
+        self._methods_of = methods_of or (lambda path: [])
 
     def render(self, request: IRequest) -> Any:
         if request.method not in _METHODS:
@@ -349,6 +423,10 @@ class _StrictPaths(Resource):
             return answer_with_problem(request, BAD_REQUEST, detail)
         if b"//" in request.path:
             return answer_with_problem(request, NOT_FOUND, "nothing is served at this path")
+        preflight = self._cors.preflight(request, self._methods_of)
+        if preflight is not None:
+            return preflight
+        self._cors.decorate(request)
         try:
             return self._wrapped.render(request)
         except HTTPException as error:  # raised while binding the URL map
@@ -389,6 +467,15 @@ def _body(request: IRequest, content_type: bytes, body: bytes) -> bytes:
     request.setHeader(b"Content-Type", content_type)
     request.setHeader(b"Content-Length", b"%d" % len(body))
     return body
+
+
+def _negotiated(request: IRequest, name: str) -> str | None:
+    """The Accept header a ".auto" name is negotiated with (None for
+    others); every answer to one, refusals too, varies with it."""
+    if not name.lower().endswith("." + AUTO_EXTENSION):
+        return None
+    add_vary(request, "Accept")
+    return header_text(request, b"accept")
 
 
 def _arrival(request: IRequest) -> float | None:

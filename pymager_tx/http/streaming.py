@@ -28,8 +28,11 @@ PART_BYTES = 128 * 1024
 
 @implementer(IPushProducer)
 class BlobSender:
-    def __init__(self, reader: IBlobReader, request: Request) -> None:
+    def __init__(self, reader: IBlobReader, request: Request, length: int | None = None) -> None:
+        """length: send this many bytes from where the reader is (a range),
+        None: all it has left."""
         self._reader: IBlobReader | None = reader
+        self._left = length
         self._request: Request | None = request
         self._paused = False
         self._reading = False
@@ -57,8 +60,12 @@ class BlobSender:
     def _read_next(self) -> None:
         if self._paused or self._reading or self._reader is None:
             return
+        if self._left is not None and self._left <= 0:
+            self._end(None)
+            return
         self._reading = True
-        self._reader.read(PART_BYTES).addCallbacks(self._got, self._end)
+        wanted = PART_BYTES if self._left is None else min(PART_BYTES, self._left)
+        self._reader.read(wanted).addCallbacks(self._got, self._end)
 
     def _got(self, part: bytes) -> None:
         self._reading = False
@@ -67,6 +74,8 @@ class BlobSender:
         if not part:
             self._end(None)
             return
+        if self._left is not None:
+            self._left -= len(part)
         # May pause us at once, when the transport's buffer fills.
         self._request.write(part)
         self._read_next()

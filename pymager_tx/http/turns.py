@@ -9,11 +9,18 @@ connection paused, for a later turn, where at most `per_turn` waiting ones
 start, in the order they came.  Requests that arrive later still start in
 their own turn: a burst is spread over turns instead of standing in front
 of whoever comes next.
+
+Health probes (GET or HEAD /healthz and /readyz, known from a request's
+first bytes) have a lane of their own with the same budget: a load
+balancer's probe does not queue behind a burst of image requests, which
+would make a busy process look dead, and a flood of probes is bounded
+like any other.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -34,21 +41,37 @@ class TurnBudget:
         self.per_turn = per_turn
         self._started = 0
         self._waiting: deque[Waiter] = deque()
+        self._probes_started = 0
+        self._probes_waiting: deque[Waiter] = deque()
         self._next: IDelayedCall | None = None
+        self._at_end: list[Callable[[], None]] = []
 
-    def admit(self, waiter: Waiter) -> bool:
-        """Whether a request that just arrived may start in this turn; if
-        not, waiter.take_turn() is called in a later one."""
+    def admit(self, waiter: Waiter, first_bytes: bytes = b"") -> bool:
+        """Whether a request that just arrived (first_bytes: the start of
+        its request line) may start in this turn; if not,
+        waiter.take_turn() is called in a later one."""
         self._schedule()
+        if is_probe(first_bytes):
+            if self._probes_started < self.per_turn:
+                self._probes_started += 1
+                return True
+            self._probes_waiting.append(waiter)
+            return False
         if self._started < self.per_turn:
             self._started += 1
             return True
         self._waiting.append(waiter)
         return False
 
+    def at_turn_end(self, call: Callable[[], None]) -> None:
+        """call() once this turn ends, in the one delayed call a turn with
+        arrivals schedules anyway (metrics batch their updates in it)."""
+        self._at_end.append(call)
+        self._schedule()
+
     @property
     def waiting(self) -> int:
-        return len(self._waiting)
+        return len(self._waiting) + len(self._probes_waiting)
 
     def _schedule(self) -> None:
         if self._next is None:
@@ -56,8 +79,25 @@ class TurnBudget:
 
     def _new_turn(self) -> None:
         self._next = None
-        self._started = 0
-        for _ in range(min(self.per_turn, len(self._waiting))):
-            self._waiting.popleft().take_turn()
-        if self._waiting:
+        self._started = self._probes_started = 0
+        ended, self._at_end = self._at_end, []
+        for call in ended:
+            call()
+        for lane in (self._probes_waiting, self._waiting):
+            for _ in range(min(self.per_turn, len(lane))):
+                lane.popleft().take_turn()
+        if self._waiting or self._probes_waiting:
             self._schedule()
+
+
+_PROBES = tuple(
+    method + b" /" + path + end
+    for method in (b"GET", b"HEAD")
+    for path in (b"healthz", b"readyz")
+    for end in (b" ", b"?")
+)
+
+
+def is_probe(first_bytes: bytes) -> bool:
+    """Whether a request line starts as a health probe's does."""
+    return first_bytes.startswith(_PROBES)

@@ -30,6 +30,11 @@ def writable_extensions() -> dict[str, ImageFormat]:
     }
 
 
+def writable_names() -> frozenset[str]:
+    """Canonical names of the formats this Pillow can encode."""
+    return frozenset(fmt.name for fmt in writable_extensions().values())
+
+
 def output_format_for(extension: str) -> ImageFormat | None:
     return writable_extensions().get(extension.lower())
 

@@ -60,11 +60,19 @@ def upright_size(stored: tuple[int, int], orientation: int) -> tuple[int, int]:
     return (height, width) if orientation in ROTATED_ORIENTATIONS else (width, height)
 
 
-def plan(source: tuple[int, int], target: Size, mode: ResizeMode, upscale: bool) -> Plan:
-    """How to bring an upright source of this size to target in this mode."""
+def plan(
+    source: tuple[int, int],
+    target: Size,
+    mode: ResizeMode,
+    upscale: bool,
+    focus: tuple[float, float] | None = None,
+) -> Plan:
+    """How to bring an upright source of this size to target in this mode;
+    a crop keeps focus (relative to the source, 0..1) as near its centre as
+    the source allows, and is centred without one."""
     width, height = source
-    if mode is ResizeMode.CROP:
-        return _crop_plan(width, height, target, upscale)
+    if mode.focused:
+        return _crop_plan(width, height, target, upscale, focus or (0.5, 0.5))
     scale = min(target.width / width, target.height / height)
     if not upscale:
         scale = min(scale, 1.0)
@@ -73,20 +81,30 @@ def plan(source: tuple[int, int], target: Size, mode: ResizeMode, upscale: bool)
     return Plan((0.0, 0.0, float(width), float(height)), fitted, canvas)
 
 
-def _crop_plan(width: int, height: int, target: Size, upscale: bool) -> Plan:
-    # The largest centred box with the target's aspect ratio, as ImageOps.fit.
-    aspect = target.width / target.height
-    if width / height > aspect:
-        box_width, box_height = height * aspect, float(height)
-    else:
-        box_width, box_height = float(width), width / aspect
-    left, top = (width - box_width) / 2, (height - box_height) / 2
+def _crop_plan(width: int, height: int, target: Size, upscale: bool, focus: tuple[float, float]) -> Plan:
+    # The largest box with the target's aspect ratio (as ImageOps.fit),
+    # centred on the focus, then moved back inside the source where needed.
+    box_width, box_height = crop_box_size(width, height, target)
+    left = _clamped(focus[0] * width - box_width / 2, width - box_width)
+    top = _clamped(focus[1] * height - box_height / 2, height - box_height)
     box = (left, top, left + box_width, top + box_height)
     size = (target.width, target.height)
     if not upscale and box_width < target.width:
         # Never enlarge: the box itself, at one source pixel per output pixel.
         size = (max(1, round(box_width)), max(1, round(box_height)))
     return Plan(box, size)
+
+
+def crop_box_size(width: int, height: int, target: Size) -> tuple[float, float]:
+    """The largest box of a width x height source with target's aspect ratio."""
+    aspect = target.width / target.height
+    if width / height > aspect:
+        return height * aspect, float(height)
+    return float(width), width / aspect
+
+
+def _clamped(start: float, most: float) -> float:
+    return min(max(start, 0.0), max(most, 0.0))
 
 
 def whole(source: tuple[int, int], size: tuple[int, int]) -> Plan:

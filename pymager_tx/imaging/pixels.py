@@ -115,6 +115,15 @@ def has_alpha(image: Image.Image) -> bool:
     return image.mode in ("RGBA", "LA")
 
 
+def is_transparent(image: Image.Image) -> bool:
+    """Whether some pixel is not fully opaque: an alpha channel alone, all
+    opaque (as many PNG exports carry), is no transparency."""
+    if not has_alpha(image):
+        return False
+    lowest = image.getchannel("A").getextrema()[0]
+    return isinstance(lowest, int | float) and lowest < 255
+
+
 def flatten(image: Image.Image, background: Colour) -> Image.Image:
     """Composite a picture with alpha onto an opaque background colour."""
     rgba = image.convert("RGBA")

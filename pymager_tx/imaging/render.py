@@ -28,12 +28,22 @@ from dataclasses import dataclass
 from PIL import ExifTags, Image, ImageFile
 
 from pymager_tx.core.formats import ImageFormat, format_for_pillow, format_named
-from pymager_tx.core.model import DerivedSpec, Size
+from pymager_tx.core.model import DerivedSpec, ResizeMode, Size
 from pymager_tx.imaging import geometry
+from pymager_tx.imaging.attention import smart_plan
 from pymager_tx.imaging.encoders import Encoding, encode_animation, encode_still, lossless_source
 from pymager_tx.imaging.geometry import Plan
 from pymager_tx.imaging.gif import gif_canvas
-from pymager_tx.imaging.pixels import eight_bit, flatten, has_alpha, pad, resizable, to_srgb
+from pymager_tx.imaging.pixels import (
+    eight_bit,
+    flatten,
+    has_alpha,
+    is_transparent,
+    pad,
+    resizable,
+    to_srgb,
+)
+from pymager_tx.imaging.summary import Summary, summarize
 from pymager_tx.imaging.untrusted import (
     DecodeLimits,
     check_deadline,
@@ -80,6 +90,7 @@ class ImageInfo:
     format: ImageFormat
     width: int  # as displayed, after the EXIF orientation
     height: int
+    summary: Summary | None = None  # placeholder and dominant colour
 
 
 @dataclass(frozen=True)
@@ -106,8 +117,9 @@ def probe(data: bytes, limits: DecodeLimits) -> ImageInfo:
             if is_jpeg(image):
                 image.draft(None, (1, 1))
             image.load()
+            summary = summarize(image, orientation, _as_bytes(image.info.get("icc_profile")))
         width, height = geometry.upright_size(stored, orientation)
-        return ImageInfo(format_for_pillow(image.format, image.get_format_mimetype()), width, height)
+        return ImageInfo(format_for_pillow(image.format, image.get_format_mimetype()), width, height, summary)
 
 
 @memory_guarded("rendering")
@@ -129,8 +141,13 @@ def render(
     with opened(data, limits) as image:
         with decoding():
             orientation = _orientation_before_decoding(image)
-        upright = geometry.upright_size(image.size, orientation)
-        plan = geometry.plan(upright, spec.size, spec.mode, options.upscale)
+        stored = image.size
+        upright = geometry.upright_size(stored, orientation)
+        focus = None if spec.focus is None else (spec.focus.x, spec.focus.y)
+        plan = geometry.plan(upright, spec.size, spec.mode, options.upscale, focus)
+        if spec.mode is ResizeMode.SMART and focus is None:
+            plan = smart_plan(image, plan, upright, orientation, spec.size, options.upscale)
+            check_deadline(deadline, "after finding the subject")
         with decoding():
             animated = _animates(image, data, plan, spec.output, limits)
         encoding = _encoding(options, lossless_source(image, data))
@@ -138,10 +155,13 @@ def render(
             return _render_animation(
                 image, plan, orientation, spec.output, limits, options, deadline, encoding
             )
-        picture = _reduced(image, plan, orientation, deadline)
-    picture = _finished(picture, plan, spec.output, options)
+        picture = _reduced(image, plan, orientation, deadline, stored)
+    output = spec.output
+    if spec.alpha_output is not None and is_transparent(picture):
+        output = spec.alpha_output  # a negotiated fallback: PNG keeps the transparency
+    picture = _finished(picture, plan, output, options)
     check_deadline(deadline, "after resizing")
-    return Rendered(encode_still(picture, spec.output, encoding), spec.output, *picture.size)
+    return Rendered(encode_still(picture, output, encoding), output, *picture.size)
 
 
 @memory_guarded("making a working copy of")
@@ -209,7 +229,11 @@ def working_copy_covers(
     upright source of source_width x source_height) instead of the source:
     the region it uses still has twice the output's pixels on each side, and
     the output comes out the same size.  Holds for any upscale setting: a
-    covered derivation never enlarges."""
+    covered derivation never enlarges.  Never for a smart crop without a
+    focal point: its subject is found in the original's own pixels, since a
+    working copy's could move it by a step of the analysis grid."""
+    if spec.mode is ResizeMode.SMART and spec.focus is None:
+        return False
     return geometry.covers(
         (working_width, working_height), (source_width, source_height), spec.size, spec.mode
     )
@@ -218,11 +242,18 @@ def working_copy_covers(
 # Stages
 
 
-def _reduced(image: ImageFile.ImageFile, plan: Plan, orientation: int, deadline: float | None) -> Image.Image:
+def _reduced(
+    image: ImageFile.ImageFile,
+    plan: Plan,
+    orientation: int,
+    deadline: float | None,
+    stored: tuple[int, int] | None = None,
+) -> Image.Image:
     """Decode (JPEGs at reduced scale), resize the plan's box to its size,
     turn upright, and bring to 8-bit sRGB.  The resize runs on the picture as
-    stored and the transpose after, on the small result."""
-    stored = image.size
+    stored and the transpose after, on the small result.  stored: the size
+    as stored, if image was decoded (smaller) already."""
+    stored = stored or image.size
     box = geometry.stored_box(plan.box, stored, orientation)
     size = geometry.stored_size(plan.size, orientation)
     icc = image.info.get("icc_profile")

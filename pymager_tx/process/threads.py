@@ -9,6 +9,9 @@ tests pass immediate() and stay single-threaded and deterministic.
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from collections.abc import Callable
 from functools import partial
 from threading import Thread
@@ -30,13 +33,39 @@ class _DaemonThreadPool(ThreadPool):
     threadFactory = staticmethod(partial(Thread, daemon=True))  # type: ignore[assignment]
 
 
+class _NiceThread(Thread):
+    """A thread that lowers its own scheduling priority before it runs."""
+
+    def __init__(self, niceness: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._niceness = niceness
+
+    def run(self) -> None:
+        lower_this_threads_priority(self._niceness)
+        super().run()
+
+
+def lower_this_threads_priority(niceness: int) -> None:
+    """Add niceness to the calling thread's nice value, on Linux, where a
+    thread is a task with a priority of its own (elsewhere setpriority would
+    lower the whole process, so nothing is done)."""
+    if niceness <= 0 or sys.platform != "linux":
+        return
+    thread = threading.get_native_id()
+    current = os.getpriority(os.PRIO_PROCESS, thread)
+    os.setpriority(os.PRIO_PROCESS, thread, min(19, current + niceness))
+
+
 class ThreadPoolService(Service):
     """Runs a named pool for as long as the service runs."""
 
-    def __init__(self, reactor: IReactorFromThreads, name: str, size: int) -> None:
+    def __init__(self, reactor: IReactorFromThreads, name: str, size: int, niceness: int = 0) -> None:
+        """niceness: added to its threads' nice value (see _NiceThread)."""
         self.name = name
         self._reactor = reactor
         self.pool = _DaemonThreadPool(minthreads=0, maxthreads=size, name=name)
+        if niceness > 0:
+            self.pool.threadFactory = partial(_NiceThread, niceness, daemon=True)
 
     def offload(self, work: Callable[..., T], /, *args: Any, **kwargs: Any) -> Deferred[T]:
         return deferToThreadPool(self._reactor, self.pool, work, *args, **kwargs)

@@ -32,9 +32,11 @@ from pymager_tx.app.rendition_cache import RenditionCache
 from pymager_tx.app.service import ImagePolicy, ImageService
 from pymager_tx.config import Settings
 from pymager_tx.core.errors import ConfigError
+from pymager_tx.http.cors import CorsPolicy
 from pymager_tx.http.guards import WriteTokens
 from pymager_tx.http.metrics import Routes, Scrape
 from pymager_tx.http.routes import HttpPolicy, ImageAPI
+from pymager_tx.http.signatures import UrlSignatures
 from pymager_tx.http.site import PymagerSite
 from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
 from pymager_tx.ports import (
@@ -291,7 +293,9 @@ def build_site(
             cache_control=settings.http.cache_control,
             public_url=settings.server.public_url,
             cache_tag_headers=tuple(settings.cdn.cache_tag_headers),
+            cors=CorsPolicy.of(settings.http.cors_origins, settings.http.cors_max_age),
         ),
+        UrlSignatures(settings.security.signing_keys()),
     )
     server = settings.server
     return PymagerSite(
@@ -318,6 +322,7 @@ def image_policy(settings: Settings) -> ImagePolicy:
     return ImagePolicy(
         allowed_sizes=images.sizes,
         max_upload_bytes=images.max_upload_bytes,
+        max_signed_side=images.max_signed_side,
         limits=DecodeLimits(
             max_pixels=images.max_pixels,
             decoders=tuple(images.decoders),

@@ -206,7 +206,8 @@ def test_writes_send_the_token_and_reads_do_not(database: Database) -> None:
 def test_bad_names_fail_before_any_request(api: Harness) -> None:
     api.failure(api.client.upload("not.valid", png()), core.InvalidImageId)
     api.failure(api.client.get_original("a/b"), core.InvalidImageId)
-    api.failure(api.client.get_derived("photo", 0, 100, "jpg"), core.DerivedNameInvalid)
+    api.failure(api.client.get_derived("photo", -1, 100, "jpg"), core.DerivedNameInvalid)
+    api.failure(api.client.get_derived("photo", 0, 0, "jpg"), core.SizeOutOfBounds)
     api.failure(api.client.get_derived("photo", 100, 100, "jpg", "stretch"), ValueError)
 
 

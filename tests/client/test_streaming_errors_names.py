@@ -123,8 +123,11 @@ def test_derived_names_and_urls_follow_the_cores_grammar() -> None:
     assert c.original_url("photo") == f"{BASE}/original/photo"
     with pytest.raises(core.InvalidImageId):
         c.derived_url("bad id", 100, 100, "jpg")
+    assert c.derived_url("photo", 100, 0, "jpg") == f"{BASE}/derived/photo-100x0.jpg"
+    with pytest.raises(core.SizeOutOfBounds):
+        c.derived_url("photo", 0, 0, "jpg")
     with pytest.raises(core.DerivedNameInvalid):
-        c.derived_url("photo", 100, 0, "jpg")
+        c.derived_url("photo", -1, 100, "jpg")
     with pytest.raises(core.DerivedNameInvalid):
         c.derived_url("photo", 100_000, 100, "jpg")
     with pytest.raises(core.UnsupportedOutputFormat):

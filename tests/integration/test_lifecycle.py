@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -83,3 +84,15 @@ async def test_a_failed_start_is_reported(tmp_path: Path) -> None:
         assert len(failures) == 1
     finally:
         await service.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_start_up_made_is_left_out_of_full_collections(data_directory: Path) -> None:
+    # A full pass of the collector over start-up's objects stalls the reactor.
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    running = await start(data_directory)
+    try:
+        assert gc.get_freeze_count() > 10_000
+    finally:
+        await stop(running)

@@ -30,7 +30,11 @@ from openapi_schema_validator import OAS31Validator
 from pymager_tx.http.openapi import openapi_document
 
 DOCUMENT = openapi_document()
-_DESERIALIZERS = {"application/problem+json": json.loads}
+# openapi-core decodes application/json alone by itself.
+_DESERIALIZERS = {
+    "application/problem+json": json.loads,
+    "application/merge-patch+json": lambda data, **_parameters: json.loads(data),
+}
 API = OpenAPI.from_dict(DOCUMENT, config=Config(extra_media_type_deserializers=_DESERIALIZERS))
 _PARAMETERS = V31RequestParametersValidator(API.spec, extra_media_type_deserializers=_DESERIALIZERS)
 _BODY = V31RequestBodyValidator(API.spec, extra_media_type_deserializers=_DESERIALIZERS)

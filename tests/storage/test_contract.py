@@ -82,6 +82,23 @@ def test_open_reads_a_blob_a_part_at_a_time_even_once_deleted(store: IBlobStore)
     failure_of(store.open(KEY)).trap(BlobNotFound)
 
 
+def test_a_reader_skips_bytes_without_reading_them(store: IBlobStore) -> None:
+    result_of(store.put(KEY, b"0123456789"))
+    reader = result_of(store.open(KEY))
+    result_of(reader.skip(3))
+    assert result_of(reader.read(2)) == b"34"
+    result_of(reader.skip(0))
+    result_of(reader.skip(2))
+    assert result_of(reader.read(10)) == b"789"
+    result_of(reader.skip(5))  # past the end: at the end
+    assert result_of(reader.read(1)) == b""
+    result_of(reader.close())
+    past = result_of(store.open(KEY))
+    result_of(past.skip(50))
+    assert result_of(past.read(4)) == b""
+    result_of(past.close())
+
+
 def test_get_of_a_missing_key_fails(store: IBlobStore) -> None:
     failure_of(store.get(KEY)).trap(BlobNotFound)
 

@@ -58,6 +58,7 @@ class TestModes:
             derive(jpeg((40, 20)), 400, 400, "png", mode).size
             == {
                 ResizeMode.CROP: (400, 400),
+                ResizeMode.SMART: (400, 400),
                 ResizeMode.FIT: (400, 200),
                 ResizeMode.PAD: (400, 400),
             }[mode]

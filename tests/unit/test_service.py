@@ -29,6 +29,7 @@ from pymager_tx.core.errors import (
     InvalidImage,
     OriginalLost,
     SizeNotAllowed,
+    SizeOutOfBounds,
     StorageUnavailable,
     TooManyPixels,
     UnsupportedOutputFormat,
@@ -242,10 +243,14 @@ class TestDerivedRequests:
             ("photo.jpg", DerivedNameInvalid),
             ("photo-100x100", DerivedNameInvalid),
             ("photo-100x100.jpg.png", DerivedNameInvalid),
-            ("photo-0x100.jpg", DerivedNameInvalid),
+            ("photo-00x100.jpg", DerivedNameInvalid),
             ("pho.to-100x100.jpg", DerivedNameInvalid),
             # The format is checked before the size, as the original did.
             ("photo-123x45.xyz", UnsupportedOutputFormat),
+            ("photo-0x0.xyz", UnsupportedOutputFormat),
+            # 0x0 is never a size; a side of 0 is, if listed.
+            ("photo-0x0.jpg", SizeOutOfBounds),
+            ("photo-0x100.jpg", SizeNotAllowed),
             ("photo-123x45.jpg", SizeNotAllowed),
         ],
     )

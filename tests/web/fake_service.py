@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from pymager_tx.adapters.storage.memory import BytesReader
 from pymager_tx.app.api import Found, ImageServiceAPI, StoredImage
 from pymager_tx.core.errors import ImageIdTaken, ImageNotFound, PreconditionFailed, PymagerError
-from pymager_tx.core.model import DerivedRecord, ImageId, OriginalRecord, OriginalStatus, StoredFile
+from pymager_tx.core.model import (
+    DerivedRecord,
+    FocalPoint,
+    ImageId,
+    OriginalRecord,
+    OriginalStatus,
+    StoredFile,
+)
+from pymager_tx.core.records import OriginalMeta
 
 CREATED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
@@ -79,6 +87,8 @@ class FakeImageService:
     failures: dict[str, Exception] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
     load: dict[str, object] | None = None
+    # The Accept header of each derived() call, as the routes passed it.
+    accepts: list[str | None] = field(default_factory=list)
 
     def hold(self, key: str, record: StoredFile, data: bytes) -> FakeFound:
         self.found[key] = FakeFound(record, data, self.calls)
@@ -128,14 +138,46 @@ class FakeImageService:
         self._fail("original")
         return self._find(image_id.value)
 
-    async def derived(self, name: str, arrived: float | None = None) -> Found:
+    async def derived(
+        self, name: str, arrived: float | None = None, accept: str | None = None, signed: bool = False
+    ) -> Found:
         self._fail("derived")
+        self.accepts.append(accept)
+        if signed:
+            self.calls.append("signed")
         return self._find(name)
 
     def _find(self, key: str) -> Found:
         if key not in self.found:
             raise ImageNotFound(f"nothing is stored under {key!r}")
         return self.found[key]
+
+    async def meta(self, image_id: ImageId, arrived: float | None = None) -> OriginalMeta:
+        self._fail("meta")
+        return self._meta_of(image_id)
+
+    async def set_focal_point(self, image_id: ImageId, focal_point: FocalPoint | None) -> OriginalMeta:
+        self._fail("set_focal_point")
+        found = self._meta_of(image_id)
+        original = found.original
+        moved = replace(
+            original,
+            focal_x=None if focal_point is None else focal_point.x,
+            focal_y=None if focal_point is None else focal_point.y,
+        )
+        self.found[image_id.value].record = moved
+        return OriginalMeta(moved, found.renditions)
+
+    def _meta_of(self, image_id: ImageId) -> OriginalMeta:
+        record = self._find(image_id.value).record
+        if not isinstance(record, OriginalRecord):
+            raise ImageNotFound(f"no original is stored under {image_id.value!r}")
+        renditions = tuple(
+            found.record
+            for found in self.found.values()
+            if isinstance(found.record, DerivedRecord) and found.record.image_id == image_id.value
+        )
+        return OriginalMeta(record, renditions)
 
     async def check_health(self) -> None:
         self._fail("check_health")

@@ -23,6 +23,7 @@ from twisted.web.server import NOT_DONE_YET, Request
 from pymager_tx.http.connections import with_backlog
 from pymager_tx.http.requests import IN_MEMORY_BODY_BYTES
 from pymager_tx.http.site import PymagerSite
+from pymager_tx.http.turns import is_probe
 
 LIMIT = 10 * 1024 * 1024
 LARGE = 3 * IN_MEMORY_BODY_BYTES
@@ -518,6 +519,31 @@ class TestTurns:
         late.send(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
         assert site.resource.paths[-1] == b"/healthz"
         assert b"received 0" in late.answer
+
+    def test_a_probe_in_a_bursts_turn_does_not_wait_behind_the_burst(self) -> None:
+        site = Site(Echo())
+        budget = site.site.turns.per_turn
+        for index in range(3 * budget):
+            site.connect().send(b"GET /burst/%d HTTP/1.1\r\nHost: h\r\n\r\n" % index)
+        # The same turn: the burst's budget is spent, the probes' is not.
+        probes = [site.connect() for _ in range(2)]
+        probes[0].send(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+        probes[1].send(b"HEAD /readyz?verbose HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert site.resource.paths[budget:] == [b"/healthz", b"/readyz"]
+        assert site.site.turns.waiting == 2 * budget
+
+    def test_a_flood_of_probes_is_bounded_and_goes_first_in_the_next_turn(self) -> None:
+        site = Site(Echo())
+        budget = site.site.turns.per_turn
+        for index in range(budget + 1):
+            site.connect().send(b"GET /burst/%d HTTP/1.1\r\nHost: h\r\n\r\n" % index)
+        for _ in range(budget + 1):
+            site.connect().send(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert len(site.resource.paths) == 2 * budget
+        turn(site.reactor)
+        assert site.resource.paths[2 * budget :] == [b"/healthz", b"/burst/%d" % budget]
+        # Not a probe, though it starts like one.
+        assert not is_probe(b"GET /healthzz HTTP/1.1") and not is_probe(b"POST /healthz HTTP/1.1")
 
     def test_a_waiting_connection_that_leaves_is_skipped(self) -> None:
         site = Site(Echo())

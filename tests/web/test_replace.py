@@ -151,6 +151,27 @@ class TestReplace:
         assert assert_problem(replace(client, jpeg((50, 50), RED), etag_of(OLD)), 412)
         assert client.request("GET", "/original/photo").body == NEW
 
+    def test_the_metadata_is_the_new_pictures_and_the_focal_point_goes(self, client: Client) -> None:
+        client.put("/original/photo", OLD)
+        change = json.dumps({"focal_point": {"x": 0.2, "y": 0.8}}).encode()
+        headers = {"Content-Type": "application/json"}
+        assert client.request("PATCH", "/meta/photo", data=change, headers=headers).code == 200
+        client.request("GET", "/derived/photo-100x100.jpg")
+        before = json.loads(client.request("GET", "/meta/photo").body)
+        assert before["focal_point"] == {"x": 0.2, "y": 0.8} and len(before["renditions"]) == 1
+        assert replace(client, NEW, etag_of(OLD)).code == 200
+        after = json.loads(client.request("GET", "/meta/photo").body)
+        # A new picture: its own summary, no renditions yet, and the old focal
+        # point, which pointed into the old picture, gone.
+        assert (after["sha256"], after["width"], after["height"]) == (
+            hashlib.sha256(NEW).hexdigest(),
+            300,
+            200,
+        )
+        assert after["focal_point"] is None and after["renditions"] == []
+        assert after["blurhash"] and after["blurhash"] != before["blurhash"]
+        assert after["dominant_color"] != before["dominant_color"]
+
 
 class TestCaches:
     def test_renditions_held_in_memory_here_and_in_another_process_are_voided(

@@ -205,11 +205,14 @@ ERRORS = [
     errors.BadUpload("no file part"),
     errors.UnsupportedOutputFormat("cannot write xyz"),
     errors.SizeNotAllowed("not allowed"),
+    errors.SizeOutOfBounds("over max_signed_side"),
+    errors.BadSignature("does not verify"),
     errors.ImageNotFound("none"),
     errors.OriginalLost("lost"),
     errors.DerivedNameInvalid("bad name"),
     errors.ImageIdTaken("taken"),
     errors.UploadTooLarge("too large"),
+    errors.RangeNotSatisfiable("past the end", 10),
     errors.DerivationTooCostly("too costly"),
     errors.DatabaseUnavailable("down", "connection refused to db.internal:5432"),
     errors.StorageFull("full", "ENOSPC on /srv/images"),
@@ -220,11 +223,16 @@ ERRORS = [
     errors.Unauthorized("writes need a token", token_given=False),
     errors.PreconditionFailed("stale"),
     errors.InvalidListingRequest("limit too large"),
+    errors.InvalidMetaChange("not an object"),
+    errors.InvalidFocalPoint("x is 2"),
+    errors.UnsupportedMetaType("text/plain"),
 ]
 
 
 # The refusals only an upload meets; the others are raised by a derivation.
 UPLOAD_ONLY = (errors.ImageIdTaken, errors.UploadTooLarge, errors.Unauthorized)
+# And the ones only a change of metadata meets.
+META_ONLY = (errors.InvalidMetaChange, errors.UnsupportedMetaType)
 
 
 @pytest.mark.parametrize("error", ERRORS, ids=lambda error: type(error).__name__)
@@ -238,6 +246,11 @@ def test_every_domain_error_is_its_problem(service: FakeImageService, error: err
     elif isinstance(error, errors.InvalidListingRequest):
         service.failures["list_originals"] = error
         response = Client(service).request("GET", "/originals")
+    elif isinstance(error, META_ONLY):
+        service.failures["set_focal_point"] = error
+        change = b'{"focal_point": {"x": 0.5, "y": 0.5}}'
+        headers = {"Content-Type": ["application/json"]}
+        response = Client(service).request("PATCH", "/meta/photo", data=change, headers=headers)
     else:
         service.failures["derived"] = error
         response = Client(service).request("GET", "/derived/photo-10x10.jpg")

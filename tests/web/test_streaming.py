@@ -38,6 +38,7 @@ class CountingStore(MemoryBlobStore):
         super().__init__()
         self.parts_read = 0
         self.closed = 0
+        self.skipped = 0
 
     def open(self, key: str) -> Deferred[IBlobReader]:
         return super().open(key).addCallback(lambda reader: _Counted(reader, self))
@@ -53,6 +54,10 @@ class _Counted:
     def read(self, size: int) -> Deferred[bytes]:
         self._store.parts_read += 1
         return self._reader.read(size)
+
+    def skip(self, count: int) -> Deferred[None]:
+        self._store.skipped += count
+        return self._reader.skip(count)
 
     def close(self) -> Deferred[None]:
         self._store.closed += 1

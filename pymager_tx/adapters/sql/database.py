@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from pymager_tx.adapters.sql.lease import Lease
 from pymager_tx.adapters.sql.listing_txn import list_originals_txn
+from pymager_tx.adapters.sql.meta_txn import original_meta_txn, refocus_txn, store_summary_txn
 from pymager_tx.adapters.sql.originals_txn import (
     abandon_upload_txn,
     begin_removal_txn,
@@ -58,12 +59,14 @@ from pymager_tx.adapters.sql.replace_txn import claim_replacement_txn, swap_orig
 from pymager_tx.adapters.sql.rows import ping_txn
 from pymager_tx.adapters.sql.schema_version import drop_txn, upgrade_txn
 from pymager_tx.core.errors import DatabaseUnavailable
-from pymager_tx.core.model import DerivedRecord, OriginalRecord
+from pymager_tx.core.model import DerivedRecord, FocalPoint, OriginalRecord
 from pymager_tx.core.records import (
     Claim,
     ClaimOutcome,
     DerivedLookup,
+    OriginalMeta,
     Recorded,
+    Refocused,
     Removal,
     RowState,
     StoreIndex,
@@ -340,6 +343,19 @@ class Database:
 
     def list_originals(self, after: str | None, limit: int) -> Deferred[list[OriginalRecord]]:
         return self.read(list_originals_txn, after, limit)
+
+    def original_meta(self, image_id: str) -> Deferred[OriginalMeta | None]:
+        return self.read(original_meta_txn, image_id)
+
+    def refocus(
+        self, image_id: str, focal_point: FocalPoint | None, now: datetime, owner: str | None = None
+    ) -> Deferred[Refocused | None]:
+        return self.transact(refocus_txn, image_id, focal_point, now, owner)
+
+    def store_summary(
+        self, image_id: str, generation: str, blurhash: str, dominant_color: str
+    ) -> Deferred[bool]:
+        return self.transact(store_summary_txn, image_id, generation, blurhash, dominant_color)
 
     def create_schema(self) -> Deferred[None]:
         """Bring the schema to the current revision through the migrations

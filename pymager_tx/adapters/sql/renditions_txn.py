@@ -56,7 +56,7 @@ def record_derived_txn(conn: Connection, record: DerivedRecord, generation: str,
     # FOR SHARE (PostgreSQL) holds off a concurrent begin_removal_txn until
     # this commits; SQLite serializes writers anyway and ignores it.
     current = conn.execute(
-        select(originals.c.image_id)
+        select(originals.c.focus_version)
         .where(
             originals.c.image_id == record.image_id,
             originals.c.generation == generation,
@@ -66,6 +66,9 @@ def record_derived_txn(conn: Connection, record: DerivedRecord, generation: str,
     ).first()
     if current is None:
         return Recorded.GONE
+    if record.focus_version is not None and record.focus_version != current.focus_version:
+        # Made for a focal point changed since (meta_txn.refocus_txn).
+        return Recorded.STALE
     try:
         with conn.begin_nested():
             conn.execute(insert(derived).values(**row_of(record, derived)))

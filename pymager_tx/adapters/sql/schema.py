@@ -10,6 +10,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -78,6 +79,16 @@ originals = Table(
     # recovery and repair in another process finish only what processes
     # that are gone left, never what a live one is doing.
     Column("owner", String(64), nullable=True),
+    # The focal point (relative to the displayed picture, 0..1), and a
+    # version that every change of it increments: renditions it moves are
+    # recorded with the version they were made for (revision 0006).
+    Column("focal_x", Float, nullable=True),
+    Column("focal_y", Float, nullable=True),
+    Column("focus_version", Integer, nullable=False, server_default="0"),
+    # Computed at upload; null for originals stored before revision 0006
+    # until GET /meta computes them.
+    Column("blurhash", String(100), nullable=True),
+    Column("dominant_color", String(7), nullable=True),
     CheckConstraint("status IN ('pending', 'ready', 'deleting')", name="status"),
     # Start-up recovery looks for the few rows that are not ready.
     Index(None, "status"),
@@ -94,6 +105,9 @@ derived = Table(
     ),
     Column("variant", String(64), primary_key=True),
     *_file_columns(),
+    # The original's focus_version this rendition was made for; null for
+    # renditions the focal point does not move (fit, pad, the working copy).
+    Column("focus_version", Integer, nullable=True),
 )
 
 # One row per derivation under way, so that of many processes asked for the

@@ -277,6 +277,12 @@ class _FileReader:
     def read(self, size: int) -> Deferred[bytes]:
         return self._offload(_storage_errors(self._file.read), size)
 
+    def skip(self, count: int) -> Deferred[None]:
+        return self._offload(_storage_errors(self._skip), count)
+
+    def _skip(self, count: int) -> None:
+        self._file.seek(min(self.size, self._file.tell() + max(0, count)))
+
     def close(self) -> Deferred[None]:
         return self._offload(self._file.close)
 

@@ -24,6 +24,10 @@ class BytesReader:
         self._offset += len(part)
         return succeed(part)
 
+    def skip(self, count: int) -> Deferred[None]:
+        self._offset = min(self.size, self._offset + max(0, count))
+        return succeed(None)
+
     def close(self) -> Deferred[None]:
         self._view = memoryview(b"")
         return succeed(None)

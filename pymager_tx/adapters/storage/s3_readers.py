@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from pymager_tx.adapters.storage.s3 import S3BlobStore
 
 _FAILING = "the image storage is failing; try again later"
+_SKIP_PART = 128 * 1024
 
 
 @implementer(IBlobReader)
@@ -47,6 +48,9 @@ class ObjectReader:
     def read(self, size: int) -> Deferred[bytes]:
         return self._store._offload(self._read, size)
 
+    def skip(self, count: int) -> Deferred[None]:
+        return self._store._offload(self._skip, count)
+
     def close(self) -> Deferred[None]:
         return self._store._offload(self._close)
 
@@ -67,9 +71,21 @@ class ObjectReader:
         self._offset += len(part)
         return part
 
+    def _skip(self, count: int) -> None:
+        target = min(self.size, self._offset + max(0, count))
+        if self._body is None or target == self._offset:
+            return
+        if self._etag is None:
+            # No version to ask a range of: read past the bytes, a part at a time.
+            while self._offset < target and self._read(min(_SKIP_PART, target - self._offset)):
+                pass
+            return
+        self._offset = target
+        if target < self.size:
+            # One ranged GET of the same version instead of reading past them.
+            self._reopen()
+
     def _resume(self) -> None:
-        with suppress(Exception):
-            self._body.close()
         store = self._store
         store.log.info(
             "Resuming a read of {bucket}/{key} at byte {offset}",
@@ -77,6 +93,13 @@ class ObjectReader:
             key=self._name,
             offset=self._offset,
         )
+        self._reopen()
+
+    def _reopen(self) -> None:
+        """The body again from the offset, of the version first opened."""
+        with suppress(Exception):
+            self._body.close()
+        store = self._store
         try:
             with store._errors("GetObject", self._name):
                 answer = store._client.get_object(
