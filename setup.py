@@ -28,6 +28,8 @@ setup(
     install_requires=[
         "alembic>=1.13,<2",
         "Twisted>=24.7.0,<28",
+        # The CDN purges a delete or a replacement sends (adapters/cdn).
+        "treq>=24.9.1,<28",
         "klein>=24.8.0,<26",
         "Pillow>=11.3,<14",
         # HEIC/HEIF uploads (iPhone photos): decoding only, registered by pymager_tx.imaging.

@@ -13,12 +13,13 @@ immediate() for the offload seam).
   pymager_tx.adapters.sql.database.Database, provides it).
 - IPeers: peer liveness, the other processes sharing the store.
 - Metrics: what the service counts and times (recording nothing here).
+- ICachePurger: the CDN in front, told of deletions and replacements.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -38,6 +39,7 @@ from pymager_tx.core.records import (
     Removal,
     RowState,
     StoreIndex,
+    Swapped,
 )
 
 T = TypeVar("T")
@@ -186,6 +188,28 @@ class NoRemovalFeed:
         return succeed(None)
 
 
+class ICachePurger(Interface):
+    """A CDN in front of the service, told to forget every answer tagged
+    with an image's ID once the image is deleted or replaced
+    (pymager_tx.adapters.cdn); NoCachePurger, the default, tells nobody."""
+
+    def purge(image_id: str) -> None:
+        """Ask for the purge in the background: never blocks, never fails
+        the caller."""
+
+    def stop() -> Deferred[object]:
+        """Send nothing more (at shutdown); fires once nothing is under way."""
+
+
+@implementer(ICachePurger)
+class NoCachePurger:
+    def purge(self, image_id: str) -> None:
+        pass
+
+    def stop(self) -> Deferred[object]:
+        return succeed(None)
+
+
 class IPeers(Interface):
     """Peer liveness: the other processes sharing this service's database
     and storage.  A process names itself in the rows it holds (pending
@@ -290,6 +314,22 @@ class IMetadataStore(Interface):
 
     def store_index(claim_key: Callable[[Claim], str]) -> Deferred[StoreIndex]:
         """What should be in storage, in one snapshot."""
+
+    def claim_replacement(
+        claim: Claim, etags: Sequence[str] | None, lease: timedelta
+    ) -> Deferred[tuple[bool, Claim | None]]:
+        """Claim the replacement of the ready original with one of etags
+        (None: any); (False, None) if there is none, (False, holder) if
+        another replacement holds the ID."""
+
+    def swap_original(
+        record: OriginalRecord, etags: Sequence[str] | None, claim: Claim, now: datetime
+    ) -> Deferred[tuple[Swapped, Removal | None]]:
+        """Make record the original under its ID, if claim holds and the row
+        still has one of etags; the Removal lists the old upload's files."""
+
+    def list_originals(after: str | None, limit: int) -> Deferred[list[OriginalRecord]]:
+        """At most limit ready originals with IDs after `after`, in ID order."""
 
     def original_meta(image_id: str) -> Deferred[OriginalMeta | None]:
         """The ready original under image_id and its renditions."""

@@ -10,7 +10,11 @@ leaves something start-up recovery can finish:
 - delete (removals): mark the row deleting, remove the files, remove the row;
 - derive (derivations, claims): claim the rendition, store the file under
   the claim's token, then record its row (and end the claim) only while the
-  original (that very upload, by generation) is still ready.
+  original (that very upload, by generation) is still ready;
+- replace (replacements): claim the replacement (a claim naming the new
+  file), store the file, then swap the row to the new generation only while
+  it has the ETag the client named (the claim now names the old files),
+  remove the old files, end the claim.
 
 Readers see only ready originals, and a derived file belongs to one upload's
 generation, so a re-upload under a deleted ID never meets an old file.

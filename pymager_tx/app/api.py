@@ -13,6 +13,7 @@ the service and its fakes against them structurally.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -64,6 +65,18 @@ class ImageServiceAPI(Protocol):
         ...
 
     async def delete_original(self, image_id: ImageId) -> None: ...
+
+    async def replace_original(
+        self, image_id: ImageId, data: bytes, etags: Sequence[str] | None, arrived: float | None = None
+    ) -> OriginalRecord:
+        """Replace the original under image_id whose SHA-256 is one of etags
+        (None: whichever is stored); PreconditionFailed if none is."""
+        ...
+
+    async def list_originals(self, after: ImageId | None, limit: int) -> tuple[list[OriginalRecord], bool]:
+        """At most limit stored originals with IDs after `after`, in ID
+        order, and whether more follow."""
+        ...
 
     async def original(self, image_id: ImageId) -> Found: ...
 

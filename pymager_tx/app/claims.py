@@ -24,8 +24,9 @@ from twisted.python.failure import Failure
 
 from pymager_tx.app.api import StoredImage
 from pymager_tx.app.peers import POLL_FIRST, POLL_MOST
-from pymager_tx.app.values import Target, claimed_key, not_found
+from pymager_tx.app.values import REPLACEMENT, Target, claimed_key, not_found
 from pymager_tx.core.errors import DerivationPending
+from pymager_tx.core.keys import derived_prefix
 from pymager_tx.core.model import ImageId, OriginalRecord
 from pymager_tx.core.records import Claim, ClaimOutcome
 from pymager_tx.ports import IBlobStore, IMetadataStore, IPeers
@@ -225,4 +226,8 @@ class Claims:
         # row naming it would be one recorded before tokens existed.
         if not await self._store.names_blob(key):
             await self._blobs.delete(key)
+            if claim.variant == REPLACEMENT:
+                # A replacement's generation nobody sees: the new one before
+                # the swap (no renditions yet), the old one after it.
+                await self._blobs.delete_prefix(derived_prefix(ImageId(claim.image_id), claim.generation))
         await self._store.release_claim(replace(claim, owner=self._peers.me))

@@ -19,7 +19,9 @@ from pymager_tx.core.errors import (
     BlobNotFound,
     DerivationPending,
     DerivationTooCostly,
+    ImageNotFound,
     InvalidImage,
+    OriginalLost,
     SizeNotAllowed,
     SizeOutOfBounds,
     Unavailable,
@@ -38,7 +40,8 @@ from pymager_tx.core.negotiation import AUTO_EXTENSION, negotiate
 from pymager_tx.imaging.formats import output_format_for, writable_extensions, writable_names
 from pymager_tx.ports import IBlobStore, IMetadataStore
 
-# Derivations of one request begun again when the focal point changed under them.
+# Derivations of one request begun again when the focal point changed, or
+# the original was replaced, under them.
 _REFOCUS_TRIES = 3
 
 
@@ -178,11 +181,22 @@ class Renditions:
                     "the focal point of this image keeps changing; try again shortly", str(changed)
                 ) from None
             return await self.fetch(image_id, spec, with_body, arrived, refocus_tries - 1)
+        except ImageNotFound as gone:
+            # Replaced while it was derived (PUT with If-Match): the result
+            # was refused; looking again derives it from the new upload.
+            if isinstance(gone, OriginalLost) or refocus_tries <= 1 or not await self._replaced(original):
+                raise
+            return await self.fetch(image_id, spec, with_body, arrived, refocus_tries - 1)
         except (InvalidImage, DerivationTooCostly) as error:
             # Refused for what the source is: it would be refused again.
             self._refusals.remember(rendition, error)
             raise
         return self._remember(stored, mark)
+
+    async def _replaced(self, original: OriginalRecord) -> bool:
+        """Whether another upload took the ID's place since original was read."""
+        current = await self._store.find_original(original.image_id)
+        return current is not None and current.generation != original.generation
 
     async def load(
         self, image_id: ImageId, spec: DerivedSpec, fetched: Fetched, whole_up_to: int | None = None

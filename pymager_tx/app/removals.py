@@ -33,6 +33,12 @@ class Removals:
     async def remove(self, removal: Removal) -> None:
         """Remove the files of an upload whose row is marked deleting, then
         the row.  Every key removed belongs to that upload's generation."""
+        await self.remove_files(removal)
+        await self._store.forget_original(removal.original.image_id, removal.original.generation)
+
+    async def remove_files(self, removal: Removal) -> None:
+        """Remove the files of an upload nobody sees any more (its row is
+        marked deleting, or a replacement moved it to a new generation)."""
         # The row is hidden already; from here no process may serve this
         # image's renditions from memory without asking the database again.
         self._epoch.bump()
@@ -41,7 +47,6 @@ class Removals:
         for key in removal.derived_keys:
             await self._blobs.delete(key)
         await self._blobs.delete_prefix(derived_prefix(ImageId(original.image_id), original.generation))
-        await self._store.forget_original(original.image_id, original.generation)
 
     async def resume(self, state: RowState) -> bool:
         """Finish the interrupted deletion read in state, if the row is still

@@ -8,7 +8,7 @@ it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -28,10 +28,20 @@ from pymager_tx.app.recovery import Recovery
 from pymager_tx.app.refusals import RecentRefusals
 from pymager_tx.app.removals import Removals
 from pymager_tx.app.rendition_cache import RenditionCache
+from pymager_tx.app.replacements import Replacements
 from pymager_tx.app.values import ImagePolicy, WorkingCopy, claimed_key
 from pymager_tx.core.model import FocalPoint, ImageId, OriginalRecord
 from pymager_tx.core.records import OriginalMeta
-from pymager_tx.ports import NO_METRICS, IBlobStore, IMetadataStore, IPeers, Metrics, Offload
+from pymager_tx.ports import (
+    NO_METRICS,
+    IBlobStore,
+    ICachePurger,
+    IMetadataStore,
+    IPeers,
+    Metrics,
+    NoCachePurger,
+    Offload,
+)
 
 __all__ = ["ImagePolicy", "ImageService", "StoredImage", "WorkingCopy", "claimed_key"]
 
@@ -57,10 +67,12 @@ class ImageService:
         refusals: RecentRefusals | None = None,
         admission: ImageAdmission | None = None,
         metrics: Metrics = NO_METRICS,
+        purger: ICachePurger | None = None,
     ) -> None:
         """admission: the bounded queue in front of the image threads; None:
         image work goes straight to imaging, unbounded (tests, the CLI);
-        metrics: told of uploads, deletions and derivations."""
+        metrics: told of uploads, deletions and derivations; purger: the
+        CDN told of deletions and replacements."""
         self._store = database
         self._blobs = blobs
         self._clock = clock
@@ -83,6 +95,8 @@ class ImageService:
             refusals if refusals is not None else RecentRefusals(),
             derivations,
         )
+        self._replacements = Replacements(database, blobs, self._work, policy, clock, peers, removals, claims)
+        self._purger = purger or NoCachePurger()
         self._meta = Meta(database, blobs, self._work, policy, clock, cache.epoch, peers.me, self._originals)
         self._recovery = Recovery(database, blobs, peers, removals, claims, clock)
         self._removals = removals
@@ -111,6 +125,21 @@ class ImageService:
     async def delete_original(self, image_id: ImageId) -> None:
         await shielded(Deferred.fromCoroutine(self._originals.delete(image_id)))
         self._metrics.deletion()
+        self._purger.purge(image_id.value)
+
+    async def replace_original(
+        self, image_id: ImageId, data: bytes, etags: Sequence[str] | None, arrived: float | None = None
+    ) -> OriginalRecord:
+        record = await shielded(
+            Deferred.fromCoroutine(self._replacements.replace(image_id, data, etags, arrived))
+        )
+        self._purger.purge(image_id.value)
+        return record
+
+    async def list_originals(self, after: ImageId | None, limit: int) -> tuple[list[OriginalRecord], bool]:
+        # One more than asked: whether another page follows, without a count.
+        found = await self._store.list_originals(None if after is None else after.value, limit + 1)
+        return found[:limit], len(found) > limit
 
     # Derived images
 

@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 
 from pymager_tx.app.admission import Ticket
 from pymager_tx.core.errors import ImageIdTaken, ImageNotFound
-from pymager_tx.core.keys import derived_key
+from pymager_tx.core.keys import derived_key, original_key
 from pymager_tx.core.model import DerivedSpec, ImageId, Size
 from pymager_tx.core.records import Claim
 from pymager_tx.core.signing import DEFAULT_MAX_SIGNED_SIDE, SignedSizeBounds
@@ -86,8 +86,17 @@ class Errand:
         return errand
 
 
+# The variant, which no URL names, of the claim a replacement of an original
+# holds (see pymager_tx.app.replacements): it names the new upload's file
+# until the swap, and the old upload's from then until its files are gone.
+REPLACEMENT = "replacement"
+
+
 def claimed_key(claim: Claim) -> str:
-    """The file the holder of claim writes (see storage.keys.derived_key)."""
+    """The file the holder of claim writes (see storage.keys.derived_key),
+    or for a replacement, the original file of the generation it names."""
+    if claim.variant == REPLACEMENT:
+        return original_key(ImageId(claim.image_id), claim.generation)
     return derived_key(ImageId(claim.image_id), claim.generation, claim.variant, claim.token)
 
 

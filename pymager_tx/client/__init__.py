@@ -22,6 +22,7 @@ from pymager_tx.client.errors import (
     InvalidFocalPoint,
     InvalidImage,
     InvalidImageId,
+    InvalidListing,
     InvalidMetaChange,
     MethodNotAllowed,
     MethodNotImplemented,
@@ -29,6 +30,7 @@ from pymager_tx.client.errors import (
     OriginalLost,
     OutOfMemory,
     Overloaded,
+    PreconditionFailed,
     ProblemDocument,
     ProblemError,
     RangeNotSatisfiable,
@@ -45,7 +47,7 @@ from pymager_tx.client.errors import (
     UploadTooLarge,
 )
 from pymager_tx.client.names import Signer
-from pymager_tx.client.records import Image, ImageInfo, NotModified, Original
+from pymager_tx.client.records import Image, ImageInfo, NotModified, Original, Page
 from pymager_tx.core.model import ResizeMode
 
 __all__ = [
@@ -63,6 +65,7 @@ __all__ = [
     "InvalidFocalPoint",
     "InvalidImage",
     "InvalidImageId",
+    "InvalidListing",
     "InvalidMetaChange",
     "MethodNotAllowed",
     "MethodNotImplemented",
@@ -72,6 +75,8 @@ __all__ = [
     "OriginalLost",
     "OutOfMemory",
     "Overloaded",
+    "Page",
+    "PreconditionFailed",
     "ProblemDocument",
     "ProblemError",
     "PymagerClient",

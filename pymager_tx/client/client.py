@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import IO, Any, TypeVar, cast, overload
+from urllib.parse import urlencode
 
 import treq
 from treq.client import HTTPClient
@@ -24,8 +25,8 @@ from pymager_tx.client.answers import conditional, discard, info, nothing, read_
 from pymager_tx.client.bodies import Body, Source
 from pymager_tx.client.exchange import Exchange
 from pymager_tx.client.names import Signer, derived_name, derived_path, original_path
-from pymager_tx.client.records import Image, ImageInfo, NotModified, Original
-from pymager_tx.core.model import ResizeMode
+from pymager_tx.client.records import Image, ImageInfo, NotModified, Original, Page
+from pymager_tx.core.model import ImageId, ResizeMode
 from pymager_tx.core.signing import signer as signer_for
 
 T = TypeVar("T")
@@ -121,15 +122,45 @@ class PymagerClient:
         extension, else application/octet-stream."""
         return Deferred.fromCoroutine(self._upload(image_id, source, content_type))
 
-    async def _upload(self, image_id: str, source: Source, content_type: str | None) -> Original:
+    async def _upload(
+        self, image_id: str, source: Source, content_type: str | None, if_match: str | None = None
+    ) -> Original:
         path = original_path(image_id)
         body = Body(source)
         try:
             headers = {"Content-Type": content_type or body.media_type()}
+            if if_match is not None:
+                headers["If-Match"] = if_match
             document = await self._call("PUT", path, read_json, headers=headers, body=body)
         finally:
             body.close()
         return Original.from_json(document)
+
+    def replace(
+        self, image_id: str, source: Source, etag: str, *, content_type: str | None = None
+    ) -> Deferred[Original]:
+        """PUT the image under image_id in place of the original served with
+        etag (an Image's .etag, an Original's .sha256, or "*" for whichever
+        is stored); PreconditionFailed if it changed meanwhile or is gone.
+        A retried replacement that had in fact succeeded is PreconditionFailed
+        too: compare the stored sha256 when it matters."""
+        tag = etag if etag == "*" or etag.startswith('"') else f'"{etag}"'
+        return Deferred.fromCoroutine(self._upload(image_id, source, content_type, tag))
+
+    def list_originals(self, after: str | None = None, limit: int | None = None) -> Deferred[Page]:
+        """A page of the stored originals, in ID order, after the ID
+        `after` (the .following of the previous page); needs the token
+        whenever the service has write tokens."""
+        return Deferred.fromCoroutine(self._list(after, limit))
+
+    async def _list(self, after: str | None, limit: int | None) -> Page:
+        query = {
+            name: str(value) for name, value in (("after", after), ("limit", limit)) if value is not None
+        }
+        if after is not None:
+            ImageId(after)  # refused here, as the service would
+        path = "/originals" + ("?" + urlencode(query) if query else "")
+        return Page.from_json(await self._call("GET", path, read_json, guarded=True))
 
     def delete(self, image_id: str) -> Deferred[None]:
         """DELETE the original and every derived image of it."""

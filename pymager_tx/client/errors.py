@@ -107,6 +107,10 @@ class UnsupportedFormat(ProblemError, core.UnsupportedOutputFormat):
     pass
 
 
+class InvalidListing(ProblemError, core.InvalidListingRequest):
+    pass
+
+
 class SizeOutOfBounds(ProblemError, core.SizeOutOfBounds):
     """0x0, or a signed size past [images] max_signed_side or max_pixels."""
 
@@ -129,7 +133,7 @@ class BadRequest(ProblemError):
     problem = problems.BAD_REQUEST
 
 
-# 401, 403, 404, 405, 408, 409, 413, 422
+# 401, 403, 404, 405, 408, 409, 412, 413, 422
 
 
 class Unauthorized(ProblemError, core.Unauthorized):
@@ -167,6 +171,10 @@ class RequestTimeout(ProblemError):
 
 class IdTaken(ProblemError, core.ImageIdTaken):
     pass
+
+
+class PreconditionFailed(ProblemError, core.PreconditionFailed):
+    """A replacement's If-Match named no stored original: read it again."""
 
 
 class UploadTooLarge(ProblemError, core.UploadTooLarge):

@@ -74,16 +74,18 @@ class Exchange:
         retry: bool = True,
         with_url: bool = False,
         read_retryable: bool = True,
+        guarded: bool = False,
     ) -> T:
         """read's result of the answer to method at url (read is given the
-        url too when with_url), the request tried again as it may be."""
+        url too when with_url), the request tried again as it may be;
+        guarded: a read that needs the token too (the listing)."""
         retryable = retry and (method in _IDEMPOTENT or body is None or body.replayable)
         attempt = 0
         while True:
             delay = self._backoff * 2**attempt
             may_retry = retryable and attempt < self._retries
             try:
-                response = await self._send(method, url, headers or {}, body)
+                response = await self._send(method, url, headers or {}, body, guarded)
             except _CONNECTION_ERRORS:
                 if not may_retry:
                     raise
@@ -102,11 +104,13 @@ class Exchange:
             attempt += 1
             await deferLater(self._reactor, min(delay, self._max_delay))
 
-    async def _send(self, method: str, url: str, headers: dict[str, str], body: Body | None) -> IResponse:
+    async def _send(
+        self, method: str, url: str, headers: dict[str, str], body: Body | None, guarded: bool = False
+    ) -> IResponse:
         sent = Headers({"User-Agent": [USER_AGENT]})
         for name, value in headers.items():
             sent.setRawHeaders(name, [value])
-        if method not in ("GET", "HEAD") and self._token:
+        if (guarded or method not in ("GET", "HEAD")) and self._token:
             sent.setRawHeaders("Authorization", [f"Bearer {self._token}"])
         data: Any = None
         if body is not None:

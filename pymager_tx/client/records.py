@@ -40,6 +40,21 @@ class Original:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Page:
+    """A page of GET /originals: its originals, and the ID to list after for
+    the next page (None on the last)."""
+
+    items: list[Original]
+    following: str | None
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Page:
+        items = [Original.from_json(item) for item in document["items"]]
+        more = document.get("next") is not None and bool(items)
+        return cls(items=items, following=items[-1].id if more else None)
+
+
+@dataclass(frozen=True, kw_only=True)
 class ImageInfo:
     """What the headers of an image answer (GET, HEAD, 304) say of it."""
 

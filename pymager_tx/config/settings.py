@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from pymager_tx.adapters.sql.database import check_database_url, sqlite_url
+from pymager_tx.config.cdn import CdnSettings
 from pymager_tx.config.section import Section
 from pymager_tx.config.security import SecuritySettings
 from pymager_tx.config.storage import StorageSettings
@@ -363,6 +364,7 @@ class Settings(Section):
     cluster: ClusterSettings = ClusterSettings.model_validate({})
     metrics: MetricsSettings = MetricsSettings.model_validate({})
     security: SecuritySettings = SecuritySettings.model_validate({})
+    cdn: CdnSettings = CdnSettings.model_validate({})
 
     @property
     def database_url(self) -> str:

@@ -34,6 +34,15 @@ class ImageIdTaken(PymagerError):
     """An original is already stored under this ID."""
 
 
+class PreconditionFailed(PymagerError):
+    """A conditional write's If-Match names no stored original: the image
+    changed since the client read it, or there is none under the ID."""
+
+
+class InvalidListingRequest(PymagerError):
+    """A listing's limit or cursor is not one the service takes."""
+
+
 class InvalidImage(PymagerError):
     """The data is not a complete image in a format the service decodes."""
 

@@ -91,3 +91,11 @@ class StoreIndex:
 
     def references(self, key: str) -> bool:
         return any(key in keys for keys in (self.ready_originals, self.unfinished_originals, self.derived))
+
+
+class Swapped(Enum):
+    """How a replacement's swap of generations ended."""
+
+    REPLACED = "replaced"  # the row names the new upload now
+    STALE = "stale"  # no ready original with an ETag the client named
+    LOST = "lost"  # the replacement's claim was settled by a peer: this process counted as dead

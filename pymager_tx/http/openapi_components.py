@@ -81,6 +81,17 @@ HEADERS: Document = {
     ),
     "Location": header("The original's URL (under `[server] public_url` when set).", {"type": "string"}),
     "Allow": header("The methods the path takes.", {"type": "string"}),
+    "Surrogate-Key": header(
+        "The image's ID, for a CDN to purge every answer of one image at once (Fastly, Varnish "
+        'xkey); one of `[cdn] cache_tag_headers` (`["Surrogate-Key"]` by default).',
+        {"type": "string", "pattern": ID_PATTERN},
+        required=False,
+    ),
+    "Cache-Tag": header(
+        "The image's ID, as `Surrogate-Key` (Cloudflare), when `[cdn] cache_tag_headers` names it.",
+        {"type": "string", "pattern": ID_PATTERN},
+        required=False,
+    ),
     "No-Store": header("`no-store`: refusals and health answers are never cached.", {"const": "no-store"}),
     "Accept-Ranges": header("`bytes`: a GET may ask for one byte range.", {"const": "bytes"}),
     "Content-Range": header(
@@ -154,6 +165,7 @@ STATUS_TEXT = {
     405: "A method the path does not take (with `Allow`).",
     408: "The request line and headers, or the body, took too long; the connection closes.",
     409: "An original is already stored under the ID.",
+    412: "`If-Match` names no stored original: it changed since it was read, or there is none.",
     413: "The upload is larger than `[images] max_upload_bytes`.",
     415: "A body in a media type the operation does not take.",
     416: "A `Range` that starts past the end of the image (with `Content-Range: bytes */<length>`).",

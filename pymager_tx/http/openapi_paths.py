@@ -23,7 +23,8 @@ from pymager_tx.http.openapi_meta import meta_path
 
 def _image_responses(what: str, with_body: bool) -> Document:
     validators = {
-        name: {"$ref": f"#/components/headers/{name}"} for name in ("ETag", "Last-Modified", "Cache-Control")
+        name: {"$ref": f"#/components/headers/{name}"}
+        for name in ("ETag", "Last-Modified", "Cache-Control", *CACHE_TAGS)
     }
     vary = {
         name: {"$ref": f"#/components/headers/{name}"}
@@ -50,6 +51,10 @@ def _image_responses(what: str, with_body: bool) -> Document:
     }
 
 
+# Headers naming the image's ID on every image answer, for CDN purges.
+CACHE_TAGS = ("Surrogate-Key", "Cache-Tag")
+
+
 def _with_ranges(read: Document, what: str) -> None:
     """A GET of an image answers one byte range (206) or 416; HEAD never."""
     get = read["get"]
@@ -69,7 +74,8 @@ def _with_ranges(read: Document, what: str) -> None:
 
 _ERRORS = {
     "read_original": (400, 404, 408, 500, 503),
-    "store_original": (400, 401, 404, 408, 409, 413, 500, 503),
+    "store_original": (400, 401, 404, 408, 409, 412, 413, 500, 503),
+    "list_originals": (400, 401, 408, 500, 503),
     "delete_original": (400, 401, 404, 408, 500, 503),
     "read_derived": (400, 403, 404, 408, 422, 500, 503),
     "read_signed_derived": (400, 403, 404, 408, 422, 500, 503),
@@ -133,6 +139,16 @@ CONDITIONAL_PARAMETERS = [
     },
 ]
 
+IF_MATCH = {
+    "name": "If-Match",
+    "in": "header",
+    "required": False,
+    "description": 'Replace instead of upload: the ETag (`"<sha256>"`) the original was served with, '
+    "or `*` for whichever is stored. The original is replaced in one step (a new generation, its "
+    "derived images gone, every cache voided) if it still has that ETag, else 412; 412 too when "
+    "no original is stored under the ID. Without it, an ID already taken is 409.",
+    "schema": {"type": "string"},
+}
 RANGE_PARAMETERS = [
     {
         "name": "Range",
@@ -272,6 +288,11 @@ def paths() -> Document:
             "headers": {"Location": {"$ref": "#/components/headers/Location"}},
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Original"}}},
         },
+        "200": {
+            "description": "Replaced (with `If-Match`): the new original's description.",
+            "headers": {"ETag": {"$ref": "#/components/headers/ETag"}},
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Original"}}},
+        },
         **_refusals("store_original", with_body=True),
     }
     original["post"] = {
@@ -280,6 +301,7 @@ def paths() -> Document:
         "summary": "Upload an original as a form",
         "description": "multipart/form-data with the image in exactly one part named `file`.",
         "security": WRITE_SECURITY,
+        "parameters": [IF_MATCH],
         "requestBody": {
             "required": True,
             "content": {
@@ -301,6 +323,7 @@ def paths() -> Document:
         "description": "The raw image as the body; without a Content-Type it is taken as "
         "application/octet-stream.",
         "security": WRITE_SECURITY,
+        "parameters": [IF_MATCH],
         "requestBody": {
             "required": True,
             "content": {
@@ -354,6 +377,7 @@ def paths() -> Document:
     return _with_preflights(
         {
             "/original/{image_id}": original,
+            "/originals": _listing(),
             "/derived/{name}": derived,
             "/derived/{signature}/{name}": signed,
             "/meta/{image_id}": meta_path(IMAGE_ID, WRITE_SECURITY),
@@ -419,3 +443,72 @@ def paths() -> Document:
             ),
         }
     )
+
+
+def _listing() -> Document:
+    """GET /originals and its HEAD (the same headers, no body)."""
+    get = _list_operation()
+    head: Document = {
+        **get,
+        "operationId": "listOriginalsHead",
+        "summary": "List stored originals (headers only)",
+        "responses": {
+            **{
+                status: {key: value for key, value in response.items() if key != "content"}
+                for status, response in get["responses"].items()
+                if "$ref" not in response
+            },
+            **_refusals("list_originals", with_body=False),
+        },
+    }
+    return {"get": get, "head": head}
+
+
+def _list_operation() -> Document:
+    return {
+        "operationId": "listOriginals",
+        "tags": ["Originals"],
+        "summary": "List stored originals, a page at a time",
+        "description": "Stored originals in the order of their IDs, each as an upload describes it. "
+        "Needs a write token whenever `[auth] write_tokens` are set: the listing is not public.",
+        "security": WRITE_SECURITY,
+        "parameters": [
+            {
+                "name": "after",
+                "in": "query",
+                "required": False,
+                "description": "The last ID of the previous page: the page starts after it.",
+                "schema": {"type": "string", "pattern": ID_PATTERN},
+            },
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "description": "How many originals at most (100 by default; over 1000 is 400).",
+                "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": "A page of originals, and the URL of the next page (null on the last).",
+                "headers": {"Cache-Control": {"$ref": "#/components/headers/No-Store"}},
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["items", "next"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "items": {
+                                    "type": "array",
+                                    "items": {"$ref": "#/components/schemas/Original"},
+                                },
+                                "next": {"type": ["string", "null"]},
+                            },
+                        }
+                    }
+                },
+            },
+            **_refusals("list_originals", with_body=True),
+        },
+    }

@@ -43,9 +43,11 @@ from pymager_tx.http.conditional import not_modified, set_validators, strong_eta
 from pymager_tx.http.cors import CorsPolicy
 from pymager_tx.http.guards import WriteTokens, refusal_headers
 from pymager_tx.http.home import content_security_policy, home_bytes
+from pymager_tx.http.listing import listing_document, listing_query
 from pymager_tx.http.meta import answer_meta, meta_document, read_meta_change
 from pymager_tx.http.metrics import metrics_page
 from pymager_tx.http.openapi import document_bytes
+from pymager_tx.http.preconditions import if_match
 from pymager_tx.http.ranges import ByteRange, requested_range
 from pymager_tx.http.signatures import UrlSignatures
 from pymager_tx.http.streaming import BlobSender
@@ -68,6 +70,9 @@ class HttpPolicy:
     # Base of absolute URLs (Location), e.g. "https://images.example.com";
     # empty: taken from the request's Host header.
     public_url: str = ""
+    # Headers naming the image's ID on every image answer, for a CDN to
+    # purge all of one image's answers at once ([cdn] cache_tag_headers).
+    cache_tag_headers: tuple[str, ...] = ("Surrogate-Key",)
     # Origins whose browsers may read answers and send preflights (none: no CORS).
     cors: CorsPolicy = field(default_factory=CorsPolicy)
 
@@ -123,7 +128,14 @@ class ImageAPI:
         valid_id = ImageId(image_id)
         content_type = header_text(request, b"content-type")
         parse = image_from_form if request.method == b"POST" else image_from_body
+        condition = if_match(request)
         data = await self._offload(_read_body, request, parse, content_type)
+        if condition is not None:
+            # A replacement of what the client read: 200, or 412 when stale.
+            record = await self._service.replace_original(valid_id, data, condition.etags, _arrival(request))
+            request.setHeader(b"ETag", strong_etag(record.sha256).encode("ascii"))
+            location = self._absolute_url(request, f"/original/{quote(record.image_id)}")
+            return _json(request, _describe(record, location))
         # Once started, an upload finishes whether or not its client waits.
         record = await self._service.store_original(valid_id, data, _arrival(request))
         location = self._absolute_url(request, f"/original/{quote(record.image_id)}")
@@ -138,6 +150,18 @@ class ImageAPI:
         await self._service.delete_original(valid_id)
         request.setResponseCode(204)
         return b""
+
+    @app.route("/originals", methods=["GET"])
+    async def list_originals(self, request: IRequest) -> bytes:
+        """A page of stored originals, in ID order; not public."""
+        self._tokens.check(request.getHeader(b"authorization"))
+        after, limit = listing_query(request)
+        records, more = await self._service.list_originals(after, limit)
+        request.setHeader(b"Cache-Control", b"no-store")
+        return _json(
+            request,
+            listing_document(records, more, limit, lambda path: self._absolute_url(request, path), _describe),
+        )
 
     # Derived images
 
@@ -240,6 +264,8 @@ class ImageAPI:
         request asks for (pymager_tx.http.ranges)."""
         record = found.record
         self._set_validators(request, record)
+        for name in self._policy.cache_tag_headers:
+            request.setHeader(name.encode("ascii"), record.image_id.encode("ascii"))
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
         request.setHeader(b"Accept-Ranges", b"bytes")
         etag = strong_etag(record.sha256)

@@ -57,7 +57,14 @@ from pymager_tx.process.deployment import (
 )
 from pymager_tx.process.handoff import Dealer, Receiver
 from pymager_tx.process.threads import ThreadPoolService
-from pymager_tx.process.wiring import Offloads, build_service, build_site, build_store, storage_threads
+from pymager_tx.process.wiring import (
+    Offloads,
+    build_purger,
+    build_service,
+    build_site,
+    build_store,
+    storage_threads,
+)
 from pymager_tx.process.workers import Workers
 
 # Blob reads and writes are short and mostly wait on the disk.
@@ -131,8 +138,9 @@ class PymagerService(MultiService):
         self.blobs = store.blobs
         self.owners = store.owners
         self.epoch = store.epoch
+        self.purger = build_purger(settings, reactor)
         self.images = build_service(
-            settings, store, image_threads.offload, self.admission, metrics=self.metrics
+            settings, store, image_threads.offload, self.admission, metrics=self.metrics, purger=self.purger
         )
         # The scrape reads files in multiprocess mode: on the io threads.
         self.scrape = None if self.metrics is NO_METRICS else Scrape(self.metrics, io_threads.offload)
@@ -321,6 +329,7 @@ class PymagerService(MultiService):
         if self._metrics_port is not None:
             metrics_port, self._metrics_port = self._metrics_port, None
             await maybeDeferred(metrics_port.stopListening)
+        await self.purger.stop()
         await self.store.removal_feed.stop()
         if self.store.heartbeat is not None:
             await self.store.heartbeat.leave()  # seen gone at once, not a lease later

@@ -14,8 +14,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
+from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
+from twisted.web.client import Agent, HTTPConnectionPool
 
+from pymager_tx.adapters.cdn.purger import HttpCachePurger, PurgeRequest
 from pymager_tx.adapters.cluster.epoch import SharedEpoch
 from pymager_tx.adapters.cluster.owners import Owners
 from pymager_tx.adapters.sql.database import Database, make_engine
@@ -39,8 +42,10 @@ from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
 from pymager_tx.ports import (
     NO_METRICS,
     IBlobStore,
+    ICachePurger,
     IRemovalFeed,
     Metrics,
+    NoCachePurger,
     NoRemovalFeed,
     Offload,
     immediate,
@@ -220,9 +225,11 @@ def build_service(
     admission: ImageAdmission | None = None,
     memory_cache: bool = True,
     metrics: Metrics = NO_METRICS,
+    purger: ICachePurger | None = None,
 ) -> ImageService:
     """memory_cache: hold renditions in memory as the settings say (the
-    command line holds none)."""
+    command line holds none); purger: the CDN told of deletions and
+    replacements (build_purger; None: nobody)."""
     memory = settings.memory_cache
     cache = RenditionCache(
         memory.max_bytes if memory_cache else 0,
@@ -240,6 +247,28 @@ def build_service(
         cache=cache,
         admission=admission,
         metrics=metrics,
+        purger=purger,
+    )
+
+
+def build_purger(settings: Settings, reactor: Any) -> ICachePurger:
+    """The CDN purges of [cdn], sent with treq on reactor; none without a purge_url."""
+    cdn = settings.cdn
+    if not cdn.purge_url:
+        return NoCachePurger()
+    request = PurgeRequest(
+        cdn.purge_url, cdn.purge_method, dict(cdn.purge_headers), cdn.purge_body, cdn.token()
+    )
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    return HttpCachePurger(
+        request,
+        HTTPClient(Agent(reactor, pool=pool)),
+        reactor,
+        pool=pool,
+        attempts=cdn.purge_attempts,
+        backoff=cdn.purge_backoff_seconds,
+        timeout=cdn.purge_timeout_seconds,
+        max_queue=cdn.purge_queue,
     )
 
 
@@ -263,6 +292,7 @@ def build_site(
         HttpPolicy(
             cache_control=settings.http.cache_control,
             public_url=settings.server.public_url,
+            cache_tag_headers=tuple(settings.cdn.cache_tag_headers),
             cors=CorsPolicy.of(settings.http.cors_origins, settings.http.cors_max_age),
         ),
         UrlSignatures(settings.security.signing_keys()),

@@ -217,3 +217,40 @@ def test_stub_treq_serves_as_the_http_client(database: Database) -> None:
     original = result_of(client.upload("photo", png((20, 10))))
     assert original.width == 20
     assert result_of(client.get_original("photo")).data == png((20, 10))
+
+
+def test_replace_with_the_etag_read_then_a_stale_one_is_refused(api: Harness) -> None:
+    from pymager_tx.client import PreconditionFailed
+
+    old, new = jpeg((160, 120)), png((30, 20))
+    api.result(api.client.upload("photo", old))
+    image = api.result(api.client.get_original("photo"))
+    replaced = api.result(api.client.replace("photo", new, image.etag or ""))
+    assert (replaced.id, replaced.format, replaced.sha256) == (
+        "photo",
+        "png",
+        hashlib.sha256(new).hexdigest(),
+    )
+    assert api.result(api.client.get_original("photo")).data == new
+    stale = api.failure(api.client.replace("photo", old, hashlib.sha256(old).hexdigest()))
+    assert isinstance(stale.value, PreconditionFailed) and isinstance(stale.value, core.PreconditionFailed)
+    # A bare SHA-256 is taken as the ETag it is; "*" replaces whatever is stored.
+    assert (
+        api.result(api.client.replace("photo", old, replaced.sha256)).sha256
+        == hashlib.sha256(old).hexdigest()
+    )
+    assert api.result(api.client.replace("photo", new, "*")).format == "png"
+
+
+def test_list_originals_page_by_page(api: Harness) -> None:
+    from pymager_tx.client import InvalidListing, Page
+
+    for image_id in ("c", "a", "b"):
+        api.result(api.client.upload(image_id, png()))
+    first = api.result(api.client.list_originals(limit=2))
+    assert isinstance(first, Page)
+    assert ([item.id for item in first.items], first.following) == (["a", "b"], "b")
+    last = api.result(api.client.list_originals(after=first.following, limit=2))
+    assert ([item.id for item in last.items], last.following) == (["c"], None)
+    refused = api.failure(api.client.list_originals(limit=5000))
+    assert isinstance(refused.value, InvalidListing)

@@ -5,12 +5,13 @@ so that statuses, headers and problem bodies are tested in milliseconds."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from pymager_tx.adapters.storage.memory import BytesReader
 from pymager_tx.app.api import Found, ImageServiceAPI, StoredImage
-from pymager_tx.core.errors import ImageIdTaken, ImageNotFound, PymagerError
+from pymager_tx.core.errors import ImageIdTaken, ImageNotFound, PreconditionFailed, PymagerError
 from pymager_tx.core.model import (
     DerivedRecord,
     FocalPoint,
@@ -112,6 +113,26 @@ class FakeImageService:
         self._fail("delete_original")
         if self.found.pop(image_id.value, None) is None:
             raise ImageNotFound(f"no original is stored under the ID {image_id.value!r}")
+
+    async def replace_original(
+        self, image_id: ImageId, data: bytes, etags: Sequence[str] | None, arrived: float | None = None
+    ) -> OriginalRecord:
+        self._fail("replace_original")
+        found = self.found.get(image_id.value)
+        if found is None or (etags is not None and found.record.sha256 not in etags):
+            raise PreconditionFailed(f"If-Match names no original stored under {image_id.value!r}")
+        record = original_record(image_id.value, data)
+        self.hold(image_id.value, record, data)
+        return record
+
+    async def list_originals(self, after: ImageId | None, limit: int) -> tuple[list[OriginalRecord], bool]:
+        self._fail("list_originals")
+        ids = sorted(key for key, found in self.found.items() if isinstance(found.record, OriginalRecord))
+        following = [key for key in ids if after is None or key > after.value]
+        records = [self.found[key].record for key in following[: limit + 1]]
+        return [record for record in records[:limit] if isinstance(record, OriginalRecord)], len(
+            records
+        ) > limit
 
     async def original(self, image_id: ImageId) -> Found:
         self._fail("original")

@@ -130,6 +130,58 @@ class TestWrites:
         assert "photo" not in service.found
 
 
+class TestReplaceAndList:
+    def test_put_with_if_match_replaces_and_answers_200_with_the_new_etag(
+        self, client: Client, service: FakeImageService
+    ) -> None:
+        response = client.request("PUT", "/original/photo", data=b"new bytes", headers={"If-Match": ETAG})
+        assert response.code == 200
+        assert json.loads(response.body)["byte_length"] == len(b"new bytes")
+        assert header(response, "ETag") == '"' + original_record("photo", b"new bytes").sha256 + '"'
+        assert header(response, "Location") is None
+        assert "replace_original" in service.calls and "store_original" not in service.calls
+
+    def test_a_form_post_with_if_match_replaces_too(self, client: Client) -> None:
+        body = b'--b\r\nContent-Disposition: form-data; name="file"; filename="x"\r\n\r\nnew\r\n--b--\r\n'
+        headers = {"If-Match": ETAG, "Content-Type": "multipart/form-data; boundary=b"}
+        assert client.request("POST", "/original/photo", data=body, headers=headers).code == 200
+
+    def test_if_match_lists_and_star_reach_the_service(
+        self, client: Client, service: FakeImageService
+    ) -> None:
+        for value in (f'W/"weak", {ETAG}', "*"):
+            assert (
+                client.request("PUT", "/original/photo", data=PICTURE, headers={"If-Match": value}).code
+                == 200
+            )
+        stale = client.request("PUT", "/original/photo", data=PICTURE, headers={"If-Match": "W/" + ETAG})
+        assert problem(stale, 412)["type"] == "/problems/precondition-failed"
+
+    def test_the_listing_needs_a_token_when_tokens_are_set(self, service: FakeImageService) -> None:
+        client = Client(service, tokens=("secret-token-0123",))
+        assert problem(client.request("GET", "/originals"), 401)["type"] == "/problems/unauthorized"
+        assert "list_originals" not in service.calls
+        listed = client.request("GET", "/originals", headers={"Authorization": "Bearer secret-token-0123"})
+        assert listed.code == 200
+        assert [item["id"] for item in json.loads(listed.body)["items"]] == ["photo"]
+        assert header(listed, "Cache-Control") == "no-store"
+
+    def test_a_listing_page_links_the_next(self, service: FakeImageService, client: Client) -> None:
+        service.hold("zebra", original_record("zebra", PICTURE), PICTURE)
+        document = json.loads(client.request("GET", "/originals?limit=1").body)
+        assert [item["id"] for item in document["items"]] == ["photo"]
+        assert document["next"] == f"{BASE}/originals?after=photo&limit=1"
+        assert json.loads(client.request("GET", "/originals?after=photo").body)["next"] is None
+
+    def test_image_answers_carry_the_cache_tag(self, client: Client) -> None:
+        for response in (
+            client.request("GET", "/original/photo"),
+            client.request("HEAD", "/original/photo"),
+            client.request("GET", "/original/photo", headers={"If-None-Match": ETAG}),
+        ):
+            assert header(response, "Surrogate-Key") == "photo"
+
+
 class TestDerived:
     def test_headers_describe_the_bytes_sent_when_derived_again(self, service: FakeImageService) -> None:
         found = service.hold("photo-10x10.jpg", derived_record("photo-10x10.jpg", b"old"), b"old")
@@ -169,6 +221,8 @@ ERRORS = [
     errors.Overloaded("busy", "8 queued"),
     errors.DerivationPending("pending", "claim held by host-1-1234"),
     errors.Unauthorized("writes need a token", token_given=False),
+    errors.PreconditionFailed("stale"),
+    errors.InvalidListingRequest("limit too large"),
     errors.InvalidMetaChange("not an object"),
     errors.InvalidFocalPoint("x is 2"),
     errors.UnsupportedMetaType("text/plain"),
@@ -186,6 +240,12 @@ def test_every_domain_error_is_its_problem(service: FakeImageService, error: err
     if isinstance(error, UPLOAD_ONLY):
         service.failures["store_original"] = error
         response = Client(service).request("PUT", "/original/new", data=PICTURE)
+    elif isinstance(error, errors.PreconditionFailed):
+        service.failures["replace_original"] = error
+        response = Client(service).request("PUT", "/original/photo", data=PICTURE, headers={"If-Match": ETAG})
+    elif isinstance(error, errors.InvalidListingRequest):
+        service.failures["list_originals"] = error
+        response = Client(service).request("GET", "/originals")
     elif isinstance(error, META_ONLY):
         service.failures["set_focal_point"] = error
         change = b'{"focal_point": {"x": 0.5, "y": 0.5}}'

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -26,6 +26,7 @@ from twisted.internet.defer import Deferred, fail
 from zope.interface import implementer
 
 from pymager_tx.adapters.sql.lease import Lease
+from pymager_tx.adapters.sql.listing_txn import list_originals_txn
 from pymager_tx.adapters.sql.meta_txn import original_meta_txn, refocus_txn, store_summary_txn
 from pymager_tx.adapters.sql.originals_txn import (
     abandon_upload_txn,
@@ -54,6 +55,7 @@ from pymager_tx.adapters.sql.renditions_txn import (
     store_index_txn,
     take_over_claim_txn,
 )
+from pymager_tx.adapters.sql.replace_txn import claim_replacement_txn, swap_original_txn
 from pymager_tx.adapters.sql.rows import ping_txn
 from pymager_tx.adapters.sql.schema_version import drop_txn, upgrade_txn
 from pymager_tx.core.errors import DatabaseUnavailable
@@ -68,6 +70,7 @@ from pymager_tx.core.records import (
     Removal,
     RowState,
     StoreIndex,
+    Swapped,
 )
 from pymager_tx.ports import NO_METRICS, IMetadataStore, Metrics, Offload
 
@@ -325,6 +328,21 @@ class Database:
 
     def store_index(self, claim_key: Callable[[Claim], str]) -> Deferred[StoreIndex]:
         return self.read(store_index_txn, claim_key)
+
+    def claim_replacement(
+        self, claim: Claim, etags: Sequence[str] | None, lease: timedelta
+    ) -> Deferred[tuple[bool, Claim | None]]:
+        if self.lease is not None:
+            return self.transact(within_lease_txn, claim.owner, claim_replacement_txn, claim, etags, lease)
+        return self.transact(claim_replacement_txn, claim, etags, lease)
+
+    def swap_original(
+        self, record: OriginalRecord, etags: Sequence[str] | None, claim: Claim, now: datetime
+    ) -> Deferred[tuple[Swapped, Removal | None]]:
+        return self.transact(swap_original_txn, record, etags, claim, now)
+
+    def list_originals(self, after: str | None, limit: int) -> Deferred[list[OriginalRecord]]:
+        return self.read(list_originals_txn, after, limit)
 
     def original_meta(self, image_id: str) -> Deferred[OriginalMeta | None]:
         return self.read(original_meta_txn, image_id)
