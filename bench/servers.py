@@ -169,12 +169,16 @@ def start_pymager(
     venv: Path | None = None,
     name: str = "pymager-tx",
     extra_config: str = "",
+    wrapper: tuple[str, ...] = (),
+    ready_within: float = 60.0,
 ) -> Server:
     """twistd pymager: workers processes on one socket, each with threads
     image threads and memory_cache_bytes of derived images held in memory
     (None: the default).  From this checkout with the bench venv's twistd, or
     with venv's twistd and the pymager-tx installed there (another commit's).
-    extra_config: more TOML sections, appended as they are."""
+    extra_config: more TOML sections, appended as they are; wrapper: a
+    command the server runs under (valgrind ...), which may slow its start
+    past the usual ready_within seconds."""
     port = free_port()
     config = directory / "pymager.toml"
     quoted = ", ".join(f'"{size}"' for size in sizes)
@@ -197,23 +201,23 @@ def start_pymager(
         twistd = str(venv / "bin" / "twistd")
         environment.pop("PYTHONPATH", None)
     process = subprocess.Popen(
-        [twistd, "--nodaemon", "--pidfile=", "--logfile=-", "pymager", "--config", str(config)],
+        [*wrapper, twistd, "--nodaemon", "--pidfile=", "--logfile=-", "pymager", "--config", str(config)],
         cwd=directory,
         env=environment,
         stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
     )
     server = Server(name, process, port, log_path, kind="pymager-tx")
-    _wait_ready(server, "/")
+    _wait_ready(server, "/", ready_within)
     # The first process answers before its workers are up; wait for them.
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + ready_within
     while time.monotonic() < deadline:
         if log_path.read_text(errors="replace").count(" serving the connections ") >= workers - 1:
             break
         time.sleep(0.1)
     else:
         server.stop()
-        sys.exit(f"{name}: not all {workers} workers listening after 60 s")
+        sys.exit(f"{name}: not all {workers} workers listening after {ready_within:.0f} s")
     return server
 
 

@@ -10,18 +10,16 @@ to an application/problem+json answer; nothing unexpected leaks a traceback.
 from __future__ import annotations
 
 import json
-import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, unquote_to_bytes
+from urllib.parse import quote
 
 from klein import Klein
 from twisted.internet.defer import CancelledError
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import IResource
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from pymager_tx.app.api import Found, ImageServiceAPI, StoredImage
@@ -29,21 +27,19 @@ from pymager_tx.core.errors import Overloaded, PymagerError, Unavailable
 from pymager_tx.core.model import ImageId, OriginalRecord, StoredFile
 from pymager_tx.core.negotiation import AUTO_EXTENSION
 from pymager_tx.core.problems import (
-    BAD_REQUEST,
     INTERNAL_ERROR,
     METHOD_NOT_ALLOWED,
     NOT_FOUND,
-    NOT_IMPLEMENTED,
-    UNAVAILABLE,
-    Problem,
     problem_for,
 )
 from pymager_tx.http.answers import answer_with_problem, header_text
 from pymager_tx.http.conditional import not_modified, set_validators, strong_etag
 from pymager_tx.http.cors import CorsPolicy
 from pymager_tx.http.guards import WriteTokens, refusal_headers
+from pymager_tx.http.health import answer_health
 from pymager_tx.http.home import content_security_policy, home_bytes
 from pymager_tx.http.listing import listing_document, listing_query
+from pymager_tx.http.locations import absolute_url
 from pymager_tx.http.meta import answer_meta, meta_document, read_meta_change
 from pymager_tx.http.metrics import metrics_page
 from pymager_tx.http.openapi import document_bytes
@@ -51,17 +47,13 @@ from pymager_tx.http.preconditions import if_match
 from pymager_tx.http.ranges import ByteRange, requested_range
 from pymager_tx.http.signatures import UrlSignatures
 from pymager_tx.http.streaming import BlobSender
+from pymager_tx.http.strict_paths import StrictPaths, routing_problem
 from pymager_tx.http.uploads import image_from_body, image_from_form
 from pymager_tx.http.vary import add_vary
 from pymager_tx.ports import Offload
 
-# RFC 9110 methods; any other is 501, whatever its route.
-_METHODS = frozenset(
-    {b"GET", b"HEAD", b"POST", b"PUT", b"DELETE", b"CONNECT", b"OPTIONS", b"TRACE", b"PATCH"}
-)
 # Larger images are sent from storage a part at a time, as the client reads.
 _WHOLE_BYTES = 256 * 1024
-_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 
 
 @dataclass(frozen=True)
@@ -101,7 +93,7 @@ class ImageAPI:
 
     def resource(self) -> IResource:
         """The root resource to serve."""
-        return _StrictPaths(self.app.resource(), self._policy.cors, self._methods_of)
+        return StrictPaths(self.app.resource(), self._policy.cors, self._methods_of)
 
     def _methods_of(self, path: str) -> list[str]:
         """The methods the routes take at path; [] where none serves it."""
@@ -204,13 +196,13 @@ class ImageAPI:
         """200 when the database answers; for systemd and liveness probes.
         It says how busy the image threads are, but stays 200 when they are:
         a busy process is alive (see /readyz)."""
-        return await self._health(request, ready=False)
+        return await answer_health(request, self._service, ready=False)
 
     @app.route("/readyz", methods=["GET", "HEAD"])
     async def readiness(self, request: IRequest) -> bytes:
         """/healthz, but 503 too while the image queue is full: for a load
         balancer, to send new work elsewhere until this process catches up."""
-        return await self._health(request, ready=True)
+        return await answer_health(request, self._service, ready=True)
 
     # About
 
@@ -227,30 +219,6 @@ class ImageAPI:
         request.setHeader(b"Content-Security-Policy", content_security_policy().encode("ascii"))
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
         return _body(request, b"text/html; charset=utf-8", home_bytes())
-
-    async def _health(self, request: IRequest, ready: bool) -> bytes:
-        load = self._service.image_load()
-        if ready and load is not None and load["full"]:
-            request.setHeader(b"Retry-After", b"%d" % Overloaded.retry_after)
-            detail = f"every image thread is busy and {load['queued']} jobs wait; send work elsewhere"
-            return answer_with_problem(request, problem_for(Overloaded(detail)), detail)
-        try:
-            await (self._service.check_ready() if ready else self._service.check_health())
-        except CancelledError:
-            raise  # the client left: nothing failed
-        except Unavailable as error:
-            self.log.warn("Health check failed: {reason}", reason=error.reason)
-            request.setHeader(b"Retry-After", b"%d" % error.retry_after)
-            return answer_with_problem(request, problem_for(error), error.detail)
-        except Exception:
-            self.log.failure("Health check failed")
-            request.setHeader(b"Retry-After", b"%d" % Unavailable.retry_after)
-            return answer_with_problem(request, UNAVAILABLE, "the metadata database does not answer")
-        request.setHeader(b"Cache-Control", b"no-store")
-        document: dict[str, object] = {"status": "ok"}
-        if load is not None:
-            document["images"] = load
-        return _json(request, document)
 
     @app.route("/metrics", methods=["GET", "HEAD"])
     async def metrics(self, request: IRequest) -> bytes:
@@ -312,16 +280,7 @@ class ImageAPI:
         return stored.data or b""
 
     def _absolute_url(self, request: IRequest, path: str) -> str:
-        if self._policy.public_url:
-            return self._policy.public_url.rstrip("/") + path
-        scheme = "https" if request.isSecure() else "http"
-        host = header_text(request, b"host")
-        if host is None or not _HOST.fullmatch(host):
-            address = request.getHost()
-            name = getattr(address, "host", "localhost")
-            host = f"[{name}]" if ":" in name else name
-            host += f":{getattr(address, 'port', 80)}"
-        return f"{scheme}://{host}{path}"
+        return absolute_url(request, self._policy.public_url, path)
 
     # Errors, most specific first: Klein tries handlers in this order.
 
@@ -365,7 +324,7 @@ class ImageAPI:
         for name, value in error.get_response().headers:
             if name.lower() not in ("content-type", "content-length"):
                 request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
-        return answer_with_problem(request, *_routing_problem(error))
+        return answer_with_problem(request, *routing_problem(error))
 
     @app.handle_errors(CancelledError)
     def client_left(self, request: IRequest, failure: Failure) -> bytes:
@@ -383,59 +342,6 @@ class ImageAPI:
         )
         detail = "an unexpected error occurred; it has been logged"
         return answer_with_problem(request, INTERNAL_ERROR, detail)
-
-
-class _StrictPaths(Resource):
-    """Answer what Klein would mishandle before any route runs: a path (once
-    percent-decoded) or Host that is not UTF-8, which it answers in plain
-    text with a logged traceback; a Host its URL map refuses, which becomes
-    a 500; and a path with an empty segment, whose leading one it drops."""
-
-    isLeaf = True
-
-    def __init__(
-        self,
-        wrapped: IResource,
-        cors: CorsPolicy | None = None,
-        methods_of: Callable[[str], list[str]] | None = None,
-    ) -> None:
-        super().__init__()
-        self._wrapped = wrapped
-        self._cors = cors or CorsPolicy()
-        self._methods_of = methods_of or (lambda path: [])
-
-    def render(self, request: IRequest) -> Any:
-        if request.method not in _METHODS:
-            # Methods are case-sensitive; Werkzeug would route "post" as POST.
-            method = request.method.decode("ascii", "backslashreplace")
-            return answer_with_problem(
-                request, NOT_IMPLEMENTED, f"the method {method!r} is not one this server knows"
-            )
-        hosts = request.requestHeaders.getRawHeaders(b"host", [])
-        if len(hosts) > 1 or (not hosts and getattr(request, "clientproto", None) == b"HTTP/1.1"):
-            detail = "an HTTP/1.1 request has exactly one Host header"
-            return answer_with_problem(request, BAD_REQUEST, detail)
-        try:
-            unquote_to_bytes(request.path).decode("utf-8")
-            (request.getHeader(b"host") or b"").decode("utf-8")
-        except UnicodeDecodeError:
-            detail = "the URL path (percent-decoded) and the Host header must be UTF-8"
-            return answer_with_problem(request, BAD_REQUEST, detail)
-        if b"//" in request.path:
-            return answer_with_problem(request, NOT_FOUND, "nothing is served at this path")
-        preflight = self._cors.preflight(request, self._methods_of)
-        if preflight is not None:
-            return preflight
-        self._cors.decorate(request)
-        try:
-            return self._wrapped.render(request)
-        except HTTPException as error:  # raised while binding the URL map
-            return answer_with_problem(request, *_routing_problem(error))
-
-
-def _routing_problem(error: HTTPException) -> tuple[Problem, str]:
-    """A problem for one of Werkzeug's own routing answers (BadHost, ...)."""
-    return Problem(error.code or 400, "bad-request", error.name), error.description or error.name
 
 
 def _read_body(request: IRequest, parse: Any, content_type: str | None) -> bytes:
