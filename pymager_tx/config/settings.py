@@ -273,6 +273,12 @@ class MemoryCacheSettings(Section):
     max_item_bytes: Annotated[int, Field(ge=0)] = Field(
         1024 * 1024, description="Larger derived images are always read from storage"
     )
+    max_records: Annotated[int, Field(ge=0)] = Field(
+        20000,
+        description="Rows of derived images each process remembers (about 1 KB each), so that one "
+        "not held in memory costs a file read without a database query; voided by deletes as the "
+        "images held are; 0: none",
+    )
     poll_seconds: Annotated[float, Field(ge=0)] = Field(
         1.0,
         description="How often each process asks the database whether anything was deleted: "

@@ -230,6 +230,7 @@ def build_service(
         memory.poll_seconds if memory_cache else 0,
         store.epoch,
         metrics=metrics,
+        max_records=memory.max_records if memory_cache else 0,
     )
     return ImageService(
         store.database,
