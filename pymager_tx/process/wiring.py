@@ -265,6 +265,7 @@ def build_site(
             cache_control=settings.http.cache_control,
             public_url=settings.server.public_url,
             cors=CorsPolicy.of(settings.http.cors_origins, settings.http.cors_max_age),
+            accel_redirect_prefix=settings.http.accel_redirect_prefix,
         ),
         UrlSignatures(settings.security.signing_keys()),
     )
