@@ -37,7 +37,7 @@ import servers
 PREFIX = "/_pymager_files/"
 SIZES = ["150x150", "200x200", "256x256", "320x240"]
 NGINX = """\
-worker_processes {workers};
+{user}worker_processes {workers};
 error_log {directory}/error.log warn;
 pid {directory}/nginx.pid;
 events {{ worker_connections 1024; }}
@@ -104,7 +104,14 @@ def start_nginx(
     config = directory / "nginx.conf"
     config.write_text(
         NGINX.format(
-            workers=workers, directory=directory, port=port, upstream=upstream, files=files, prefix=PREFIX
+            # As root, nginx's workers would drop to nobody, who cannot read the temporary directory.
+            user="user root;\n" if os.geteuid() == 0 else "",
+            workers=workers,
+            directory=directory,
+            port=port,
+            upstream=upstream,
+            files=files,
+            prefix=PREFIX,
         )
     )
     process = subprocess.Popen(["nginx", "-p", str(directory), "-c", str(config), "-g", "daemon off;"])
