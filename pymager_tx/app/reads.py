@@ -156,6 +156,9 @@ class Renditions:
         held = self._cache.fresh(key)
         if held is not None:
             return Fetched(StoredImage(*held))
+        known = await self._known(key, with_body)
+        if known is not None:
+            return known
         mark = self._cache.mark()
         lookup = await self._store.lookup_derived(image_id.value, spec.variant)
         original = lookup.original
@@ -198,6 +201,23 @@ class Renditions:
         current = await self._store.find_original(original.image_id)
         return current is not None and current.generation != original.generation
 
+    async def _known(self, key: tuple[str, str], with_body: bool) -> Fetched | None:
+        """The rendition as its remembered row describes it, if the removal
+        signals allow: no database query; None if its file is gone (the
+        database is asked then)."""
+        known = self._cache.records.fresh(key)
+        if known is None:
+            return None
+        record, checked = known
+        if not with_body:
+            return Fetched(StoredImage(record, None), checked)
+        try:
+            data = await self._blobs.get(record.blob_key)
+        except BlobNotFound:
+            self._cache.records.drop(key)
+            return None
+        return self._remember(StoredImage(record, data), checked)
+
     async def load(
         self, image_id: ImageId, spec: DerivedSpec, fetched: Fetched, whole_up_to: int | None = None
     ) -> StoredImage:
@@ -217,6 +237,7 @@ class Renditions:
                 pass  # read below, which derives it again
         loaded = await self._derivations.read(stored.record, with_body=True)
         if loaded is None:
+            self._cache.records.drop((image_id.value, spec.variant))
             return (await self.fetch(image_id, spec)).stored
         return loaded if fetched.checked is None else self._remember(loaded, fetched.checked).stored
 
@@ -225,9 +246,11 @@ class Renditions:
         it was checked, for load to keep it once it has them."""
         record = stored.record
         assert isinstance(record, DerivedRecord)
+        key = (record.image_id, record.variant)
+        self._cache.records.put(key, record, checked)
         if stored.data is None:
             return Fetched(stored, checked)
-        self._cache.put((record.image_id, record.variant), record, stored.data, checked)
+        self._cache.put(key, record, stored.data, checked)
         return Fetched(stored)
 
     async def poll_removals(self) -> None:

@@ -19,6 +19,10 @@ may be stale is checked again on its next request; a check that finds the
 same row serves the held bytes again without reading the file.
 
 Entries are evicted least recently used first, by total bytes.
+
+The rows of renditions whose bytes are not held (too many, or the cache
+off) are kept apart, by count, under the same rule (records: a
+pymager_tx.app.record_cache.RecordCache).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pymager_tx.app.record_cache import RecordCache
 from pymager_tx.core.model import DerivedRecord
 from pymager_tx.ports import NO_METRICS, IEpoch, LocalEpoch, Metrics
 
@@ -63,10 +68,12 @@ class RenditionCache:
         epoch: IEpoch | None = None,
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics = NO_METRICS,
+        max_records: int = 0,
     ) -> None:
         """poll_seconds: how often heard_removals() is called; 0: never,
         and every request checks the database; metrics: told of each
-        lookup, a hit when it is served without a database check."""
+        lookup, a hit when it is served without a database check;
+        max_records: rows of renditions kept (records), bytes or not."""
         self.max_bytes = max_bytes
         self.max_item_bytes = min(max_item_bytes, max_bytes)
         self.poll_seconds = poll_seconds
@@ -77,6 +84,7 @@ class RenditionCache:
         self._removals: int | None = None
         self._heard_at = 0.0
         self._metrics = metrics
+        self.records = RecordCache(max_records, self.current)
 
     @property
     def size_bytes(self) -> int:
@@ -95,14 +103,16 @@ class RenditionCache:
     def fresh(self, key: Key) -> tuple[DerivedRecord, bytes] | None:
         """The entry for key, if it may be served without a database check."""
         entry = self._entries.get(key)
-        if entry is None or not self._current(entry.checked):
+        if entry is None or not self.current(entry.checked):
             self._metrics.rendition_cache(False)
             return None
         self._entries.move_to_end(key)
         self._metrics.rendition_cache(True)
         return entry.record, entry.data
 
-    def _current(self, checked: Mark) -> bool:
+    def current(self, checked: Mark) -> bool:
+        """Whether no deletion can have begun anywhere since checked was
+        taken (within the poll bound for other machines)."""
         if self.poll_seconds <= 0 or checked.removals is None:
             return False
         if self._clock() - self._heard_at >= _POLLS_OF_AGE * self.poll_seconds:

@@ -247,6 +247,20 @@ class HttpSettings(Section):
     cors_max_age: Annotated[int, Field(ge=0, le=86400)] = Field(
         600, description="Seconds a browser may keep a CORS preflight's answer"
     )
+    accel_redirect_prefix: str = Field(
+        "",
+        description="Behind nginx with the filesystem store: the path of nginx's internal location "
+        'aliased to the files directory, like "/_pymager_files/"; image GETs then answer headers '
+        "and X-Accel-Redirect, and nginx sends the file; empty: the service sends the bytes",
+    )
+
+    @field_validator("accel_redirect_prefix")
+    @classmethod
+    def _accel_prefix(cls, value: str) -> str:
+        segments = value.split("/")[1:-1]
+        if value and (not re.fullmatch(r"/([A-Za-z0-9._~\-]+/)+", value) or {".", ".."} & set(segments)):
+            raise ValueError('must be a path of the form "/name/" (letters, digits, ._~-), or empty')
+        return value
 
     @field_validator("cors_origins")
     @classmethod
@@ -273,6 +287,12 @@ class MemoryCacheSettings(Section):
     )
     max_item_bytes: Annotated[int, Field(ge=0)] = Field(
         1024 * 1024, description="Larger derived images are always read from storage"
+    )
+    max_records: Annotated[int, Field(ge=0)] = Field(
+        20000,
+        description="Rows of derived images each process remembers (about 1 KB each), so that one "
+        "not held in memory costs a file read without a database query; voided by deletes as the "
+        "images held are; 0: none",
     )
     poll_seconds: Annotated[float, Field(ge=0)] = Field(
         1.0,
@@ -365,6 +385,15 @@ class Settings(Section):
     metrics: MetricsSettings = MetricsSettings.model_validate({})
     security: SecuritySettings = SecuritySettings.model_validate({})
     cdn: CdnSettings = CdnSettings.model_validate({})
+
+    @model_validator(mode="after")
+    def _accel_needs_files(self) -> Settings:
+        if self.http.accel_redirect_prefix and self.storage.backend != "filesystem":
+            raise ValueError(
+                '[http] accel_redirect_prefix needs [storage] backend = "filesystem": nginx sends files '
+                "from a directory"
+            )
+        return self
 
     @property
     def database_url(self) -> str:

@@ -94,6 +94,12 @@ HEADERS: Document = {
     ),
     "No-Store": header("`no-store`: refusals and health answers are never cached.", {"const": "no-store"}),
     "Accept-Ranges": header("`bytes`: a GET may ask for one byte range.", {"const": "bytes"}),
+    "X-Accel-Redirect": header(
+        "Only with `[http] accel_redirect_prefix` set, behind nginx: the internal path of the image's "
+        "file, which nginx sends in place of this answer's empty body (a client never sees it).",
+        {"type": "string", "pattern": "^/"},
+        required=False,
+    ),
     "Content-Range": header(
         "The range sent and the image's whole length: `bytes <first>-<last>/<length>`.",
         {"type": "string", "pattern": "^bytes [0-9]+-[0-9]+/[0-9]+$"},

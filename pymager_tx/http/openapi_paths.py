@@ -41,6 +41,7 @@ def _image_responses(what: str, with_body: bool) -> Document:
         },
     }
     if with_body:
+        ok["headers"]["X-Accel-Redirect"] = {"$ref": "#/components/headers/X-Accel-Redirect"}
         ok["content"] = {media_type: {"schema": {}} for media_type in MEDIA_TYPES}
     return {
         "200": ok,

@@ -32,6 +32,7 @@ from pymager_tx.core.problems import (
     NOT_FOUND,
     problem_for,
 )
+from pymager_tx.http.accel import AccelRedirect
 from pymager_tx.http.answers import answer_with_problem, header_text
 from pymager_tx.http.conditional import not_modified, set_validators, strong_etag
 from pymager_tx.http.cors import CorsPolicy
@@ -67,6 +68,9 @@ class HttpPolicy:
     cache_tag_headers: tuple[str, ...] = ("Surrogate-Key",)
     # Origins whose browsers may read answers and send preflights (none: no CORS).
     cors: CorsPolicy = field(default_factory=CorsPolicy)
+    # nginx's internal location of the files directory: GETs answer
+    # X-Accel-Redirect instead of the bytes (pymager_tx.http.accel); empty: off.
+    accel_redirect_prefix: str = ""
 
 
 class ImageAPI:
@@ -90,6 +94,8 @@ class ImageAPI:
         self._offload = offload
         self._policy = policy or HttpPolicy()
         self._signatures = signatures or UrlSignatures()
+        prefix = self._policy.accel_redirect_prefix
+        self._accel = AccelRedirect(prefix) if prefix else None
 
     def resource(self) -> IResource:
         """The root resource to serve."""
@@ -242,6 +248,9 @@ class ImageAPI:
             return b""
         if _is_head(request):
             return self._send_image(request, StoredImage(record, None))
+        if self._accel is not None:
+            await found.confirm()
+            return self._accel.answer(request, record)
         # Judged before the bytes are read: a 416 reads nothing.
         wanted = requested_range(request, record.byte_length, etag, record.created_at)
         stored = await found.body(whole_up_to=_WHOLE_BYTES)

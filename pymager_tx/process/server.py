@@ -222,7 +222,7 @@ class PymagerService(MultiService):
         await self.images.recover()
         await self._io.offload(self.owners.bury_dead)
         memory = self.settings.memory_cache
-        if memory.max_bytes > 0 and memory.poll_seconds > 0:
+        if (memory.max_bytes > 0 or memory.max_records > 0) and memory.poll_seconds > 0:
             # Deletions on other machines: heard as they commit where the
             # database tells (PostgreSQL), polled for in any case.
             self.store.removal_feed.start(self.epoch.bump)

@@ -237,6 +237,7 @@ def build_service(
         memory.poll_seconds if memory_cache else 0,
         store.epoch,
         metrics=metrics,
+        max_records=memory.max_records if memory_cache else 0,
     )
     return ImageService(
         store.database,
@@ -294,6 +295,7 @@ def build_site(
             public_url=settings.server.public_url,
             cache_tag_headers=tuple(settings.cdn.cache_tag_headers),
             cors=CorsPolicy.of(settings.http.cors_origins, settings.http.cors_max_age),
+            accel_redirect_prefix=settings.http.accel_redirect_prefix,
         ),
         UrlSignatures(settings.security.signing_keys()),
     )
