@@ -4,7 +4,7 @@ that `twistd pymager` serves, configured the same way (--config, --data-dir)
 plus --database-url.
 
 The commands are click commands on one group (`cli`); each module of this
-package adds its own (db, check, import, warm, prune, stats, sign).  A command
+package adds its own (db, check, import, warm, prune, stats, sign, migrate-storage).  A command
 raises AdminError (or a configuration, database or storage error) to fail:
 the group prints one line to stderr and exits with 1.  Usage errors exit
 with 2, as click's do.
@@ -24,6 +24,7 @@ from pymager_tx.adapters.sql.schema_version import SchemaError, State, status_tx
 from pymager_tx.admin.check import check
 from pymager_tx.admin.command import AdminError, Target, finish, with_target
 from pymager_tx.admin.imports import import_command
+from pymager_tx.admin.migrate import migrate_storage
 from pymager_tx.admin.prune import prune
 from pymager_tx.admin.sign import sign
 from pymager_tx.admin.stats import stats
@@ -90,7 +91,7 @@ def current(target: Target) -> None:
     finish(0)
 
 
-for command in (check, import_command, warm, prune, stats, sign):
+for command in (check, import_command, warm, prune, stats, sign, migrate_storage):
     cli.add_command(command)
 
 

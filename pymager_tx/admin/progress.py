@@ -26,6 +26,7 @@ class Progress:
         tty: bool | None = None,
         clock: Callable[[], float] = time.monotonic,
         every: float = 10.0,
+        unit: str = "image",
     ) -> None:
         self.total = total
         self.done = 0
@@ -37,7 +38,7 @@ class Progress:
         if tty is None:
             tty = bool(getattr(self._stream, "isatty", lambda: False)())
         self._bar: tqdm[Never] | None = (
-            tqdm(total=total, desc=what, unit="image", file=self._stream, dynamic_ncols=True) if tty else None
+            tqdm(total=total, desc=what, unit=unit, file=self._stream, dynamic_ncols=True) if tty else None
         )
 
     def advance(self, count: int = 1) -> None:

@@ -29,7 +29,7 @@ def test_the_revalidation_example_shows_the_headers_it_uses() -> None:
 
 
 def test_every_admin_command_has_an_example() -> None:
-    for command in ("import", "warm", "prune", "stats", "check", "db upgrade", "sign"):
+    for command in ("import", "warm", "prune", "stats", "check", "db upgrade", "sign", "migrate-storage"):
         assert f"pymager-admin {command}" in README, command
 
 

@@ -1,0 +1,281 @@
+"""Three real `twistd pymager` nodes with data directories of their own, on
+one PostgreSQL database and one bucket (SeaweedFS in CI), as on machines
+that share no disk: one derivation per rendition across them, a killed
+node's derivation finished by another, deletions seen everywhere at once,
+one upload of an ID, a bucket that goes away and comes back, and a store
+left consistent by kill -9."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults
+from twisted.web.client import HTTPConnectionPool
+
+from pymager_tx.adapters.sql.database import make_engine
+from pymager_tx.adapters.sql.schema_version import drop_txn
+from tests.conftest import S3Server
+from tests.images import jpeg, opened
+from tests.integration.cluster import Cluster, Node, node_settings, until, upstream_port
+from tests.integration.tcp_proxy import TcpProxy
+from tests.integration.test_metrics import parse, value
+
+JPEG = {"Content-Type": "image/jpeg"}
+
+
+@pytest_twisted.async_yield_fixture
+async def cluster(tmp_path: Path, s3_server: S3Server, postgres_server_url: str) -> AsyncIterator[Cluster]:
+    prefix = f"nodes-{uuid4().hex[:8]}"
+    nodes: list[Node] = []
+    for number in range(3):
+        directory = tmp_path / f"node{number}"
+        directory.mkdir()
+        proxy = TcpProxy(upstream_port(s3_server))
+        port = await proxy.listen()
+        config = directory / "pymager.toml"
+        config.write_text(node_settings(directory, s3_server, port, prefix, postgres_server_url))
+        nodes.append(Node(f"node{number}", directory, proxy, config))
+    engine = make_engine(postgres_server_url, pool_size=2)
+    pool = HTTPConnectionPool(reactor, persistent=False)
+    try:
+        # All at once, as a deployment starts: one creates the schema.
+        await gatherResults([defer(node.start()) for node in nodes], consumeErrors=True)
+        yield Cluster(nodes, engine, s3_server, prefix, pool)
+    finally:
+        await pool.closeCachedConnections()
+        for node in nodes:
+            if node.process is not None:
+                await node.stop()
+            await node.proxy.close()
+        # Each test starts from an empty schema on the session's database.
+        with engine.begin() as connection:
+            drop_txn(connection)
+        engine.dispose()
+
+
+def problem_type(body: bytes) -> str:
+    kind: str = json.loads(body)["type"]
+    return kind.rsplit("/", 1)[-1]
+
+
+async def derivations(cluster: Cluster) -> tuple[float, float]:
+    """Derivations and storage writes counted by every node's /metrics."""
+    derived = written = 0.0
+    for node in cluster.nodes:
+        status, _, body = await cluster.fetch(node, "GET", "/metrics")
+        assert status == 200
+        samples = parse(body.decode())
+        derived += value(samples, "pymager_derivations_total", outcome="original")
+        written += value(samples, "pymager_storage_operation_duration_seconds_count", op="put")
+    return derived, written
+
+
+@pytest_twisted.ensureDeferred
+async def test_first_requests_spread_over_the_nodes_derive_once(cluster: Cluster) -> None:
+    first, *_ = cluster.nodes
+    status, _, _ = await cluster.fetch(first, "PUT", "/original/photo", data=jpeg((400, 300)), headers=JPEG)
+    assert status == 201
+    asked = [
+        cluster.fetch(cluster.nodes[number % 3], "GET", "/derived/photo-100x100.jpg") for number in range(15)
+    ]
+    answers = await gatherResults([defer(each) for each in asked], consumeErrors=True)
+    assert {status for status, _, _ in answers} == {200}
+    bodies = {body for _, _, body in answers}
+    assert len(bodies) == 1
+    assert opened(bodies.pop()).size == (100, 100)
+    # One derivation, and one write of it: the original's and the rendition's.
+    assert await derivations(cluster) == (1, 2)
+    assert sum(node.log_count("Derived photo-100x100.jpeg") for node in cluster.nodes) == 1
+    assert len(await cluster.objects("derived/")) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_killed_node_s_derivation_is_finished_by_another_once_its_lease_lapses(
+    cluster: Cluster,
+) -> None:
+    victim, other, _ = cluster.nodes
+    status, _, _ = await cluster.fetch(other, "PUT", "/original/photo", data=jpeg((400, 300)), headers=JPEG)
+    assert status == 201
+    # The victim's bucket stalls: it claims the rendition, then waits for
+    # the original's bytes for as long as the test lets it live.
+    victim.proxy.hold()
+    doomed = cluster.request(victim, "GET", "/derived/photo-100x100.jpg")
+    doomed.addErrback(lambda _: None)  # its connection dies with it
+
+    async def claimed() -> bool:
+        rows = await cluster.query("SELECT owner FROM derivation_claims")
+        return [row.owner for row in rows] == [victim.owner]
+
+    await until(claimed, 30, "the victim claims the rendition")
+    await victim.kill()
+    victim.proxy.release()
+    status, _, body = await cluster.fetch(other, "GET", "/derived/photo-100x100.jpg")
+    assert status == 200
+    assert opened(body).size == (100, 100)
+    assert other.log_count(f"Ending the claim of {victim.owner}, which is gone") == 1
+    assert other.log_count("Derived photo-100x100.jpeg") == 1
+    assert victim.log_count("Derived photo-100x100.jpeg") == 0
+    assert len(await cluster.objects("derived/")) == 1
+    assert await cluster.query("SELECT owner FROM derivation_claims") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delete_on_one_node_is_a_404_on_every_node_within_a_second(cluster: Cluster) -> None:
+    deleter = cluster.nodes[1]
+    status, _, _ = await cluster.fetch(deleter, "PUT", "/original/photo", data=jpeg((400, 300)), headers=JPEG)
+    assert status == 201
+    for node in cluster.nodes:
+        for _ in range(2):  # the second from the node's memory
+            status, _, _ = await cluster.fetch(node, "GET", "/derived/photo-100x100.jpg")
+            assert status == 200
+        # Served from memory, without asking the database: only the removal
+        # signal can stop it (the counter poll is two minutes away).
+        status, _, metrics = await cluster.fetch(node, "GET", "/metrics")
+        assert value(parse(metrics.decode()), "pymager_rendition_cache_requests_total", result="hit") >= 1
+    assert await cluster.objects()  # the original and its rendition
+    status, _, _ = await cluster.fetch(deleter, "DELETE", "/original/photo")
+    assert status == 204
+
+    async def gone_from(node: Node) -> bool:
+        derived, _, _ = await cluster.fetch(node, "GET", "/derived/photo-100x100.jpg")
+        original, _, _ = await cluster.fetch(node, "GET", "/original/photo")
+        return derived == original == 404
+
+    async def gone_everywhere() -> bool:
+        answers = await gatherResults([defer(gone_from(node)) for node in cluster.nodes])
+        return all(answers)
+
+    # One second from the delete's answer, for every node at once.
+    await until(gone_everywhere, 1.0, "every node answers 404")
+    assert await cluster.objects() == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_uploads_of_one_id_through_different_nodes_store_one(cluster: Cluster) -> None:
+    images = [jpeg((300 + number, 200)) for number in range(6)]
+    uploads = [
+        cluster.fetch(cluster.nodes[number % 3], "PUT", "/original/same", data=data, headers=JPEG)
+        for number, data in enumerate(images)
+    ]
+    answers = await gatherResults([defer(each) for each in uploads], consumeErrors=True)
+    statuses = sorted(status for status, _, _ in answers)
+    assert statuses == [201, 409, 409, 409, 409, 409], statuses
+    assert {problem_type(body) for status, _, body in answers if status == 409} == {"id-taken"}
+    stored = images[[status for status, _, _ in answers].index(201)]
+    for node in cluster.nodes:
+        status, _, body = await cluster.fetch(node, "GET", "/original/same")
+        assert (status, body) == (200, stored)
+    assert len(await cluster.objects("originals/")) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bucket_cut_is_a_503_and_serving_resumes_when_it_is_back(cluster: Cluster) -> None:
+    first = cluster.nodes[0]
+    status, _, _ = await cluster.fetch(first, "PUT", "/original/photo", data=jpeg((400, 300)), headers=JPEG)
+    assert status == 201
+    for node in cluster.nodes:
+        node.proxy.cut()
+    for number, node in enumerate(cluster.nodes):
+        for method, path, options in (
+            ("GET", "/derived/photo-40x30.jpg", {}),
+            ("GET", "/original/photo", {}),
+            ("PUT", f"/original/new{number}", {"data": jpeg((320, 240)), "headers": JPEG}),
+        ):
+            status, headers, body = await cluster.fetch(node, method, path, **options)
+            assert status == 503, (node.name, method, path, status, body)
+            assert problem_type(body) == "storage-unavailable"
+            assert int(headers.getRawHeaders("retry-after")[0]) >= 1
+            assert b"Signature" not in body and cluster.s3.url.encode() not in body
+    for node in cluster.nodes:
+        node.proxy.restore()
+    # No restart: every node serves again at once.
+    for number, node in enumerate(cluster.nodes):
+        status, _, body = await cluster.fetch(node, "GET", "/derived/photo-40x30.jpg")
+        assert status == 200
+        assert opened(body).size == (40, 30)
+        status, _, _ = await cluster.fetch(
+            node, "PUT", f"/original/new{number}", data=jpeg((320, 240)), headers=JPEG
+        )
+        assert status == 201
+    # Nothing half-written: every object is a row's, no upload left open.
+    assert await cluster.unfinished_uploads() == []
+    status, output = await cluster.admin("check")
+    assert status == 0, output
+    assert "consistent" in output
+    assert len(await cluster.objects("originals/")) == 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_check_after_a_kill_9_storm_finds_nothing_to_repair(cluster: Cluster) -> None:
+    first, second, survivor = cluster.nodes
+    doomed = (first, second)
+    for number in range(6):
+        status, _, _ = await cluster.fetch(
+            survivor, "PUT", f"/original/old{number}", data=jpeg((640, 480)), headers=JPEG
+        )
+        assert status == 201
+    # Uploads, derivations and deletions on every node at once; the doomed
+    # nodes' bucket stalls, so that each is caught in the middle of each.
+    for node in doomed:
+        node.proxy.hold()
+    storm = []
+    for number in range(6):
+        node = cluster.nodes[number % 3]
+        new = jpeg((1200, 900))
+        storm.append(cluster.request(node, "PUT", f"/original/new{number}", data=new, headers=JPEG))
+        storm.append(cluster.request(node, "GET", f"/derived/old{number}-800x600.webp"))
+        following, last = cluster.nodes[(number + 1) % 3], cluster.nodes[(number + 2) % 3]
+        storm.append(cluster.request(following, "GET", f"/derived/old{number}-100x100.png"))
+        if number % 2:
+            storm.append(cluster.request(last, "DELETE", f"/original/old{number}"))
+    names = {"a": first.owner, "b": second.owner}
+
+    async def caught() -> bool:
+        rows = await cluster.query(
+            "SELECT status AS what FROM originals WHERE status != 'ready' AND owner IN (:a, :b) "
+            "UNION SELECT 'claim' FROM derivation_claims WHERE owner IN (:a, :b)",
+            **names,
+        )
+        return {row.what for row in rows} == {"pending", "deleting", "claim"}
+
+    await until(caught, 30, "the doomed nodes are in the middle of an upload, a deletion and a derivation")
+    await gatherResults([defer(node.kill()) for node in doomed])
+    for node in doomed:
+        node.proxy.cut()  # what they sent never reaches the bucket
+    await DeferredList(storm, consumeErrors=True)
+
+    async def lapsed() -> bool:
+        rows = await cluster.query(
+            "SELECT name FROM processes WHERE expires_at > now() AND name IN (:a, :b)", **names
+        )
+        return rows == []
+
+    # Once their leases lapse (by the database's clock), check sees what the
+    # dead left...
+    await until(lapsed, 30, "the killed nodes' leases lapse")
+    status, output = await cluster.admin("check", node=survivor)
+    assert status == 1, output
+    assert "inconsistencies" in output
+    # ... and the nodes, started again, finish it, as start-up recovery does.
+    for node in doomed:
+        node.proxy.restore()
+    await gatherResults([defer(node.start()) for node in doomed])
+    recovered = "".join(node.protocol.output.decode() for node in doomed)
+    assert "Finishing interrupted upload" in recovered
+    assert "Finishing interrupted deletion" in recovered
+    assert "Ending the claim of" in recovered
+    status, output = await cluster.admin("check", node=survivor)
+    assert status == 0, output
+    assert "consistent" in output
+    assert await cluster.unfinished_uploads() == []
+    assert survivor.running
+
+
+def defer(awaitable: Any) -> Deferred[Any]:
+    return awaitable if isinstance(awaitable, Deferred) else ensureDeferred(awaitable)
