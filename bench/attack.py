@@ -272,7 +272,13 @@ def health_while_held(port: int, seconds: float, every: float) -> list[tuple[obj
 def health_poller(port: int, interval: float, seconds: float, stop, results) -> None:  # type: ignore[no-untyped-def]
     """In its own process (no GIL shared with the load): GET /healthz every
     `interval` on one kept-alive connection, for at most `seconds`.
-    Sends back (seconds since start, status or error, latency seconds)."""
+    Sends back (time.monotonic() when sent, status or error, latency seconds).
+    It runs at a higher CPU priority where it may (root): a load balancer
+    probes from another machine, not from one whose cores the attacking
+    clients (200 threads released at once) share, and the latency measured
+    is the server's, not the poller's own wait for a core."""
+    with contextlib.suppress(OSError):
+        os.setpriority(os.PRIO_PROCESS, 0, -10)
     samples: list[tuple[float, object, float]] = []
     connection: http.client.HTTPConnection | None = None
     started = time.monotonic()
@@ -285,9 +291,9 @@ def health_poller(port: int, interval: float, seconds: float, stop, results) -> 
             connection.request("GET", "/healthz")
             response = connection.getresponse()
             response.read()
-            samples.append((tick - started, response.status, time.perf_counter() - sent))
+            samples.append((tick, response.status, time.perf_counter() - sent))
         except (OSError, http.client.HTTPException) as error:
-            samples.append((tick - started, type(error).__name__, time.perf_counter() - sent))
+            samples.append((tick, type(error).__name__, time.perf_counter() - sent))
             if connection is not None:
                 connection.close()
             connection = None
@@ -315,7 +321,9 @@ def polling_health(port: int, seconds: float, interval: float = 0.1):  # type: i
             process.kill()
 
 
-def health_summary(samples: list[tuple[float, object, float]]) -> dict[str, object]:
+def health_summary(samples: list[tuple[float, object, float]], origin: float) -> dict[str, object]:
+    """origin: the time.monotonic() the slow polls are placed from (the
+    burst's release: negative, they were sent before any request was)."""
     latencies = [latency for _, _, latency in samples]
     statuses = Counter(str(status) for _, status, _ in samples)
     return {
@@ -325,9 +333,9 @@ def health_summary(samples: list[tuple[float, object, float]]) -> dict[str, obje
         "p99_ms": round(percentile(latencies, 99) * 1000, 1) if latencies else None,
         "max_ms": round(max(latencies) * 1000, 1) if latencies else None,
         "over_50ms": sum(1 for latency in latencies if latency > 0.05),
-        # When the slow ones were sent (seconds since polling began): in the
+        # When the slow ones were sent (seconds from the burst's release): in
         # burst's arrival, or while the accepted work runs?
-        "slow_at_s": [round(at, 2) for at, _, latency in samples if latency > 0.05],
+        "slow_at_s": [round(at - origin, 2) for at, _, latency in samples if latency > 0.05],
     }
 
 
@@ -555,7 +563,7 @@ def overload(arguments: argparse.Namespace, nofile: tuple[int, int]) -> dict[str
             ok_p50_s=round(percentile(ok_latencies, 50), 2) if ok_latencies else None,
             ok_max_s=round(max(ok_latencies), 2) if ok_latencies else None,
             busy_max_s=round(max(busy_latencies), 2) if busy_latencies else None,
-            healthz=health_summary(health["samples"]),
+            healthz=health_summary(health["samples"], burst),
             server_logged=logged_durations(server, "/derived/"),
         )
         status, _, latency, _ = request(server.port, "GET", "/healthz", timeout=10)

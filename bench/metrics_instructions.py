@@ -95,10 +95,14 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--photos", type=int, default=4)
     parser.add_argument("--memory-cache", choices=["default", "off"], default="default")
+    parser.add_argument(
+        "--keep", type=Path, help="keep the servers' directories (the dumps, for callgrind_annotate) here"
+    )
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pymager-metrics-instructions-") as scratch:
-        on = measure(Path(scratch), True, arguments)
-        off = measure(Path(scratch), False, arguments)
+        where = arguments.keep or Path(scratch)
+        on = measure(where, True, arguments)
+        off = measure(where, False, arguments)
     print(f"machine: {platform.node()} {platform.machine()}, Python {platform.python_version()}")
     print(
         f"{arguments.requests} warm GET /derived on one connection, workers={arguments.workers}, "

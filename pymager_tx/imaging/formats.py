@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from functools import cache
+from io import BytesIO
 
 from PIL import Image, features
 
@@ -55,3 +56,19 @@ def default_decoders() -> tuple[str, ...]:
 def unknown_decoders(names: Iterable[str]) -> list[str]:
     available = decodable_formats()
     return [name for name in names if name not in available]
+
+
+def prepare_codecs() -> None:
+    """Load every codec this process may use now, at start-up: Pillow
+    imports its plugins and sets up each library (libwebp, libavif, ...) on
+    first use, holding the GIL for tens of milliseconds (a first WebP took
+    27 ms), and a first derivation under load would stall the reactor's
+    thread meanwhile.  Blocking: run it off the reactor."""
+    Image.init()
+    sample = Image.new("RGB", (8, 8), (128, 64, 32))
+    for fmt in writable_extensions().values():
+        written = BytesIO()
+        sample.save(written, format=fmt.pillow_name)
+        written.seek(0)
+        with Image.open(written) as decoded:
+            decoded.load()

@@ -48,6 +48,7 @@ from pymager_tx.config import Settings
 from pymager_tx.core.errors import Unavailable
 from pymager_tx.http.connections import PortFeed, with_backlog
 from pymager_tx.http.metrics import MetricsResource, Scrape
+from pymager_tx.imaging.formats import prepare_codecs
 from pymager_tx.ports import NO_METRICS, IStoreUpkeep, Metrics
 from pymager_tx.process.deployment import (
     MOUNTINFO,
@@ -118,7 +119,7 @@ class PymagerService(MultiService):
         image_thread_count = settings.images.threads or max(1, _usable_cpus() // settings.server.workers)
         # Below the reactor and database threads in the kernel's eyes: with
         # every core decoding, a probe or a 503 still gets a core at once.
-        image_threads = self._pool("pymager-images", image_thread_count, _IMAGE_NICENESS)
+        image_threads = self._images = self._pool("pymager-images", image_thread_count, _IMAGE_NICENESS)
         self.metrics = _metrics_for(settings, worker, data_directory)
         self._metrics_port: IListeningPort | None = None
         self.admission = ImageAdmission(
@@ -211,6 +212,7 @@ class PymagerService(MultiService):
             await self.database.drop_schema()
             await IStoreUpkeep(self.blobs).wipe()
         await self._io.offload(self.upload_directory.mkdir, parents=True, exist_ok=True)
+        await self._images.offload(prepare_codecs)
         await prepare_at_startup(self.database)
         heartbeat = self.store.heartbeat
         if heartbeat is not None:

@@ -1,16 +1,22 @@
-"""Thread pools: image threads yield the CPU to the reactor's."""
+"""Thread pools: image threads yield the CPU to the reactor's, and finished
+work reaches the reactor a bounded number of results a turn."""
 
 from __future__ import annotations
 
 import os
 import sys
 import threading
+from collections.abc import Callable
 
 import pytest
 import pytest_twisted
+from PIL import Image
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 
-from pymager_tx.process.threads import ThreadPoolService
+from pymager_tx.imaging.formats import prepare_codecs
+from pymager_tx.process.threads import Completions, ThreadPoolService
 
 
 def _own_nice_value() -> int:
@@ -33,3 +39,60 @@ async def test_a_pools_threads_run_nicer_by_its_niceness_and_the_rest_do_not() -
         plain.stopService()
     # The reactor's thread (this one) is left as it was.
     assert _own_nice_value() == before
+
+
+class _Reactor:
+    """callFromThread and callLater(0), each run when the test says: the
+    calls a turn schedules wait for the next turn, as in a real reactor."""
+
+    def __init__(self) -> None:
+        self.from_threads: list[Callable[[], object]] = []
+        self.later: list[Callable[[], object]] = []
+
+    def callFromThread(self, call: Callable[[], object]) -> None:
+        self.from_threads.append(call)
+
+    def callLater(self, delay: float, call: Callable[[], object]) -> None:
+        assert delay == 0
+        self.later.append(call)
+
+    def run_from_threads(self) -> None:
+        calls, self.from_threads = self.from_threads, []
+        for call in calls:
+            call()
+
+    def next_turn(self) -> None:
+        calls, self.later = self.later, []
+        for call in calls:
+            call()
+
+
+def test_finished_work_reaches_the_reactor_a_turns_worth_at_a_time_in_order() -> None:
+    reactor = _Reactor()
+    completions = Completions(reactor, per_turn=4)
+    fired: list[object] = []
+    deferreds = [Deferred[int]() for _ in range(10)]
+    for number, deferred in enumerate(deferreds):
+        deferred.addBoth(fired.append)
+        completions.deliver(deferred, number != 5, number if number != 5 else Failure(ValueError("5")))
+    assert len(reactor.from_threads) == 1  # one wake-up for the lot
+    reactor.run_from_threads()
+    assert fired == [0, 1, 2, 3]
+    reactor.next_turn()  # after the network was polled
+    assert fired[4:7] == [4, fired[5], 6] and isinstance(fired[5], Failure)
+    assert len(fired) == 8
+    reactor.next_turn()
+    assert fired[8:] == [8, 9]
+    reactor.next_turn()
+    assert not reactor.later
+    # Drained: the next result wakes the reactor again.
+    later = Deferred[int]()
+    later.addBoth(fired.append)
+    completions.deliver(later, True, 10)
+    reactor.run_from_threads()
+    assert fired[-1] == 10
+
+
+def test_prepare_codecs_writes_and_reads_every_output_format() -> None:
+    prepare_codecs()
+    assert "JPEG" in Image.SAVE and "PNG" in Image.SAVE
