@@ -75,6 +75,15 @@ def make_api(
     return ImageAPI(service, WriteTokens(tokens), immediate, HttpPolicy())
 
 
+def store_photo(client: Client, imaging: ManualOffload) -> None:
+    """PUT a 300x200 JPEG as "photo", its probe run; later image work waits
+    in imaging until the test runs it."""
+    upload = client.stub.put(BASE + "/original/photo", data=jpeg((300, 200)))
+    imaging.run_all()
+    client.stub.flush()
+    assert result_of(upload).code == 201
+
+
 @pytest.fixture
 def client(database: Database) -> Client:
     return Client(make_api(database))
@@ -281,10 +290,7 @@ class TestDerived:
     ) -> None:
         imaging = ManualOffload()
         client = Client(make_api(database, imaging=imaging))
-        upload = client.stub.put(BASE + "/original/photo", data=jpeg((300, 200)))
-        imaging.run_all()
-        client.stub.flush()
-        assert result_of(upload).code == 201
+        store_photo(client, imaging)
         leaving = client.stub.get(BASE + "/derived/photo-100x100.png")
         staying = client.stub.get(BASE + "/derived/photo-100x100.png")
         assert len(imaging.pending) == 1  # one derivation, held in flight

@@ -15,7 +15,7 @@ from tests.fakes import ManualOffload
 from tests.images import RED, jpeg, opened, png
 from tests.results import result_of
 from tests.web.checked import BASE
-from tests.web.test_api import Client, header, make_api
+from tests.web.test_api import Client, header, make_api, store_photo
 
 CHROME = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"
 SAFARI_13 = "image/webp,image/png,image/svg+xml,image/*;q=0.8,video/*;q=0.8,*/*;q=0.5"
@@ -117,10 +117,7 @@ def test_a_negotiated_request_shares_the_explicit_derivation_in_flight(
 ) -> None:
     imaging = ManualOffload()
     client = Client(make_api(database, imaging=imaging))
-    upload = client.stub.put(BASE + "/original/photo", data=jpeg((300, 200)))
-    imaging.run_all()
-    client.stub.flush()
-    assert result_of(upload).code == 201
+    store_photo(client, imaging)
     explicit = client.stub.get(BASE + "/derived/photo-100x100.webp")
     negotiated = client.stub.get(BASE + "/derived/photo-100x100.auto", headers={"Accept": "image/webp"})
     assert len(imaging.pending) == 1  # one derivation for both

@@ -29,7 +29,7 @@ from tests.images import RED, close_to, jpeg, opened, png
 from tests.results import result_of
 from tests.web.checked import BASE, CheckedClient
 from tests.web.fake_service import FakeImageService, derived_record
-from tests.web.test_api import POLICY, Client, assert_problem, content_length, header
+from tests.web.test_api import POLICY, Client, assert_problem, content_length, header, store_photo
 
 KEY = "new-key-0123456789abcdef"
 OLD_KEY = "old-key-0123456789abcdef"
@@ -228,10 +228,7 @@ def test_signed_derivations_are_shared_while_in_flight(
 ) -> None:
     imaging = ManualOffload()
     client = Client(make_api(database, imaging=imaging))
-    upload = client.stub.put(BASE + "/original/photo", data=jpeg((300, 200)))
-    imaging.run_all()
-    client.stub.flush()
-    assert result_of(upload).code == 201
+    store_photo(client, imaging)
     asking = [client.stub.get(BASE + signed_path("photo-150x0.png", key)) for key in (KEY, OLD_KEY, KEY)]
     assert len(imaging.pending) == 1  # one derivation for the three requests
     imaging.run_all()
