@@ -51,45 +51,45 @@ def test_a_child_laid_out_otherwise_gets_the_public_methods() -> None:
     assert prometheus._observer(other) == other.observe
 
 
-def test_a_turns_request_updates_are_applied_together_when_the_turn_ends() -> None:
+def test_a_turns_updates_are_summed_and_applied_when_the_turn_ends() -> None:
+    """The batch several processes write their files through."""
     clock = Clock()
-    turns = TurnBudget(clock)
-    metrics = PrometheusMetrics()
-    metrics.batch_per_turn(turns.at_turn_end)
-    metrics.open()
-    written: list[float] = []
-    hits = metrics.registry.get_sample_value
-
-    def count_writes() -> None:
-        written.append(hits("pymager_rendition_cache_requests_total", {"result": "hit"}) or 0.0)
-
+    batch = prometheus._TurnBatch(TurnBudget(clock).at_turn_end)
+    first: list[float] = []
+    second: list[float] = []
     for _ in range(5):
-        metrics.http_request("GET", "/x", 200, 0.002)
-        metrics.rendition_cache(True)
+        batch.add(first.append, 1)
+        batch.add(second.append, 0.5)
     # Nothing written during the turn ...
-    count_writes()
-    assert hits("pymager_http_requests_total", {"method": "GET", "route": "/x", "status": "200"}) == 0
-    # ... all of it once it ends, as observe() and inc() would have.
+    assert first == second == []
+    # ... each value once, summed, when it ends.
     clock.advance(0)
-    count_writes()
-    assert written == [0.0, 5.0]
-    assert hits("pymager_http_requests_total", {"method": "GET", "route": "/x", "status": "200"}) == 5
-    assert hits("pymager_http_request_duration_seconds_bucket", {"route": "/x", "le": "0.0025"}) == 5
-    assert hits("pymager_http_request_duration_seconds_bucket", {"route": "/x", "le": "0.001"}) == 0
-    assert hits("pymager_http_request_duration_seconds_sum", {"route": "/x"}) == pytest.approx(0.01)
+    assert (first, second) == ([5], [2.5])
     # An update from another thread is not the reactor's to batch: at once.
-    thread = threading.Thread(target=metrics.rendition_cache, args=(False,))
+    thread = threading.Thread(target=batch.add, args=(first.append, 1))
     thread.start()
     thread.join()
-    assert hits("pymager_rendition_cache_requests_total", {"result": "miss"}) == 1
+    assert first == [5, 1]
     assert not clock.getDelayedCalls()
 
 
-def test_flush_applies_the_turns_updates_at_once() -> None:
-    clock = Clock()
+def test_one_process_counts_a_request_at_once_from_any_thread() -> None:
     metrics = PrometheusMetrics()
-    metrics.batch_per_turn(TurnBudget(clock).at_turn_end)
     metrics.open()
+    hits = metrics.registry.get_sample_value
+    metrics.http_request("GET", "/x", 200, 0.002)
     metrics.rendition_cache(True)
-    metrics.flush()
-    assert metrics.registry.get_sample_value("pymager_rendition_cache_requests_total", {"result": "hit"}) == 1
+    # From another thread: into tallies of their own, summed in the scrape.
+    thread = threading.Thread(target=metrics.http_request, args=("GET", "/x", 200, 0.02))
+    thread.start()
+    thread.join()
+    thread = threading.Thread(target=metrics.rendition_cache, args=(False,))
+    thread.start()
+    thread.join()
+    assert hits("pymager_http_requests_total", {"method": "GET", "route": "/x", "status": "200"}) == 2
+    assert hits("pymager_http_request_duration_seconds_bucket", {"route": "/x", "le": "0.0025"}) == 1
+    assert hits("pymager_http_request_duration_seconds_bucket", {"route": "/x", "le": "0.025"}) == 2
+    assert hits("pymager_http_request_duration_seconds_count", {"route": "/x"}) == 2
+    assert hits("pymager_http_request_duration_seconds_sum", {"route": "/x"}) == pytest.approx(0.022)
+    assert hits("pymager_rendition_cache_requests_total", {"result": "hit"}) == 1
+    assert hits("pymager_rendition_cache_requests_total", {"result": "miss"}) == 1

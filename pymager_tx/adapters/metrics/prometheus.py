@@ -40,6 +40,7 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from pymager_tx.adapters.metrics.tallies import RequestTallies, TalliesCollector
 from pymager_tx.ports import Metrics
 
 MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
@@ -156,16 +157,36 @@ class _TurnBatch:
             update(amount)
 
 
+_REQUESTS = ("pymager_http_requests_total", "HTTP requests answered, by method, route template and status")
+_REQUEST_SECONDS = (
+    "pymager_http_request_duration_seconds",
+    "Time from a request's arrival to its answer's end, by route template",
+)
+_CACHE = (
+    "pymager_rendition_cache_requests_total",
+    "Renditions looked up in memory: served from it (hit) or not (miss)",
+)
+
+
 class PrometheusMetrics(Metrics):
     """The metrics of this process.  multiprocess_directory: the run's
     directory when several processes serve (see the module's doc); the
-    process then records into files there, from open() on."""
+    process then records into files there, from open() on.
+
+    One process tallies each request in plain numbers (see tallies.py):
+    the reactor's thread in tallies of its own, other threads under a lock
+    in another.  Several processes write prometheus_client's files, each
+    reactor turn's updates summed (_TurnBatch)."""
 
     def __init__(self, multiprocess_directory: Path | None = None) -> None:
         self.multiprocess_directory = multiprocess_directory
         self._open = False
         self._apply: _Apply = _at_once
         self._batch: _TurnBatch | None = None
+        self._tallies: RequestTallies | None = None
+        self._thread = threading.get_ident()  # the reactor's: the one that makes us
+        self._elsewhere = RequestTallies(_HTTP_BUCKETS)
+        self._elsewhere_lock = threading.Lock()
 
     def batch_per_turn(self, at_turn_end: Callable[[Callable[[], None]], None]) -> None:
         """From now on, the request updates made on this thread (the
@@ -193,19 +214,18 @@ class PrometheusMetrics(Metrics):
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
             GCCollector(registry=registry)
-        self._requests = Counter(
-            "pymager_http_requests_total",
-            "HTTP requests answered, by method, route template and status",
-            ["method", "route", "status"],
-            registry=registry,
-        )
-        self._request_seconds = Histogram(
-            "pymager_http_request_duration_seconds",
-            "Time from a request's arrival to its answer's end, by route template",
-            ["route"],
-            registry=registry,
-            buckets=_HTTP_BUCKETS,
-        )
+            tallies = self._tallies = RequestTallies(_HTTP_BUCKETS)
+            registry.register(
+                TalliesCollector([tallies, self._elsewhere], _REQUESTS, _REQUEST_SECONDS, _CACHE)
+            )
+        else:
+            self._requests = Counter(*_REQUESTS, ["method", "route", "status"], registry=registry)
+            self._request_seconds = Histogram(
+                *_REQUEST_SECONDS, ["route"], registry=registry, buckets=_HTTP_BUCKETS
+            )
+            self._cache = Counter(*_CACHE, ["result"], registry=registry)
+            self._cache_hit = _incrementer(self._cache.labels("hit"))
+            self._cache_miss = _incrementer(self._cache.labels("miss"))
         self._derivations = Counter(
             "pymager_derivations_total",
             'Derivations by outcome: derived from the "original" or the "working_copy", '
@@ -234,14 +254,6 @@ class PrometheusMetrics(Metrics):
             registry=registry,
             multiprocess_mode="livesum",
         )
-        self._cache = Counter(
-            "pymager_rendition_cache_requests_total",
-            "Renditions looked up in memory: served from it (hit) or not (miss)",
-            ["result"],
-            registry=registry,
-        )
-        self._cache_hit = _incrementer(self._cache.labels("hit"))
-        self._cache_miss = _incrementer(self._cache.labels("miss"))
         self._db_seconds = Histogram(
             "pymager_db_transaction_duration_seconds",
             "Time of a database transaction, by name",
@@ -278,6 +290,14 @@ class PrometheusMetrics(Metrics):
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
         if not self._open:
             return
+        tallies = self._tallies
+        if tallies is not None:
+            if threading.get_ident() == self._thread:
+                tallies.request(method, route, status, seconds)
+            else:
+                with self._elsewhere_lock:
+                    self._elsewhere.request(method, route, status, seconds)
+            return
         # The labelled children, found once: labels() costs more than the update.
         key = (method, route, status)
         children = self._http_children.get(key)
@@ -309,8 +329,16 @@ class PrometheusMetrics(Metrics):
             self._queue.set(depth)
 
     def rendition_cache(self, hit: bool) -> None:
-        if self._open:
+        if not self._open:
+            return
+        tallies = self._tallies
+        if tallies is None:
             self._apply(self._cache_hit if hit else self._cache_miss, 1)
+        elif threading.get_ident() == self._thread:
+            tallies.cache[hit] += 1
+        else:
+            with self._elsewhere_lock:
+                self._elsewhere.cache[hit] += 1
 
     def db_transaction(self, name: str, seconds: float, failed: bool) -> None:
         if not self._open:
