@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
@@ -21,6 +22,7 @@ from pymager_tx.core.problems import BAD_REQUEST, REQUEST_TIMEOUT, Problem
 from pymager_tx.http.access_log import log_refusal
 from pymager_tx.http.answers import refusal
 from pymager_tx.http.metrics import NO_ROUTE, method_label
+from pymager_tx.http.turns import is_probe
 
 if TYPE_CHECKING:
     from pymager_tx.http.site import PymagerSite
@@ -52,6 +54,8 @@ class ProblemChannel(HTTPChannel):
     _waiting_turn: list[bytes] | None = None
     _turn_given = False
     _lost = False
+    # The request being answered is a health probe (see turns.is_probe).
+    _probe = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -85,10 +89,12 @@ class ProblemChannel(HTTPChannel):
             self._waiting_turn.append(data)
             return
         if data and self.line_mode and not self._handlingRequest and self._head_deadline is None:
-            if not self._turn_given and not self.site.turns.admit(self, data[:16]):
-                self._waiting_turn = [data]
-                self._networkProducer.pauseProducing()
-                return
+            if not self._turn_given:
+                self._probe = is_probe(data[:16])
+                if not self.site.turns.admit(self, self._probe):
+                    self._waiting_turn = [data]
+                    self._networkProducer.pauseProducing()
+                    return
             self._turn_given = False
             # The first byte of a request: its head has header_timeout to arrive.
             self._head_deadline = self.callLater(self.site.header_timeout, self._head_too_slow)
@@ -130,6 +136,9 @@ class ProblemChannel(HTTPChannel):
             super().requestDone(request)
             if self.persistent and not self._closing():
                 self.site.connections.idle(self)
+                if self._probe:
+                    self._probe = False
+                    _send_now(self.transport)
             return
         # Requests already buffered behind this one: HTTPChannel would parse
         # them at once, even while the client reads none of the answers, and
@@ -246,3 +255,14 @@ class ProblemChannel(HTTPChannel):
     def lineLengthExceeded(self, line: bytes) -> None:
         detail = f"a request line or header is longer than {self.MAX_LENGTH} bytes"
         self._refuse_and_close(BAD_REQUEST, detail)
+
+
+def _send_now(transport: object) -> None:
+    """Hand an answer to the kernel in this reactor turn.  A transport
+    sends what it was given when the reactor next finds its socket
+    writable, a turn later; under a burst each turn lasts milliseconds, and
+    a load balancer's probe would wait one more of them than it must.  The
+    reactor's own doWrite: what the socket does not take, or an error,
+    stays for the reactor's next turn, as usual."""
+    if isinstance(transport, FileDescriptor) and transport.connected and not transport.disconnecting:
+        transport.doWrite()

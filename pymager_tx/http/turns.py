@@ -46,12 +46,12 @@ class TurnBudget:
         self._next: IDelayedCall | None = None
         self._at_end: list[Callable[[], None]] = []
 
-    def admit(self, waiter: Waiter, first_bytes: bytes = b"") -> bool:
-        """Whether a request that just arrived (first_bytes: the start of
-        its request line) may start in this turn; if not,
+    def admit(self, waiter: Waiter, probe: bool = False) -> bool:
+        """Whether a request that just arrived (a health probe, by
+        is_probe, or not) may start in this turn; if not,
         waiter.take_turn() is called in a later one."""
         self._schedule()
-        if is_probe(first_bytes):
+        if probe:
             if self._probes_started < self.per_turn:
                 self._probes_started += 1
                 return True
