@@ -6,6 +6,9 @@ Warm renditions from storage, side by side in one run, on the same files:
   nginx + accel     nginx in front of a pymager-tx with [http]
                     accel_redirect_prefix: the service answers headers and
                     X-Accel-Redirect, nginx sends the file (etc/nginx.conf)
+  nginx + cache     nginx's cache in front of the first pymager-tx, as
+                    etc/nginx.conf sets it: an entry is fresh for 10 s, then
+                    revalidated with If-None-Match (a 304 from the service)
 
     python bench/behind_nginx.py [--seconds 5] [--rounds 3] [--out bench/out/behind-nginx.md]
 
@@ -53,6 +56,22 @@ http {{
     uwsgi_temp_path {directory}/uwsgi;
     scgi_temp_path {directory}/scgi;
     upstream pymager {{ server 127.0.0.1:{upstream}; keepalive 32; }}
+    upstream plain {{ server 127.0.0.1:{plain}; keepalive 32; }}
+    proxy_cache_path {directory}/cache levels=1:2 keys_zone=pymager:10m max_size=1g inactive=30d;
+    server {{
+        listen 127.0.0.1:{cache_port};
+        location /derived/ {{
+            proxy_pass http://plain;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_cache pymager;
+            proxy_ignore_headers Cache-Control Expires;
+            proxy_cache_valid 200 10s;
+            proxy_cache_revalidate on;
+            proxy_cache_lock on;
+        }}
+    }}
     server {{
         listen 127.0.0.1:{port};
         location /static/ {{ alias {files}/; }}
@@ -98,9 +117,11 @@ def prepare(server: servers.Server, corpus: list[photos.Photo], corpus_dir: Path
 
 
 def start_nginx(
-    directory: Path, files: Path, upstream: int, workers: int
-) -> tuple[subprocess.Popen[bytes], int]:
-    port = servers.free_port()
+    directory: Path, files: Path, upstream: int, plain: int, workers: int
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """nginx: static files, X-Accel-Redirect in front of upstream (port),
+    and its cache in front of plain (cache port)."""
+    port, cache_port = servers.free_port(), servers.free_port()
     config = directory / "nginx.conf"
     config.write_text(
         NGINX.format(
@@ -110,6 +131,8 @@ def start_nginx(
             directory=directory,
             port=port,
             upstream=upstream,
+            plain=plain,
+            cache_port=cache_port,
             files=files,
             prefix=PREFIX,
         )
@@ -119,7 +142,7 @@ def start_nginx(
     while time.monotonic() < deadline:
         try:
             request(port, "GET", "/static/")
-            return process, port
+            return process, port, cache_port
         except OSError:
             time.sleep(0.05)
     process.kill()
@@ -167,7 +190,9 @@ def main() -> int:
             prepare(accel, corpus, arguments.corpus_dir)
             files = root / "accel" / "data" / "files"
             (root / "nginx").mkdir()
-            nginx, port = start_nginx(root / "nginx", files, accel.port, arguments.workers)
+            nginx, port, cache_port = start_nginx(
+                root / "nginx", files, accel.port, plain.port, arguments.workers
+            )
             static = []
             for path in paths:
                 answer = request(port, "GET", path)
@@ -176,10 +201,13 @@ def main() -> int:
                 direct = request(accel.port, "GET", path)
                 direct.read()
                 static.append("/static/" + (direct.getheader("X-Accel-Redirect") or "").removeprefix(PREFIX))
+                cached = request(cache_port, "GET", path)  # into nginx's cache
+                assert cached.status == 200 and cached.read(), (path, cached.status)
             targets = {
                 "pymager-tx": (plain.base_url, paths, plain),
                 "nginx static": (f"http://127.0.0.1:{port}", static, None),
                 "nginx + accel": (f"http://127.0.0.1:{port}", paths, accel),
+                "nginx + cache": (f"http://127.0.0.1:{cache_port}", paths, plain),
             }
             for _ in range(arguments.rounds):
                 for name, (base, urls, server) in targets.items():
