@@ -47,7 +47,7 @@ from pymager_tx.client.errors import (
     UploadTooLarge,
 )
 from pymager_tx.client.names import Signer
-from pymager_tx.client.records import Image, ImageInfo, NotModified, Original, Page
+from pymager_tx.client.records import Image, ImageInfo, Meta, NotModified, Original, Page, Rendition
 from pymager_tx.core.model import ResizeMode
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "InvalidImageId",
     "InvalidListing",
     "InvalidMetaChange",
+    "Meta",
     "MethodNotAllowed",
     "MethodNotImplemented",
     "NotFound",
@@ -81,6 +82,7 @@ __all__ = [
     "ProblemError",
     "PymagerClient",
     "RangeNotSatisfiable",
+    "Rendition",
     "RequestTimeout",
     "ResizeMode",
     "ServiceUnavailable",

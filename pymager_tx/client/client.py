@@ -11,6 +11,7 @@ only when its body can be sent again from the start.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Awaitable, Callable
 from typing import IO, Any, TypeVar, cast, overload
 from urllib.parse import urlencode
@@ -25,7 +26,7 @@ from pymager_tx.client.answers import conditional, discard, info, nothing, read_
 from pymager_tx.client.bodies import Body, Source
 from pymager_tx.client.exchange import Exchange
 from pymager_tx.client.names import Signer, derived_name, derived_path, original_path
-from pymager_tx.client.records import Image, ImageInfo, NotModified, Original, Page
+from pymager_tx.client.records import Image, ImageInfo, Meta, NotModified, Original, Page
 from pymager_tx.core.model import ImageId, ResizeMode
 from pymager_tx.core.signing import signer as signer_for
 
@@ -168,6 +169,29 @@ class PymagerClient:
 
     async def _delete(self, image_id: str) -> None:
         await self._call("DELETE", original_path(image_id), discard)
+
+    # Metadata
+
+    def meta(self, image_id: str) -> Deferred[Meta]:
+        """GET /meta/<ID>: what the service knows of the original."""
+        return Deferred.fromCoroutine(self._meta("GET", image_id))
+
+    def set_focal_point(self, image_id: str, focal_point: tuple[float, float] | None) -> Deferred[Meta]:
+        """PATCH /meta/<ID>: the point (x, y from 0 to 1 of the displayed
+        picture) that crops keep in view, or None for the centre; the
+        renditions cropped around the old one are removed.  Needs the token."""
+        point = None if focal_point is None else {"x": focal_point[0], "y": focal_point[1]}
+        return Deferred.fromCoroutine(self._meta("PATCH", image_id, {"focal_point": point}))
+
+    async def _meta(self, method: str, image_id: str, change: dict[str, Any] | None = None) -> Meta:
+        path = "/meta/" + original_path(image_id).removeprefix("/original/")
+        options: dict[str, Any] = {}
+        if change is not None:
+            options = {
+                "headers": {"Content-Type": "application/json"},
+                "body": Body(json.dumps(change).encode("utf-8")),
+            }
+        return Meta.from_json(await self._call(method, path, read_json, **options))
 
     # Reads, whole
 

@@ -35,7 +35,58 @@ class Original:
             height=int(document["height"]),
             byte_length=int(document["byte_length"]),
             sha256=str(document["sha256"]),
-            created_at=datetime.fromisoformat(str(document["created_at"]).replace("Z", "+00:00")),
+            created_at=_timestamp(document["created_at"]),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rendition:
+    """A derived image the service has stored (in a Meta)."""
+
+    name: str  # <ID>-<W>x<H>[-mode].<ext>
+    url: str
+    format: str
+    media_type: str
+    width: int
+    height: int
+    byte_length: int
+    created_at: datetime
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Rendition:
+        return cls(
+            name=str(document["name"]),
+            url=str(document["url"]),
+            format=str(document["format"]),
+            media_type=str(document["media_type"]),
+            width=int(document["width"]),
+            height=int(document["height"]),
+            byte_length=int(document["byte_length"]),
+            created_at=_timestamp(document["created_at"]),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Meta:
+    """GET /meta/<ID>: the original's description, its focal point (x, y
+    from 0 to 1 of the displayed picture, or None), its BlurHash and
+    dominant colour ("#rrggbb"), and the renditions stored."""
+
+    original: Original
+    focal_point: tuple[float, float] | None
+    blurhash: str | None
+    dominant_color: str | None
+    renditions: list[Rendition]
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Meta:
+        focal = document.get("focal_point")
+        return cls(
+            original=Original.from_json(document),
+            focal_point=None if focal is None else (float(focal["x"]), float(focal["y"])),
+            blurhash=document.get("blurhash"),
+            dominant_color=document.get("dominant_color"),
+            renditions=[Rendition.from_json(item) for item in document.get("renditions", [])],
         )
 
 
@@ -112,3 +163,7 @@ class NotModified:
     """304: the image has not changed since the ETag given."""
 
     info: ImageInfo
+
+
+def _timestamp(value: Any) -> datetime:
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))

@@ -254,3 +254,31 @@ def test_list_originals_page_by_page(api: Harness) -> None:
     assert ([item.id for item in last.items], last.following) == (["c"], None)
     refused = api.failure(api.client.list_originals(limit=5000))
     assert isinstance(refused.value, InvalidListing)
+
+
+def test_meta_and_the_focal_point(api: Harness) -> None:
+    from pymager_tx.client import InvalidFocalPoint, Meta, Rendition
+
+    api.result(api.client.upload("photo", jpeg((160, 120))))
+    api.result(api.client.get_derived("photo", 100, 100, "jpg"))
+    meta = api.result(api.client.meta("photo"))
+    assert isinstance(meta, Meta)
+    assert (meta.original.id, meta.original.width, meta.focal_point) == ("photo", 160, None)
+    assert meta.blurhash and meta.dominant_color and meta.dominant_color.startswith("#")
+    assert [rendition.name for rendition in meta.renditions] == ["photo-100x100.jpeg"]
+    assert isinstance(meta.renditions[0], Rendition) and meta.renditions[0].width == 100
+    # A new focal point removes the crops made around the old one.
+    moved = api.result(api.client.set_focal_point("photo", (0.25, 0.75)))
+    assert (moved.focal_point, moved.renditions) == ((0.25, 0.75), [])
+    assert api.result(api.client.meta("photo")).focal_point == (0.25, 0.75)
+    assert api.result(api.client.set_focal_point("photo", None)).focal_point is None
+    refused = api.failure(api.client.set_focal_point("photo", (1.5, 0.5)))
+    assert isinstance(refused.value, InvalidFocalPoint) and isinstance(refused.value, core.InvalidFocalPoint)
+    missing = api.failure(api.client.meta("nothing"))
+    assert isinstance(missing.value, NotFound)
+
+
+def test_the_focal_point_needs_the_token(database: Database) -> None:
+    anonymous = Harness(make_api(database, tokens=(TOKEN,)).resource(), None)
+    refused = anonymous.failure(anonymous.client.set_focal_point("photo", (0.5, 0.5)))
+    assert isinstance(refused.value, Unauthorized)
