@@ -57,7 +57,7 @@ from pymager_tx.process.deployment import (
     refuse_sqlite_shared_with_other_machines,
 )
 from pymager_tx.process.handoff import Dealer, Receiver
-from pymager_tx.process.threads import ThreadPoolService
+from pymager_tx.process.threads import Completions, ThreadPoolService
 from pymager_tx.process.wiring import (
     Offloads,
     build_purger,
@@ -102,6 +102,7 @@ class PymagerService(MultiService):
         self._removal_poll: LoopingCall | None = None
         self._on_start_failure = on_start_failure
         self._reactor = reactor
+        self._completions = Completions(reactor)
         self._port: IListeningPort | None = None
         self._serving = False  # start-up done: the port takes connections
         self._listening: list[Deferred[IListeningPort]] = []
@@ -161,7 +162,9 @@ class PymagerService(MultiService):
         self._io = io_threads
 
     def _pool(self, name: str, size: int, niceness: int = 0) -> ThreadPoolService:
-        pool = ThreadPoolService(self._reactor, name, size, niceness)
+        # One Completions for every pool: at most its per_turn results a
+        # turn in all, not per pool (four pools would make it four times).
+        pool = ThreadPoolService(self._reactor, name, size, niceness, self._completions)
         pool.setServiceParent(self)
         return pool
 

@@ -104,11 +104,21 @@ class Completions:
 class ThreadPoolService(Service):
     """Runs a named pool for as long as the service runs."""
 
-    def __init__(self, reactor: IReactorFromThreads, name: str, size: int, niceness: int = 0) -> None:
-        """niceness: added to its threads' nice value (see _NiceThread)."""
+    def __init__(
+        self,
+        reactor: IReactorFromThreads,
+        name: str,
+        size: int,
+        niceness: int = 0,
+        completions: Completions | None = None,
+    ) -> None:
+        """niceness: added to its threads' nice value (see _NiceThread);
+        completions: where its results reach the reactor, shared by a
+        process's pools so that the bound holds for all of them together
+        (by default, its own)."""
         self.name = name
         self._reactor = reactor
-        self._completions = Completions(reactor)
+        self._completions = completions or Completions(reactor)
         self.pool = _DaemonThreadPool(minthreads=0, maxthreads=size, name=name)
         if niceness > 0:
             self.pool.threadFactory = partial(_NiceThread, niceness, daemon=True)

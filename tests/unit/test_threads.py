@@ -93,6 +93,25 @@ def test_finished_work_reaches_the_reactor_a_turns_worth_at_a_time_in_order() ->
     assert fired[-1] == 10
 
 
+def test_pools_sharing_completions_share_the_turns_bound() -> None:
+    reactor = _Reactor()
+    shared = Completions(reactor, per_turn=4)
+    pools = [ThreadPoolService(reactor, f"test-shared-{n}", 1, completions=shared) for n in range(2)]  # type: ignore[arg-type]
+    fired: list[object] = []
+    for pool in pools:
+        pool.startService()
+    try:
+        for number in range(6):
+            pools[number % 2].offload(int, number).addBoth(fired.append)
+    finally:
+        for pool in pools:
+            pool.stopService()  # joins the threads: all six finished
+    reactor.run_from_threads()
+    assert len(fired) == 4  # four in all, not four from each pool
+    reactor.next_turn()
+    assert sorted(fired) == list(range(6))  # type: ignore[type-var]
+
+
 def test_prepare_codecs_writes_and_reads_every_output_format() -> None:
     prepare_codecs()
     assert "JPEG" in Image.SAVE and "PNG" in Image.SAVE
