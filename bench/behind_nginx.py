@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import http.client
+import json
 import os
 import platform
 import statistics
@@ -246,6 +247,18 @@ def main() -> int:
     text = "\n".join(lines) + "\n"
     arguments.out.parent.mkdir(parents=True, exist_ok=True)
     arguments.out.write_text(text)
+    # Beside the Markdown, the figures for bench/fast_paths.py.
+    arguments.out.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "rates": median,
+                "cpu_ms": {name: statistics.median(values) for name, values in cpu.items()},
+                "versus_static": {name: rate / median["nginx static"] for name, rate in median.items()},
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(text)
     return 0
 

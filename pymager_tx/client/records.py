@@ -11,59 +11,52 @@ from twisted.web.http_headers import Headers
 
 
 @dataclass(frozen=True, kw_only=True)
-class Original:
-    """The description an upload answers with (201 Created)."""
+class _Stored:
+    """What the service says of any image it stores."""
 
-    id: str
     url: str
     format: str  # canonical name: "jpeg", "png", ...
     media_type: str
     width: int  # as displayed, after the EXIF orientation
     height: int
     byte_length: int
-    sha256: str
     created_at: datetime
 
-    @classmethod
-    def from_json(cls, document: dict[str, Any]) -> Original:
-        return cls(
-            id=str(document["id"]),
-            url=str(document["url"]),
-            format=str(document["format"]),
-            media_type=str(document["media_type"]),
-            width=int(document["width"]),
-            height=int(document["height"]),
-            byte_length=int(document["byte_length"]),
-            sha256=str(document["sha256"]),
-            created_at=_timestamp(document["created_at"]),
-        )
+
+def _stored(document: dict[str, Any]) -> dict[str, Any]:
+    """_Stored's fields from a JSON document."""
+    return {
+        "url": str(document["url"]),
+        "format": str(document["format"]),
+        "media_type": str(document["media_type"]),
+        "width": int(document["width"]),
+        "height": int(document["height"]),
+        "byte_length": int(document["byte_length"]),
+        "created_at": datetime.fromisoformat(str(document["created_at"]).replace("Z", "+00:00")),
+    }
 
 
 @dataclass(frozen=True, kw_only=True)
-class Rendition:
+class Original(_Stored):
+    """The description an upload answers with (201 Created)."""
+
+    id: str
+    sha256: str
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> Original:
+        return cls(id=str(document["id"]), sha256=str(document["sha256"]), **_stored(document))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rendition(_Stored):
     """A derived image the service has stored (in a Meta)."""
 
     name: str  # <ID>-<W>x<H>[-mode].<ext>
-    url: str
-    format: str
-    media_type: str
-    width: int
-    height: int
-    byte_length: int
-    created_at: datetime
 
     @classmethod
     def from_json(cls, document: dict[str, Any]) -> Rendition:
-        return cls(
-            name=str(document["name"]),
-            url=str(document["url"]),
-            format=str(document["format"]),
-            media_type=str(document["media_type"]),
-            width=int(document["width"]),
-            height=int(document["height"]),
-            byte_length=int(document["byte_length"]),
-            created_at=_timestamp(document["created_at"]),
-        )
+        return cls(name=str(document["name"]), **_stored(document))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -163,7 +156,3 @@ class NotModified:
     """304: the image has not changed since the ETag given."""
 
     info: ImageInfo
-
-
-def _timestamp(value: Any) -> datetime:
-    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
