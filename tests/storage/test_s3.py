@@ -26,6 +26,8 @@ from pymager_tx.adapters.storage.s3_client import make_client, make_thread_pool,
 from pymager_tx.core.errors import BlobNotFound, StorageUnavailable
 from pymager_tx.ports import IBlobStore, IStoreUpkeep, every_key, immediate
 from tests.conftest import S3Server
+from tests.integration.cluster import upstream_port
+from tests.integration.tcp_proxy import TcpProxy
 from tests.results import failure_of, result_of
 
 pytestmark = pytest.mark.s3
@@ -339,3 +341,57 @@ async def test_calls_run_on_the_pool_off_the_reactor(s3_server: S3Server, prefix
         await store.close()
     finally:
         pool.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stalled_bucket_is_given_up_after_max_attempts_of_read_timeout(
+    s3_server: S3Server, prefix: str
+) -> None:
+    # A bucket that takes connections and never answers: each attempt is
+    # one connection held read_timeout, and there are max_attempts of them,
+    # not one more (botocore's own "max_attempts" counts retries only).
+    proxy = TcpProxy(upstream_port(s3_server))
+    port = await proxy.listen()
+    settings = s3_server.settings(
+        prefix=prefix, endpoint_url=f"http://127.0.0.1:{port}", read_timeout=1.0, max_attempts=2
+    )
+    pool = make_thread_pool(settings)
+    pool.start()
+    try:
+        store = S3BlobStore.from_settings(
+            settings, lambda work, *args, **kwargs: deferToThreadPool(reactor, pool, work, *args, **kwargs)
+        )
+        proxy.hold()
+        try:
+            await store.recover()
+        except StorageUnavailable as error:
+            assert "HeadBucket" in error.reason
+        else:
+            raise AssertionError("recover() succeeded against a bucket that never answers")
+        assert proxy.accepted == 2
+        await store.close()
+    finally:
+        pool.stop()
+        await proxy.close()
+
+
+def test_recover_stops_aborting_at_the_first_abort_that_fails(s3_server: S3Server, prefix: str) -> None:
+    store = small_parts(s3_server, prefix, abort_uploads_after=timedelta(0))
+    client = store._client
+    for number in range(3):
+        client.create_multipart_upload(Bucket=store.bucket, Key=f"{prefix}/{KEY}{number}")
+    tried: list[str] = []
+
+    def cut(params: dict[str, Any], **_: Any) -> None:
+        tried.append(params["Key"])
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+    client.meta.events.register("before-parameter-build.s3.AbortMultipartUpload", cut)
+    # Each abort that fails costs a call's whole retry budget: the first
+    # ends the sweep, and the rest wait for the next.
+    assert result_of(store.recover()) == 0
+    assert len(tried) == 1
+    assert len(uploads_below(store)) == 3
+    client.meta.events.unregister("before-parameter-build.s3.AbortMultipartUpload", cut)
+    assert result_of(store.recover()) == 3
+    assert uploads_below(store) == []

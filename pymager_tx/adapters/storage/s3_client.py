@@ -77,7 +77,11 @@ def make_client(options: S3Options) -> Any:
         region_name=options.region or None,
         connect_timeout=options.connect_timeout,
         read_timeout=options.read_timeout,
-        retries={"max_attempts": options.max_attempts, "mode": "standard"},
+        # total_max_attempts counts every attempt, the first among them;
+        # botocore's "max_attempts" counts retries only, one attempt more
+        # than the setting says (a stalled bucket held start-up 3 x
+        # read_timeout where the settings promised 2 x).
+        retries={"total_max_attempts": options.max_attempts, "mode": "standard"},
         max_pool_connections=options.max_pool_connections,
         s3={"addressing_style": options.addressing_style},
         request_checksum_calculation=options.request_checksums,

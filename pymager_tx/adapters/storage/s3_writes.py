@@ -86,7 +86,11 @@ class Uploads:
         return True
 
     def abort_begun_before(self, begun_before: datetime) -> int:
-        """Abort the multipart uploads below the prefix begun before then."""
+        """Abort the multipart uploads below the prefix begun before then.
+        The first abort that fails ends the sweep (the rest wait for the
+        next one): each failure costs the full retry budget of one call, and
+        a bucket that stalls would otherwise hold start-up that long for
+        every upload left."""
         store = self._store
         aborted = 0
         markers: dict[str, str] = {}
@@ -96,8 +100,11 @@ class Uploads:
                     Bucket=store.bucket, Prefix=store._below_prefix, **markers
                 )
             for upload in answer.get("Uploads", []):
-                if upload["Initiated"] < begun_before and self._abort(upload["Key"], upload["UploadId"]):
-                    aborted += 1
+                if upload["Initiated"] >= begun_before:
+                    continue
+                if not self._abort(upload["Key"], upload["UploadId"]):
+                    return aborted
+                aborted += 1
             if not answer.get("IsTruncated"):
                 return aborted
             markers = {
