@@ -70,7 +70,10 @@ class IBlobStore(Interface):
 
     def put(key: str, data: bytes) -> Deferred[None]:
         """Store data under key atomically: a reader, or a restart after a
-        crash, finds either all of it or the previous state, never a part."""
+        crash, finds either all of it or the previous state, never a part.
+        An image's key (core.keys.written_once) is one writer's: a store
+        that can refuse to replace an object (S3's If-None-Match: *) fails
+        with BlobExists when another write's object is there."""
 
     def get(key: str) -> Deferred[bytes]:
         """The bytes under key; fails with BlobNotFound if there are none."""

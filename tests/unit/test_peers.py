@@ -355,3 +355,34 @@ def test_recovery_leaves_a_live_peers_deletion_and_finishes_a_dead_ones(world: W
     result_of(run(b.recover()))
     assert result_of(world.database.read(status_of_txn, "photo")) is None
     assert files(b._blobs) == []  # type: ignore[arg-type]
+
+
+def test_a_derivation_whose_key_holds_another_writes_object_is_lost_to_it(
+    world: World, log_events: list[LogEvent]
+) -> None:
+    # A store with conditional writes refuses to replace an object: the
+    # holder removes nothing of it, ends its claim, and derives again under
+    # a new claim (a new token, a new key).
+    blobs = InterceptedBlobs(FilesystemBlobStore(world.root, immediate))
+    result_of(blobs.recover())
+    foreign: list[str] = []
+
+    def already_there(key: str) -> bool:
+        if key.startswith("derived/") and not foreign:
+            foreign.append(key)
+            result_of(FilesystemBlobStore(world.root, immediate).put(key, b"another write's"))
+            return True
+        return False
+
+    blobs.already_there = already_there
+    _a, imaging, asked = holding(world, "a", blobs)
+    imaging.run_all()
+    world.wait(POLL_MOST)
+    imaging.run_all()
+    served = result_of(asked).data  # type: ignore[attr-defined]
+    assert opened(served).size == (100, 100)
+    derived = [key for key in blobs.puts if key.startswith("derived/")]
+    assert len(derived) == 2 and derived[0] == foreign[0] != derived[1]
+    assert result_of(blobs.get(foreign[0])) == b"another write's"
+    assert result_of(world.database.read(claims_txn)) == []
+    assert derivations(log_events) == ["photo-100x100.jpeg"]

@@ -14,7 +14,10 @@ object only when completed: a failure aborts it, and the upload a crashed
 writer left (invisible to readers, but billed) is aborted by recover() once
 older than abort_uploads_after (s3_writes holds those writes and aborts).
 Keys are the hashed paths the service makes (pymager_tx.core.keys), below an
-optional prefix inside the bucket.
+optional prefix inside the bucket.  An image's object is written once: with
+If-None-Match: * where the store honours it (conditional_writes; "auto"
+asks the store once, with a probe object written twice), so that no write,
+however late or confused, ever replaces an object another write stored.
 
 Failures become StorageUnavailable, for the web layer to answer 503: the
 client sees a fixed detail, the log the reason, which names the operation,
@@ -24,10 +27,12 @@ the key and the store's error code, never a credential.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Literal
+from uuid import uuid4
 
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 from twisted.internet.defer import Deferred
@@ -37,9 +42,9 @@ from zope.interface import implementer
 
 from pymager_tx.adapters.storage.s3_client import S3Options, make_client, thread_count
 from pymager_tx.adapters.storage.s3_readers import Listing, ObjectReader
-from pymager_tx.adapters.storage.s3_writes import Uploads
+from pymager_tx.adapters.storage.s3_writes import Uploads, precondition_failed
 from pymager_tx.core.errors import BlobNotFound, StorageUnavailable
-from pymager_tx.core.keys import validate_key
+from pymager_tx.core.keys import validate_key, written_once
 from pymager_tx.ports import (
     NO_METRICS,
     IBlobReader,
@@ -61,6 +66,9 @@ _MIB = 1024 * 1024
 _Names = list[str]
 # Anything shaped like a signature or a credential scope, wherever a message
 # might echo a request.
+# What a store that refuses If-None-Match answers (it does not implement it).
+_REFUSED = frozenset({400, 501})
+ConditionalWrites = Literal["auto", "on", "off"]
 _SIGNED = re.compile(r"(Credential|Signature|X-Amz-Credential|X-Amz-Signature|AWSAccessKeyId)=[^\s&,;]+")
 
 
@@ -86,9 +94,12 @@ class S3BlobStore:
         secrets: tuple[str, ...] = (),
         endpoint: str = "",
         metrics: Metrics = NO_METRICS,
+        conditional_writes: ConditionalWrites = "auto",
     ) -> None:
         """client: a boto3 S3 client (make_client); prefix: where the keys
-        live inside the bucket; secrets: strings no error reason may show."""
+        live inside the bucket; secrets: strings no error reason may show;
+        conditional_writes: "on" to require If-None-Match: * on image
+        writes, "off" never to send it, "auto" to use it where honoured."""
         if not 0 < page_size <= _PAGE:
             raise ValueError(f"page_size must be 1 to {_PAGE}")
         self.bucket = bucket
@@ -101,6 +112,10 @@ class S3BlobStore:
         self._secrets = tuple(secret for secret in secrets if secret)
         self._endpoint = endpoint or "AWS"
         self._metrics = metrics
+        self._conditional_writes = conditional_writes
+        # Whether the store honours If-None-Match: * (None: not asked yet).
+        self._honours: bool | None = None
+        self._asking = threading.Lock()
 
     @classmethod
     def from_settings(
@@ -123,20 +138,25 @@ class S3BlobStore:
             secrets=secrets,
             endpoint=options.endpoint_url,
             metrics=metrics,
+            conditional_writes=options.conditional_writes,
         )
 
     def __repr__(self) -> str:
         return f"<S3BlobStore bucket={self.bucket!r} prefix={self.prefix!r} endpoint={self._endpoint!r}>"
 
     def put(self, key: str, data: bytes) -> Deferred[None]:
-        return self._offload(timed(self._metrics, "put", self._uploads.put), self._object(key), data)
+        """Store data under key; an image's key only if no object is there
+        (BlobExists if another write's is), where the store can tell."""
+        return self._offload(
+            timed(self._metrics, "put", self._put), self._object(key), data, written_once(key)
+        )
 
     def put_file(self, key: str, file: BinaryIO) -> Deferred[None]:
         """Store what file holds from its position on, read a part at a time
         on a pool thread (so a large original is never held whole), as
         atomically as put().  Not part of IBlobStore: only this store has it."""
         return self._offload(
-            timed(self._metrics, "put", self._uploads.put_stream), self._object(key), file.read
+            timed(self._metrics, "put", self._put_stream), self._object(key), file.read, written_once(key)
         )
 
     def get(self, key: str) -> Deferred[bytes]:
@@ -215,6 +235,64 @@ class S3BlobStore:
             text = text.replace(secret, "****")
         return _SIGNED.sub(r"\1=****", text)
 
+    def _put(self, name: str, data: bytes, image: bool) -> None:
+        self._uploads.put(name, data, image and self._conditional())
+
+    def _put_stream(self, name: str, read: Any, image: bool) -> None:
+        self._uploads.put_stream(name, read, image and self._conditional())
+
+    def _conditional(self) -> bool:
+        """Whether writes of images go with If-None-Match: *; the store is
+        asked once, by the first caller (the others wait for its answer)."""
+        if self._conditional_writes == "off":
+            return False
+        with self._asking:
+            if self._honours is None:
+                honours = self._ask_whether_conditional_writes_are_honoured()
+                if not honours and self._conditional_writes == "on":
+                    raise StorageUnavailable(
+                        _FAILING,
+                        f"S3 at {self._endpoint}: {self.bucket} does not honour If-None-Match: * "
+                        '([storage.s3] conditional_writes = "on")',
+                    )
+                if honours:
+                    self.log.info(
+                        "{bucket} at {endpoint} honours conditional writes: no image object is ever replaced",
+                        bucket=self.bucket,
+                        endpoint=self._endpoint,
+                    )
+                else:
+                    self.log.warn(
+                        "{bucket} at {endpoint} does not honour If-None-Match: *: image objects are "
+                        "written without it (each key is still one writer's)",
+                        bucket=self.bucket,
+                        endpoint=self._endpoint,
+                    )
+                self._honours = honours
+            return self._honours
+
+    def _ask_whether_conditional_writes_are_honoured(self) -> bool:
+        """Write a probe object of our own twice with If-None-Match: *: a
+        store that honours it refuses the second with 412; one that ignores
+        it replaces the object; one that does not implement it refuses the
+        header (400, 501).  The probe is removed either way."""
+        name = self._object(f"probes/conditional-{uuid4().hex}")
+        with self._errors("PutObject", name):
+            try:
+                for _ in range(2):
+                    self._client.put_object(Bucket=self.bucket, Key=name, Body=b"", IfNoneMatch="*")
+                honours = False  # the second replaced the first
+            except ClientError as error:
+                status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if precondition_failed(error):
+                    honours = True
+                elif status in _REFUSED:
+                    honours = False
+                else:
+                    raise
+        self._delete(name)
+        return honours
+
     def _get(self, name: str) -> bytes:
         with self._errors("GetObject", name):
             body = self._client.get_object(Bucket=self.bucket, Key=name)["Body"]
@@ -281,6 +359,7 @@ class S3BlobStore:
     def _recover(self) -> int:
         with self._errors("HeadBucket"):
             self._client.head_bucket(Bucket=self.bucket)
+        self._conditional()  # asked at start-up, where "on" unanswered stops it
         removed = self._uploads.abort_begun_before(datetime.now(UTC) - self._abort_after)
         if removed:
             self.log.info(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from threading import Thread
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import boto3  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
@@ -51,6 +51,8 @@ class S3Options(Protocol):
     def abort_uploads_after(self) -> float: ...
     @property
     def request_checksums(self) -> str: ...
+    @property
+    def conditional_writes(self) -> Literal["auto", "on", "off"]: ...
 
 
 def thread_count(options: S3Options) -> int:

@@ -2,6 +2,13 @@
 Writing a bucket: an object put whole (PutObject) or in parts (a multipart
 upload, completed only once every part is stored and aborted if anything
 fails), and the abort of the unfinished uploads a crashed writer left.
+
+An image's object is written once (If-None-Match: * on the PutObject or
+the CompleteMultipartUpload) where the store honours it: a write that finds
+an object there is refused with 412, and never replaces it.  botocore tries
+a request again when its answer is lost, and the retry of a write that had
+landed meets its own object: so each such write carries an ID in its
+metadata, and a 412 over an object with the same ID is the write done.
 """
 
 from __future__ import annotations
@@ -9,14 +16,29 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+from uuid import uuid4
+
+from botocore.exceptions import ClientError  # type: ignore[import-untyped]
 
 from pymager_tx.adapters.storage.s3_client import read_fully
-from pymager_tx.core.errors import StorageUnavailable
+from pymager_tx.core.errors import BlobExists, StorageUnavailable
 
 if TYPE_CHECKING:
     from pymager_tx.adapters.storage.s3 import S3BlobStore
 
 _Parts = list[dict[str, Any]]
+# The object metadata naming the write that stored it (x-amz-meta-pymager-write).
+WRITE_ID = "pymager-write"
+
+
+def _metadata(write: str | None) -> dict[str, Any]:
+    return {} if write is None else {"Metadata": {WRITE_ID: write}}
+
+
+def precondition_failed(error: ClientError) -> bool:
+    return str(error.response.get("Error", {}).get("Code")) == "PreconditionFailed" or (
+        error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412
+    )
 
 
 class Uploads:
@@ -27,21 +49,30 @@ class Uploads:
         self._store = store
         self._part_bytes = part_bytes
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes, once: bool = False) -> None:
+        """Store data under name; once: only if no object is there."""
         store = self._store
+        write = uuid4().hex if once else None
         if len(data) <= self._part_bytes:
             with store._errors("PutObject", name):
-                store._client.put_object(Bucket=store.bucket, Key=name, Body=data)
+                self._if_absent(
+                    "PutObject",
+                    name,
+                    write,
+                    lambda conditions: store._client.put_object(
+                        Bucket=store.bucket, Key=name, Body=data, **_metadata(write), **conditions
+                    ),
+                )
             return
         view = memoryview(data)
         parts = (bytes(view[at : at + self._part_bytes]) for at in range(0, len(data), self._part_bytes))
-        self._put_parts(name, parts)
+        self._put_parts(name, parts, write)
 
-    def put_stream(self, name: str, read: Callable[[int], bytes]) -> None:
+    def put_stream(self, name: str, read: Callable[[int], bytes], once: bool = False) -> None:
         first = read_fully(read, self._part_bytes)
         second = read_fully(read, self._part_bytes) if len(first) == self._part_bytes else b""
         if not second:
-            self.put(name, first)
+            self.put(name, first, once)
             return
 
         def rest() -> Iterator[bytes]:
@@ -50,14 +81,15 @@ class Uploads:
             while part := read_fully(read, self._part_bytes):
                 yield part
 
-        self._put_parts(name, rest())
+        self._put_parts(name, rest(), uuid4().hex if once else None)
 
-    def _put_parts(self, name: str, parts: Iterator[bytes]) -> None:
+    def _put_parts(self, name: str, parts: Iterator[bytes], write: str | None) -> None:
         """A multipart upload of parts, completed only once every part is
         stored, aborted if anything fails: the object is all or nothing."""
         store = self._store
         with store._errors("CreateMultipartUpload", name):
-            upload_id = store._client.create_multipart_upload(Bucket=store.bucket, Key=name)["UploadId"]
+            answer = store._client.create_multipart_upload(Bucket=store.bucket, Key=name, **_metadata(write))
+            upload_id = answer["UploadId"]
         try:
             done: _Parts = []
             for number, part in enumerate(parts, start=1):
@@ -67,12 +99,59 @@ class Uploads:
                     )
                 done.append({"PartNumber": number, "ETag": answer["ETag"]})
             with store._errors("CompleteMultipartUpload", name):
-                store._client.complete_multipart_upload(
-                    Bucket=store.bucket, Key=name, UploadId=upload_id, MultipartUpload={"Parts": done}
+                self._if_absent(
+                    "CompleteMultipartUpload",
+                    name,
+                    write,
+                    lambda conditions: store._client.complete_multipart_upload(
+                        Bucket=store.bucket,
+                        Key=name,
+                        UploadId=upload_id,
+                        MultipartUpload={"Parts": done},
+                        **conditions,
+                    ),
                 )
         except BaseException:
             self._abort(name, upload_id)
             raise
+
+    def _if_absent(
+        self, operation: str, name: str, write: str | None, send: Callable[[dict[str, Any]], object]
+    ) -> None:
+        """send(conditions), those of a write made once when write names one
+        (its ID, in the object's metadata); a refusal over another write's
+        object is BlobExists."""
+        if write is None:
+            send({})
+            return
+        try:
+            send({"IfNoneMatch": "*"})
+        except ClientError as error:
+            if not precondition_failed(error):
+                raise
+            if self._written_by(name) == write:
+                return  # this very write landed, and its answer was lost
+            store = self._store
+            raise BlobExists(
+                store._key(name) or name,
+                store._scrub(
+                    f"S3 {operation} of {store.bucket}/{name} at {store._endpoint}: another write's "
+                    "object is there, never replaced (412 PreconditionFailed)"
+                ),
+            ) from None
+
+    def _written_by(self, name: str) -> str | None:
+        """The write ID of the object under name; None if it has none (or
+        is gone)."""
+        store = self._store
+        try:
+            answer = store._client.head_object(Bucket=store.bucket, Key=name)
+        except ClientError as error:
+            if error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404:
+                return None
+            raise
+        written: str | None = answer.get("Metadata", {}).get(WRITE_ID)
+        return written
 
     def _abort(self, name: str, upload_id: str) -> bool:
         store = self._store
