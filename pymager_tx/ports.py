@@ -113,6 +113,11 @@ class IStoreUpkeep(Interface):
         """Prepare the store at start-up and remove what interrupted writes
         of dead processes left behind; fires with the number removed."""
 
+    def sweep() -> Deferred[int]:
+        """While this process writes (the periodic sweep): remove what
+        interrupted writes of dead processes left, never what a live one,
+        this one included, is writing; fires with the number removed."""
+
     def wipe() -> Deferred[None]:
         """Remove everything (development mode)."""
 

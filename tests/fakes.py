@@ -92,5 +92,8 @@ class InterceptedBlobs:
     def recover(self) -> Deferred[int]:
         return IStoreUpkeep(self._store).recover()
 
+    def sweep(self) -> Deferred[int]:
+        return IStoreUpkeep(self._store).sweep()
+
     def wipe(self) -> Deferred[None]:
         return IStoreUpkeep(self._store).wipe()

@@ -497,3 +497,17 @@ def test_seaweedfs_honours_conditional_writes_and_on_starts(s3_server: S3Server,
 def every_probe(store: S3BlobStore) -> list[str]:
     answer = store._client.list_objects_v2(Bucket=store.bucket, Prefix=f"{store.prefix}/probes/")
     return [entry["Key"] for entry in answer.get("Contents", [])]
+
+
+def test_the_sweep_aborts_only_uploads_older_than_abort_uploads_after(
+    s3_server: S3Server, prefix: str
+) -> None:
+    client = small_parts(s3_server, prefix)._client
+    client.create_multipart_upload(Bucket=s3_server.bucket, Key=f"{prefix}/{KEY}")
+    # A writer that may still be at work is left alone...
+    assert result_of(small_parts(s3_server, prefix).sweep()) == 0
+    assert len(uploads_below(small_parts(s3_server, prefix))) == 1
+    # ... one whose upload is older than abort_uploads_after is not.
+    store = small_parts(s3_server, prefix, abort_uploads_after=timedelta(0))
+    assert result_of(store.sweep()) == 1
+    assert uploads_below(store) == []

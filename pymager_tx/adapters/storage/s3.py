@@ -182,6 +182,11 @@ class S3BlobStore:
     def recover(self) -> Deferred[int]:
         return self._offload(self._recover)
 
+    def sweep(self) -> Deferred[int]:
+        """Abort the multipart uploads older than abort_uploads_after, as
+        start-up does: no live writer's upload is that old."""
+        return self._offload(self._abort_old_uploads)
+
     def wipe(self) -> Deferred[None]:
         return self._offload(self._wipe)
 
@@ -360,6 +365,9 @@ class S3BlobStore:
         with self._errors("HeadBucket"):
             self._client.head_bucket(Bucket=self.bucket)
         self._conditional()  # asked at start-up, where "on" unanswered stops it
+        return self._abort_old_uploads()
+
+    def _abort_old_uploads(self) -> int:
         removed = self._uploads.abort_begun_before(datetime.now(UTC) - self._abort_after)
         if removed:
             self.log.info(
