@@ -36,9 +36,12 @@ def _metadata(write: str | None) -> dict[str, Any]:
 
 
 def precondition_failed(error: ClientError) -> bool:
-    return str(error.response.get("Error", {}).get("Code")) == "PreconditionFailed" or (
-        error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 412
-    )
+    """Whether the store refused a conditional write over an existing
+    object: 412, or 304 from MinIO releases that read If-None-Match on a
+    PUT as on a GET.  (AWS's 409 ConditionalRequestConflict, two conditional
+    writes of one key at once, is a failure to try again: 503.)"""
+    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return str(error.response.get("Error", {}).get("Code")) == "PreconditionFailed" or status in (304, 412)
 
 
 class Uploads:
