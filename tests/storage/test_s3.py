@@ -490,7 +490,7 @@ def test_conditional_writes_off_are_never_sent(s3_server: S3Server, prefix: str)
 def test_seaweedfs_honours_conditional_writes_and_on_starts(s3_server: S3Server, prefix: str) -> None:
     store = small_parts(s3_server, prefix, conditional_writes="on")
     result_of(store.recover())
-    assert store._honours is True
+    assert store._uploads._honours is True
     assert not [key for key in every_probe(store) if "conditional" in key]
 
 

@@ -27,12 +27,10 @@ the key and the store's error code, never a credential.
 from __future__ import annotations
 
 import re
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any, BinaryIO, Literal
-from uuid import uuid4
+from typing import Any, BinaryIO
 
 from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
 from twisted.internet.defer import Deferred
@@ -42,7 +40,7 @@ from zope.interface import implementer
 
 from pymager_tx.adapters.storage.s3_client import S3Options, make_client, thread_count
 from pymager_tx.adapters.storage.s3_readers import Listing, ObjectReader
-from pymager_tx.adapters.storage.s3_writes import Uploads, precondition_failed
+from pymager_tx.adapters.storage.s3_writes import ConditionalWrites, Uploads
 from pymager_tx.core.errors import BlobNotFound, StorageUnavailable
 from pymager_tx.core.keys import validate_key, written_once
 from pymager_tx.ports import (
@@ -66,9 +64,6 @@ _MIB = 1024 * 1024
 _Names = list[str]
 # Anything shaped like a signature or a credential scope, wherever a message
 # might echo a request.
-# What a store that refuses If-None-Match answers (it does not implement it).
-_REFUSED = frozenset({400, 501})
-ConditionalWrites = Literal["auto", "on", "off"]
 _SIGNED = re.compile(r"(Credential|Signature|X-Amz-Credential|X-Amz-Signature|AWSAccessKeyId)=[^\s&,;]+")
 
 
@@ -106,16 +101,12 @@ class S3BlobStore:
         self.prefix = prefix.strip("/")
         self._client = client
         self._offload = offload
-        self._uploads = Uploads(self, part_bytes)
+        self._uploads = Uploads(self, part_bytes, conditional_writes)
         self._page_size = page_size
         self._abort_after = abort_uploads_after
         self._secrets = tuple(secret for secret in secrets if secret)
         self._endpoint = endpoint or "AWS"
         self._metrics = metrics
-        self._conditional_writes = conditional_writes
-        # Whether the store honours If-None-Match: * (None: not asked yet).
-        self._honours: bool | None = None
-        self._asking = threading.Lock()
 
     @classmethod
     def from_settings(
@@ -241,62 +232,10 @@ class S3BlobStore:
         return _SIGNED.sub(r"\1=****", text)
 
     def _put(self, name: str, data: bytes, image: bool) -> None:
-        self._uploads.put(name, data, image and self._conditional())
+        self._uploads.put(name, data, image and self._uploads.conditional())
 
-    def _put_stream(self, name: str, read: Any, image: bool) -> None:
-        self._uploads.put_stream(name, read, image and self._conditional())
-
-    def _conditional(self) -> bool:
-        """Whether writes of images go with If-None-Match: *; the store is
-        asked once, by the first caller (the others wait for its answer)."""
-        if self._conditional_writes == "off":
-            return False
-        with self._asking:
-            if self._honours is None:
-                honours = self._ask_whether_conditional_writes_are_honoured()
-                if not honours and self._conditional_writes == "on":
-                    raise StorageUnavailable(
-                        _FAILING,
-                        f"S3 at {self._endpoint}: {self.bucket} does not honour If-None-Match: * "
-                        '([storage.s3] conditional_writes = "on")',
-                    )
-                if honours:
-                    self.log.info(
-                        "{bucket} at {endpoint} honours conditional writes: no image object is ever replaced",
-                        bucket=self.bucket,
-                        endpoint=self._endpoint,
-                    )
-                else:
-                    self.log.warn(
-                        "{bucket} at {endpoint} does not honour If-None-Match: *: image objects are "
-                        "written without it (each key is still one writer's)",
-                        bucket=self.bucket,
-                        endpoint=self._endpoint,
-                    )
-                self._honours = honours
-            return self._honours
-
-    def _ask_whether_conditional_writes_are_honoured(self) -> bool:
-        """Write a probe object of our own twice with If-None-Match: *: a
-        store that honours it refuses the second with 412; one that ignores
-        it replaces the object; one that does not implement it refuses the
-        header (400, 501).  The probe is removed either way."""
-        name = self._object(f"probes/conditional-{uuid4().hex}")
-        with self._errors("PutObject", name):
-            try:
-                for _ in range(2):
-                    self._client.put_object(Bucket=self.bucket, Key=name, Body=b"", IfNoneMatch="*")
-                honours = False  # the second replaced the first
-            except ClientError as error:
-                status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-                if precondition_failed(error):
-                    honours = True
-                elif status in _REFUSED:
-                    honours = False
-                else:
-                    raise
-        self._delete(name)
-        return honours
+    def _put_stream(self, name: str, read: Callable[[int], bytes], image: bool) -> None:
+        self._uploads.put_stream(name, read, image and self._uploads.conditional())
 
     def _get(self, name: str) -> bytes:
         with self._errors("GetObject", name):
@@ -364,7 +303,7 @@ class S3BlobStore:
     def _recover(self) -> int:
         with self._errors("HeadBucket"):
             self._client.head_bucket(Bucket=self.bucket)
-        self._conditional()  # asked at start-up, where "on" unanswered stops it
+        self._uploads.conditional()  # asked at start-up, where "on" unanswered stops it
         return self._abort_old_uploads()
 
     def _abort_old_uploads(self) -> int:

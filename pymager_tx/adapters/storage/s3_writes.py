@@ -13,9 +13,10 @@ metadata, and a 412 over an object with the same ID is the write done.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 from uuid import uuid4
 
 from botocore.exceptions import ClientError  # type: ignore[import-untyped]
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from pymager_tx.adapters.storage.s3 import S3BlobStore
 
 _Parts = list[dict[str, Any]]
+ConditionalWrites = Literal["auto", "on", "off"]
+# What a store that refuses If-None-Match answers (it does not implement it).
+_REFUSED = frozenset({400, 501})
+_FAILING = "the image storage is failing; try again later"
 # The object metadata naming the write that stored it (x-amz-meta-pymager-write).
 WRITE_ID = "pymager-write"
 
@@ -48,9 +53,67 @@ class Uploads:
     """The store's writes, run in a pool thread like its other calls: its
     client, bucket, error translation and log are the store's."""
 
-    def __init__(self, store: S3BlobStore, part_bytes: int) -> None:
+    def __init__(self, store: S3BlobStore, part_bytes: int, conditional_writes: ConditionalWrites) -> None:
         self._store = store
         self._part_bytes = part_bytes
+        self._mode = conditional_writes
+        # Whether the store honours If-None-Match: * (None: not asked yet).
+        self._honours: bool | None = None
+        self._asking = threading.Lock()
+
+    def conditional(self) -> bool:
+        """Whether writes of images go with If-None-Match: *; the store is
+        asked once, by the first caller (the others wait for its answer)."""
+        if self._mode == "off":
+            return False
+        store = self._store
+        with self._asking:
+            if self._honours is None:
+                honours = self._ask()
+                if not honours and self._mode == "on":
+                    raise StorageUnavailable(
+                        _FAILING,
+                        f"S3 at {store._endpoint}: {store.bucket} does not honour If-None-Match: * "
+                        '([storage.s3] conditional_writes = "on")',
+                    )
+                if honours:
+                    store.log.info(
+                        "{bucket} at {endpoint} honours conditional writes: no image object is ever replaced",
+                        bucket=store.bucket,
+                        endpoint=store._endpoint,
+                    )
+                else:
+                    store.log.warn(
+                        "{bucket} at {endpoint} does not honour If-None-Match: *: image objects are "
+                        "written without it (each key is still one writer's)",
+                        bucket=store.bucket,
+                        endpoint=store._endpoint,
+                    )
+                self._honours = honours
+            return self._honours
+
+    def _ask(self) -> bool:
+        """Write a probe object of our own twice with If-None-Match: *: a
+        store that honours it refuses the second with 412; one that ignores
+        it replaces the object; one that does not implement it refuses the
+        header (400, 501).  The probe is removed either way."""
+        store = self._store
+        name = store._object(f"probes/conditional-{uuid4().hex}")
+        with store._errors("PutObject", name):
+            try:
+                for _ in range(2):
+                    store._client.put_object(Bucket=store.bucket, Key=name, Body=b"", IfNoneMatch="*")
+                honours = False  # the second replaced the first
+            except ClientError as error:
+                status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if precondition_failed(error):
+                    honours = True
+                elif status in _REFUSED:
+                    honours = False
+                else:
+                    raise
+        store._delete(name)
+        return honours
 
     def put(self, name: str, data: bytes, once: bool = False) -> None:
         """Store data under name; once: only if no object is there."""
