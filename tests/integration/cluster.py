@@ -175,8 +175,9 @@ def node_settings(
     prefix: str,
     database_url: str,
     cluster: dict[str, Any] | None = None,
+    s3_changes: dict[str, Any] | None = None,
 ) -> str:
-    """cluster: changes to CLUSTER."""
+    """cluster: changes to CLUSTER; s3_changes: to [storage.s3]."""
     upstream = urlsplit(s3.url)
     s3_section: dict[str, Any] = {
         "bucket": s3.bucket,
@@ -189,6 +190,7 @@ def node_settings(
     }
     if s3.access_key_id is not None and s3.secret_access_key is not None:
         s3_section |= {"access_key_id": s3.access_key_id, "secret_access_key": s3.secret_access_key}
+    s3_section |= s3_changes or {}
     return toml(
         {
             "server": {"listen": "tcp:0:interface=127.0.0.1"},

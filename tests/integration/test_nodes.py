@@ -8,6 +8,7 @@ left consistent by kill -9."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ from tests.images import jpeg, opened
 from tests.integration.cluster import Cluster, Node, node_settings, until, upstream_port
 from tests.integration.tcp_proxy import TcpProxy
 from tests.integration.test_metrics import parse, value
+from tests.integration.test_twistd import spawn
 
 JPEG = {"Content-Type": "image/jpeg"}
 
@@ -349,3 +351,32 @@ async def test_what_a_node_that_never_returns_left_is_finished_by_the_live_ones(
     status, output = await cluster.admin("check", node=first)
     assert status == 0, output
     assert "consistent" in output
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_starting_against_a_stalled_bucket_gives_up_within_its_settings(
+    tmp_path: Path, s3_server: S3Server, postgres_server_url: str
+) -> None:
+    # A bucket that takes connections and never answers: start-up's first
+    # request to it (HeadBucket) is tried max_attempts times, read_timeout
+    # each, and start-up fails saying so: not one attempt more.
+    proxy = TcpProxy(upstream_port(s3_server))
+    port = await proxy.listen()
+    proxy.hold()
+    config = tmp_path / "pymager.toml"
+    config.write_text(
+        node_settings(
+            tmp_path, s3_server, port, "stalled", postgres_server_url, s3_changes={"read_timeout": 1.0}
+        )
+    )
+    protocol, process = spawn(tmp_path, "--config", str(config))
+    try:
+        exit_code = await protocol.ended.addTimeout(60, reactor)
+    finally:
+        if not protocol.ended.called:
+            process.signalProcess(signal.SIGKILL)
+        await proxy.close()
+    output = protocol.output.decode(errors="replace")
+    assert exit_code == 1, output
+    assert "pymager-tx could not start" in output and "HeadBucket" in output
+    assert proxy.accepted == 2  # max_attempts = 2
