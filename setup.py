@@ -7,7 +7,8 @@ HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "pymager_tx" / "__init__.py").read_text())[1]
 
 POSTGRES = ["psycopg[binary]>=3.1,<4"]
-# botocore 1.36 brought the request_checksum_calculation setting.
+# botocore 1.36 brought the request_checksum_calculation setting (and is past
+# 1.35, whose models gave PutObject and CompleteMultipartUpload IfNoneMatch).
 S3 = ["boto3>=1.36,<2"]
 
 setup(

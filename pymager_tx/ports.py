@@ -70,7 +70,10 @@ class IBlobStore(Interface):
 
     def put(key: str, data: bytes) -> Deferred[None]:
         """Store data under key atomically: a reader, or a restart after a
-        crash, finds either all of it or the previous state, never a part."""
+        crash, finds either all of it or the previous state, never a part.
+        An image's key (core.keys.written_once) is one writer's: a store
+        that can refuse to replace an object (S3's If-None-Match: *) fails
+        with BlobExists when another write's object is there."""
 
     def get(key: str) -> Deferred[bytes]:
         """The bytes under key; fails with BlobNotFound if there are none."""
@@ -109,6 +112,11 @@ class IStoreUpkeep(Interface):
     def recover() -> Deferred[int]:
         """Prepare the store at start-up and remove what interrupted writes
         of dead processes left behind; fires with the number removed."""
+
+    def sweep() -> Deferred[int]:
+        """While this process writes (the periodic sweep): remove what
+        interrupted writes of dead processes left, never what a live one,
+        this one included, is writing; fires with the number removed."""
 
     def wipe() -> Deferred[None]:
         """Remove everything (development mode)."""

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from zope.interface import implementer
 
-from pymager_tx.core.errors import StorageUnavailable
+from pymager_tx.core.errors import BlobExists, StorageUnavailable
 from pymager_tx.ports import IBlobReader, IBlobStore, IKeyListing, IStoreUpkeep
 
 T = TypeVar("T")
@@ -57,9 +57,14 @@ class InterceptedBlobs:
         self.before_delete: Callable[[str], None] | None = None
         self.deletes_fail = False
         self.puts: list[str] = []
+        # A put this returns True for meets another write's object: refused
+        # as a store with conditional writes refuses it.
+        self.already_there: Callable[[str], bool] | None = None
 
     def put(self, key: str, data: bytes) -> Deferred[None]:
         self.puts.append(key)
+        if self.already_there is not None and self.already_there(key):
+            return fail(BlobExists(key, f"another write's object is under {key}"))
         return self._store.put(key, data)
 
     def get(self, key: str) -> Deferred[bytes]:
@@ -86,6 +91,9 @@ class InterceptedBlobs:
 
     def recover(self) -> Deferred[int]:
         return IStoreUpkeep(self._store).recover()
+
+    def sweep(self) -> Deferred[int]:
+        return IStoreUpkeep(self._store).sweep()
 
     def wipe(self) -> Deferred[None]:
         return IStoreUpkeep(self._store).wipe()

@@ -79,12 +79,17 @@ async def _copy_one(
 ) -> None:
     try:
         size = await source.size(key)
+        there = None if size is None else await destination.size(key)
         if size is None:
             tally.vanished += 1
-        elif await destination.size(key) == size:
+        elif there == size:
             tally.present += 1
         else:
             data = await source.get(key)
+            if there is not None:
+                # Another object of that key (an earlier copy gone wrong):
+                # removed first, as an image's object is never replaced.
+                await destination.delete(key)
             await destination.put(key, data)
             tally.copied += 1
             tally.copied_bytes += len(data)

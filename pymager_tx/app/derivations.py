@@ -32,6 +32,7 @@ from pymager_tx.app.values import (
     not_found,
 )
 from pymager_tx.core.errors import (
+    BlobExists,
     BlobNotFound,
     DerivationTooCostly,
     Overloaded,
@@ -216,6 +217,14 @@ class Derivations:
         holding.stored = True  # from here, a file may stand under the claim's key
         try:
             await self._blobs.put(key, rendered.data)
+        except BlobExists:
+            # Another write's object under our claim's key, which the store
+            # would not let us replace: never ours to remove.  The derivation
+            # is lost to that write; the next claim (a new token, a new key)
+            # finds the rendition recorded, or derives it again.
+            holding.stored = False
+            await self._claims.release(claim)
+            raise Superseded("another write stored an object under its key first") from None
         except StorageUnavailable:
             # Storing can fail because a deletion of the original is taking
             # the directories away: then the answer is 404, not an error.

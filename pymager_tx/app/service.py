@@ -178,5 +178,10 @@ class ImageService:
     async def recover(self) -> None:
         await self._recovery.recover()
 
+    async def sweep(self, my_turn: Callable[[], Deferred[bool]]) -> bool:
+        """Finish what processes that are gone left, if my_turn() says this
+        process sweeps now (see app.recovery); whether it swept."""
+        return await self._recovery.sweep(my_turn)
+
     async def forget_lost_original(self, image_id: ImageId, generation: str) -> bool:
         return await self._removals.forget_lost(image_id, generation)

@@ -317,6 +317,12 @@ class ClusterSettings(Section):
         "heartbeat_seconds): how long a killed process's work waits to be taken over",
     )
 
+    sweep_seconds: Annotated[float, Field(ge=0, le=86400)] = Field(
+        60.0,
+        description="How often one live process (the first by name) finishes what processes that are gone "
+        "left (uploads, deletions, claims, unfinished writes), as start-up does; 0: only at start-up",
+    )
+
     @model_validator(mode="after")
     def _lease_outlasts_heartbeats(self) -> ClusterSettings:
         if self.lease_seconds <= 2 * self.heartbeat_seconds:

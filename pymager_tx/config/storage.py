@@ -73,6 +73,13 @@ class S3Settings(Section):
         description='Send CRC checksums with every upload; "when_required" for stores that refuse them',
     )
 
+    conditional_writes: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Write images with If-None-Match: *, so that no object is ever replaced: "
+        '"auto" asks the store at start-up and uses it where honoured (AWS S3, SeaweedFS, MinIO, R2), '
+        '"on" requires it (start-up fails where not honoured), "off" never sends it',
+    )
+
     @field_validator("bucket")
     @classmethod
     def _bucket(cls, value: str) -> str:

@@ -135,6 +135,18 @@ class StorageFull(StorageUnavailable):
     retry_after = 60
 
 
+class BlobExists(StorageUnavailable):
+    """Another write already stored an object under this key, and the store
+    refused to replace it (a conditional write, If-None-Match: *).  Every
+    key is one writer's, so this is never the caller's to overwrite: a
+    derivation takes it as lost to that other write; anything else answers
+    503 as for a failing store."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__("the image storage is failing; try again later", reason)
+        self.key = key
+
+
 class OutOfMemory(Unavailable):
     """The process ran out of memory on this image: a condition of the
     server at this moment, not a fault of the image, so never remembered."""

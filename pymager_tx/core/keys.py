@@ -27,6 +27,14 @@ def validate_key(key: str) -> str:
     return key
 
 
+def written_once(key: str) -> bool:
+    """Whether key is an image's (an original, a rendition, a working copy):
+    written once by its one writer, never to be replaced, so a store that
+    can refuse to replace an object does (the probes of /readyz, rewritten
+    under one key per process, are not)."""
+    return key.startswith(("originals/", "derived/"))
+
+
 def _image_path(image_id: ImageId, generation: str) -> str:
     digest = hashlib.sha256(image_id.value.encode("ascii")).hexdigest()
     return f"{digest[:2]}/{digest[2:4]}/{digest}/{generation}"

@@ -100,6 +100,8 @@ class PymagerService(MultiService):
         self._dealer: Dealer | None = None
         self._receiver: Receiver | None = None
         self._removal_poll: LoopingCall | None = None
+        self._sweeping: LoopingCall | None = None
+        self._sweep: Deferred[None] | None = None
         self._on_start_failure = on_start_failure
         self._reactor = reactor
         self._completions = Completions(reactor)
@@ -226,6 +228,13 @@ class PymagerService(MultiService):
         await self._io.offload(self.epoch.open)
         await self.images.recover()
         await self._io.offload(self.owners.bury_dead)
+        sweep_seconds = self.settings.cluster.sweep_seconds
+        if sweep_seconds > 0:
+            # What peers that die from now on leave is finished by the live
+            # (one at a time), not by whichever process starts next.
+            self._sweeping = LoopingCall(self._sweep_once)
+            self._sweeping.clock = self._reactor
+            self._sweeping.start(sweep_seconds, now=False)
         memory = self.settings.memory_cache
         if (memory.max_bytes > 0 or memory.max_records > 0) and memory.poll_seconds > 0:
             # Deletions on other machines: heard as they commit where the
@@ -283,6 +292,22 @@ class PymagerService(MultiService):
         for waiter in waiters:
             waiter.callback(port)
 
+    def _sweep_once(self) -> Deferred[None]:
+        """One round of the sweep (app.recovery); a failure is logged, and
+        the next round tries again."""
+
+        async def sweep() -> None:
+            try:
+                await self.images.sweep(self.store.sweep_turn)
+            except Exception as error:
+                self.log.warn(
+                    "The sweep of what dead processes left failed; the next one tries again: {reason}",
+                    reason=getattr(error, "reason", None) or str(error),
+                )
+
+        self._sweep = Deferred.fromCoroutine(sweep())
+        return self._sweep
+
     async def _listen_for_scrapes(self) -> None:
         """[metrics] listen: /metrics on an endpoint of its own (the first
         process's alone: with --workers, any process's scrape sums them all)."""
@@ -324,6 +349,10 @@ class PymagerService(MultiService):
             self._receiver.stopReading()
         if self._removal_poll is not None and self._removal_poll.running:
             self._removal_poll.stop()
+        if self._sweeping is not None and self._sweeping.running:
+            self._sweeping.stop()
+        if self._sweep is not None and not self._sweep.called:
+            await self._sweep  # before the database and the store close
         if self.workers is not None and self.workers.running:
             await self.workers.stopService()
         if self._dealer is not None:

@@ -10,12 +10,13 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal
 
 from treq.client import HTTPClient
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from pymager_tx.adapters.cdn.purger import HttpCachePurger, PurgeRequest
@@ -91,6 +92,9 @@ class Store:
     removal_feed: IRemovalFeed = field(default_factory=NoRemovalFeed)
     # What lets go of the blob store's connections at shutdown, if any.
     close_blobs: Callable[[], Deferred[None]] | None = None
+    # Whether this process sweeps now (app.recovery): the first live process
+    # by name, by lease or by lock; never on the command line.
+    sweep_turn: Callable[[], Deferred[bool]] = field(default_factory=lambda: _never)
 
     async def close(self) -> None:
         """Let go of the database's and the blob store's connections."""
@@ -141,6 +145,11 @@ def build_store(
             heartbeat = Heartbeat(database, lease, socket.gethostname(), cluster.heartbeat_seconds, timer)
     else:
         peers = Peers(owners.me, alive=lambda owner: offloads.io(owners.is_alive, owner), timer=timer)
+    turn: Callable[[], Deferred[bool]] = _never
+    if heartbeat is not None:
+        turn = heartbeat.my_turn
+    elif liveness == "flock" and serving:
+        turn = partial(offloads.io, owners.first_alive)
     feed: IRemovalFeed = NoRemovalFeed()
     if serving and engine.dialect.name == "postgresql":
         feed = RemovalListener(engine, owners.me, timer.callFromThread)
@@ -155,7 +164,12 @@ def build_store(
         heartbeat,
         feed,
         close_blobs,
+        turn,
     )
+
+
+def _never() -> Deferred[bool]:
+    return succeed(False)
 
 
 def _dead_here_or_by_lease(

@@ -26,6 +26,7 @@ from pymager_tx.adapters.sql.processes_txn import (
     lease_left_txn,
     leave_txn,
     renew_lease_txn,
+    sweep_turn_txn,
 )
 from pymager_tx.adapters.sql.renditions_txn import claims_txn
 from pymager_tx.adapters.sql.rows import database_now
@@ -128,6 +129,23 @@ def test_burying_removes_only_lapsed_rows(database: Database) -> None:
     assert result_of(database.transact(bury_lapsed_txn)) == ["dead-1", "dead-2"]
     assert names(database) == ["live"]
     assert result_of(database.transact(bury_lapsed_txn)) == []
+
+
+def test_the_sweep_is_the_first_live_process_s_turn_and_it_buries_the_lapsed(database: Database) -> None:
+    result_of(database.transact(row("a-dead", LONG_AGO)))
+    result_of(database.transact(join_txn, "b-live", "host-b", LEASE))
+    result_of(database.transact(join_txn, "c-live", "host-c", LEASE))
+    # One process's turn at a time, whichever died: the first live by name.
+    assert result_of(database.transact(sweep_turn_txn, "c-live")) is False
+    assert names(database) == ["a-dead", "b-live", "c-live"]
+    assert result_of(database.transact(sweep_turn_txn, "b-live")) is True
+    assert names(database) == ["b-live", "c-live"]
+    # A process whose lease lapsed (fenced) never sweeps; the next one does.
+    lapse(database, "b-live")
+    assert result_of(database.transact(sweep_turn_txn, "b-live")) is False
+    assert result_of(database.transact(sweep_turn_txn, "c-live")) is True
+    assert names(database) == ["c-live"]
+    assert result_of(database.transact(sweep_turn_txn, "never-joined")) is False
 
 
 # Liveness

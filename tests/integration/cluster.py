@@ -36,7 +36,9 @@ ADMIN = str(Path(sys.executable).parent / "pymager-admin")
 JOINED = re.compile(rb"Joined as (\S+), renewing")
 # Short leases, so that a killed node's work is taken over in seconds; a
 # renewal every second leaves three missed ones before a live node looks dead.
-CLUSTER = {"liveness": "database", "heartbeat_seconds": 1.0, "lease_seconds": 4.0}
+# No periodic sweep: what a killed node left waits for a start-up (or the
+# sweep of the tests that turn it on), so that the tests see who finished it.
+CLUSTER = {"liveness": "database", "heartbeat_seconds": 1.0, "lease_seconds": 4.0, "sweep_seconds": 0.0}
 
 
 def toml(sections: dict[str, dict[str, Any]]) -> str:
@@ -166,7 +168,16 @@ class _Collect(ProcessProtocol):
         self.ended.callback(getattr(reason.value, "exitCode", -1))
 
 
-def node_settings(directory: Path, s3: S3Server, proxy_port: int, prefix: str, database_url: str) -> str:
+def node_settings(
+    directory: Path,
+    s3: S3Server,
+    proxy_port: int,
+    prefix: str,
+    database_url: str,
+    cluster: dict[str, Any] | None = None,
+    s3_changes: dict[str, Any] | None = None,
+) -> str:
+    """cluster: changes to CLUSTER; s3_changes: to [storage.s3]."""
     upstream = urlsplit(s3.url)
     s3_section: dict[str, Any] = {
         "bucket": s3.bucket,
@@ -179,13 +190,14 @@ def node_settings(directory: Path, s3: S3Server, proxy_port: int, prefix: str, d
     }
     if s3.access_key_id is not None and s3.secret_access_key is not None:
         s3_section |= {"access_key_id": s3.access_key_id, "secret_access_key": s3.secret_access_key}
+    s3_section |= s3_changes or {}
     return toml(
         {
             "server": {"listen": "tcp:0:interface=127.0.0.1"},
             "storage": {"data_directory": str(directory / "data"), "backend": "s3"},
             "storage.s3": s3_section,
             "database": {"url": database_url, "pool_size": 4},
-            "cluster": CLUSTER,
+            "cluster": CLUSTER | (cluster or {}),
             # Deletions must reach the other nodes by NOTIFY: the counter
             # poll is made too slow to be what tells them.
             "memory_cache": {"poll_seconds": 120.0},

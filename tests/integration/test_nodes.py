@@ -8,7 +8,9 @@ left consistent by kill -9."""
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -25,12 +27,30 @@ from tests.images import jpeg, opened
 from tests.integration.cluster import Cluster, Node, node_settings, until, upstream_port
 from tests.integration.tcp_proxy import TcpProxy
 from tests.integration.test_metrics import parse, value
+from tests.integration.test_twistd import spawn
 
 JPEG = {"Content-Type": "image/jpeg"}
 
 
 @pytest_twisted.async_yield_fixture
 async def cluster(tmp_path: Path, s3_server: S3Server, postgres_server_url: str) -> AsyncIterator[Cluster]:
+    async with three_nodes(tmp_path, s3_server, postgres_server_url) as nodes:
+        yield nodes
+
+
+@pytest_twisted.async_yield_fixture
+async def sweeping_cluster(
+    tmp_path: Path, s3_server: S3Server, postgres_server_url: str
+) -> AsyncIterator[Cluster]:
+    """Nodes that sweep every second what dead nodes left."""
+    async with three_nodes(tmp_path, s3_server, postgres_server_url, sweep_seconds=1.0) as nodes:
+        yield nodes
+
+
+@asynccontextmanager
+async def three_nodes(
+    tmp_path: Path, s3_server: S3Server, postgres_server_url: str, **changes: Any
+) -> AsyncIterator[Cluster]:
     prefix = f"nodes-{uuid4().hex[:8]}"
     nodes: list[Node] = []
     for number in range(3):
@@ -39,7 +59,7 @@ async def cluster(tmp_path: Path, s3_server: S3Server, postgres_server_url: str)
         proxy = TcpProxy(upstream_port(s3_server))
         port = await proxy.listen()
         config = directory / "pymager.toml"
-        config.write_text(node_settings(directory, s3_server, port, prefix, postgres_server_url))
+        config.write_text(node_settings(directory, s3_server, port, prefix, postgres_server_url, changes))
         nodes.append(Node(f"node{number}", directory, proxy, config))
     engine = make_engine(postgres_server_url, pool_size=2)
     pool = HTTPConnectionPool(reactor, persistent=False)
@@ -279,3 +299,84 @@ async def test_check_after_a_kill_9_storm_finds_nothing_to_repair(cluster: Clust
 
 def defer(awaitable: Any) -> Deferred[Any]:
     return awaitable if isinstance(awaitable, Deferred) else ensureDeferred(awaitable)
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_a_node_that_never_returns_left_is_finished_by_the_live_ones(
+    sweeping_cluster: Cluster,
+) -> None:
+    cluster = sweeping_cluster
+    doomed, first, second = cluster.nodes
+    status, _, _ = await cluster.fetch(first, "PUT", "/original/kept", data=jpeg((640, 480)), headers=JPEG)
+    assert status == 201
+    # The doomed node's bucket stalls: it is caught in the middle of an
+    # upload and of a derivation, and killed there for good.
+    doomed.proxy.hold()
+    caught_in = [
+        cluster.request(doomed, "PUT", "/original/unfinished", data=jpeg((1200, 900)), headers=JPEG),
+        cluster.request(doomed, "GET", "/derived/kept-100x100.png"),
+    ]
+    names = {"doomed": doomed.owner}
+
+    async def caught() -> bool:
+        rows = await cluster.query(
+            "SELECT status AS what FROM originals WHERE owner = :doomed "
+            "UNION SELECT 'claim' FROM derivation_claims WHERE owner = :doomed",
+            **names,
+        )
+        return {row.what for row in rows} == {"pending", "claim"}
+
+    await until(caught, 30, "the doomed node is in the middle of an upload and a derivation")
+    await doomed.kill()
+    doomed.proxy.cut()
+    await DeferredList(caught_in, consumeErrors=True)
+
+    # No node starts: once its lease lapses, one live node's sweep finishes it.
+    async def finished() -> bool:
+        left = await cluster.query(
+            "SELECT image_id FROM originals WHERE status != 'ready' "
+            "UNION SELECT image_id FROM derivation_claims "
+            "UNION SELECT name FROM processes WHERE name = :doomed",
+            **names,
+        )
+        return left == []
+
+    await until(finished, 30, "the live nodes finish what the doomed node left")
+    swept = [node for node in (first, second) if node.log_count("Finishing interrupted upload of unfinished")]
+    assert len(swept) == 1  # one sweeper, not one per node
+    assert swept[0].log_count(f"Ending the claim of {doomed.owner}") == 1
+    # The acknowledged upload is there, served; nothing is left to repair.
+    status, _, body = await cluster.fetch(second, "GET", "/original/kept")
+    assert status == 200 and opened(body).size == (640, 480)
+    status, output = await cluster.admin("check", node=first)
+    assert status == 0, output
+    assert "consistent" in output
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_starting_against_a_stalled_bucket_gives_up_within_its_settings(
+    tmp_path: Path, s3_server: S3Server, postgres_server_url: str
+) -> None:
+    # A bucket that takes connections and never answers: start-up's first
+    # request to it (HeadBucket) is tried max_attempts times, read_timeout
+    # each, and start-up fails saying so: not one attempt more.
+    proxy = TcpProxy(upstream_port(s3_server))
+    port = await proxy.listen()
+    proxy.hold()
+    config = tmp_path / "pymager.toml"
+    config.write_text(
+        node_settings(
+            tmp_path, s3_server, port, "stalled", postgres_server_url, s3_changes={"read_timeout": 1.0}
+        )
+    )
+    protocol, process = spawn(tmp_path, "--config", str(config))
+    try:
+        exit_code = await protocol.ended.addTimeout(60, reactor)
+    finally:
+        if not protocol.ended.called:
+            process.signalProcess(signal.SIGKILL)
+        await proxy.close()
+    output = protocol.output.decode(errors="replace")
+    assert exit_code == 1, output
+    assert "pymager-tx could not start" in output and "HeadBucket" in output
+    assert proxy.accepted == 2  # max_attempts = 2

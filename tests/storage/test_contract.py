@@ -103,10 +103,12 @@ def test_get_of_a_missing_key_fails(store: IBlobStore) -> None:
     failure_of(store.get(KEY)).trap(BlobNotFound)
 
 
-def test_put_replaces(store: IBlobStore) -> None:
-    result_of(store.put(KEY, b"first"))
-    result_of(store.put(KEY, b"second"))
-    assert result_of(store.get(KEY)) == b"second"
+def test_put_replaces_what_is_no_image(store: IBlobStore) -> None:
+    # An image's key is written once (the S3 store refuses to replace it
+    # where the bucket honours conditional writes: tests/storage/test_s3.py).
+    result_of(store.put("probes/p", b"first"))
+    result_of(store.put("probes/p", b"second"))
+    assert result_of(store.get("probes/p")) == b"second"
 
 
 def test_delete_removes_and_is_idempotent(store: IBlobStore) -> None:
@@ -191,3 +193,28 @@ class TestFilesystem:
         result_of(store.put("derived/ab/cd/abcd/g1/100x100.jpeg", b"a"))
         result_of(store.delete_prefix("derived/ab/cd/abcd/g1"))
         assert not (tmp_path / "derived/ab/cd/abcd").exists()
+
+
+class TestFilesystemSweep:
+    def test_the_sweep_removes_only_what_processes_that_are_gone_were_writing(self, tmp_path: Path) -> None:
+        alive = {"me", "live"}
+        store = FilesystemBlobStore(tmp_path, immediate, "me", lambda name: name in alive)
+        result_of(store.recover())
+        temporaries = tmp_path / ".tmp"
+        for owner in ("me", "live", "gone"):
+            (temporaries / owner).mkdir(exist_ok=True)
+            (temporaries / owner / "put-under-way").write_bytes(b"half an ima")
+        (temporaries / "put-loose").write_bytes(b"an older release's")
+        assert result_of(store.sweep()) == 1
+        assert sorted(path.name for path in temporaries.iterdir()) == ["live", "me", "put-loose"]
+        assert (temporaries / "me" / "put-under-way").exists()  # this process writes it now
+        alive.discard("live")
+        assert result_of(store.sweep()) == 1
+        assert sorted(path.name for path in temporaries.iterdir()) == ["me", "put-loose"]
+
+    def test_a_store_alone_sweeps_nothing(self, tmp_path: Path) -> None:
+        store = FilesystemBlobStore(tmp_path, immediate)
+        result_of(store.recover())
+        (tmp_path / ".tmp" / "put-under-way").write_bytes(b"half")
+        assert result_of(store.sweep()) == 0
+        assert (tmp_path / ".tmp" / "put-under-way").exists()

@@ -23,9 +23,11 @@ from zope.interface.verify import verifyObject
 
 from pymager_tx.adapters.storage.s3 import S3BlobStore
 from pymager_tx.adapters.storage.s3_client import make_client, make_thread_pool, thread_count
-from pymager_tx.core.errors import BlobNotFound, StorageUnavailable
+from pymager_tx.core.errors import BlobExists, BlobNotFound, StorageUnavailable
 from pymager_tx.ports import IBlobStore, IStoreUpkeep, every_key, immediate
 from tests.conftest import S3Server
+from tests.integration.cluster import upstream_port
+from tests.integration.tcp_proxy import TcpProxy
 from tests.results import failure_of, result_of
 
 pytestmark = pytest.mark.s3
@@ -179,6 +181,8 @@ def test_a_stream_broken_after_the_object_changed_fails_rather_than_mix_two(stor
     result_of(store.put(KEY, b"a" * 100_000))
     reader = result_of(store.open(KEY))
     result_of(reader.read(10))
+    # Written again (an image's object is never replaced: removed first).
+    result_of(store.delete(KEY))
     result_of(store.put(KEY, b"b" * 100_000))
     reader._body.close()  # type: ignore[attr-defined]
     failure_of(reader.read(10)).trap(StorageUnavailable)
@@ -339,3 +343,171 @@ async def test_calls_run_on_the_pool_off_the_reactor(s3_server: S3Server, prefix
         await store.close()
     finally:
         pool.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stalled_bucket_is_given_up_after_max_attempts_of_read_timeout(
+    s3_server: S3Server, prefix: str
+) -> None:
+    # A bucket that takes connections and never answers: each attempt is
+    # one connection held read_timeout, and there are max_attempts of them,
+    # not one more (botocore's own "max_attempts" counts retries only).
+    proxy = TcpProxy(upstream_port(s3_server))
+    port = await proxy.listen()
+    settings = s3_server.settings(
+        prefix=prefix, endpoint_url=f"http://127.0.0.1:{port}", read_timeout=1.0, max_attempts=2
+    )
+    pool = make_thread_pool(settings)
+    pool.start()
+    try:
+        store = S3BlobStore.from_settings(
+            settings, lambda work, *args, **kwargs: deferToThreadPool(reactor, pool, work, *args, **kwargs)
+        )
+        proxy.hold()
+        try:
+            await store.recover()
+        except StorageUnavailable as error:
+            assert "HeadBucket" in error.reason
+        else:
+            raise AssertionError("recover() succeeded against a bucket that never answers")
+        assert proxy.accepted == 2
+        await store.close()
+    finally:
+        pool.stop()
+        await proxy.close()
+
+
+def test_recover_stops_aborting_at_the_first_abort_that_fails(s3_server: S3Server, prefix: str) -> None:
+    store = small_parts(s3_server, prefix, abort_uploads_after=timedelta(0))
+    client = store._client
+    for number in range(3):
+        client.create_multipart_upload(Bucket=store.bucket, Key=f"{prefix}/{KEY}{number}")
+    tried: list[str] = []
+
+    def cut(params: dict[str, Any], **_: Any) -> None:
+        tried.append(params["Key"])
+        raise EndpointConnectionError(endpoint_url="http://127.0.0.1:1")
+
+    client.meta.events.register("before-parameter-build.s3.AbortMultipartUpload", cut)
+    # Each abort that fails costs a call's whole retry budget: the first
+    # ends the sweep, and the rest wait for the next.
+    assert result_of(store.recover()) == 0
+    assert len(tried) == 1
+    assert len(uploads_below(store)) == 3
+    client.meta.events.unregister("before-parameter-build.s3.AbortMultipartUpload", cut)
+    assert result_of(store.recover()) == 3
+    assert uploads_below(store) == []
+
+
+def ignore_if_none_match(store: S3BlobStore) -> None:
+    """Make the store behave as one that ignores If-None-Match: the header
+    never reaches it."""
+
+    def drop(request: Any, **_: Any) -> None:
+        if "If-None-Match" in request.headers:
+            del request.headers["If-None-Match"]
+
+    store._client.meta.events.register("before-sign.s3", drop)
+
+
+def lose_the_first_answer(store: S3BlobStore, operation: str) -> list[int]:
+    """botocore sends the first `operation` again after it succeeded, as it
+    does when the answer is lost on its way back; the statuses seen."""
+    statuses: list[int] = []
+
+    def again(response: Any, **_: Any) -> int | None:
+        if response is not None and response[0] is not None:
+            statuses.append(response[0].status_code)
+        return 0 if len(statuses) == 1 else None
+
+    store._client.meta.events.register_first(f"needs-retry.s3.{operation}", again)
+    return statuses
+
+
+def test_an_image_object_is_never_replaced(s3_server: S3Server, prefix: str) -> None:
+    store = small_parts(s3_server, prefix)
+    result_of(store.recover())
+    result_of(store.put(KEY, b"first"))
+    refused = failure_of(store.put(KEY, b"second")).value
+    assert isinstance(refused, BlobExists) and refused.key == KEY
+    assert "412" in refused.reason
+    # In parts too: the completion is refused, and the upload aborted.
+    failure_of(store.put_file(KEY, io.BytesIO(b"x" * (11 * MIB)))).trap(BlobExists)
+    assert result_of(store.get(KEY)) == b"first"
+    assert uploads_below(store) == []
+    # The probes of /readyz are rewritten under one key: never refused.
+    result_of(store.put("probes/me", b"one"))
+    result_of(store.put("probes/me", b"two"))
+    assert result_of(store.get("probes/me")) == b"two"
+    result_of(store.wipe())
+
+
+@pytest.mark.parametrize("size", [100, 11 * MIB])
+def test_a_write_retried_after_it_landed_is_done_not_refused(
+    s3_server: S3Server, prefix: str, size: int
+) -> None:
+    store = small_parts(s3_server, prefix)
+    result_of(store.recover())  # its probe's writes are done
+    operation = "PutObject" if size < 5 * MIB else "CompleteMultipartUpload"
+    statuses = lose_the_first_answer(store, operation)
+    result_of(store.put(KEY, b"r" * size))
+    assert statuses == [200, 412]  # its retry met the object it had stored
+    assert result_of(store.size(KEY)) == size
+    assert uploads_below(store) == []
+    result_of(store.wipe())
+
+
+def test_a_store_that_ignores_conditional_writes_is_written_without_them(
+    s3_server: S3Server, prefix: str, log_events: list[LogEvent]
+) -> None:
+    store = small_parts(s3_server, prefix)
+    ignore_if_none_match(store)
+    result_of(store.recover())
+    assert any("does not honour" in formatEvent(event) for event in log_events)
+    result_of(store.put(KEY, b"first"))
+    result_of(store.put(KEY, b"second"))
+    assert result_of(store.get(KEY)) == b"second"
+    # "on" requires them: start-up fails, saying why.
+    required = small_parts(s3_server, prefix, conditional_writes="on")
+    ignore_if_none_match(required)
+    failure = failure_of(required.recover())
+    failure.trap(StorageUnavailable)
+    assert 'conditional_writes = "on"' in failure.value.reason
+    # The probes were removed.
+    assert not [key for key in every_probe(store) if "conditional" in key]
+    result_of(store.wipe())
+
+
+def test_conditional_writes_off_are_never_sent(s3_server: S3Server, prefix: str) -> None:
+    store = small_parts(s3_server, prefix, conditional_writes="off")
+    result_of(store.recover())
+    result_of(store.put(KEY, b"first"))
+    result_of(store.put(KEY, b"second"))
+    assert result_of(store.get(KEY)) == b"second"
+    result_of(store.wipe())
+
+
+def test_seaweedfs_honours_conditional_writes_and_on_starts(s3_server: S3Server, prefix: str) -> None:
+    store = small_parts(s3_server, prefix, conditional_writes="on")
+    result_of(store.recover())
+    assert store._uploads._honours is True
+    assert not [key for key in every_probe(store) if "conditional" in key]
+
+
+def every_probe(store: S3BlobStore) -> list[str]:
+    answer = store._client.list_objects_v2(Bucket=store.bucket, Prefix=f"{store.prefix}/probes/")
+    return [entry["Key"] for entry in answer.get("Contents", [])]
+
+
+def test_the_sweep_aborts_only_uploads_older_than_abort_uploads_after(
+    s3_server: S3Server, prefix: str
+) -> None:
+    client = small_parts(s3_server, prefix)._client
+    client.create_multipart_upload(Bucket=s3_server.bucket, Key=f"{prefix}/{KEY}")
+    # A writer that may still be at work is left alone...
+    assert result_of(small_parts(s3_server, prefix).sweep()) == 0
+    assert len(uploads_below(small_parts(s3_server, prefix))) == 1
+    # ... one whose upload is older than abort_uploads_after is not.
+    store = small_parts(s3_server, prefix, abort_uploads_after=timedelta(0))
+    assert result_of(store.sweep()) == 1
+    assert uploads_below(store) == []

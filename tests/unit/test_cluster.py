@@ -151,3 +151,35 @@ def test_owners_prove_death_only_for_names_registered_here(tmp_path: Path) -> No
     finally:
         other.release()
         owners.release()
+
+
+def test_with_flock_the_sweep_is_the_first_live_process_s_turn(tmp_path: Path) -> None:
+    (tmp_path / "a-killed.lock").touch()  # its lock died with it
+    b, c = Owners(tmp_path, "b-live"), Owners(tmp_path, "c-live")
+    assert b.first_alive() is False  # not registered: never its turn
+    b.register()
+    c.register()
+    try:
+        assert (b.first_alive(), c.first_alive()) == (True, False)
+        b.release()
+        assert c.first_alive() is True
+    finally:
+        c.release()
+
+
+def test_the_sweep_turn_is_wired_by_liveness(tmp_path: Path) -> None:
+    settings = load_settings(None, {"storage": {"data_directory": str(tmp_path)}})
+    serving = build_store(settings, Offloads.at_once(), timer=ReactorClock())
+    serving.owners.register()
+    try:
+        assert result_of(serving.sweep_turn()) is True
+    finally:
+        serving.owners.release()
+    # The command line never sweeps.
+    assert result_of(build_store(settings, Offloads.at_once()).sweep_turn()) is False
+    leases = load_settings(
+        None, {"storage": {"data_directory": str(tmp_path)}, "cluster": {"liveness": "database"}}
+    )
+    store = build_store(leases, Offloads.at_once(), timer=ReactorClock())
+    assert store.heartbeat is not None and store.sweep_turn == store.heartbeat.my_turn
+    store.database.engine.dispose()

@@ -7,6 +7,7 @@ in-process deduplication, and its own view of which peers are alive.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +33,7 @@ from pymager_tx.app.peers import CLAIM_LEASE, POLL_MOST, Peers
 from pymager_tx.app.service import ImageService, claimed_key
 from pymager_tx.core.errors import DerivationPending, ImageIdTaken, ImageNotFound
 from pymager_tx.core.keys import original_key
-from pymager_tx.core.model import OriginalStatus
+from pymager_tx.core.model import ImageId, OriginalStatus
 from pymager_tx.core.records import ClaimOutcome
 from pymager_tx.ports import IBlobStore, Offload, immediate
 from tests.conftest import derivations
@@ -355,3 +356,78 @@ def test_recovery_leaves_a_live_peers_deletion_and_finishes_a_dead_ones(world: W
     result_of(run(b.recover()))
     assert result_of(world.database.read(status_of_txn, "photo")) is None
     assert files(b._blobs) == []  # type: ignore[arg-type]
+
+
+def test_a_derivation_whose_key_holds_another_writes_object_is_lost_to_it(
+    world: World, log_events: list[LogEvent]
+) -> None:
+    # A store with conditional writes refuses to replace an object: the
+    # holder removes nothing of it, ends its claim, and derives again under
+    # a new claim (a new token, a new key).
+    blobs = InterceptedBlobs(FilesystemBlobStore(world.root, immediate))
+    result_of(blobs.recover())
+    foreign: list[str] = []
+
+    def already_there(key: str) -> bool:
+        if key.startswith("derived/") and not foreign:
+            foreign.append(key)
+            result_of(FilesystemBlobStore(world.root, immediate).put(key, b"another write's"))
+            return True
+        return False
+
+    blobs.already_there = already_there
+    _a, imaging, asked = holding(world, "a", blobs)
+    imaging.run_all()
+    world.wait(POLL_MOST)
+    imaging.run_all()
+    served = result_of(asked).data  # type: ignore[attr-defined]
+    assert opened(served).size == (100, 100)
+    derived = [key for key in blobs.puts if key.startswith("derived/")]
+    assert len(derived) == 2 and derived[0] == foreign[0] != derived[1]
+    assert result_of(blobs.get(foreign[0])) == b"another write's"
+    assert result_of(world.database.read(claims_txn)) == []
+    assert derivations(log_events) == ["photo-100x100.jpeg"]
+
+
+def _turn(mine: bool) -> Callable[[], Deferred[bool]]:
+    return lambda: succeed(mine)
+
+
+def test_the_sweep_finishes_what_a_peer_that_never_returns_left(world: World) -> None:
+    # a dies holding a derivation whose file it stored, a pending upload
+    # whose file it stored, and an upload it acknowledged; c is alive with a
+    # pending upload of its own, and b, alive, sweeps: no process restarts.
+    a, _imaging, _asked = holding(world, "a")
+    result_of(a._blobs.put(_claimed_file(world), b"rendered"))
+    derived_generation = _generation(world)
+    unfinished = replace(
+        pending("unfinished", "0123abcd"), blob_key=original_key(ImageId("unfinished"), "0123abcd")
+    )
+    result_of(world.database.transact(claim_original_txn, unfinished, "a"))
+    result_of(a._blobs.put(unfinished.blob_key, jpeg()))
+    c = world.process("c")
+    under_way = replace(
+        pending("under-way", "4567abcd"), blob_key=original_key(ImageId("under-way"), "4567abcd")
+    )
+    result_of(world.database.transact(claim_original_txn, under_way, "c"))
+    result_of(c._blobs.put(under_way.blob_key, jpeg()))
+    world.dies("a")
+    b_blobs = FilesystemBlobStore(world.root, immediate, "b", lambda name: name in world.alive)
+    result_of(b_blobs.recover())  # b's start-up, before a died
+    b = world.process("b", blobs=b_blobs)
+    # b's own write under way, which start-up recovery (not the sweep) removes.
+    (world.root / ".tmp" / "b" / "put-under-way").write_bytes(b"half")
+    before = sorted(files(b_blobs))  # type: ignore[arg-type]
+    # Not b's turn: nothing is touched.
+    assert result_of(run(b.sweep(_turn(False)))) is False
+    assert sorted(files(b_blobs)) == before  # type: ignore[arg-type]
+    assert len(result_of(world.database.read(claims_txn))) == 1
+    assert result_of(run(b.sweep(_turn(True)))) is True
+    assert result_of(world.database.read(claims_txn)) == []
+    assert result_of(world.database.read(status_of_txn, "unfinished")) is None
+    assert result_of(world.database.read(status_of_txn, "under-way")) is OriginalStatus.PENDING
+    assert result_of(world.database.read(status_of_txn, "photo")) is OriginalStatus.READY
+    # Left: the acknowledged original, c's upload under way, b's own write.
+    assert sorted(files(b_blobs)) == sorted(  # type: ignore[arg-type]
+        [original_key(PHOTO, derived_generation), under_way.blob_key, ".tmp/b/put-under-way"]
+    )

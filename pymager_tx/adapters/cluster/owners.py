@@ -85,6 +85,17 @@ class Owners:
             os.close(descriptor)  # also drops the lock, if we got it
         return False
 
+    def first_alive(self) -> bool:
+        """Whether this process has the smallest name of the live ones
+        registered here: the one whose turn it is to sweep."""
+        for path in sorted(self.directory.glob(f"*{_SUFFIX}")):
+            owner = path.name.removesuffix(_SUFFIX)
+            if owner == self.me:
+                return True
+            if self.is_alive(owner):
+                return False
+        return False  # not registered (the command line): never
+
     def bury_dead(self) -> list[str]:
         """Remove the files of owners that are gone; their names."""
         dead = []

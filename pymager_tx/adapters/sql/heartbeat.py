@@ -34,6 +34,7 @@ from pymager_tx.adapters.sql.processes_txn import (
     lease_left_txn,
     leave_txn,
     renew_lease_txn,
+    sweep_turn_txn,
 )
 
 
@@ -126,6 +127,11 @@ class Heartbeat:
         elif self._fenced:
             self.log.info("Lease of {owner} renewed: no longer fenced", owner=self.lease.owner)
         self._fenced = False
+
+    def my_turn(self) -> Deferred[bool]:
+        """Whether this process sweeps now (processes_txn.sweep_turn_txn):
+        never while fenced, since its lease must hold."""
+        return self._database.transact(sweep_turn_txn, self.lease.owner)
 
     async def leave(self) -> None:
         """Stop renewing and remove the row: peers see this process gone at

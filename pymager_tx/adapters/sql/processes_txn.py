@@ -72,6 +72,21 @@ def bury_lapsed_txn(conn: Connection) -> list[str]:
     return sorted(names)
 
 
+def sweep_turn_txn(conn: Connection, name: str) -> bool:
+    """Whether name sweeps now: its lease holds, and its name is the
+    smallest of those whose lease holds (by the database's clock), so one
+    live process sweeps at a time, whichever died.  The sweeper buries the
+    rows whose lease lapsed, as a process joining does."""
+    now = database_now(conn)
+    first = conn.execute(
+        select(processes.c.name).where(processes.c.expires_at > now).order_by(processes.c.name).limit(1)
+    ).scalar()
+    if first != name:
+        return False
+    bury_lapsed_txn(conn)
+    return True
+
+
 def lease_left_txn(conn: Connection, name: str) -> float | None:
     """Seconds left on name's lease by the database's clock; None if it has
     no lease (never joined, left, or lapsed)."""

@@ -124,6 +124,9 @@ class FilesystemBlobStore:
     def recover(self) -> Deferred[int]:
         return self._offload(self._recover)
 
+    def sweep(self) -> Deferred[int]:
+        return self._offload(self._sweep)
+
     def wipe(self) -> Deferred[None]:
         return self._offload(self._wipe)
 
@@ -207,6 +210,31 @@ class FilesystemBlobStore:
         _prune(path.parent)
 
     @_storage_errors
+    def _sweep(self) -> int:
+        """The temporary directories of processes that are gone; this
+        process's own, and loose files (which only start-up removes), are
+        left: their writes may be under way."""
+        removed = 0
+        if self._temporary == self._temporaries or self._is_alive is None:
+            return removed  # alone: nobody else writes here
+        with suppress(FileNotFoundError):
+            for leftover in self._temporaries.iterdir():
+                if leftover.is_dir() and leftover != self._temporary and not self._is_alive(leftover.name):
+                    removed += self._remove_temporaries_of(leftover)
+        if removed:
+            self.log.info(
+                "Removed {count} unfinished writes of processes that are gone from {directory}",
+                count=removed,
+                directory=str(self._temporaries),
+            )
+        return removed
+
+    @staticmethod
+    def _remove_temporaries_of(directory: Path) -> int:
+        count = sum(1 for path in directory.iterdir())
+        shutil.rmtree(directory, ignore_errors=True)
+        return count
+
     def _recover(self) -> int:
         self.root.mkdir(parents=True, exist_ok=True)
         self._temporaries.mkdir(exist_ok=True)
@@ -217,8 +245,7 @@ class FilesystemBlobStore:
                 if leftover != self._temporary and (
                     self._is_alive is None or not self._is_alive(leftover.name)
                 ):
-                    removed += sum(1 for path in leftover.iterdir())
-                    shutil.rmtree(leftover, ignore_errors=True)
+                    removed += self._remove_temporaries_of(leftover)
             else:
                 with suppress(FileNotFoundError, NotADirectoryError):
                     leftover.unlink()

@@ -71,6 +71,9 @@ class MemoryBlobStore:
     def recover(self) -> Deferred[int]:
         return succeed(0)
 
+    def sweep(self) -> Deferred[int]:
+        return succeed(0)
+
     def wipe(self) -> Deferred[None]:
         self.blobs.clear()
         return succeed(None)

@@ -14,7 +14,10 @@ object only when completed: a failure aborts it, and the upload a crashed
 writer left (invisible to readers, but billed) is aborted by recover() once
 older than abort_uploads_after (s3_writes holds those writes and aborts).
 Keys are the hashed paths the service makes (pymager_tx.core.keys), below an
-optional prefix inside the bucket.
+optional prefix inside the bucket.  An image's object is written once: with
+If-None-Match: * where the store honours it (conditional_writes; "auto"
+asks the store once, with a probe object written twice), so that no write,
+however late or confused, ever replaces an object another write stored.
 
 Failures become StorageUnavailable, for the web layer to answer 503: the
 client sees a fixed detail, the log the reason, which names the operation,
@@ -24,7 +27,7 @@ the key and the store's error code, never a credential.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
@@ -37,9 +40,9 @@ from zope.interface import implementer
 
 from pymager_tx.adapters.storage.s3_client import S3Options, make_client, thread_count
 from pymager_tx.adapters.storage.s3_readers import Listing, ObjectReader
-from pymager_tx.adapters.storage.s3_writes import Uploads
+from pymager_tx.adapters.storage.s3_writes import ConditionalWrites, Uploads
 from pymager_tx.core.errors import BlobNotFound, StorageUnavailable
-from pymager_tx.core.keys import validate_key
+from pymager_tx.core.keys import validate_key, written_once
 from pymager_tx.ports import (
     NO_METRICS,
     IBlobReader,
@@ -86,16 +89,19 @@ class S3BlobStore:
         secrets: tuple[str, ...] = (),
         endpoint: str = "",
         metrics: Metrics = NO_METRICS,
+        conditional_writes: ConditionalWrites = "auto",
     ) -> None:
         """client: a boto3 S3 client (make_client); prefix: where the keys
-        live inside the bucket; secrets: strings no error reason may show."""
+        live inside the bucket; secrets: strings no error reason may show;
+        conditional_writes: "on" to require If-None-Match: * on image
+        writes, "off" never to send it, "auto" to use it where honoured."""
         if not 0 < page_size <= _PAGE:
             raise ValueError(f"page_size must be 1 to {_PAGE}")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self._client = client
         self._offload = offload
-        self._uploads = Uploads(self, part_bytes)
+        self._uploads = Uploads(self, part_bytes, conditional_writes)
         self._page_size = page_size
         self._abort_after = abort_uploads_after
         self._secrets = tuple(secret for secret in secrets if secret)
@@ -123,20 +129,25 @@ class S3BlobStore:
             secrets=secrets,
             endpoint=options.endpoint_url,
             metrics=metrics,
+            conditional_writes=options.conditional_writes,
         )
 
     def __repr__(self) -> str:
         return f"<S3BlobStore bucket={self.bucket!r} prefix={self.prefix!r} endpoint={self._endpoint!r}>"
 
     def put(self, key: str, data: bytes) -> Deferred[None]:
-        return self._offload(timed(self._metrics, "put", self._uploads.put), self._object(key), data)
+        """Store data under key; an image's key only if no object is there
+        (BlobExists if another write's is), where the store can tell."""
+        return self._offload(
+            timed(self._metrics, "put", self._put), self._object(key), data, written_once(key)
+        )
 
     def put_file(self, key: str, file: BinaryIO) -> Deferred[None]:
         """Store what file holds from its position on, read a part at a time
         on a pool thread (so a large original is never held whole), as
         atomically as put().  Not part of IBlobStore: only this store has it."""
         return self._offload(
-            timed(self._metrics, "put", self._uploads.put_stream), self._object(key), file.read
+            timed(self._metrics, "put", self._put_stream), self._object(key), file.read, written_once(key)
         )
 
     def get(self, key: str) -> Deferred[bytes]:
@@ -161,6 +172,11 @@ class S3BlobStore:
 
     def recover(self) -> Deferred[int]:
         return self._offload(self._recover)
+
+    def sweep(self) -> Deferred[int]:
+        """Abort the multipart uploads older than abort_uploads_after, as
+        start-up does: no live writer's upload is that old."""
+        return self._offload(self._abort_old_uploads)
 
     def wipe(self) -> Deferred[None]:
         return self._offload(self._wipe)
@@ -214,6 +230,12 @@ class S3BlobStore:
         for secret in self._secrets:
             text = text.replace(secret, "****")
         return _SIGNED.sub(r"\1=****", text)
+
+    def _put(self, name: str, data: bytes, image: bool) -> None:
+        self._uploads.put(name, data, image and self._uploads.conditional())
+
+    def _put_stream(self, name: str, read: Callable[[int], bytes], image: bool) -> None:
+        self._uploads.put_stream(name, read, image and self._uploads.conditional())
 
     def _get(self, name: str) -> bytes:
         with self._errors("GetObject", name):
@@ -281,6 +303,10 @@ class S3BlobStore:
     def _recover(self) -> int:
         with self._errors("HeadBucket"):
             self._client.head_bucket(Bucket=self.bucket)
+        self._uploads.conditional()  # asked at start-up, where "on" unanswered stops it
+        return self._abort_old_uploads()
+
+    def _abort_old_uploads(self) -> int:
         removed = self._uploads.abort_begun_before(datetime.now(UTC) - self._abort_after)
         if removed:
             self.log.info(

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from threading import Thread
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import boto3  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
@@ -51,6 +51,8 @@ class S3Options(Protocol):
     def abort_uploads_after(self) -> float: ...
     @property
     def request_checksums(self) -> str: ...
+    @property
+    def conditional_writes(self) -> Literal["auto", "on", "off"]: ...
 
 
 def thread_count(options: S3Options) -> int:
@@ -77,7 +79,11 @@ def make_client(options: S3Options) -> Any:
         region_name=options.region or None,
         connect_timeout=options.connect_timeout,
         read_timeout=options.read_timeout,
-        retries={"max_attempts": options.max_attempts, "mode": "standard"},
+        # total_max_attempts counts every attempt, the first among them;
+        # botocore's "max_attempts" counts retries only, one attempt more
+        # than the setting says (a stalled bucket held start-up 3 x
+        # read_timeout where the settings promised 2 x).
+        retries={"total_max_attempts": options.max_attempts, "mode": "standard"},
         max_pool_connections=options.max_pool_connections,
         s3={"addressing_style": options.addressing_style},
         request_checksum_calculation=options.request_checksums,
