@@ -1,0 +1,470 @@
+"""
+A bounded local disk cache in front of a blob store (the bucket), so that a
+warm read of an original or a rendition costs a local file read, not a GET.
+
+Reads of originals/ and derived/ keys are served from a copy on this node's
+disk when there is one; a miss reads the bucket and keeps a copy: a whole
+read (get) at once, a streamed one (open) as the client takes its parts,
+kept only once every byte was read (a range, a skip or a close before the
+end leaves no copy).  Writes, sizes (existence checks must see the bucket)
+and listings go to the bucket.  Copies are written on the io threads, to a
+temporary file renamed into place (disk_cache_files), never blocking the
+reactor and never keeping a part of an object under its key.
+
+Why a copy is never stale: a key names one object for good.  Every key
+holds its upload's generation (and a rendition's, its claim's token), both
+new random values, so no key is ever written twice with other bytes
+(pymager_tx.core.keys): an original replaced, or deleted and uploaded
+again, has new keys.  And a key is read only after a row named it: the
+database's answer, or a row remembered under the removal signals
+(pymager_tx.app.rendition_cache, record_cache), which a deletion anywhere
+voids (NOTIFY, the epoch, the counter poll).  So once the signal reached
+this node, nothing asks for a deleted image's keys, and its copies here are
+never served again: the removal signal voids them through the rows, as it
+voids the memory cache.  A delete through this process also removes its
+copies before the bucket's objects; copies of images deleted elsewhere stay
+until evicted, unread.
+
+Bounds, all by construction: max_bytes and max_files of copies (least
+recently used evicted first), max_item_bytes per copy, and at most
+max_fills copies being written at once (past it, a miss is served without
+keeping a copy).  The index, in memory, holds one small entry per copy.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from pymager_tx.adapters.storage.disk_cache_files import Copy, Found, Slot, fits
+from pymager_tx.core.keys import validate_key
+from pymager_tx.ports import (
+    NO_METRICS,
+    IBlobReader,
+    IBlobStore,
+    IKeyListing,
+    IStoreUpkeep,
+    Metrics,
+    Offload,
+)
+
+# Only images are kept: the readiness probe, say, must reach the bucket.
+_KEPT = ("originals/", "derived/")
+# The copies found at start-up (the class hides the builtin list).
+_Founds = list[Found]
+
+
+@dataclass
+class _Entry:
+    size: int
+    serial: int
+
+
+@dataclass(frozen=True)
+class CacheBounds:
+    max_bytes: int
+    max_files: int
+    max_item_bytes: int
+    # Copies being written at once.
+    max_fills: int = 16
+
+
+@dataclass
+class _Index:
+    """Which copies the slot holds, least recently used first."""
+
+    entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
+    bytes: int = 0
+    # Keys by the key path above them: a delete_prefix finds its keys at once.
+    below: dict[str, set[str]] = field(default_factory=dict)
+
+    def add(self, key: str, entry: _Entry) -> None:
+        self.drop(key)
+        self.entries[key] = entry
+        self.bytes += entry.size
+        self.below.setdefault(_parent(key), set()).add(key)
+
+    def drop(self, key: str) -> _Entry | None:
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry.size
+            parent = _parent(key)
+            siblings = self.below.get(parent)
+            if siblings is not None:
+                siblings.discard(key)
+                if not siblings:
+                    del self.below[parent]
+        return entry
+
+    def under(self, prefix: str) -> list[str]:
+        """Keys below prefix: those right below it at once, a walk of the
+        index only for a prefix that is not a key's parent (never the
+        service's: it removes one upload's renditions at a time)."""
+        keys = list(self.below.get(prefix, ()))
+        if prefix not in self.below:
+            keys = [key for key in self.entries if key.startswith(prefix + "/")]
+        return keys
+
+
+@implementer(IBlobStore, IStoreUpkeep)
+class DiskCachedBlobStore:
+    log = Logger()
+
+    def __init__(
+        self,
+        bucket: IBlobStore,
+        directory: Path,
+        io: Offload,
+        bounds: CacheBounds,
+        metrics: Metrics = NO_METRICS,
+        close_bucket: Callable[[], Deferred[None]] | None = None,
+    ) -> None:
+        """directory: the node's cache (<data>/cache), where this process
+        takes a slot of its own when recover() runs; until then, and if it
+        cannot, every call goes to bucket."""
+        self.bucket = bucket
+        self.bounds = bounds
+        self._slot = Slot(directory)
+        self._io = io
+        self._metrics = metrics
+        self._close_bucket = close_bucket
+        self._index = _Index()
+        self._serials = count()
+        # Copies being written: key -> the serial the copy will have.  A
+        # delete, put or eviction of the key voids it: the copy is thrown away.
+        self._fills: dict[str, int] = {}
+        self._open = False
+
+    @property
+    def size_bytes(self) -> int:
+        return self._index.bytes
+
+    def __len__(self) -> int:
+        return len(self._index.entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index.entries
+
+    def __repr__(self) -> str:
+        return f"<DiskCachedBlobStore {self._slot.directory} in front of {self.bucket!r}>"
+
+    # IBlobStore
+
+    def put(self, key: str, data: bytes) -> Deferred[None]:
+        validate_key(key)
+        return Deferred.fromCoroutine(self._voided_then(key, lambda: self.bucket.put(key, data)))
+
+    def get(self, key: str) -> Deferred[bytes]:
+        validate_key(key)
+        if not self._kept(key):
+            return self.bucket.get(key)
+        return Deferred.fromCoroutine(self._get(key))
+
+    def open(self, key: str) -> Deferred[IBlobReader]:
+        validate_key(key)
+        if not self._kept(key):
+            return self.bucket.open(key)
+        return Deferred.fromCoroutine(self._open_reader(key))
+
+    def size(self, key: str) -> Deferred[int | None]:
+        return self.bucket.size(key)
+
+    def delete(self, key: str) -> Deferred[None]:
+        validate_key(key)
+        return Deferred.fromCoroutine(self._voided_then(key, lambda: self.bucket.delete(key)))
+
+    def delete_prefix(self, prefix: str) -> Deferred[None]:
+        validate_key(prefix)
+        return Deferred.fromCoroutine(self._delete_prefix(prefix))
+
+    def list(self, prefix: str) -> IKeyListing:
+        return self.bucket.list(prefix)
+
+    # IStoreUpkeep
+
+    def recover(self) -> Deferred[int]:
+        return Deferred.fromCoroutine(self._recover())
+
+    def wipe(self) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._wipe())
+
+    def close(self) -> Deferred[None]:
+        """Let go of the slot (for the next process) and of the bucket."""
+        return Deferred.fromCoroutine(self._close())
+
+    # On the reactor thread.
+
+    def _kept(self, key: str) -> bool:
+        return self._open and key.startswith(_KEPT) and fits(key)
+
+    async def _get(self, key: str) -> bytes:
+        entry = self._index.entries.get(key)
+        if entry is not None:
+            self._index.entries.move_to_end(key)
+            try:
+                data: bytes = await self._io(self._slot.read, key)
+            except OSError as error:
+                self._lost(key, entry, error)
+            else:
+                self._metrics.disk_cache(True)
+                return data
+        self._metrics.disk_cache(False)
+        data = await self.bucket.get(key)
+        if self._may_fill(key, len(data)):
+            serial = self._fills[key] = next(self._serials)
+            writing = self._io(self._slot.store, key, data)
+            writing.addCallbacks(
+                lambda _: self._filled(key, serial, len(data)), self._fill_failed, errbackArgs=(key,)
+            )
+        return data
+
+    async def _open_reader(self, key: str) -> IBlobReader:
+        entry = self._index.entries.get(key)
+        if entry is not None:
+            self._index.entries.move_to_end(key)
+            try:
+                file, size = await self._io(self._slot.open, key)
+            except OSError as error:
+                self._lost(key, entry, error)
+            else:
+                self._metrics.disk_cache(True)
+                return CopyReader(file, size, self._io)
+        self._metrics.disk_cache(False)
+        reader = await self.bucket.open(key)
+        if not self._may_fill(key, reader.size):
+            return reader
+        serial = self._fills[key] = next(self._serials)
+        return FillingReader(reader, self, key, serial)
+
+    def _may_fill(self, key: str, size: int) -> bool:
+        bounds = self.bounds
+        return (
+            self._open
+            and size <= bounds.max_item_bytes
+            and size <= bounds.max_bytes
+            and key not in self._fills
+            and key not in self._index.entries
+            and len(self._fills) < bounds.max_fills
+        )
+
+    def _filled(self, key: str, serial: int, size: int) -> None:
+        """A copy of key is in place: indexed if nothing voided it meanwhile."""
+        if self._fills.get(key) != serial:
+            # Deleted (or evicted) while its copy was written: the copy goes too.
+            self._remove_later(key)
+            return
+        del self._fills[key]
+        self._index.add(key, _Entry(size, serial))
+        self._evict()
+
+    def _fill_failed(self, failure: Failure, key: str) -> None:
+        self._unfill(key)
+        self.log.warn(
+            "Could not keep a copy of {key} on local disk: {reason}",
+            key=key,
+            reason=failure.getErrorMessage(),
+        )
+
+    def _unfill(self, key: str, serial: int | None = None) -> None:
+        if serial is None or self._fills.get(key) == serial:
+            self._fills.pop(key, None)
+
+    def _lost(self, key: str, entry: _Entry, error: OSError) -> None:
+        """The copy of key could not be read (removed by hand, a disk
+        fault): forgotten, and the bucket read instead."""
+        if self._index.entries.get(key) is entry:
+            self._index.drop(key)
+            self._remove_later(key)
+        self.log.warn("Could not read the local copy of {key}: {reason}", key=key, reason=str(error))
+
+    def _evict(self) -> None:
+        bounds, index = self.bounds, self._index
+        while index.entries and (index.bytes > bounds.max_bytes or len(index.entries) > bounds.max_files):
+            oldest = next(iter(index.entries))
+            index.drop(oldest)
+            self._remove_later(oldest)
+
+    def _remove_later(self, key: str) -> None:
+        removing = self._io(self._slot.remove, key)
+        removing.addErrback(
+            lambda failure: self.log.warn(
+                "Could not remove the local copy of {key}: {reason}",
+                key=key,
+                reason=failure.getErrorMessage(),
+            )
+        )
+
+    async def _voided_then(self, key: str, then: Callable[[], Deferred[None]]) -> None:
+        """Forget key's copy (removed before the bucket's object), then do then."""
+        self._fills.pop(key, None)
+        if self._index.drop(key) is not None:
+            await self._io(self._slot.remove, key)
+        await then()
+
+    async def _delete_prefix(self, prefix: str) -> None:
+        below = prefix + "/"
+        for key in [key for key in self._fills if key.startswith(below)]:
+            del self._fills[key]
+        keys = self._index.under(prefix)
+        for key in keys:
+            self._index.drop(key)
+        if keys:
+            await self._io(_remove_all, self._slot, keys)
+        await self.bucket.delete_prefix(prefix)
+
+    async def _recover(self) -> int:
+        try:
+            found = await self._io(self._take_slot)
+        except OSError as error:
+            self.log.warn(
+                "No local disk cache: {directory} is not usable ({reason})",
+                directory=str(self._slot.root),
+                reason=str(error),
+            )
+        else:
+            self._adopt(found)
+        upkeep = IStoreUpkeep(self.bucket, None)
+        return 0 if upkeep is None else int(await upkeep.recover())
+
+    def _take_slot(self) -> _Founds | None:
+        if not self._slot.take():
+            return None
+        return self._slot.recount()
+
+    def _adopt(self, found: _Founds | None) -> None:
+        if found is None:
+            self.log.warn(
+                "No local disk cache: every slot of {directory} is held by a live process",
+                directory=str(self._slot.root),
+            )
+            return
+        for each in found:
+            self._index.add(each.key, _Entry(each.size, next(self._serials)))
+        self._evict()
+        self._open = True
+        self.log.info(
+            "Local disk cache in {directory}: {count} copies, {size} bytes",
+            directory=str(self._slot.directory),
+            count=len(self._index.entries),
+            size=self._index.bytes,
+        )
+
+    async def _wipe(self) -> None:
+        self._fills.clear()
+        self._index = _Index()
+        await self._io(self._slot.clear)
+        upkeep = IStoreUpkeep(self.bucket, None)
+        if upkeep is not None:
+            await upkeep.wipe()
+
+    async def _close(self) -> None:
+        self._open = False
+        self._fills.clear()
+        await self._io(self._slot.release)
+        if self._close_bucket is not None:
+            await self._close_bucket()
+
+
+@implementer(IBlobReader)
+class CopyReader:
+    """A local copy, read a part at a time on the io threads."""
+
+    def __init__(self, file: Any, size: int, io: Offload) -> None:
+        self.size = size
+        self._file = file
+        self._io = io
+
+    def read(self, size: int) -> Deferred[bytes]:
+        return self._io(self._file.read, size)
+
+    def skip(self, count: int) -> Deferred[None]:
+        return self._io(self._skip, count)
+
+    def _skip(self, count: int) -> None:
+        self._file.seek(min(self.size, self._file.tell() + max(0, count)))
+
+    def close(self) -> Deferred[None]:
+        return self._io(self._file.close)
+
+
+@implementer(IBlobReader)
+class FillingReader:
+    """The bucket's reader of a key, keeping a copy of what it reads: kept
+    once every byte was read in order, thrown away otherwise."""
+
+    def __init__(self, reader: IBlobReader, store: DiskCachedBlobStore, key: str, serial: int) -> None:
+        self.size = reader.size
+        self._reader = reader
+        self._store = store
+        self._key = key
+        self._serial = serial
+        self._copy: Copy | None = store._slot.begin()
+
+    def read(self, size: int) -> Deferred[bytes]:
+        return Deferred.fromCoroutine(self._read(size))
+
+    async def _read(self, size: int) -> bytes:
+        part = await self._reader.read(size)
+        copy = self._copy
+        if copy is not None:
+            try:
+                if part:
+                    await self._store._io(copy.write, part)
+                if copy.written >= self.size or not part:
+                    self._copy = None
+                    self._finish(copy)
+            except OSError as error:
+                self._abandon(f"{type(error).__name__}: {error}")
+        return part
+
+    def skip(self, count: int) -> Deferred[None]:
+        if count > 0:
+            self._abandon(None)
+        return self._reader.skip(count)
+
+    def close(self) -> Deferred[None]:
+        self._abandon(None)
+        return self._reader.close()
+
+    def _finish(self, copy: Copy) -> None:
+        store = self._store
+        if copy.written != self.size:
+            self._copy = copy
+            self._abandon(f"{copy.written} bytes read of {self.size}")
+            return
+        committing = store._io(copy.commit, self._key)
+        committing.addCallbacks(
+            lambda _: store._filled(self._key, self._serial, self.size),
+            store._fill_failed,
+            errbackArgs=(self._key,),
+        )
+
+    def _abandon(self, reason: str | None) -> None:
+        copy, self._copy = self._copy, None
+        if copy is None:
+            return
+        self._store._unfill(self._key, self._serial)
+        abandoning = self._store._io(copy.abandon)
+        abandoning.addErrback(lambda _: None)
+        if reason is not None:
+            self._store.log.warn(
+                "Could not keep a copy of {key} on local disk: {reason}", key=self._key, reason=reason
+            )
+
+
+def _remove_all(slot: Slot, keys: list[str]) -> None:
+    for key in keys:
+        slot.remove(key)
+
+
+def _parent(key: str) -> str:
+    return key.rpartition("/")[0]
