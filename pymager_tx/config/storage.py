@@ -114,7 +114,7 @@ class CacheSettings(Section):
         "0: none",
     )
     max_files: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
-        50_000, description="Copies each process keeps at most (its index holds about 300 bytes a copy)"
+        20_000, description="Copies each process keeps at most (its index holds about 1 KB a copy)"
     )
     max_item_bytes: Annotated[int, Field(ge=1)] = Field(
         32 * 1024 * 1024, description="Larger images are always read from the bucket"

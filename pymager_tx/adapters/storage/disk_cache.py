@@ -63,7 +63,7 @@ _KEPT = ("originals/", "derived/")
 _Founds = list[Found]
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     size: int
     serial: int
