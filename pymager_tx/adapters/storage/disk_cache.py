@@ -155,7 +155,9 @@ class DiskCachedBlobStore:
         return key in self._index.entries
 
     def __repr__(self) -> str:
-        return f"<DiskCachedBlobStore {self._slot.directory} in front of {self.bucket!r}>"
+        return (
+            f"<DiskCachedBlobStore in {self._slot.directory or self._slot.root} in front of {self.bucket!r}>"
+        )
 
     # IBlobStore
 
