@@ -343,3 +343,22 @@ def test_a_disk_that_cannot_keep_copies_leaves_reads_to_the_bucket(bucket: Bucke
     result_of(bucket.put(A, b"picture"))
     assert result_of(store.get(A)) == result_of(store.get(A)) == b"picture"
     assert bucket.reads == [A, A]
+
+
+@pytest.mark.parametrize(
+    ("bounds", "kept"),
+    [({"max_files": 1}, [B]), ({"max_item_bytes": 9}, []), ({"max_bytes": 9}, [])],
+)
+def test_a_restart_with_lower_bounds_keeps_the_newest_within_them(
+    bucket: Bucket, tmp_path: Path, bounds: dict[str, int], kept: list[str]
+) -> None:
+    store = cache_of(bucket, tmp_path)
+    for age, key in enumerate((A, B)):
+        result_of(bucket.put(key, b"0123456789"))
+        result_of(store.get(key))
+        (copy,) = [path for path in files_in(tmp_path) if path.name == key.replace("/", "+")]
+        os.utime(copy, (1_000_000 + age, 1_000_000 + age))
+    result_of(store.close())
+    restarted = cache_of(bucket, tmp_path, **bounds)
+    assert [key for key in (A, B) if key in restarted] == kept
+    assert len(files_in(tmp_path)) == len(kept)

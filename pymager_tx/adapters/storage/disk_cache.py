@@ -338,9 +338,26 @@ class DiskCachedBlobStore:
         return 0 if upkeep is None else int(await upkeep.recover())
 
     def _take_slot(self) -> _Founds | None:
+        """Take a slot and count its copies again, the newest kept within
+        the bounds and the rest removed here, in the io thread (the bounds
+        may have been lowered since they were stored)."""
         if not self._slot.take():
             return None
-        return self._slot.recount()
+        bounds = self.bounds
+        kept: _Founds = []
+        total = 0
+        for each in reversed(self._slot.recount()):
+            if (
+                each.size <= bounds.max_item_bytes
+                and total + each.size <= bounds.max_bytes
+                and len(kept) < bounds.max_files
+            ):
+                kept.append(each)
+                total += each.size
+            else:
+                self._slot.remove(each.key)
+        kept.reverse()
+        return kept
 
     def _adopt(self, found: _Founds | None) -> None:
         if found is None:
@@ -351,7 +368,6 @@ class DiskCachedBlobStore:
             return
         for each in found:
             self._index.add(each.key, _Entry(each.size, next(self._serials)))
-        self._evict()
         self._open = True
         self.log.info(
             "Local disk cache in {directory}: {count} copies, {size} bytes",
