@@ -362,3 +362,68 @@ def test_a_restart_with_lower_bounds_keeps_the_newest_within_them(
     restarted = cache_of(bucket, tmp_path, **bounds)
     assert [key for key in (A, B) if key in restarted] == kept
     assert len(files_in(tmp_path)) == len(kept)
+
+
+def manual(bucket: Bucket, directory: Path, **bounds: int) -> tuple[DiskCachedBlobStore, ManualOffload]:
+    io = ManualOffload()
+    store = cache_of(bucket, directory, io=io, **bounds)
+    recovering = store.recover()
+    io.run_all()
+    result_of(recovering)
+    return store, io
+
+
+def test_a_removal_under_way_never_takes_a_newer_copy_with_it(bucket: Bucket, tmp_path: Path) -> None:
+    store, io = manual(bucket, tmp_path, max_files=1)
+    result_of(bucket.put(A, b"a"))
+    result_of(bucket.put(B, b"b"))
+    result_of(store.get(A))
+    io.run_all()
+    result_of(store.get(B))
+    io.run_one()  # B's copy written: A evicted, its removal waiting for a thread
+    assert (A in store, B in store) == (False, True)
+    assert len(io.pending) == 1
+    result_of(store.get(A))  # read again at once: no copy begun while A's is removed
+    assert len(io.pending) == 1
+    io.run_all()
+    result_of(store.get(A))  # now it is kept (and B evicted)
+    io.run_all()
+    assert (A in store, B in store) == (True, False)
+    assert [path.name for path in files_in(tmp_path)] == [A.replace("/", "+")]
+
+
+def test_a_copy_written_during_a_wipe_goes_and_one_written_during_a_close_stays(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    store, io = manual(bucket, tmp_path)
+    result_of(bucket.put(A, b"a"))
+    result_of(store.get(A))  # its copy waits for a thread
+    wiping = store.wipe()
+    io.run_one(1)  # the wipe first, then the copy
+    io.run_all()
+    result_of(wiping)
+    assert len(store) == 0 and files_in(tmp_path) == []
+    result_of(bucket.put(A, b"a"))
+    result_of(store.get(A))
+    closing = store.close()
+    io.run_all()
+    result_of(closing)
+    # Whole, so the next process to take the slot counts it.
+    assert [path.read_bytes() for path in files_in(tmp_path)] == [b"a"]
+    assert A in cache_of(bucket, tmp_path)
+
+
+def test_a_key_voided_while_copied_is_not_copied_again_until_that_copy_is_gone(
+    bucket: Bucket, tmp_path: Path
+) -> None:
+    store, io = manual(bucket, tmp_path)
+    result_of(store.put(A, b"first"))
+    result_of(store.get(A))  # copy 1 waits for a thread
+    result_of(store.put(A, b"first"))  # a put voids it (keys are never rewritten: the same bytes)
+    result_of(store.get(A))
+    assert len(io.pending) == 1  # no second copy while the first is under way
+    io.run_all()
+    assert A not in store and files_in(tmp_path) == []
+    result_of(store.get(A))
+    io.run_all()
+    assert A in store

@@ -36,7 +36,6 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import count
 from pathlib import Path
 from typing import Any
 
@@ -59,14 +58,22 @@ from pymager_tx.ports import (
 
 # Only images are kept: the readiness probe, say, must reach the bucket.
 _KEPT = ("originals/", "derived/")
-# The copies found at start-up (the class hides the builtin list).
+# Lists the store's methods name (its list method hides the builtin).
 _Founds = list[Found]
+_Keys = list[str]
 
 
 @dataclass(slots=True)
 class _Entry:
     size: int
-    serial: int
+
+
+@dataclass(slots=True)
+class _Fill:
+    """A copy being written; voided by a delete or put of its key meanwhile,
+    it is removed once written."""
+
+    voided: bool = False
 
 
 @dataclass(frozen=True)
@@ -86,12 +93,15 @@ class _Index:
     bytes: int = 0
     # Keys by the key path above them: a delete_prefix finds its keys at once.
     below: dict[str, set[str]] = field(default_factory=dict)
+    # The most "/" in a key held.
+    deepest: int = 0
 
     def add(self, key: str, entry: _Entry) -> None:
         self.drop(key)
         self.entries[key] = entry
         self.bytes += entry.size
         self.below.setdefault(_parent(key), set()).add(key)
+        self.deepest = max(self.deepest, key.count("/"))
 
     def drop(self, key: str) -> _Entry | None:
         entry = self.entries.pop(key, None)
@@ -106,13 +116,13 @@ class _Index:
         return entry
 
     def under(self, prefix: str) -> list[str]:
-        """Keys below prefix: those right below it at once, a walk of the
-        index only for a prefix that is not a key's parent (never the
-        service's: it removes one upload's renditions at a time)."""
-        keys = list(self.below.get(prefix, ()))
-        if prefix not in self.below:
-            keys = [key for key in self.entries if key.startswith(prefix + "/")]
-        return keys
+        """Keys below prefix: those right below it at once, and a walk of
+        the index only if keys may lie deeper still (never for the
+        service's deletes: an upload's renditions lie right below their
+        prefix, and no key deeper)."""
+        if self.deepest >= prefix.count("/") + 2:
+            return [key for key in self.entries if key.startswith(prefix + "/")]
+        return list(self.below.get(prefix, ()))
 
 
 @implementer(IBlobStore, IStoreUpkeep)
@@ -138,10 +148,11 @@ class DiskCachedBlobStore:
         self._metrics = metrics
         self._close_bucket = close_bucket
         self._index = _Index()
-        self._serials = count()
-        # Copies being written: key -> the serial the copy will have.  A
-        # delete, put or eviction of the key voids it: the copy is thrown away.
-        self._fills: dict[str, int] = {}
+        # Copies being written, one per key at most.
+        self._fills: dict[str, _Fill] = {}
+        # Keys whose copies are being removed: no copy of them is begun
+        # meanwhile, so that a removal never takes a newer copy with it.
+        self._removing: dict[str, int] = {}
         self._open = False
 
     @property
@@ -222,10 +233,10 @@ class DiskCachedBlobStore:
         self._metrics.disk_cache(False)
         data = await self.bucket.get(key)
         if self._may_fill(key, len(data)):
-            serial = self._fills[key] = next(self._serials)
+            fill = self._fills[key] = _Fill()
             writing = self._io(self._slot.store, key, data)
             writing.addCallbacks(
-                lambda _: self._filled(key, serial, len(data)), self._fill_failed, errbackArgs=(key,)
+                lambda _: self._filled(key, fill, len(data)), self._fill_failed, errbackArgs=(key, fill)
             )
         return data
 
@@ -244,8 +255,8 @@ class DiskCachedBlobStore:
         reader = await self.bucket.open(key)
         if not self._may_fill(key, reader.size):
             return reader
-        serial = self._fills[key] = next(self._serials)
-        return FillingReader(reader, self, key, serial)
+        fill = self._fills[key] = _Fill()
+        return FillingReader(reader, self, key, fill)
 
     def _may_fill(self, key: str, size: int) -> bool:
         bounds = self.bounds
@@ -254,73 +265,105 @@ class DiskCachedBlobStore:
             and size <= bounds.max_item_bytes
             and size <= bounds.max_bytes
             and key not in self._fills
+            and key not in self._removing
             and key not in self._index.entries
             and len(self._fills) < bounds.max_fills
         )
 
-    def _filled(self, key: str, serial: int, size: int) -> None:
+    def _filled(self, key: str, fill: _Fill, size: int) -> None:
         """A copy of key is in place: indexed if nothing voided it meanwhile."""
-        if self._fills.get(key) != serial:
-            # Deleted (or evicted) while its copy was written: the copy goes too.
-            self._remove_later(key)
+        if not self._unfill(key, fill):
+            return  # closed meanwhile: the copy is whole, the slot's next process's
+        if fill.voided:
+            # Deleted (or the store wiped) while its copy was written: it goes too.
+            self._remove_later([key])
             return
-        del self._fills[key]
-        self._index.add(key, _Entry(size, serial))
+        self._index.add(key, _Entry(size))
         self._evict()
 
-    def _fill_failed(self, failure: Failure, key: str) -> None:
-        self._unfill(key)
+    def _unfill(self, key: str, fill: _Fill) -> bool:
+        """The copy fill of key is done with; False if the store was closed
+        meanwhile."""
+        if self._fills.get(key) is not fill:
+            return False
+        del self._fills[key]
+        return True
+
+    def _fill_failed(self, failure: Failure, key: str, fill: _Fill) -> None:
+        self._unfill(key, fill)
         self.log.warn(
             "Could not keep a copy of {key} on local disk: {reason}",
             key=key,
             reason=failure.getErrorMessage(),
         )
 
-    def _unfill(self, key: str, serial: int | None = None) -> None:
-        if serial is None or self._fills.get(key) == serial:
-            self._fills.pop(key, None)
+    def _void(self, keys: _Keys) -> _Keys:
+        """Forget the copies of keys, and void those being written; the
+        keys whose copies must be removed."""
+        for key in keys:
+            fill = self._fills.get(key)
+            if fill is not None:
+                fill.voided = True
+        return [key for key in keys if self._index.drop(key) is not None]
 
     def _lost(self, key: str, entry: _Entry, error: OSError) -> None:
         """The copy of key could not be read (removed by hand, a disk
-        fault): forgotten, and the bucket read instead."""
+        fault): forgotten, and the bucket read instead (a new copy then
+        replaces the file whole)."""
         if self._index.entries.get(key) is entry:
             self._index.drop(key)
-            self._remove_later(key)
         self.log.warn("Could not read the local copy of {key}: {reason}", key=key, reason=str(error))
 
     def _evict(self) -> None:
         bounds, index = self.bounds, self._index
+        evicted = []
         while index.entries and (index.bytes > bounds.max_bytes or len(index.entries) > bounds.max_files):
             oldest = next(iter(index.entries))
             index.drop(oldest)
-            self._remove_later(oldest)
+            evicted.append(oldest)
+        if evicted:
+            self._remove_later(evicted)
 
-    def _remove_later(self, key: str) -> None:
-        removing = self._io(self._slot.remove, key)
-        removing.addErrback(
+    def _remove(self, keys: _Keys) -> Deferred[None]:
+        """Remove the copies of keys, in one trip to an io thread; no copy
+        of them is begun until it is done."""
+        for key in keys:
+            self._removing[key] = self._removing.get(key, 0) + 1
+
+        def done(result: object) -> object:
+            for key in keys:
+                left = self._removing.pop(key) - 1
+                if left:
+                    self._removing[key] = left
+            return result
+
+        removing = self._io(_remove_all, self._slot, keys)
+        removing.addBoth(done)
+        return removing
+
+    def _remove_later(self, keys: _Keys) -> None:
+        self._remove(keys).addErrback(
             lambda failure: self.log.warn(
-                "Could not remove the local copy of {key}: {reason}",
-                key=key,
+                "Could not remove the local copies of {keys}: {reason}",
+                keys=keys,
                 reason=failure.getErrorMessage(),
             )
         )
 
     async def _voided_then(self, key: str, then: Callable[[], Deferred[None]]) -> None:
         """Forget key's copy (removed before the bucket's object), then do then."""
-        self._fills.pop(key, None)
-        if self._index.drop(key) is not None:
-            await self._io(self._slot.remove, key)
+        removed = self._void([key])
+        if removed:
+            await self._remove(removed)
         await then()
 
     async def _delete_prefix(self, prefix: str) -> None:
         below = prefix + "/"
-        for key in [key for key in self._fills if key.startswith(below)]:
-            del self._fills[key]
-        keys = self._index.under(prefix)
-        for key in keys:
-            self._index.drop(key)
-        if keys:
-            await self._io(_remove_all, self._slot, keys)
+        removed = self._void(
+            [key for key in self._fills if key.startswith(below)] + self._index.under(prefix)
+        )
+        if removed:
+            await self._remove(removed)
         await self.bucket.delete_prefix(prefix)
 
     async def _recover(self) -> int:
@@ -367,7 +410,7 @@ class DiskCachedBlobStore:
             )
             return
         for each in found:
-            self._index.add(each.key, _Entry(each.size, next(self._serials)))
+            self._index.add(each.key, _Entry(each.size))
         self._open = True
         self.log.info(
             "Local disk cache in {directory}: {count} copies, {size} bytes",
@@ -377,7 +420,7 @@ class DiskCachedBlobStore:
         )
 
     async def _wipe(self) -> None:
-        self._fills.clear()
+        self._void(list(self._fills))
         self._index = _Index()
         await self._io(self._slot.clear)
         upkeep = IStoreUpkeep(self.bucket, None)
@@ -419,12 +462,12 @@ class FillingReader:
     """The bucket's reader of a key, keeping a copy of what it reads: kept
     once every byte was read in order, thrown away otherwise."""
 
-    def __init__(self, reader: IBlobReader, store: DiskCachedBlobStore, key: str, serial: int) -> None:
+    def __init__(self, reader: IBlobReader, store: DiskCachedBlobStore, key: str, fill: _Fill) -> None:
         self.size = reader.size
         self._reader = reader
         self._store = store
         self._key = key
-        self._serial = serial
+        self._fill = fill
         self._copy: Copy | None = store._slot.begin()
 
     def read(self, size: int) -> Deferred[bytes]:
@@ -461,16 +504,16 @@ class FillingReader:
             return
         committing = store._io(copy.commit, self._key)
         committing.addCallbacks(
-            lambda _: store._filled(self._key, self._serial, self.size),
+            lambda _: store._filled(self._key, self._fill, self.size),
             store._fill_failed,
-            errbackArgs=(self._key,),
+            errbackArgs=(self._key, self._fill),
         )
 
     def _abandon(self, reason: str | None) -> None:
         copy, self._copy = self._copy, None
         if copy is None:
             return
-        self._store._unfill(self._key, self._serial)
+        self._store._unfill(self._key, self._fill)
         abandoning = self._store._io(copy.abandon)
         abandoning.addErrback(lambda _: None)
         if reason is not None:
