@@ -25,7 +25,8 @@ from pymager_tx.adapters.sql.database import Database, make_engine
 from pymager_tx.adapters.sql.heartbeat import Heartbeat, LeaseLiveness
 from pymager_tx.adapters.sql.lease import Lease
 from pymager_tx.adapters.sql.removal_feed import RemovalListener
-from pymager_tx.adapters.storage.disk_cache import CacheBounds, DiskCachedBlobStore
+from pymager_tx.adapters.storage.disk_cache import DiskCachedBlobStore
+from pymager_tx.adapters.storage.disk_cache_index import CacheBounds
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.app.admission import ImageAdmission
 from pymager_tx.app.peers import Peers

@@ -10,7 +10,8 @@ import pytest
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
-from pymager_tx.adapters.storage.disk_cache import CacheBounds, DiskCachedBlobStore
+from pymager_tx.adapters.storage.disk_cache import DiskCachedBlobStore
+from pymager_tx.adapters.storage.disk_cache_index import CacheBounds
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.adapters.storage.memory import MemoryBlobStore
 from pymager_tx.adapters.storage.s3 import S3BlobStore

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 from twisted.internet.defer import Deferred
+from twisted.logger import LogEvent, formatEvent
 from zope.interface.verify import verifyObject
 
-from pymager_tx.adapters.storage.disk_cache import CacheBounds, DiskCachedBlobStore
+from pymager_tx.adapters.storage.disk_cache import DiskCachedBlobStore
+from pymager_tx.adapters.storage.disk_cache_index import CacheBounds
 from pymager_tx.adapters.storage.memory import MemoryBlobStore
 from pymager_tx.core.errors import BlobNotFound
 from pymager_tx.ports import IBlobReader, IBlobStore, IStoreUpkeep, Metrics, immediate
@@ -427,3 +429,26 @@ def test_a_key_voided_while_copied_is_not_copied_again_until_that_copy_is_gone(
     result_of(store.get(A))
     io.run_all()
     assert A in store
+
+
+def test_a_disk_that_fails_copies_is_said_once_and_serving_goes_on(
+    bucket: Bucket, tmp_path: Path, log_events: list[LogEvent]
+) -> None:
+    store = cache_of(bucket, tmp_path)
+    del log_events[:]  # what start-up said
+    temporary = tmp_path / "0" / "tmp"
+    temporary.rmdir()
+    temporary.write_bytes(b"")  # every copy now fails, as on a full disk
+    for key in (A, B, C):
+        result_of(bucket.put(key, b"0123456789"))
+    assert result_of(store.get(A)) == b"0123456789"
+    assert read_all(result_of(store.open(B))) == b"0123456789"
+    assert len(store) == 0
+    said = [formatEvent(event) for event in log_events]
+    assert len(said) == 1 and said[0].startswith(f"Could not keep a copy of {A} on local disk"), said
+    temporary.unlink()
+    temporary.mkdir()
+    result_of(store.get(C))
+    assert C in store
+    said = [formatEvent(event) for event in log_events]
+    assert said[1:] == ["Keeping copies on local disk again"]

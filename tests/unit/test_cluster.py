@@ -12,7 +12,8 @@ from twisted.internet.task import Clock
 from pymager_tx.adapters.cluster.owners import Owners
 from pymager_tx.adapters.sql.processes_txn import join_txn
 from pymager_tx.adapters.sql.removal_feed import RemovalListener
-from pymager_tx.adapters.storage.disk_cache import CacheBounds, DiskCachedBlobStore
+from pymager_tx.adapters.storage.disk_cache import DiskCachedBlobStore
+from pymager_tx.adapters.storage.disk_cache_index import CacheBounds
 from pymager_tx.adapters.storage.s3 import S3BlobStore
 from pymager_tx.config import load_settings
 from pymager_tx.core.errors import ConfigError

@@ -33,11 +33,8 @@ keeping a copy).  The index, in memory, holds one small entry per copy.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -45,6 +42,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from pymager_tx.adapters.storage.disk_cache_files import Copy, Found, Slot, fits
+from pymager_tx.adapters.storage.disk_cache_index import CacheBounds, Entry, Fill, Index
+from pymager_tx.adapters.storage.disk_cache_readers import CopyReader, FillingReader
 from pymager_tx.core.keys import validate_key
 from pymager_tx.ports import (
     NO_METRICS,
@@ -61,68 +60,6 @@ _KEPT = ("originals/", "derived/")
 # Lists the store's methods name (its list method hides the builtin).
 _Founds = list[Found]
 _Keys = list[str]
-
-
-@dataclass(slots=True)
-class _Entry:
-    size: int
-
-
-@dataclass(slots=True)
-class _Fill:
-    """A copy being written; voided by a delete or put of its key meanwhile,
-    it is removed once written."""
-
-    voided: bool = False
-
-
-@dataclass(frozen=True)
-class CacheBounds:
-    max_bytes: int
-    max_files: int
-    max_item_bytes: int
-    # Copies being written at once.
-    max_fills: int = 16
-
-
-@dataclass
-class _Index:
-    """Which copies the slot holds, least recently used first."""
-
-    entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)
-    bytes: int = 0
-    # Keys by the key path above them: a delete_prefix finds its keys at once.
-    below: dict[str, set[str]] = field(default_factory=dict)
-    # The most "/" in a key held.
-    deepest: int = 0
-
-    def add(self, key: str, entry: _Entry) -> None:
-        self.drop(key)
-        self.entries[key] = entry
-        self.bytes += entry.size
-        self.below.setdefault(_parent(key), set()).add(key)
-        self.deepest = max(self.deepest, key.count("/"))
-
-    def drop(self, key: str) -> _Entry | None:
-        entry = self.entries.pop(key, None)
-        if entry is not None:
-            self.bytes -= entry.size
-            parent = _parent(key)
-            siblings = self.below.get(parent)
-            if siblings is not None:
-                siblings.discard(key)
-                if not siblings:
-                    del self.below[parent]
-        return entry
-
-    def under(self, prefix: str) -> list[str]:
-        """Keys below prefix: those right below it at once, and a walk of
-        the index only if keys may lie deeper still (never for the
-        service's deletes: an upload's renditions lie right below their
-        prefix, and no key deeper)."""
-        if self.deepest >= prefix.count("/") + 2:
-            return [key for key in self.entries if key.startswith(prefix + "/")]
-        return list(self.below.get(prefix, ()))
 
 
 @implementer(IBlobStore, IStoreUpkeep)
@@ -147,13 +84,14 @@ class DiskCachedBlobStore:
         self._io = io
         self._metrics = metrics
         self._close_bucket = close_bucket
-        self._index = _Index()
+        self._index = Index()
         # Copies being written, one per key at most.
-        self._fills: dict[str, _Fill] = {}
+        self._fills: dict[str, Fill] = {}
         # Keys whose copies are being removed: no copy of them is begun
         # meanwhile, so that a removal never takes a newer copy with it.
         self._removing: dict[str, int] = {}
         self._open = False
+        self._failing = False  # said so in the log
 
     @property
     def size_bytes(self) -> int:
@@ -233,7 +171,7 @@ class DiskCachedBlobStore:
         self._metrics.disk_cache(False)
         data = await self.bucket.get(key)
         if self._may_fill(key, len(data)):
-            fill = self._fills[key] = _Fill()
+            fill = self._fills[key] = Fill()
             writing = self._io(self._slot.store, key, data)
             writing.addCallbacks(
                 lambda _: self._filled(key, fill, len(data)), self._fill_failed, errbackArgs=(key, fill)
@@ -255,8 +193,15 @@ class DiskCachedBlobStore:
         reader = await self.bucket.open(key)
         if not self._may_fill(key, reader.size):
             return reader
-        fill = self._fills[key] = _Fill()
-        return FillingReader(reader, self, key, fill)
+        fill = self._fills[key] = Fill()
+        size = reader.size
+        return FillingReader(
+            reader,
+            self._slot.begin(),
+            self._io,
+            whole=lambda copy: self._commit(key, fill, copy, size),
+            abandoned=lambda reason: self._abandoned(key, fill, reason),
+        )
 
     def _may_fill(self, key: str, size: int) -> bool:
         bounds = self.bounds
@@ -270,7 +215,19 @@ class DiskCachedBlobStore:
             and len(self._fills) < bounds.max_fills
         )
 
-    def _filled(self, key: str, fill: _Fill, size: int) -> None:
+    def _commit(self, key: str, fill: Fill, copy: Copy, size: int) -> None:
+        """Put a streamed copy in place, in an io thread."""
+        committing = self._io(copy.commit, key)
+        committing.addCallbacks(
+            lambda _: self._filled(key, fill, size), self._fill_failed, errbackArgs=(key, fill)
+        )
+
+    def _abandoned(self, key: str, fill: Fill, reason: str | None) -> None:
+        self._unfill(key, fill)
+        if reason is not None:
+            self._cannot_keep(key, reason)
+
+    def _filled(self, key: str, fill: Fill, size: int) -> None:
         """A copy of key is in place: indexed if nothing voided it meanwhile."""
         if not self._unfill(key, fill):
             return  # closed meanwhile: the copy is whole, the slot's next process's
@@ -278,10 +235,13 @@ class DiskCachedBlobStore:
             # Deleted (or the store wiped) while its copy was written: it goes too.
             self._remove_later([key])
             return
-        self._index.add(key, _Entry(size))
+        self._index.add(key, Entry(size))
         self._evict()
+        if self._failing:
+            self._failing = False
+            self.log.info("Keeping copies on local disk again")
 
-    def _unfill(self, key: str, fill: _Fill) -> bool:
+    def _unfill(self, key: str, fill: Fill) -> bool:
         """The copy fill of key is done with; False if the store was closed
         meanwhile."""
         if self._fills.get(key) is not fill:
@@ -289,13 +249,19 @@ class DiskCachedBlobStore:
         del self._fills[key]
         return True
 
-    def _fill_failed(self, failure: Failure, key: str, fill: _Fill) -> None:
+    def _fill_failed(self, failure: Failure, key: str, fill: Fill) -> None:
         self._unfill(key, fill)
-        self.log.warn(
-            "Could not keep a copy of {key} on local disk: {reason}",
-            key=key,
-            reason=failure.getErrorMessage(),
-        )
+        self._cannot_keep(key, failure.getErrorMessage())
+
+    def _cannot_keep(self, key: str, reason: str) -> None:
+        """Said once until a copy is kept again: a full disk fails every copy."""
+        if not self._failing:
+            self._failing = True
+            self.log.warn(
+                "Could not keep a copy of {key} on local disk (served from the bucket): {reason}",
+                key=key,
+                reason=reason,
+            )
 
     def _void(self, keys: _Keys) -> _Keys:
         """Forget the copies of keys, and void those being written; the
@@ -306,7 +272,7 @@ class DiskCachedBlobStore:
                 fill.voided = True
         return [key for key in keys if self._index.drop(key) is not None]
 
-    def _lost(self, key: str, entry: _Entry, error: OSError) -> None:
+    def _lost(self, key: str, entry: Entry, error: OSError) -> None:
         """The copy of key could not be read (removed by hand, a disk
         fault): forgotten, and the bucket read instead (a new copy then
         replaces the file whole)."""
@@ -410,7 +376,7 @@ class DiskCachedBlobStore:
             )
             return
         for each in found:
-            self._index.add(each.key, _Entry(each.size))
+            self._index.add(each.key, Entry(each.size))
         self._open = True
         self.log.info(
             "Local disk cache in {directory}: {count} copies, {size} bytes",
@@ -421,7 +387,7 @@ class DiskCachedBlobStore:
 
     async def _wipe(self) -> None:
         self._void(list(self._fills))
-        self._index = _Index()
+        self._index = Index()
         await self._io(self._slot.clear)
         upkeep = IStoreUpkeep(self.bucket, None)
         if upkeep is not None:
@@ -435,97 +401,6 @@ class DiskCachedBlobStore:
             await self._close_bucket()
 
 
-@implementer(IBlobReader)
-class CopyReader:
-    """A local copy, read a part at a time on the io threads."""
-
-    def __init__(self, file: Any, size: int, io: Offload) -> None:
-        self.size = size
-        self._file = file
-        self._io = io
-
-    def read(self, size: int) -> Deferred[bytes]:
-        return self._io(self._file.read, size)
-
-    def skip(self, count: int) -> Deferred[None]:
-        return self._io(self._skip, count)
-
-    def _skip(self, count: int) -> None:
-        self._file.seek(min(self.size, self._file.tell() + max(0, count)))
-
-    def close(self) -> Deferred[None]:
-        return self._io(self._file.close)
-
-
-@implementer(IBlobReader)
-class FillingReader:
-    """The bucket's reader of a key, keeping a copy of what it reads: kept
-    once every byte was read in order, thrown away otherwise."""
-
-    def __init__(self, reader: IBlobReader, store: DiskCachedBlobStore, key: str, fill: _Fill) -> None:
-        self.size = reader.size
-        self._reader = reader
-        self._store = store
-        self._key = key
-        self._fill = fill
-        self._copy: Copy | None = store._slot.begin()
-
-    def read(self, size: int) -> Deferred[bytes]:
-        return Deferred.fromCoroutine(self._read(size))
-
-    async def _read(self, size: int) -> bytes:
-        part = await self._reader.read(size)
-        copy = self._copy
-        if copy is not None:
-            try:
-                if part:
-                    await self._store._io(copy.write, part)
-                if copy.written >= self.size or not part:
-                    self._copy = None
-                    self._finish(copy)
-            except OSError as error:
-                self._abandon(f"{type(error).__name__}: {error}")
-        return part
-
-    def skip(self, count: int) -> Deferred[None]:
-        if count > 0:
-            self._abandon(None)
-        return self._reader.skip(count)
-
-    def close(self) -> Deferred[None]:
-        self._abandon(None)
-        return self._reader.close()
-
-    def _finish(self, copy: Copy) -> None:
-        store = self._store
-        if copy.written != self.size:
-            self._copy = copy
-            self._abandon(f"{copy.written} bytes read of {self.size}")
-            return
-        committing = store._io(copy.commit, self._key)
-        committing.addCallbacks(
-            lambda _: store._filled(self._key, self._fill, self.size),
-            store._fill_failed,
-            errbackArgs=(self._key, self._fill),
-        )
-
-    def _abandon(self, reason: str | None) -> None:
-        copy, self._copy = self._copy, None
-        if copy is None:
-            return
-        self._store._unfill(self._key, self._fill)
-        abandoning = self._store._io(copy.abandon)
-        abandoning.addErrback(lambda _: None)
-        if reason is not None:
-            self._store.log.warn(
-                "Could not keep a copy of {key} on local disk: {reason}", key=self._key, reason=reason
-            )
-
-
 def _remove_all(slot: Slot, keys: list[str]) -> None:
     for key in keys:
         slot.remove(key)
-
-
-def _parent(key: str) -> str:
-    return key.rpartition("/")[0]
