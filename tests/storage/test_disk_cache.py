@@ -452,3 +452,18 @@ def test_a_disk_that_fails_copies_is_said_once_and_serving_goes_on(
     assert C in store
     said = [formatEvent(event) for event in log_events]
     assert said[1:] == ["Keeping copies on local disk again"]
+
+
+def test_copies_under_way_are_bounded(bucket: Bucket, tmp_path: Path) -> None:
+    io = ManualOffload()
+    store = DiskCachedBlobStore(bucket, tmp_path, io, CacheBounds(1000, 100, 100, max_fills=2))
+    recovering = store.recover()
+    io.run_all()
+    result_of(recovering)
+    keys = [f"originals/ab/cd/abcd/g{number}" for number in range(3)]
+    for key in keys:
+        result_of(bucket.put(key, b"x"))
+        assert result_of(store.get(key)) == b"x"  # served whether copied or not
+    assert len(io.pending) == 2
+    io.run_all()
+    assert [key in store for key in keys] == [True, True, False]
