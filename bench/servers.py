@@ -171,6 +171,7 @@ def start_pymager(
     extra_config: str = "",
     wrapper: tuple[str, ...] = (),
     ready_within: float = 60.0,
+    storage: str = "",
 ) -> Server:
     """twistd pymager: workers processes on one socket, each with threads
     image threads and memory_cache_bytes of derived images held in memory
@@ -178,14 +179,15 @@ def start_pymager(
     with venv's twistd and the pymager-tx installed there (another commit's).
     extra_config: more TOML sections, appended as they are; wrapper: a
     command the server runs under (valgrind ...), which may slow its start
-    past the usual ready_within seconds."""
+    past the usual ready_within seconds; storage: more keys of [storage]
+    (backend = "s3")."""
     port = free_port()
     config = directory / "pymager.toml"
     quoted = ", ".join(f'"{size}"' for size in sizes)
     config.write_text(
         f'[server]\nlisten = "tcp:{port}:interface=127.0.0.1"\n'
         f"workers = {workers}\naccess_log = {str(access_log).lower()}\n"
-        f'[storage]\ndata_directory = "{directory / "data"}"\n'
+        f'[storage]\ndata_directory = "{directory / "data"}"\n{storage}'
         f"[images]\nallowed_sizes = [{quoted}]\nthreads = {threads}\n"
         + ("" if memory_cache_bytes is None else f"[memory_cache]\nmax_bytes = {memory_cache_bytes}\n")
         + extra_config,

@@ -382,6 +382,10 @@ class Metrics:
     def rendition_cache(self, hit: bool) -> None:
         """A rendition looked up in memory: served from it (hit) or not."""
 
+    def disk_cache(self, hit: bool) -> None:
+        """An image looked up in the local disk cache in front of the
+        bucket: read from its copy (hit) or from the bucket (miss)."""
+
     def db_transaction(self, name: str, seconds: float, failed: bool) -> None:
         """A named database transaction ran."""
 

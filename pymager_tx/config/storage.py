@@ -112,6 +112,22 @@ class S3Settings(Section):
         return self
 
 
+class CacheSettings(Section):
+    """[storage.cache]: copies of images read from the bucket, on each node's disk."""
+
+    max_bytes: Annotated[int, Field(ge=0)] = Field(
+        1024 * 1024 * 1024,
+        description='Bytes of copies each process keeps in <data_directory>/cache (backend = "s3" only); '
+        "0: none",
+    )
+    max_files: Annotated[int, Field(ge=1, le=10_000_000)] = Field(
+        20_000, description="Copies each process keeps at most (its index holds about 1 KB a copy)"
+    )
+    max_item_bytes: Annotated[int, Field(ge=1)] = Field(
+        32 * 1024 * 1024, description="Larger images are always read from the bucket"
+    )
+
+
 class StorageSettings(Section):
     backend: Literal["filesystem", "s3"] = Field(
         "filesystem",
@@ -123,6 +139,9 @@ class StorageSettings(Section):
         "relative to the working directory",
     )
     s3: S3Settings = Field(S3Settings.model_validate({}), description='The bucket, when backend = "s3"')
+    cache: CacheSettings = Field(
+        CacheSettings.model_validate({}), description='The local disk cache, when backend = "s3"'
+    )
 
     @model_validator(mode="after")
     def _bucket_named(self) -> StorageSettings:

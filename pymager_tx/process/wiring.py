@@ -26,6 +26,8 @@ from pymager_tx.adapters.sql.database import Database, make_engine
 from pymager_tx.adapters.sql.heartbeat import Heartbeat, LeaseLiveness
 from pymager_tx.adapters.sql.lease import Lease
 from pymager_tx.adapters.sql.removal_feed import RemovalListener
+from pymager_tx.adapters.storage.disk_cache import DiskCachedBlobStore
+from pymager_tx.adapters.storage.disk_cache_index import CacheBounds
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.app.admission import ImageAdmission
 from pymager_tx.app.peers import Peers
@@ -133,6 +135,18 @@ def build_store(
             settings.storage.s3, offloads.storage or offloads.io, metrics
         )
         blobs, close_blobs = bucket, bucket.close
+        cache = settings.storage.cache
+        if serving and cache.max_bytes > 0:
+            # Only a server keeps copies: the command line reads once.
+            cached = DiskCachedBlobStore(
+                bucket,
+                data_directory / "cache",
+                offloads.io,
+                CacheBounds(cache.max_bytes, cache.max_files, cache.max_item_bytes),
+                metrics,
+                close_bucket=bucket.close,
+            )
+            blobs, close_blobs = cached, cached.close
     else:
         blobs = FilesystemBlobStore(
             data_directory / "files", offloads.io, owners.me, owners.is_alive, metrics

@@ -16,6 +16,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest_twisted
+from PIL import Image
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, gatherResults
 from twisted.web.client import HTTPConnectionPool
@@ -23,7 +24,7 @@ from twisted.web.client import HTTPConnectionPool
 from pymager_tx.adapters.sql.database import make_engine
 from pymager_tx.adapters.sql.schema_version import drop_txn
 from tests.conftest import S3Server
-from tests.images import jpeg, opened
+from tests.images import encode, jpeg, opened
 from tests.integration.cluster import Cluster, Node, node_settings, until, upstream_port
 from tests.integration.tcp_proxy import TcpProxy
 from tests.integration.test_metrics import parse, value
@@ -174,6 +175,69 @@ async def test_a_delete_on_one_node_is_a_404_on_every_node_within_a_second(clust
     # One second from the delete's answer, for every node at once.
     await until(gone_everywhere, 1.0, "every node answers 404")
     assert await cluster.objects() == []
+
+
+def noisy_jpeg(size: tuple[int, int]) -> bytes:
+    """A JPEG of noise: large enough to be streamed, not sent whole."""
+    return encode(Image.effect_noise(size, 64).convert("RGB"), "JPEG", quality=95)
+
+
+def copies_on(node: Node) -> list[Path]:
+    cache = node.directory / "data" / "cache"
+    return [path for path in cache.rglob("*") if path.is_file() and path.name != "lock"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_warm_reads_stay_off_the_bucket_and_a_delete_elsewhere_is_a_404_at_once(
+    cluster: Cluster,
+) -> None:
+    uploader, reader, _ = cluster.nodes
+    large, small = noisy_jpeg((800, 600)), jpeg((400, 300))
+    assert len(large) > 256 * 1024  # streamed a part at a time, not read whole
+    for name, data in (("large", large), ("small", small)):
+        status, _, _ = await cluster.fetch(uploader, "PUT", f"/original/{name}", data=data, headers=JPEG)
+        assert status == 201
+    for name, data in (("large", large), ("small", small)):
+        status, _, body = await cluster.fetch(reader, "GET", f"/original/{name}")
+        assert (status, body) == (200, data)  # from the bucket, a copy kept
+
+    async def copied() -> bool:
+        return len(copies_on(reader)) == 2
+
+    await until(copied, 5.0, "the reader keeps its copies")  # written after the answers
+    assert copies_on(uploader) == []  # it stored them, never read them
+    # The bucket cut: the reader still serves both, from its disk alone.
+    reader.proxy.cut()
+    connections = reader.proxy.accepted
+    for name, data in (("large", large), ("small", small)):
+        for _ in range(2):
+            status, _, body = await cluster.fetch(reader, "GET", f"/original/{name}")
+            assert (status, body) == (200, data)
+    assert reader.proxy.accepted == connections  # not even a connection tried
+    status, _, body = await cluster.fetch(reader, "GET", "/metrics")
+    samples = parse(body.decode())
+    assert value(samples, "pymager_disk_cache_requests_total", result="miss") == 2
+    assert value(samples, "pymager_disk_cache_requests_total", result="hit") == 4
+    # A delete on another node: a 404 here at once (NOTIFY voids what named
+    # the copy), though the copy is still on this disk and the bucket cut.
+    status, _, _ = await cluster.fetch(uploader, "DELETE", "/original/large")
+    assert status == 204
+
+    async def gone() -> bool:
+        status, _, _ = await cluster.fetch(reader, "GET", "/original/large")
+        return status == 404
+
+    await until(gone, 1.0, "the reader answers 404")
+    # Replaced on another node: the new bytes, under a new key, are read
+    # from the bucket, never the old copy.
+    reader.proxy.restore()
+    replacement = jpeg((320, 240))
+    status, _, _ = await cluster.fetch(
+        uploader, "PUT", "/original/small", data=replacement, headers={**JPEG, "If-Match": "*"}
+    )
+    assert status == 200
+    status, _, body = await cluster.fetch(reader, "GET", "/original/small")
+    assert (status, body) == (200, replacement)
 
 
 @pytest_twisted.ensureDeferred

@@ -10,6 +10,8 @@ import pytest
 from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
+from pymager_tx.adapters.storage.disk_cache import DiskCachedBlobStore
+from pymager_tx.adapters.storage.disk_cache_index import CacheBounds
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.adapters.storage.memory import MemoryBlobStore
 from pymager_tx.adapters.storage.s3 import S3BlobStore
@@ -19,10 +21,15 @@ from tests.conftest import S3Server
 from tests.results import failure_of, result_of
 
 
-@pytest.fixture(params=["filesystem", "memory", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.fixture(params=["filesystem", "memory", "disk cache", pytest.param("s3", marks=pytest.mark.s3)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IBlobStore]:
-    if request.param == "filesystem":
-        made: IBlobStore = FilesystemBlobStore(tmp_path / "files", immediate)
+    if request.param == "disk cache":
+        # Copies of what is read, in front of a store: the contract holds
+        # whether a read finds a copy or not.
+        bounds = CacheBounds(1024, 16, 64)
+        made: IBlobStore = DiskCachedBlobStore(MemoryBlobStore(), tmp_path / "cache", immediate, bounds)
+    elif request.param == "filesystem":
+        made = FilesystemBlobStore(tmp_path / "files", immediate)
     elif request.param == "s3":
         # Each test under a prefix of its own, in the session's bucket.
         server: S3Server = request.getfixturevalue("s3_server")

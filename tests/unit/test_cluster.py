@@ -12,6 +12,9 @@ from twisted.internet.task import Clock
 from pymager_tx.adapters.cluster.owners import Owners
 from pymager_tx.adapters.sql.processes_txn import join_txn
 from pymager_tx.adapters.sql.removal_feed import RemovalListener
+from pymager_tx.adapters.storage.disk_cache import DiskCachedBlobStore
+from pymager_tx.adapters.storage.disk_cache_index import CacheBounds
+from pymager_tx.adapters.storage.s3 import S3BlobStore
 from pymager_tx.config import load_settings
 from pymager_tx.core.errors import ConfigError
 from pymager_tx.ports import NoRemovalFeed
@@ -183,3 +186,32 @@ def test_the_sweep_turn_is_wired_by_liveness(tmp_path: Path) -> None:
     store = build_store(leases, Offloads.at_once(), timer=ReactorClock())
     assert store.heartbeat is not None and store.sweep_turn == store.heartbeat.my_turn
     store.database.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("serving", "max_bytes", "cached"),
+    [(True, 1024 * 1024, True), (True, 0, False), (False, 1024 * 1024, False)],
+)
+def test_a_server_on_a_bucket_keeps_copies_on_local_disk(
+    tmp_path: Path, serving: bool, max_bytes: int, cached: bool
+) -> None:
+    settings = load_settings(
+        None,
+        {
+            "storage": {
+                "data_directory": str(tmp_path),
+                "backend": "s3",
+                "s3": {"bucket": "images", "endpoint_url": "http://127.0.0.1:1"},
+                "cache": {"max_bytes": max_bytes, "max_files": 7, "max_item_bytes": 5},
+            },
+        },
+    )
+    store = build_store(settings, Offloads.at_once(), timer=ReactorClock() if serving else None)
+    if not cached:
+        assert isinstance(store.blobs, S3BlobStore)
+        return
+    assert isinstance(store.blobs, DiskCachedBlobStore)
+    assert isinstance(store.blobs.bucket, S3BlobStore)
+    assert store.blobs.bounds == CacheBounds(max_bytes, 7, 5)
+    bucket = "<S3BlobStore bucket='images' prefix='' endpoint='http://127.0.0.1:1'>"
+    assert repr(store.blobs) == f"<DiskCachedBlobStore in {tmp_path / 'cache'} in front of {bucket}>"

@@ -254,6 +254,15 @@ class PrometheusMetrics(Metrics):
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self._disk = Counter(
+            "pymager_disk_cache_requests_total",
+            "Images looked up in the local disk cache in front of the bucket: read from its copy "
+            "(hit) or from the bucket (miss)",
+            ["result"],
+            registry=registry,
+        )
+        self._disk_hit = _incrementer(self._disk.labels("hit"))
+        self._disk_miss = _incrementer(self._disk.labels("miss"))
         self._db_seconds = Histogram(
             "pymager_db_transaction_duration_seconds",
             "Time of a database transaction, by name",
@@ -339,6 +348,10 @@ class PrometheusMetrics(Metrics):
         else:
             with self._elsewhere_lock:
                 self._elsewhere.cache[hit] += 1
+
+    def disk_cache(self, hit: bool) -> None:
+        if self._open:
+            self._apply(self._disk_hit if hit else self._disk_miss, 1)
 
     def db_transaction(self, name: str, seconds: float, failed: bool) -> None:
         if not self._open:
