@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pymager_tx.adapters.storage import filesystem
-from pymager_tx.adapters.storage.cached_read import CachedReader
+from pymager_tx.adapters.storage.cached_read import READ_HERE_BYTES, CachedReader
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.core.errors import BlobNotFound
 from pymager_tx.ports import immediate
@@ -52,7 +51,7 @@ def test_an_empty_blob_in_memory_is_read_too(tmp_path: Path) -> None:
 
 def test_a_large_blob_goes_to_a_thread(tmp_path: Path) -> None:
     writer, reader, threads = stores(tmp_path)
-    large = b"x" * (filesystem._READ_HERE + 1)
+    large = b"x" * (READ_HERE_BYTES + 1)
     result_of(writer.put("large", large))
     reading = reader.get("large")
     assert threads.calls == 1

@@ -29,6 +29,9 @@ _OPENAT2 = 437  # the same on every architecture since Linux 5.6
 _AT_FDCWD = -100
 _RESOLVE_CACHED = 0x20  # Linux 5.12
 _RWF_NOWAIT: int | None = getattr(os, "RWF_NOWAIT", None)
+# A file this small that the kernel holds in memory is read on the calling
+# thread: copying it costs less than a trip to a pool thread.
+READ_HERE_BYTES = 256 * 1024
 
 
 class _OpenHow(ctypes.Structure):

@@ -41,6 +41,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pymager_tx.adapters.storage.cached_read import READ_HERE_BYTES, CachedReader
 from pymager_tx.adapters.storage.disk_cache_files import Copy, Found, Slot, fits
 from pymager_tx.adapters.storage.disk_cache_index import CacheBounds, Entry, Fill, Index
 from pymager_tx.adapters.storage.disk_cache_readers import CopyReader, FillingReader
@@ -82,6 +83,7 @@ class DiskCachedBlobStore:
         self.bounds = bounds
         self._slot = Slot(directory)
         self._io = io
+        self._cached = CachedReader()
         self._metrics = metrics
         self._close_bucket = close_bucket
         self._index = Index()
@@ -166,15 +168,17 @@ class DiskCachedBlobStore:
         entry = self._index.entries.get(key)
         if entry is not None:
             self._index.entries.move_to_end(key)
-            try:
-                data: bytes = await self._io(self._slot.read, key)
-            except OSError as error:
-                self._lost(key, entry, error)
-            else:
+            copy = self._read_here(key, entry.size)
+            if copy is None:
+                try:
+                    copy = await self._io(self._slot.read, key)
+                except OSError as error:
+                    self._lost(key, entry, error)
+            if copy is not None:
                 self._metrics.disk_cache(True)
-                return data
+                return copy
         self._metrics.disk_cache(False)
-        data = await self.bucket.get(key)
+        data: bytes = await self.bucket.get(key)
         if self._may_fill(key, len(data)):
             fill = self._fills[key] = Fill()
             writing = self._io(self._slot.store, key, data)
@@ -207,6 +211,12 @@ class DiskCachedBlobStore:
             whole=lambda copy: self._commit(key, fill, copy, size),
             abandoned=lambda reason: self._abandoned(key, fill, reason),
         )
+
+    def _read_here(self, key: str, size: int) -> bytes | None:
+        """A small copy the kernel holds in memory, read without a thread (cached_read)."""
+        if size > READ_HERE_BYTES:
+            return None
+        return self._cached.read(str(self._slot.path(key)), READ_HERE_BYTES)
 
     def _may_fill(self, key: str, size: int) -> bool:
         bounds = self.bounds

@@ -31,7 +31,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from pymager_tx.adapters.storage.cached_read import CachedReader
+from pymager_tx.adapters.storage.cached_read import READ_HERE_BYTES, CachedReader
 from pymager_tx.core.errors import BlobNotFound, StorageFull, StorageUnavailable
 from pymager_tx.core.keys import validate_key
 from pymager_tx.ports import (
@@ -51,9 +51,6 @@ _RENAME_ATTEMPTS = 3
 # Keys listed per trip to a pool thread.
 _PAGE = 1000
 _NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
-# A blob this small that the kernel holds in memory is read on the calling
-# thread (cached_read): copying it costs less than a trip to a pool thread.
-_READ_HERE = 256 * 1024
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -103,7 +100,7 @@ class FilesystemBlobStore:
         # The path as text: pathlib's joining costs more than the read below.
         path = f"{self._root_text}/{validate_key(key)}"
         started = time.perf_counter()
-        data = self._cached.read(path, _READ_HERE)
+        data = self._cached.read(path, READ_HERE_BYTES)
         if data is not None:
             self._metrics.storage_operation("get", time.perf_counter() - started, False)
             return succeed(data)
