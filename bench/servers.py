@@ -231,25 +231,38 @@ FILE_LOADER_ROOT_PATH = {corpus!r}
 # Originals are read from the corpus on each miss; pymager-tx also reads its
 # stored original for each derivation, so neither keeps a second copy.
 STORAGE = "thumbor.storages.no_storage"
-RESULT_STORAGE = "thumbor.result_storages.file_storage"
-RESULT_STORAGE_FILE_STORAGE_ROOT_PATH = {results!r}
-RESULT_STORAGE_STORES_UNSAFE = True
-ALLOW_UNSAFE_URL = True
+{result_storage}ALLOW_UNSAFE_URL = True
 QUALITY = {quality}
 RESPECT_ORIENTATION = True  # pymager-tx always applies the EXIF orientation
 ENGINE_THREADPOOL_SIZE = {engine_threads}
 """
+# thumbor keeps what it derived, as pymager-tx does.
+THUMBOR_RESULT_STORAGE = """\
+RESULT_STORAGE = "thumbor.result_storages.file_storage"
+RESULT_STORAGE_FILE_STORAGE_ROOT_PATH = {results!r}
+RESULT_STORAGE_STORES_UNSAFE = True
+"""
 
 
 def start_thumbor(
-    directory: Path, venv: Path, corpus: Path, processes: int, engine_threads: int, quality: int
+    directory: Path,
+    venv: Path,
+    corpus: Path,
+    processes: int,
+    engine_threads: int,
+    quality: int,
+    result_storage: bool = True,
 ) -> Server:
+    """result_storage False: thumbor derives every request again (its
+    default, without a RESULT_STORAGE)."""
     port = free_port()
     config = directory / "thumbor.conf"
     config.write_text(
         THUMBOR_CONFIG.format(
             corpus=str(corpus.resolve()),
-            results=str(directory / "thumbor-results"),
+            result_storage=THUMBOR_RESULT_STORAGE.format(results=str(directory / "thumbor-results"))
+            if result_storage
+            else "",
             quality=quality,
             engine_threads=engine_threads,
         ),

@@ -8,6 +8,7 @@ through the admission queue, stored under the claim's token and recorded.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -47,6 +48,10 @@ from pymager_tx.imaging.render import Rendered, working_copy_covers, worth_a_wor
 from pymager_tx.ports import NO_METRICS, IBlobStore, IMetadataStore, IPeers, Metrics
 
 T = TypeVar("T")
+
+# Working-copy rows remembered, by original and generation: later sizes find
+# theirs without a transaction.  About half a kilobyte each.
+WORKING_COPIES_REMEMBERED = 1024
 
 
 def _releasing(result: T, ticket: Ticket) -> T:
@@ -119,6 +124,10 @@ class Derivations:
         self._claims = claims
         self._originals = originals
         self._inflight: InFlight[Rendition, StoredImage] = InFlight()
+        # Least recently used first.  A generation's working copy is only
+        # ever one row, made once; a stale entry (its file removed with the
+        # original, or lost) is found when its file is read, and dropped.
+        self._working: OrderedDict[tuple[str, str], DerivedRecord] = OrderedDict()
 
     def errand(self, arrived: float | None) -> Errand:
         """The errand of a request that arrived then (time.monotonic())."""
@@ -344,6 +353,7 @@ class Derivations:
                 "The working copy of {image_id} is missing; deriving from the original",
                 image_id=original.image_id,
             )
+            self._working.pop((original.image_id, original.generation), None)
             await self._store.forget_derived_key(source_key)
             try:
                 source = await self._blobs.get(original.blob_key)
@@ -371,13 +381,24 @@ class Derivations:
             raise
 
     async def _working_copy(self, original: OriginalRecord, errand: Errand) -> DerivedRecord | None:
+        key = (original.image_id, original.generation)
+        known = self._working.get(key)
+        if known is not None:
+            self._working.move_to_end(key)
+            return known
         target = WorkingCopy(self._policy.allowed_sizes)
         lookup = await self._store.lookup_derived(original.image_id, target.variant)
-        if lookup.derived is not None:
-            return lookup.derived
-        try:
-            made = await self.derive(original, target, errand)
-        except _NoWorkingCopy:
-            return None  # an animation: derived from the original, frame by frame
-        assert isinstance(made.record, DerivedRecord)
-        return made.record
+        record = lookup.derived
+        if record is None:
+            try:
+                made = await self.derive(original, target, errand)
+            except _NoWorkingCopy:
+                return None  # an animation: derived from the original, frame by frame
+            assert isinstance(made.record, DerivedRecord)
+            record = made.record
+        elif lookup.original is None or lookup.original.generation != original.generation:
+            return record  # the ID was replaced meanwhile: this derivation's record is refused
+        self._working[key] = record
+        while len(self._working) > WORKING_COPIES_REMEMBERED:
+            self._working.popitem(last=False)
+        return record

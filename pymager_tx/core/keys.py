@@ -48,6 +48,12 @@ def derived_prefix(image_id: ImageId, generation: str) -> str:
     return validate_key(f"derived/{_image_path(image_id, generation)}")
 
 
+def is_derived_key(key: str) -> bool:
+    """Whether key is a rendition's (a working copy's too): what can be
+    derived again from its original if a power failure takes it."""
+    return key.startswith("derived/")
+
+
 def derived_key(image_id: ImageId, generation: str, variant: str, token: str = "") -> str:
     """The file of one rendition, written under the derivation claim whose
     token it carries: no two claims ever write the same file, so a holder

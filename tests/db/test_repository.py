@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import uuid4
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import Connection, update
 
+from pymager_tx.adapters.sql import database as database_module
 from pymager_tx.adapters.sql.database import Database, make_engine, sqlite_url
 from pymager_tx.adapters.sql.originals_txn import (
     abandon_upload_txn,
@@ -303,3 +305,38 @@ def test_an_in_memory_sqlite_database_is_refused() -> None:
 def test_plain_postgresql_urls_use_psycopg_3() -> None:
     engine = make_engine("postgresql://pymager@127.0.0.1/pymager", pool_size=1)
     assert engine.dialect.driver == "psycopg"
+
+
+def _commit_waits_for_disk(conn: Connection) -> bool:
+    if conn.dialect.name == "sqlite":
+        # In WAL mode, FULL (2) syncs the log at every commit, NORMAL (1) does not.
+        return int(conn.exec_driver_sql("PRAGMA synchronous").scalar_one()) == 2
+    return conn.exec_driver_sql("SHOW synchronous_commit").scalar_one() == "on"
+
+
+def test_only_lapsable_transactions_commit_without_waiting_for_the_disk(database: Database) -> None:
+    # Back and forth on the same connections: each kind sets what it needs.
+    for _ in range(2):
+        assert result_of(database.transact_lapsable(_commit_waits_for_disk)) is False
+        assert result_of(database.transact(_commit_waits_for_disk)) is True
+
+
+def test_claims_lapse_but_records_are_durable(database: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A claim lost to a power failure costs nothing acknowledged; the
+    record that ends it waits for the disk, and syncs the claim with it."""
+    seen: dict[str, bool] = {}
+
+    def observed(name: str, work: Callable[..., object]) -> Callable[..., object]:
+        def run(conn: Connection, *args: object) -> object:
+            seen[name] = _commit_waits_for_disk(conn)
+            return work(conn, *args)
+
+        return run
+
+    monkeypatch.setattr(database_module, "claim_derivation_txn", observed("claim", claim_derivation_txn))
+    monkeypatch.setattr(database_module, "record_derived_txn", observed("record", record_derived_txn))
+    stored(database)
+    outcome, claim = result_of(database.claim_derivation("photo", "100x100.jpeg", "g1", "me", "t1", LEASE))
+    assert outcome is ClaimOutcome.CLAIMED and claim is not None
+    assert result_of(database.record_derived(rendition(), "g1", claim)) is Recorded.RECORDED
+    assert seen == {"claim": False, "record": True}

@@ -37,6 +37,7 @@ from pymager_tx.core.errors import (
 )
 from pymager_tx.core.keys import original_key
 from pymager_tx.core.model import DerivedRecord, ImageId, OriginalStatus, Size
+from pymager_tx.core.records import DerivedLookup
 from pymager_tx.imaging.formats import default_decoders
 from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
 from pymager_tx.ports import IEpoch, LocalEpoch, Offload, immediate
@@ -442,6 +443,42 @@ class TestWorkingCopy:
         # It goes with its original.
         result_of(run(service.delete_original(PHOTO)))
         assert files(blobs) == []
+
+    def test_later_sizes_find_it_without_asking_the_database(
+        self,
+        service: ImageService,
+        database: Database,
+        log_events: list[LogEvent],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        asked: list[str] = []
+        lookup = database.lookup_derived
+
+        def counted(image_id: str, variant: str) -> Deferred[DerivedLookup]:
+            asked.append(variant)
+            return lookup(image_id, variant)
+
+        monkeypatch.setattr(database, "lookup_derived", counted)
+        result_of(run(service.store_original(PHOTO, self.photo())))
+        for name in ("photo-100x100.jpg", "photo-150x100.jpg", "photo-60x60.jpg"):
+            derived(service, name)
+        working = [variant for variant in asked if variant.startswith("working")]
+        assert working == [working[0]]  # asked once, before it was made
+        assert [source for _, source in self.sources(log_events)] == ["working copy"] * 3
+
+    def test_a_lost_one_is_made_again(
+        self, service: ImageService, blobs: FilesystemBlobStore, log_events: list[LogEvent]
+    ) -> None:
+        result_of(run(service.store_original(PHOTO, self.photo())))
+        derived(service, "photo-100x100.jpg")
+        (copy,) = [key for key in files(blobs) if "/working" in key]
+        result_of(blobs.delete(copy))
+        derived(service, "photo-150x100.jpg")  # from the original, and forgotten
+        derived(service, "photo-60x60.jpg")  # from a new working copy
+        formats = [event["log_format"] for event in log_events]
+        assert len([text for text in formats if "working copy of {image_id} is missing" in text]) == 1
+        assert len([text for text in formats if "Made the working copy" in text]) == 2
+        assert len([key for key in files(blobs) if "/working" in key]) == 1
 
     def test_a_small_original_is_its_own_source(
         self, service: ImageService, log_events: list[LogEvent]

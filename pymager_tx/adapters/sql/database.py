@@ -77,6 +77,11 @@ from pymager_tx.ports import NO_METRICS, IMetadataStore, Metrics, Offload
 T = TypeVar("T")
 P = ParamSpec("P")
 _WRITE = "pymager_write"
+# A write whose loss in a power failure costs nothing acknowledged (a
+# derivation's claim: see Database.transact_lapsable).
+_LAPSABLE = "pymager_lapsable"
+# How a transaction runs: reads only; writes committed to disk; writes that may lapse.
+_READ, _DURABLE, _LAPSABLE_WRITE = "read", "durable", "lapsable"
 # Seconds to wait for a connection to a server that does not answer: a
 # request should fail fast with 503, not hang with its client.
 _CONNECT_TIMEOUT = 5
@@ -149,7 +154,17 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def on_begin(connection: Connection) -> None:
-        write = connection.get_execution_options().get(_WRITE, True)
+        options = connection.get_execution_options()
+        write = options.get(_WRITE, True)
+        if write:
+            # WAL: NORMAL writes the commit to the log without an fsync; the
+            # next FULL commit (or checkpoint) syncs the log up to itself, so
+            # commits still reach the disk in order.  Set per connection,
+            # outside a transaction, only when it changes.
+            synchronous = "NORMAL" if options.get(_LAPSABLE, False) else "FULL"
+            if connection.info.get(_LAPSABLE) != synchronous:
+                connection.exec_driver_sql(f"PRAGMA synchronous = {synchronous}")
+                connection.info[_LAPSABLE] = synchronous
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
@@ -177,7 +192,18 @@ class Database:
     ) -> Deferred[T]:
         """Run work(conn, *args, **kwargs) as one read-write transaction.
         The transaction's name, for the log, is work's name."""
-        return self._offload(self._run, True, work, args, kwargs)
+        return self._offload(self._run, _DURABLE, work, args, kwargs)
+
+    def transact_lapsable(
+        self, work: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> Deferred[T]:
+        """As transact, but the commit does not wait for the disk (SQLite:
+        synchronous NORMAL; PostgreSQL: synchronous_commit off): a process
+        that crashes loses nothing, a power failure may lose it and the
+        commits after it, never one before.  For writes whose loss costs
+        nothing acknowledged: claims on derivations, whose rows are synced
+        by the durable commit that records the rendition."""
+        return self._offload(self._run, _LAPSABLE_WRITE, work, args, kwargs)
 
     def read(
         self, work: Callable[Concatenate[Connection, P], T], /, *args: P.args, **kwargs: P.kwargs
@@ -187,17 +213,17 @@ class Database:
         runs (SQLite's read transactions do; PostgreSQL's READ COMMITTED
         would show each statement another state, so reads run REPEATABLE
         READ there, which costs a read-only transaction nothing)."""
-        return self._offload(self._run, False, work, args, kwargs)
+        return self._offload(self._run, _READ, work, args, kwargs)
 
-    def _run(self, write: bool, work: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+    def _run(self, mode: str, work: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
         if self._metrics is NO_METRICS:
-            return self._transaction(write, work, args, kwargs)
+            return self._transaction(mode, work, args, kwargs)
         # A claim within this process's lease is named for the claim.
         named = args[1] if work is within_lease_txn else work
         name = getattr(named, "__name__", "transaction").removesuffix("_txn")
         started = time.perf_counter()
         try:
-            result = self._transaction(write, work, args, kwargs)
+            result = self._transaction(mode, work, args, kwargs)
         except BaseException:
             self._metrics.db_transaction(name, time.perf_counter() - started, True)
             raise
@@ -205,14 +231,18 @@ class Database:
         return result
 
     def _transaction(
-        self, write: bool, work: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, mode: str, work: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> T:
+        write, lapsable = mode != _READ, mode == _LAPSABLE_WRITE
+        sqlite = self.engine.dialect.name == "sqlite"
         try:
             with self.engine.connect() as connection:
-                connection.execution_options(**{_WRITE: write})
-                if not write and self.engine.dialect.name != "sqlite":
+                connection.execution_options(**{_WRITE: write, _LAPSABLE: lapsable})
+                if not write and not sqlite:
                     connection.execution_options(isolation_level="REPEATABLE READ")
                 with connection.begin():
+                    if lapsable and not sqlite:
+                        connection.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
                     result = work(connection, *args, **kwargs)
             self._answered_at = time.monotonic()
             return result
@@ -297,8 +327,11 @@ class Database:
     def claim_derivation(
         self, image_id: str, variant: str, generation: str, owner: str, token: str, lease: timedelta
     ) -> Deferred[tuple[ClaimOutcome, Claim | None]]:
+        # A claim lost to a power failure leaves nothing to undo but a file
+        # stored under its token, which `check --repair` finds as an orphan;
+        # the record that ends it is durable, and syncs it along.
         if self.lease is not None:
-            return self.transact(
+            return self.transact_lapsable(
                 within_lease_txn,
                 owner,
                 claim_derivation_txn,
@@ -309,10 +342,12 @@ class Database:
                 token,
                 lease,
             )
-        return self.transact(claim_derivation_txn, image_id, variant, generation, owner, token, lease)
+        return self.transact_lapsable(
+            claim_derivation_txn, image_id, variant, generation, owner, token, lease
+        )
 
     def renew_claim(self, claim: Claim, lease: timedelta) -> Deferred[bool]:
-        return self.transact(renew_claim_txn, claim, lease)
+        return self.transact_lapsable(renew_claim_txn, claim, lease)
 
     def release_claim(self, claim: Claim) -> Deferred[None]:
         return self.transact(release_claim_txn, claim)

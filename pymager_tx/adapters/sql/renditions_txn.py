@@ -28,9 +28,33 @@ from pymager_tx.core.records import (
     StoreIndex,
 )
 
-# Built once: the lookup every request makes costs no statement building.
+# Built once: the lookup every request makes, and the statements of every
+# derivation, cost no statement building.
 _RENDITION = select(derived).where(
     derived.c.image_id == bindparam("image_id"), derived.c.variant == bindparam("variant")
+)
+_DONE = select(derived.c.image_id).where(
+    derived.c.image_id == bindparam("image_id"), derived.c.variant == bindparam("variant")
+)
+# A claim, by its parameters (_held).
+_HELD = (
+    derivation_claims.c.image_id == bindparam("image_id"),
+    derivation_claims.c.variant == bindparam("variant"),
+    derivation_claims.c.owner == bindparam("owner"),
+    derivation_claims.c.token == bindparam("token"),
+)
+_HELD_FOR_UPDATE = select(derivation_claims.c.token).where(*_HELD).with_for_update()
+_END_CLAIM = delete(derivation_claims).where(*_HELD)
+_INSERT_CLAIM = insert(derivation_claims)
+_INSERT_RENDITION = insert(derived)
+_READY_FOCUS_FOR_SHARE = (
+    select(originals.c.focus_version)
+    .where(
+        originals.c.image_id == bindparam("image_id"),
+        originals.c.generation == bindparam("generation"),
+        originals.c.status == OriginalStatus.READY.value,
+    )
+    .with_for_update(read=True)
 )
 
 
@@ -50,19 +74,13 @@ def record_derived_txn(conn: Connection, record: DerivedRecord, generation: str,
     holder dies first, recovery finds the file through the claim)."""
     # FOR UPDATE: a peer taking over the claim now waits for this
     # transaction, and then finds it gone.
-    held = conn.execute(select(derivation_claims.c.token).where(*_holding(claim)).with_for_update()).first()
+    held = conn.execute(_HELD_FOR_UPDATE, _held(claim)).first()
     if held is None:
         return Recorded.LOST
     # FOR SHARE (PostgreSQL) holds off a concurrent begin_removal_txn until
     # this commits; SQLite serializes writers anyway and ignores it.
     current = conn.execute(
-        select(originals.c.focus_version)
-        .where(
-            originals.c.image_id == record.image_id,
-            originals.c.generation == generation,
-            originals.c.status == OriginalStatus.READY.value,
-        )
-        .with_for_update(read=True)
+        _READY_FOCUS_FOR_SHARE, {"image_id": record.image_id, "generation": generation}
     ).first()
     if current is None:
         return Recorded.GONE
@@ -71,11 +89,11 @@ def record_derived_txn(conn: Connection, record: DerivedRecord, generation: str,
         return Recorded.STALE
     try:
         with conn.begin_nested():
-            conn.execute(insert(derived).values(**row_of(record, derived)))
+            conn.execute(_INSERT_RENDITION, row_of(record, derived))
     except IntegrityError:
         # A holder whose claim lapsed recorded the same rendition first.
         return Recorded.ALREADY
-    conn.execute(delete(derivation_claims).where(*_holding(claim)))
+    conn.execute(_END_CLAIM, _held(claim))
     return Recorded.RECORDED
 
 
@@ -111,7 +129,7 @@ def claim_derivation_txn(
     key = (derivation_claims.c.image_id == image_id, derivation_claims.c.variant == variant)
     try:
         with conn.begin_nested():
-            conn.execute(insert(derivation_claims).values(image_id=image_id, variant=variant, **values))
+            conn.execute(_INSERT_CLAIM, {"image_id": image_id, "variant": variant, **values})
     except IntegrityError:
         # Conditional on the lease having run out, so of several processes
         # taking over one expired claim, one wins.  A claim of our own (of an
@@ -128,9 +146,7 @@ def claim_derivation_txn(
     # Only now, holding the claim: a holder that finished just before (its
     # row recorded and its claim ended in one transaction, which our insert
     # waited for) is visible to this statement, even under READ COMMITTED.
-    done = conn.execute(
-        select(derived.c.image_id).where(derived.c.image_id == image_id, derived.c.variant == variant)
-    ).first()
+    done = conn.execute(_DONE, {"image_id": image_id, "variant": variant}).first()
     if done is not None:
         release_claim_txn(conn, ours)
         return ClaimOutcome.DONE, None
@@ -148,7 +164,7 @@ def renew_claim_txn(conn: Connection, claim: Claim, lease: timedelta) -> bool:
 
 def release_claim_txn(conn: Connection, claim: Claim) -> None:
     """End claim, if it is still this very claim (its token)."""
-    conn.execute(delete(derivation_claims).where(*_holding(claim)))
+    conn.execute(_END_CLAIM, _held(claim))
 
 
 def claims_txn(conn: Connection) -> list[Claim]:
@@ -184,6 +200,11 @@ def _holding(claim: Claim) -> tuple[ColumnElement[bool], ...]:
         derivation_claims.c.owner == claim.owner,
         derivation_claims.c.token == claim.token,
     )
+
+
+def _held(claim: Claim) -> dict[str, str]:
+    """The parameters of _HELD for claim."""
+    return {"image_id": claim.image_id, "variant": claim.variant, "owner": claim.owner, "token": claim.token}
 
 
 def _claim(row: Row[tuple[object, ...]]) -> Claim:

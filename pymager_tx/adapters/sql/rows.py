@@ -17,13 +17,18 @@ from pymager_tx.core.model import DerivedRecord, OriginalRecord, OriginalStatus,
 R = TypeVar("R", bound=StoredFile)
 
 
+# Built once: every derivation's claim asks.
+_SQLITE_NOW = select(func.strftime("%Y-%m-%d %H:%M:%f", "now"))
+_NOW = select(func.now())
+
+
 def database_now(conn: Connection) -> datetime:
     """The database's clock: leases are judged by one clock for every
     process, however far apart their own clocks are."""
     if conn.dialect.name == "sqlite":
-        text = conn.execute(select(func.strftime("%Y-%m-%d %H:%M:%f", "now"))).scalar_one()
+        text = conn.execute(_SQLITE_NOW).scalar_one()
         return datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=UTC)
-    value: datetime = conn.execute(select(func.now())).scalar_one()
+    value: datetime = conn.execute(_NOW).scalar_one()
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
