@@ -93,3 +93,17 @@ def test_one_process_counts_a_request_at_once_from_any_thread() -> None:
     assert hits("pymager_http_request_duration_seconds_sum", {"route": "/x"}) == pytest.approx(0.022)
     assert hits("pymager_rendition_cache_requests_total", {"result": "hit"}) == 1
     assert hits("pymager_rendition_cache_requests_total", {"result": "miss"}) == 1
+
+
+def test_one_process_times_the_blob_store_from_any_thread() -> None:
+    metrics = PrometheusMetrics()
+    metrics.open()
+    hits = metrics.registry.get_sample_value
+    metrics.storage_operation("get", 0.0002, False)  # a cached read, on the reactor's thread
+    thread = threading.Thread(target=metrics.storage_operation, args=("get", 0.02, True))
+    thread.start()
+    thread.join()
+    assert hits("pymager_storage_operation_duration_seconds_bucket", {"op": "get", "le": "0.00025"}) == 1
+    assert hits("pymager_storage_operation_duration_seconds_count", {"op": "get"}) == 2
+    assert hits("pymager_storage_operation_duration_seconds_sum", {"op": "get"}) == pytest.approx(0.0202)
+    assert hits("pymager_storage_operation_errors_total", {"op": "get"}) == 1

@@ -162,6 +162,10 @@ _REQUEST_SECONDS = (
     "pymager_http_request_duration_seconds",
     "Time from a request's arrival to its answer's end, by route template",
 )
+_STORAGE_SECONDS = (
+    "pymager_storage_operation_duration_seconds",
+    "Time of a blob store operation, by operation",
+)
 _CACHE = (
     "pymager_rendition_cache_requests_total",
     "Renditions looked up in memory: served from it (hit) or not (miss)",
@@ -185,7 +189,7 @@ class PrometheusMetrics(Metrics):
         self._batch: _TurnBatch | None = None
         self._tallies: RequestTallies | None = None
         self._thread = threading.get_ident()  # the reactor's: the one that makes us
-        self._elsewhere = RequestTallies(_HTTP_BUCKETS)
+        self._elsewhere = RequestTallies(_HTTP_BUCKETS, _IO_BUCKETS)
         self._elsewhere_lock = threading.Lock()
 
     def batch_per_turn(self, at_turn_end: Callable[[Callable[[], None]], None]) -> None:
@@ -214,9 +218,11 @@ class PrometheusMetrics(Metrics):
             ProcessCollector(registry=registry)
             PlatformCollector(registry=registry)
             GCCollector(registry=registry)
-            tallies = self._tallies = RequestTallies(_HTTP_BUCKETS)
+            tallies = self._tallies = RequestTallies(_HTTP_BUCKETS, _IO_BUCKETS)
             registry.register(
-                TalliesCollector([tallies, self._elsewhere], _REQUESTS, _REQUEST_SECONDS, _CACHE)
+                TalliesCollector(
+                    [tallies, self._elsewhere], _REQUESTS, _REQUEST_SECONDS, _STORAGE_SECONDS, _CACHE
+                )
             )
         else:
             self._requests = Counter(*_REQUESTS, ["method", "route", "status"], registry=registry)
@@ -224,6 +230,9 @@ class PrometheusMetrics(Metrics):
                 *_REQUEST_SECONDS, ["route"], registry=registry, buckets=_HTTP_BUCKETS
             )
             self._cache = Counter(*_CACHE, ["result"], registry=registry)
+            self._storage_seconds = Histogram(
+                *_STORAGE_SECONDS, ["op"], registry=registry, buckets=_IO_BUCKETS
+            )
             self._cache_hit = _incrementer(self._cache.labels("hit"))
             self._cache_miss = _incrementer(self._cache.labels("miss"))
         self._derivations = Counter(
@@ -275,13 +284,6 @@ class PrometheusMetrics(Metrics):
             "Database transactions that failed, by name",
             ["name"],
             registry=registry,
-        )
-        self._storage_seconds = Histogram(
-            "pymager_storage_operation_duration_seconds",
-            "Time of a blob store operation, by operation",
-            ["op"],
-            registry=registry,
-            buckets=_IO_BUCKETS,
         )
         self._storage_errors = Counter(
             "pymager_storage_operation_errors_total",
@@ -367,12 +369,20 @@ class PrometheusMetrics(Metrics):
     def storage_operation(self, op: str, seconds: float, failed: bool) -> None:
         if not self._open:
             return
+        if failed:
+            self._storage_errors.labels(op).inc()
+        tallies = self._tallies
+        if tallies is not None:
+            if threading.get_ident() == self._thread:
+                tallies.storage.observe(op, seconds)  # a file read on the reactor's thread
+            else:
+                with self._elsewhere_lock:
+                    self._elsewhere.storage.observe(op, seconds)
+            return
         observe = self._storage_observers.get(op)
         if observe is None:
             observe = self._storage_observers[op] = _observer(self._storage_seconds.labels(op))
         observe(seconds)
-        if failed:
-            self._storage_errors.labels(op).inc()
 
     def flush(self) -> None:
         """Apply this turn's updates now (a process that is about to exit)."""
