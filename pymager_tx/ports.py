@@ -320,8 +320,12 @@ class IMetadataStore(Interface):
     def names_blob(blob_key: str) -> Deferred[bool]:
         """Whether a row names blob_key."""
 
-    def store_index(claim_key: Callable[[Claim], str]) -> Deferred[StoreIndex]:
-        """What should be in storage, in one snapshot."""
+    def store_index(claim_key: Callable[[Claim], str], below: str = "") -> Deferred[StoreIndex]:
+        """What should be in storage, in one snapshot: the keys that start
+        with below (a shard of the store ending in "/"), or every key."""
+
+    def count_images() -> Deferred[int]:
+        """How many originals and renditions the rows name."""
 
     def claim_replacement(
         claim: Claim, etags: Sequence[str] | None, lease: timedelta

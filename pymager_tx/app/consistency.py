@@ -27,6 +27,11 @@ from pymager_tx.ports import IBlobStore, IMetadataStore, IPeers, every_key
 T = TypeVar("T")
 log = Logger()
 _TOP_LEVELS = ("originals", "derived")
+# Past this many images in the rows, the check goes a shard at a time: the
+# 256 values of a key's first level (pymager_tx.core.keys), a 256th of the
+# store each (some 40 MB of keys and rows for 10 million objects).
+SHARD_ABOVE = 100_000
+_SHARDS = tuple(f"{number:02x}" for number in range(256))
 
 
 @dataclass(frozen=True)
@@ -67,14 +72,34 @@ class Report:
 async def check(database: IMetadataStore, blobs: IBlobStore, peers: IPeers) -> Report:
     """Compare the database with the stored files.  A listing that fails
     fails the check (StorageUnavailable): a directory it could not read
-    would otherwise make every original in it look lost."""
+    would otherwise make every original in it look lost.  A large store is
+    compared a shard at a time (the first level of its keys): what is held
+    in memory is one shard's keys and rows, not the store's."""
     report = Report()
-    # Each index is one snapshot of the database.
-    before = await database.store_index(claimed_key)
-    stored: set[str] = set()
+    sharded = await database.count_images() > SHARD_ABOVE
     for top in _TOP_LEVELS:
-        stored.update(await every_key(blobs, top))
-    after = await database.store_index(claimed_key)
+        for shard in _SHARDS if sharded else ("",):
+            await _check_shard(database, blobs, peers, f"{top}/{shard}" if shard else top, report)
+    for state in await database.unfinished():
+        # A live process's upload or deletion is under way, not unfinished.
+        if not await peers.alive(state.owner):
+            report.unfinished.append(state.image_id)
+    for claim in await database.claims():
+        if not await peers.alive(claim.owner):
+            report.dead_claims.append(claimed_key(claim))
+    report.dead_claims.sort()
+    return report
+
+
+async def _check_shard(
+    database: IMetadataStore, blobs: IBlobStore, peers: IPeers, below: str, report: Report
+) -> None:
+    """The keys below `below` against the rows that name them."""
+    prefix = below + "/"
+    # Each index is one snapshot of the database.
+    before = await database.store_index(claimed_key, prefix)
+    stored = await every_key(blobs, below)
+    after = await database.store_index(claimed_key, prefix)
     # A file is written only after the row or claim that names it exists,
     # and named by one writer only (storage.keys): a file listed before the
     # second snapshot that the snapshot does not name is garbage for good.
@@ -87,14 +112,6 @@ async def check(database: IMetadataStore, blobs: IBlobStore, peers: IPeers) -> R
     for key in sorted(before.derived):
         if key not in stored and key in after.derived:
             report.missing_derived.append(key)
-    for state in await database.unfinished():
-        # A live process's upload or deletion is under way, not unfinished.
-        if not await peers.alive(state.owner):
-            report.unfinished.append(state.image_id)
-    for key, claim in sorted(after.claimed.items()):
-        if not await peers.alive(claim.owner):
-            report.dead_claims.append(key)
-    return report
 
 
 async def _claimed_by_the_living(index: StoreIndex, key: str, peers: IPeers) -> bool:

@@ -32,7 +32,7 @@ from tests.db.release_1 import NOW, create_release_1, insert_release_1_rows
 from tests.results import failure_of, result_of
 
 T = TypeVar("T")
-HEAD = "0006"
+HEAD = "0007"
 
 
 def migrate_to(connection: Connection, revision: str) -> None:

@@ -22,7 +22,7 @@ from pymager_tx.process.server import PymagerService
 from tests.db.release_1 import create_release_1, insert_release_1_rows
 from tests.integration.conftest import start, stop
 
-HEAD = "0006"
+HEAD = "0007"
 
 
 class Store:

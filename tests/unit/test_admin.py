@@ -17,7 +17,7 @@ from pymager_tx.adapters.sql.schema_version import drop_txn
 from pymager_tx.admin.cli import main
 from tests.db.release_1 import create_release_1, insert_release_1_rows
 
-HEAD = "0006"
+HEAD = "0007"
 
 
 def revision_at(url: str) -> str | None:

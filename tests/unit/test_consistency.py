@@ -12,6 +12,7 @@ from pymager_tx.adapters.sql.database import Database
 from pymager_tx.adapters.sql.originals_txn import claim_original_txn, status_of_txn
 from pymager_tx.adapters.sql.renditions_txn import claims_txn, lookup_derived_txn
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.app import consistency
 from pymager_tx.app.consistency import Report, check_store
 from pymager_tx.app.peers import Peers
 from pymager_tx.app.service import ImageService, claimed_key
@@ -62,7 +63,15 @@ def test_a_sound_store_is_consistent(store: Store) -> None:
     assert report.consistent and report.lines() == []
 
 
-def test_finds_and_repairs_every_kind_of_damage(store: Store) -> None:
+@pytest.mark.parametrize("sharded", [False, True])
+def test_finds_and_repairs_every_kind_of_damage(
+    store: Store, sharded: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A large store is checked a shard at a time: the same findings.
+    monkeypatch.setattr(consistency, "SHARD_ABOVE", 0 if sharded else consistency.SHARD_ABOVE)
+    listed: list[str] = []
+    list_keys = store.blobs.list
+    monkeypatch.setattr(store.blobs, "list", lambda prefix: listed.append(prefix) or list_keys(prefix))
     kept = store.upload("kept")
     lost_generation = store.upload("lost")
     thumb_lost = store.upload("thumb-lost")
@@ -89,6 +98,12 @@ def test_finds_and_repairs_every_kind_of_damage(store: Store) -> None:
     assert report.unfinished == ["stale"]
     assert report.dead_claims == [claimed]
     assert len(report.lines()) == 7
+    # Listed a 256th of the store at a time, or each top level whole.
+    assert listed == (
+        [f"{top}/{shard:02x}" for top in ("originals", "derived") for shard in range(256)]
+        if sharded
+        else ["originals", "derived"]
+    )
 
     report, after = store.check(repairing=True)
     assert not report.consistent

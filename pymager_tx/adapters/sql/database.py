@@ -45,6 +45,7 @@ from pymager_tx.adapters.sql.processes_txn import LeaseLapsed, within_lease_txn
 from pymager_tx.adapters.sql.renditions_txn import (
     claim_derivation_txn,
     claims_txn,
+    count_images_txn,
     forget_derived_key_txn,
     forget_derived_txn,
     lookup_derived_txn,
@@ -361,8 +362,11 @@ class Database:
     def names_blob(self, blob_key: str) -> Deferred[bool]:
         return self.read(names_blob_txn, blob_key)
 
-    def store_index(self, claim_key: Callable[[Claim], str]) -> Deferred[StoreIndex]:
-        return self.read(store_index_txn, claim_key)
+    def store_index(self, claim_key: Callable[[Claim], str], below: str = "") -> Deferred[StoreIndex]:
+        return self.read(store_index_txn, claim_key, below)
+
+    def count_images(self) -> Deferred[int]:
+        return self.read(count_images_txn)
 
     def claim_replacement(
         self, claim: Claim, etags: Sequence[str] | None, lease: timedelta

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Row, bindparam, delete, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Row, Select, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from pymager_tx.adapters.sql.originals_txn import find_original_txn
@@ -211,25 +212,50 @@ def _claim(row: Row[tuple[object, ...]]) -> Claim:
     return Claim(row.image_id, row.variant, row.generation, row.owner, row.token)
 
 
-def store_index_txn(conn: Connection, claim_key: Callable[[Claim], str]) -> StoreIndex:
+def store_index_txn(conn: Connection, claim_key: Callable[[Claim], str], below: str = "") -> StoreIndex:
     """Read with Database.read, whose transactions see one snapshot of the
     database (PostgreSQL's REPEATABLE READ; SQLite's read transactions):
     work that finishes between these statements (a derived row recorded
-    and its claim ended) is seen either wholly before or wholly after."""
+    and its claim ended) is seen either wholly before or wholly after.
+    below: only the keys that start with it (a shard of the store, read
+    through the blob key's index), or every key."""
     ready: dict[str, tuple[str, str]] = {}
     unfinished: dict[str, str] = {}
     for row in conn.execute(
-        select(originals.c.image_id, originals.c.generation, originals.c.status, originals.c.blob_key)
+        _below(
+            select(originals.c.image_id, originals.c.generation, originals.c.status, originals.c.blob_key),
+            originals.c.blob_key,
+            below,
+        )
     ):
         if row.status == OriginalStatus.READY.value:
             ready[row.blob_key] = (row.image_id, row.generation)
         else:
             unfinished[row.blob_key] = row.image_id
     rendered = {
-        row.blob_key: row.image_id for row in conn.execute(select(derived.c.image_id, derived.c.blob_key))
+        row.blob_key: row.image_id
+        for row in conn.execute(
+            _below(select(derived.c.image_id, derived.c.blob_key), derived.c.blob_key, below)
+        )
     }
-    claims = [_claim(row) for row in conn.execute(select(derivation_claims))]
-    return StoreIndex(ready, unfinished, rendered, {claim_key(claim): claim for claim in claims})
+    claims = [_claim(row) for row in conn.execute(select(derivation_claims))]  # few: those under way
+    keyed = ((claim_key(claim), claim) for claim in claims)
+    return StoreIndex(
+        ready, unfinished, rendered, {key: claim for key, claim in keyed if key.startswith(below)}
+    )
+
+
+def count_images_txn(conn: Connection) -> int:
+    count = select(func.count()).select_from
+    return int(conn.execute(count(originals)).scalar_one()) + int(conn.execute(count(derived)).scalar_one())
+
+
+def _below(query: Select[Any], column: ColumnElement[str], prefix: str) -> Select[Any]:
+    """query, for the keys that start with prefix: a range of the index
+    (prefix ends in "/", whose successor is "0")."""
+    if not prefix:
+        return query
+    return query.where(column >= prefix, column < prefix[:-1] + chr(ord(prefix[-1]) + 1))
 
 
 def forget_derived_key_txn(conn: Connection, blob_key: str) -> None:

@@ -92,6 +92,8 @@ originals = Table(
     CheckConstraint("status IN ('pending', 'ready', 'deleting')", name="status"),
     # Start-up recovery looks for the few rows that are not ready.
     Index(None, "status"),
+    # `check` reads the rows of one range of keys at a time (revision 0007).
+    Index(None, "blob_key"),
 )
 
 derived = Table(
@@ -108,6 +110,7 @@ derived = Table(
     # The original's focus_version this rendition was made for; null for
     # renditions the focal point does not move (fit, pad, the working copy).
     Column("focus_version", Integer, nullable=True),
+    Index(None, "blob_key"),
 )
 
 # One row per derivation under way, so that of many processes asked for the
