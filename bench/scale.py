@@ -513,7 +513,13 @@ def combine(rows: list[dict[str, object]]) -> dict[str, object]:
     request-weighted CPU, median rates and latencies."""
     total = sum(int(row["requests"]) for row in rows)  # type: ignore[call-overload]
     combined: dict[str, object] = {"requests": total, "errors": sum(int(row["errors"]) for row in rows)}  # type: ignore[call-overload]
-    for key in ("pymager_cpu_ms", "weed_cpu_ms", "db_tx_per_request", "bucket_ops_per_request"):
+    for key in (
+        "pymager_cpu_ms",
+        "weed_cpu_ms",
+        "postgres_cpu_ms",
+        "db_tx_per_request",
+        "bucket_ops_per_request",
+    ):
         values = [float(row[key]) * int(row["requests"]) for row in rows]  # type: ignore[arg-type,call-overload]
         combined[key] = round(sum(values) / total, 3) if total else math.nan
     for key in ("req_per_s", "p50_ms", "p99_ms", "other_cores"):
@@ -805,14 +811,23 @@ def growth_report(results: dict[str, list[dict[str, object]]], arguments: argpar
 
 
 def rusage_run(command: list[str], environment: dict[str, str], log_path: Path) -> tuple[int, float, int]:
-    """Runs command; its exit status, wall seconds and peak RSS (KiB, from
-    wait4's rusage: the child's own high-water mark)."""
+    """Runs command under GNU time; its exit status, wall seconds and peak
+    RSS (KiB). Not wait4's rusage of our own child: Linux carries the
+    parent's high-water mark into a child across fork and exec, so a child
+    of this (large) process would report at least this process's RSS.
+    time is small, so the mark of its child is the command's own."""
+    report = log_path.with_suffix(".time")
     started = time.perf_counter()
     with log_path.open("wb") as output:
-        process = subprocess.Popen(command, env=environment, stdout=output, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, time.perf_counter() - started, usage.ru_maxrss
+        status = subprocess.run(
+            ["/usr/bin/time", "-f", "%M", "-o", str(report), *command],
+            env=environment,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        ).returncode
+    seconds = time.perf_counter() - started
+    peak_kb = int(report.read_text().split()[-1])
+    return status, seconds, peak_kb
 
 
 def phase_check(arguments: argparse.Namespace, work: Path) -> str:
@@ -920,7 +935,7 @@ def phase_check(arguments: argparse.Namespace, work: Path) -> str:
         "### pymager-admin check against the bucket's size\n",
         "Objects: originals and three renditions each, one row per object in PostgreSQL, one "
         "1-byte object per row in SeaweedFS (the check compares keys, not bytes), so every "
-        "run ends `consistent`. Peak RSS from wait4 (the command's own high-water mark).\n",
+        "run ends `consistent`. Peak RSS from GNU time (`%M`: the command's own high-water mark).\n",
         "| objects in the bucket (and rows) | exit | seconds | peak RSS MB "
         "| KB per object added since the row above |",
         "|---|---|---|---|---|",
