@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from functools import partial
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -569,7 +570,7 @@ def storage_report(
 
 
 def _raw_rows(url: str) -> tuple[list[str], list[tuple[object, ...]], list[str], list[tuple[object, ...]]]:
-    """The real rows, as the driver stores them."""
+    """The real rows (the server's, not the bulk copies), as the driver stores them."""
     original_columns = [column.name for column in originals.columns]
     derived_columns = [column.name for column in derived.columns]
     if url.startswith("sqlite:"):
@@ -580,9 +581,10 @@ def _raw_rows(url: str) -> tuple[list[str], list[tuple[object, ...]], list[str],
         connection = psycopg.connect(url.replace("postgresql+psycopg", "postgresql"))
     with contextlib.closing(connection) as open_connection:  # type: ignore[type-var]
         cursor = open_connection.cursor()  # type: ignore[attr-defined]
-        cursor.execute(f"SELECT {', '.join(original_columns)} FROM originals")
+        real = "WHERE image_id NOT LIKE 'scale%'"  # not the bulk rows
+        cursor.execute(f"SELECT {', '.join(original_columns)} FROM originals {real}")
         real_originals = [tuple(row) for row in cursor.fetchall()]
-        cursor.execute(f"SELECT {', '.join(derived_columns)} FROM derived")
+        cursor.execute(f"SELECT {', '.join(derived_columns)} FROM derived {real}")
         real_derived = [tuple(row) for row in cursor.fetchall()]
     return original_columns, real_originals, derived_columns, real_derived
 
@@ -676,6 +678,39 @@ def database_bytes(url: str) -> int:
         return int(connection.execute("SELECT pg_database_size(%s)", (name,)).fetchone()[0])  # type: ignore[index]
 
 
+def time_queries(url: str, image_id: str, variant: str) -> dict[str, float]:
+    """Milliseconds (best of 5) of the project's own transaction bodies that
+    start-up, a lookup, a listing and a repair run, on an engine made as the
+    server makes it: what grows with the tables shows here."""
+    from pymager_tx.adapters.sql.database import make_engine
+    from pymager_tx.adapters.sql.listing_txn import list_originals_txn
+    from pymager_tx.adapters.sql.originals_txn import unfinished_txn
+    from pymager_tx.adapters.sql.renditions_txn import claims_txn, lookup_derived_txn, names_blob_txn
+
+    engine = make_engine(url, 1)
+    bodies: dict[str, Callable[[Any], object]] = {
+        "lookup_derived": lambda conn: lookup_derived_txn(conn, image_id, variant),
+        "unfinished (start-up)": unfinished_txn,
+        "claims (start-up)": claims_txn,
+        "list 20 from the middle": lambda conn: list_originals_txn(conn, "scale00005000", 20),
+        "names_blob, absent key (repair, each orphan)": lambda conn: names_blob_txn(conn, "derived/zz/none"),
+    }
+    timings = {}
+    try:
+        for name, body in bodies.items():
+            best = math.inf
+            for _ in range(5):
+                with engine.connect() as conn:
+                    started = time.perf_counter()
+                    body(conn)
+                    best = min(best, time.perf_counter() - started)
+                    conn.rollback()
+            timings[name] = round(best * 1000, 3)
+    finally:
+        engine.dispose()
+    return timings
+
+
 # ---------------------------------------------------------------- growth: lookups and start-up by size
 
 
@@ -730,6 +765,8 @@ def phase_growth(arguments: argparse.Namespace, work: Path) -> str:
                     if attempt < arguments.starts - 1:
                         server.stop()
                 row["startup_s"] = [round(value, 2) for value in startups]
+                variant = _raw_rows(url)[3][0][1]
+                row["queries_ms"] = time_queries(server_url or url, ids[0], str(variant))
                 try:
                     paths = derived_paths(ids, SIZES)
                     # One at a time: the latency of a lookup without queueing.
