@@ -841,6 +841,21 @@ def growth_report(results: dict[str, list[dict[str, object]]], arguments: argpar
                 f"{meta['p50_ms']}, {meta['pymager_cpu_ms']} | "  # type: ignore[index]
                 f"{listing['p50_ms']}, {listing['pymager_cpu_ms']} |"  # type: ignore[index]
             )
+    lines += [
+        "",
+        "The project's own transaction bodies alone (`make_engine` as the server makes it), "
+        "best of 5, in ms:\n",
+    ]
+    names = list(
+        dict.fromkeys(name for rows in results.values() for row in rows for name in row["queries_ms"])
+    )  # type: ignore[attr-defined]
+    lines.append("| database | originals | " + " | ".join(names) + " |")
+    lines.append("|---|---|" + "---|" * len(names))
+    for database, rows in results.items():
+        for row in rows:
+            queries = row["queries_ms"]
+            cells = " | ".join(str(queries.get(name, "")) for name in names)  # type: ignore[attr-defined]
+            lines.append(f"| {database} | {row['originals']:,} | {cells} |")
     return "\n".join(lines) + "\n"
 
 
