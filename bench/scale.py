@@ -823,7 +823,7 @@ def phase_growth(arguments: argparse.Namespace, work: Path) -> str:
                             run_wrk,
                             "list",
                             server.base_url,
-                            ["/originals?limit=20&after=scale00500000", "/originals?limit=20"],
+                            [f"/originals?limit=20&after=scale{present // 2:08d}", "/originals?limit=20"],
                             4,
                             arguments.seconds,
                         ),
