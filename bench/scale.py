@@ -446,14 +446,20 @@ def table(rows: list[tuple[str, dict[str, object]]], columns: list[str]) -> str:
 
 
 def phase_storage(arguments: argparse.Namespace, work: Path) -> str:
-    """Two servers, identical but for [storage] backend, the same uploads,
-    cold and warm requests in turn."""
+    """Servers identical but for [storage]: the filesystem, the bucket with
+    its local disk cache (the default), the bucket alone ([storage.cache]
+    max_bytes = 0); the same uploads, cold and warm requests in turn."""
     images = photos(arguments.originals, 2400, 1600)
     with seaweed(work) as weed:
         make_bucket(weed, "scale")
         servers = {
             "filesystem": start(work / "fs", memory_cache=0)[0],
             "s3": start(work / "s3", storage=weed.storage_config("scale", "storage"), memory_cache=0)[0],
+            "s3, no disk cache": start(
+                work / "s3-bare",
+                storage=weed.storage_config("scale", "bare") + "[storage.cache]\nmax_bytes = 0\n",
+                memory_cache=0,
+            )[0],
         }
         results: dict[str, dict[str, list[dict[str, object]]]] = {name: {} for name in servers}
         try:
@@ -463,7 +469,7 @@ def phase_storage(arguments: argparse.Namespace, work: Path) -> str:
                 measured = measure(
                     partial(run_counted, "upload", upload_requests([servers[name]], images, "up"), 2),
                     [servers[name]],
-                    weed if name == "s3" else None,
+                    weed if name.startswith("s3") else None,
                 )
                 results[name].setdefault("upload", []).append(measured.row())
             # Cold: every size of every original once, the servers in turn a size at a time.
@@ -476,7 +482,7 @@ def phase_storage(arguments: argparse.Namespace, work: Path) -> str:
                     measured = measure(
                         partial(run_counted, f"cold {size}", requests, 2),
                         [servers[name]],
-                        weed if name == "s3" else None,
+                        weed if name.startswith("s3") else None,
                     )
                     results[name].setdefault("cold", []).append(measured.row())
             paths = derived_paths(ids, SIZES)
@@ -485,7 +491,7 @@ def phase_storage(arguments: argparse.Namespace, work: Path) -> str:
                     measured = measure(
                         partial(run_wrk, "warm", servers[name].base_url, paths, 4, arguments.seconds),
                         [servers[name]],
-                        weed if name == "s3" else None,
+                        weed if name.startswith("s3") else None,
                     )
                     results[name].setdefault("warm", []).append(measured.row())
                     # Originals, whole, from storage (the memory cache holds renditions only).
@@ -499,7 +505,7 @@ def phase_storage(arguments: argparse.Namespace, work: Path) -> str:
                             arguments.seconds,
                         ),
                         [servers[name]],
-                        weed if name == "s3" else None,
+                        weed if name.startswith("s3") else None,
                     )
                     results[name].setdefault("original", []).append(measured.row())
         finally:
@@ -545,21 +551,25 @@ def storage_report(
     rows = []
     ratios = []
     for phase in ("upload", "cold", "warm", "original"):
-        fs, s3 = combine(results["filesystem"][phase]), combine(results["s3"][phase])
-        rows += [(f"{phase}, filesystem", fs), (f"{phase}, s3", s3)]
-        ratios.append(
-            f"| {phase} | {float(s3['pymager_cpu_ms']) / float(fs['pymager_cpu_ms']):.2f} | "  # type: ignore[arg-type]
-            f"{(float(s3['pymager_cpu_ms']) + float(s3['weed_cpu_ms'])) / float(fs['pymager_cpu_ms']):.2f} | "  # type: ignore[arg-type]
-            f"{float(s3['p50_ms']) / float(fs['p50_ms']):.2f} | "  # type: ignore[arg-type]
-            f"{float(s3['req_per_s']) / float(fs['req_per_s']):.2f} |"  # type: ignore[arg-type]
-        )
+        fs = combine(results["filesystem"][phase])
+        rows.append((f"{phase}, filesystem", fs))
+        for name in [each for each in results if each != "filesystem"]:
+            s3 = combine(results[name][phase])
+            rows.append((f"{phase}, {name}", s3))
+            mine = {key: float(s3[key]) for key in ("pymager_cpu_ms", "weed_cpu_ms", "p50_ms", "req_per_s")}  # type: ignore[arg-type]
+            base = {key: float(fs[key]) for key in ("pymager_cpu_ms", "p50_ms", "req_per_s")}  # type: ignore[arg-type]
+            ratios.append(
+                f"| {phase}, {name} | {mine['pymager_cpu_ms'] / base['pymager_cpu_ms']:.2f} | "
+                f"{(mine['pymager_cpu_ms'] + mine['weed_cpu_ms']) / base['pymager_cpu_ms']:.2f} | "
+                f"{mine['p50_ms'] / base['p50_ms']:.2f} | {mine['req_per_s'] / base['req_per_s']:.2f} |"
+            )
     return (
         f"### S3 against the filesystem\n\n{arguments.originals} originals of 2400x1600 (JPEG q90), "
         f"cold: {', '.join(SIZES)} of each once, 2 at a time; warm: wrk -c4 {arguments.seconds:.0f} s x "
         f"{arguments.rounds} rounds over the renditions (memory cache off: each from storage), and the "
         "originals whole. CPU in ms per request; weed's CPU is the object store's own.\n\n"
         + table(rows, columns)
-        + "\n\n| phase | s3 / fs pymager CPU | (s3 + weed) / fs CPU | s3 / fs p50 | s3 / fs req/s |\n"
+        + "\n\n| phase, store | s3 / fs pymager CPU | (s3 + weed) / fs CPU | s3 / fs p50 | s3 / fs req/s |\n"
         + "|---|---|---|---|---|\n"
         + "\n".join(ratios)
         + "\n"
