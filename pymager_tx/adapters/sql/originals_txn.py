@@ -225,8 +225,13 @@ def unfinished_txn(conn: Connection) -> list[RowState]:
     the caller acts on each only through a transaction conditional on the
     state read here (abandon_upload_txn, resume_removal_txn)."""
     rows = conn.execute(
+        # "In" the states that are not ready, not "!= ready": a range of the
+        # status index, where "!=" scans every original (0.1-0.7 s at a
+        # million, bench/scale.py), and the periodic sweep asks every minute.
         select(originals.c.image_id, originals.c.generation, originals.c.status, originals.c.owner).where(
-            originals.c.status != OriginalStatus.READY.value
+            originals.c.status.in_(
+                [state.value for state in OriginalStatus if state is not OriginalStatus.READY]
+            )
         )
     ).all()
     return [RowState(row.image_id, row.generation, OriginalStatus(row.status), row.owner) for row in rows]
