@@ -20,7 +20,6 @@ the p99 and the server's CPU per request.
 from __future__ import annotations
 
 import argparse
-import http.client
 import io
 import os
 import platform
@@ -33,6 +32,7 @@ from uuid import uuid4
 from PIL import Image
 
 from bench import loadgen, servers
+from bench.metrics_cost import call
 from pymager_tx.adapters.storage.s3_client import make_client
 from pymager_tx.config.storage import S3Settings
 
@@ -47,16 +47,6 @@ def photo(number: int) -> bytes:
     out = io.BytesIO()
     image.save(out, "JPEG", quality=90)
     return out.getvalue()
-
-
-def call(server: servers.Server, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
-    try:
-        connection.request(method, path, body=body or None)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
 
 
 def prepare(server: servers.Server, photos: list[bytes], renditions: bool) -> list[str]:
