@@ -87,6 +87,9 @@ class Routes:
     def of(self, request: Any) -> str:
         """The template of the route request went to, or NO_ROUTE."""
         if not request.prepath:
+            if request.path == b"/":
+                # The root route consumes no segment: matched again, as rare as it is.
+                return self._matched(request)
             return NO_ROUTE  # answered before a route matched, or none did
         if not self._exact:
             return self._matched(request)

@@ -179,6 +179,13 @@ def test_a_deletion_is_counted(served: Served) -> None:
     assert served.requests("DELETE", "/original/<image_id>", 404) == 1
 
 
+def test_the_home_page_counts_under_its_route(served: Served) -> None:
+    assert served.get("/")[0] == 200
+    assert served.get("/", "POST")[0] == 405
+    assert served.requests("GET", "/", 200) == 1
+    assert served.requests("POST", NONE, 405) == 1
+
+
 def test_requests_answered_before_any_route_count_under_none(served: Served) -> None:
     assert served.get("/nothing/here")[0] == 404
     assert served.get("/original/x", "BREW")[0] == 501
