@@ -132,10 +132,13 @@ class _TurnBatch:
     summed per value and applied at the turn's end.  In multiprocess mode
     every update of a value takes a lock, asks the kernel for the process
     id and writes a memory-mapped file (3 µs a request, 8% of a warm
-    request's CPU); summed, a busy turn pays that once per value.  No
-    answer leaves the process before its turn ends (a transport writes in
-    a later turn), so a request is counted before its client can ask for a
-    scrape.  Updates from other threads are applied at once."""
+    request's CPU); summed, a busy turn pays that once per value.  A
+    request's updates are batched before its answer is sent (Site.log runs
+    in Request.finish, before the channel sends) and applied when the
+    reactor's current pass over ready sockets ends: a scrape answered by
+    another process can see a request the reactor has just answered only
+    that much later, never twice and never not at all.  Updates from other
+    threads are applied at once."""
 
     def __init__(self, at_turn_end: Callable[[Callable[[], None]], None]) -> None:
         self._at_turn_end = at_turn_end
