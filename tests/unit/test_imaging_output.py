@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from io import BytesIO
+
 import pytest
 from PIL import Image, JpegImagePlugin
 
 from pymager_tx.core.model import ResizeMode
-from pymager_tx.imaging.encoders import webp_is_lossless
+from pymager_tx.imaging.encoders import webp_is_lossless, written
 from pymager_tx.imaging.formats import writable_extensions
 from pymager_tx.imaging.render import EncodeOptions, render
 from tests.images import (
@@ -177,3 +179,34 @@ def _data(source: bytes, width: int, height: int, extension: str, **options: obj
 
 def _size(source: bytes, **options: object) -> int:
     return len(_data(source, 200, 200, "jpg", **options))
+
+
+class TestWritten:
+    """Encoders write into an anonymous file (so that Pillow encodes without
+    the GIL): the bytes are those a BytesIO gets, in every format."""
+
+    @pytest.mark.parametrize("name", sorted({fmt.pillow_name for fmt in writable_extensions().values()}))
+    def test_the_same_bytes_as_into_memory(self, name: str) -> None:
+        picture = three_bands((120, 80)).convert("RGBA" if name in ("PNG", "WEBP", "AVIF") else "RGB")
+        parameters: dict[str, object] = {"quality": 90} if name in ("JPEG", "WEBP") else {}
+        expected = BytesIO()
+        picture.save(expected, format=name, **parameters)
+        assert written(picture, name, parameters) == expected.getvalue()
+
+    def test_an_animation_too(self) -> None:
+        frames = [three_bands((60, 40)), halves((60, 40))]
+        parameters: dict[str, object] = {"save_all": True, "append_images": frames[1:], "duration": [80, 120]}
+        expected = BytesIO()
+        frames[0].save(expected, format="GIF", **parameters)
+        data = written(frames[0], "GIF", parameters)
+        assert data == expected.getvalue()
+        with Image.open(BytesIO(data)) as decoded:
+            assert decoded.n_frames == 2
+
+    def test_a_progressive_jpeg_written_whole(self) -> None:
+        picture = three_bands((640, 480))
+        data = written(picture, "JPEG", {"quality": 85, "progressive": True, "optimize": True})
+        with Image.open(BytesIO(data)) as decoded:
+            decoded.load()
+            assert decoded.info.get("progressive") == 1
+            assert decoded.size == (640, 480)
