@@ -13,6 +13,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from io import BytesIO
+from typing import BinaryIO
 
 from PIL import Image, PngImagePlugin
 
@@ -93,16 +94,29 @@ def written(picture: Image.Image, format_name: str, parameters: dict[str, object
     the GIL; given a BytesIO, they hold it for the whole encode.  A
     progressive JPEG is written in one call at its end: 15-25 ms of a working
     copy's encode during which no other thread, the reactor's included, ran
-    (bench/RESULTS.md, stop 21)."""
-    make_file = getattr(os, "memfd_create", None)
-    if make_file is None:
+    (bench/RESULTS.md, stop 21).  No memfd (another system, a seccomp filter
+    that refuses it, no descriptor left): the BytesIO, slower for the others
+    but the same bytes."""
+    file = _memory_file()
+    if file is None:
         buffer = BytesIO()
         picture.save(buffer, format=format_name, **parameters)
         return buffer.getvalue()
-    with open(make_file("pymager-encoded", os.MFD_CLOEXEC), "w+b") as file:
+    with file:
         picture.save(file, format=format_name, **parameters)
         file.seek(0)
         return file.read()
+
+
+def _memory_file() -> BinaryIO | None:
+    make = getattr(os, "memfd_create", None)
+    if make is None:
+        return None
+    try:
+        descriptor = make("pymager-encoded", os.MFD_CLOEXEC)
+    except OSError:
+        return None
+    return open(descriptor, "w+b")  # closed by written()
 
 
 def _flag_webp_alpha(data: bytes) -> bytes:

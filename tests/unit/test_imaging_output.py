@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from io import BytesIO
 
 import pytest
@@ -210,3 +212,13 @@ class TestWritten:
             decoded.load()
             assert decoded.info.get("progressive") == 1
             assert decoded.size == (640, 480)
+
+    def test_without_a_memory_file_the_same_bytes(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        def refused(name: str, flags: int = 0) -> int:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        picture = three_bands((200, 150))
+        parameters: dict[str, object] = {"quality": 85, "progressive": True, "optimize": True}
+        through_memfd = written(picture, "JPEG", parameters)
+        monkeypatch.setattr(os, "memfd_create", refused, raising=False)
+        assert written(picture, "JPEG", parameters) == through_memfd
