@@ -50,6 +50,7 @@ from pymager_tx.http.connections import PortFeed, with_backlog
 from pymager_tx.http.metrics import MetricsResource, Scrape
 from pymager_tx.imaging.formats import prepare_codecs
 from pymager_tx.ports import NO_METRICS, IStoreUpkeep, Metrics
+from pymager_tx.process.allocator import give_back, keep_freed_memory
 from pymager_tx.process.deployment import (
     MOUNTINFO,
     UnsafeDeployment,
@@ -72,6 +73,8 @@ from pymager_tx.process.workers import Workers
 _IO_THREADS = 8
 # Image threads run this much nicer than the rest of the process (Linux).
 _IMAGE_NICENESS = 10
+# How often freed memory is given back to the system while image work is idle.
+GIVE_BACK_SECONDS = 10.0
 # Endpoints whose connections are plain sockets, which the Dealer can accept
 # (TLS ones go through the port's own wrapping).
 _PLAIN_ENDPOINTS = (TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint)
@@ -101,6 +104,7 @@ class PymagerService(MultiService):
         self._receiver: Receiver | None = None
         self._removal_poll: LoopingCall | None = None
         self._sweeping: LoopingCall | None = None
+        self._giving_back: LoopingCall | None = None
         self._sweep: Deferred[None] | None = None
         self._on_start_failure = on_start_failure
         self._reactor = reactor
@@ -218,6 +222,10 @@ class PymagerService(MultiService):
             await IStoreUpkeep(self.blobs).wipe()
         await self._io.offload(self.upload_directory.mkdir, parents=True, exist_ok=True)
         await self._images.offload(prepare_codecs)
+        if keep_freed_memory():
+            self._giving_back = LoopingCall(self._give_back_when_idle)
+            self._giving_back.clock = self._reactor
+            self._giving_back.start(GIVE_BACK_SECONDS, now=False)
         await prepare_at_startup(self.database)
         heartbeat = self.store.heartbeat
         if heartbeat is not None:
@@ -292,6 +300,15 @@ class PymagerService(MultiService):
         for waiter in waiters:
             waiter.callback(port)
 
+    def _give_back_when_idle(self) -> Deferred[None] | None:
+        """Return the allocator's free memory to the system while no image
+        work runs or waits (see process/allocator): a burst's memory is
+        kept while it lasts, and given back within GIVE_BACK_SECONDS after."""
+        load = self.images.image_load()
+        if load is not None and (load.get("busy") or load.get("queued")):
+            return None
+        return self._io.offload(give_back)
+
     def _sweep_once(self) -> Deferred[None]:
         """One round of the sweep (app.recovery); a failure is logged, and
         the next round tries again."""
@@ -351,6 +368,8 @@ class PymagerService(MultiService):
             self._removal_poll.stop()
         if self._sweeping is not None and self._sweeping.running:
             self._sweeping.stop()
+        if self._giving_back is not None and self._giving_back.running:
+            self._giving_back.stop()
         if self._sweep is not None and not self._sweep.called:
             await self._sweep  # before the database and the store close
         if self.workers is not None and self.workers.running:
