@@ -14,6 +14,7 @@ does), so the client reads the answer instead of a connection reset.
 
 from __future__ import annotations
 
+import errno
 import time
 from collections.abc import Sequence
 from io import BytesIO
@@ -21,9 +22,10 @@ from tempfile import SpooledTemporaryFile
 from typing import IO, TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
 from twisted.web.server import Request
 
-from pymager_tx.core.errors import PymagerError
+from pymager_tx.core.errors import PymagerError, StorageFull, StorageUnavailable
 from pymager_tx.core.problems import BAD_REQUEST, METHOD_NOT_ALLOWED, Problem, problem_for
 from pymager_tx.http.access_log import log_refusal
 from pymager_tx.http.answers import answer_with_problem, refusal
@@ -36,6 +38,8 @@ if TYPE_CHECKING:
 _LINGER_SECONDS = 5.0
 # Bodies up to this size stay in memory; larger ones are written to disk.
 IN_MEMORY_BODY_BYTES = 64 * 1024
+
+_log = Logger(namespace="pymager_tx.http.requests")
 
 
 class BodyLimitedRequest(Request):
@@ -101,7 +105,19 @@ class BodyLimitedRequest(Request):
         except PymagerError as error:
             self._refuse(problem_for(error), error.detail)
             return
-        self._body.write(data)
+        try:
+            self._body.write(data)
+        except OSError as error:
+            # The upload directory cannot take the body (its disk is full,
+            # or it was removed under the running server): a 503 for the
+            # client, the reason for the operator.
+            refused = (
+                StorageFull("the server has no room for this upload now; try again later")
+                if error.errno == errno.ENOSPC
+                else StorageUnavailable("the upload could not be received; try again later")
+            )
+            _log.error("Could not spool an upload's body: {reason}", reason=str(error))
+            self._refuse(problem_for(refused), refused.detail, refusal_headers(refused))
 
     def process(self) -> None:
         if self.path == b"*" and self.method != b"OPTIONS":

@@ -556,3 +556,19 @@ class TestTurns:
         turn(site.reactor)
         assert b"/gone" not in site.resource.paths
         assert site.site.turns.waiting == 0
+
+
+def test_an_upload_directory_gone_under_the_server_is_a_503_not_a_dropped_connection(tmp_path: Path) -> None:
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    site = Site(upload_directory=uploads)
+    connection = site.connect()
+    uploads.rmdir()  # as an operator's cleanup might, while serving
+    connection.send(put_head(LARGE) + b"x" * (IN_MEMORY_BODY_BYTES + 1))
+    answer = connection.answer
+    assert answer.startswith(b"HTTP/1.1 503 ")
+    assert b"\r\nRetry-After: 5\r\n" in answer
+    document = problem(answer)
+    assert document["type"] == "/problems/storage-unavailable"
+    assert str(tmp_path) not in document["detail"]  # paths go to the log only
+    assert site.site.gate.uploads == 0
