@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gc
+import platform
+import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from twisted.logger import LogEvent
 from pymager_tx.client import NotFound
 from pymager_tx.config import load_settings
 from pymager_tx.core.errors import DatabaseUnavailable
+from pymager_tx.process import server
 from pymager_tx.process.server import PymagerService
 from tests.conftest import derivations
 from tests.images import jpeg
@@ -94,5 +98,30 @@ async def test_what_start_up_made_is_left_out_of_full_collections(data_directory
     running = await start(data_directory)
     try:
         assert gc.get_freeze_count() > 10_000
+    finally:
+        await stop(running)
+
+
+@pytest.mark.skipif(
+    sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc's allocator only"
+)
+@pytest_twisted.ensureDeferred
+async def test_freed_memory_is_given_back_only_while_image_work_is_idle(
+    data_directory: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    given_back: list[str] = []
+    monkeypatch.setattr(server, "give_back", lambda: given_back.append(threading.current_thread().name))
+    running = await start(data_directory)
+    try:
+        service = running.service
+        assert service._giving_back is not None and service._giving_back.running  # glibc: tuned
+        await service._give_back_when_idle()
+        assert len(given_back) == 1
+        assert given_back[0] != threading.current_thread().name  # on a thread, not the reactor's
+        monkeypatch.setattr(
+            service.images, "image_load", lambda: {"busy": 1, "queued": 0, "threads": 2, "max_queue": 8}
+        )
+        assert service._give_back_when_idle() is None  # a picture is being made: kept
+        assert len(given_back) == 1
     finally:
         await stop(running)
