@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import platform
 import sys
+from functools import cache
 from typing import Any
 
 from twisted.logger import Logger
@@ -34,13 +35,21 @@ TRIM_ABOVE = 256 * 1024 * 1024
 _log = Logger(namespace="pymager_tx.process.allocator")
 
 
+@cache
 def _glibc() -> Any | None:
+    """The C library, when it is glibc (libc_ver() reads the interpreter's
+    file: once per process)."""
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return None
     try:
         return ctypes.CDLL(None)
     except OSError:
         return None
+
+
+def tunable() -> bool:
+    """Whether this process's allocator is glibc's, which this module tunes."""
+    return _glibc() is not None
 
 
 def keep_freed_memory() -> bool:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import gc
-import platform
-import sys
 import threading
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from pymager_tx.client import NotFound
 from pymager_tx.config import load_settings
 from pymager_tx.core.errors import DatabaseUnavailable
 from pymager_tx.process import server
+from pymager_tx.process.allocator import tunable
 from pymager_tx.process.server import PymagerService
 from tests.conftest import derivations
 from tests.images import jpeg
@@ -102,9 +101,7 @@ async def test_what_start_up_made_is_left_out_of_full_collections(data_directory
         await stop(running)
 
 
-@pytest.mark.skipif(
-    sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc's allocator only"
-)
+@pytest.mark.skipif(not tunable(), reason="glibc's allocator only")
 @pytest_twisted.ensureDeferred
 async def test_freed_memory_is_given_back_only_while_image_work_is_idle(
     data_directory: Path, monkeypatch: pytest.MonkeyPatch

@@ -4,15 +4,15 @@ process of its own: the settings are the whole process's."""
 
 from __future__ import annotations
 
-import platform
 import subprocess
 import sys
 
 import pytest
 
+from pymager_tx.process.allocator import tunable
+
 pytestmark = pytest.mark.skipif(
-    sys.platform != "linux" or platform.libc_ver()[0] != "glibc",
-    reason="glibc's allocator only: elsewhere keep_freed_memory() changes nothing",
+    not tunable(), reason="glibc's allocator only: elsewhere keep_freed_memory() changes nothing"
 )
 
 _FREE_THEN_GIVE_BACK = """
@@ -30,7 +30,7 @@ libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 if sys.argv[1] == "tuned":
     assert keep_freed_memory()
-size = 24 * 1024 * 1024  # a large decoded picture's block
+size = int(sys.argv[2])  # a large decoded picture's block
 block = libc.malloc(size)
 ctypes.memset(block, 1, size)
 libc.free(block)
@@ -44,7 +44,10 @@ SIZE = 24 * 1024 * 1024
 
 def _free_then_give_back(mode: str) -> tuple[int, int]:
     done = subprocess.run(
-        [sys.executable, "-c", _FREE_THEN_GIVE_BACK, mode], capture_output=True, text=True, check=True
+        [sys.executable, "-c", _FREE_THEN_GIVE_BACK, mode, str(SIZE)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     kept, after = done.stdout.split()
     return int(kept), int(after)
