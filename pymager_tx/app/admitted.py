@@ -71,17 +71,22 @@ def summarize_image(data: bytes, limits: DecodeLimits) -> Summary | None:
 
 
 def render_target(
-    data: bytes, spec: Target, limits: DecodeLimits, encoding: EncodeOptions, deadline: float | None
+    data: bytes,
+    spec: Target,
+    limits: DecodeLimits,
+    encoding: EncodeOptions,
+    deadline: float | None,
+    source_size: tuple[int, int] | None = None,
 ) -> tuple[Rendered, str, float] | None:
     """The rendition (None for a working copy of an animation), its digest
     and the seconds it took, timed in the worker: the time spent queueing
     for one is not the image's cost.  The deadline counts from the request's
-    arrival."""
+    arrival.  source_size: data is a working copy of a source that size."""
     started = time.perf_counter()
     if isinstance(spec, WorkingCopy):
         rendered = make_working_copy(data, limits, spec.sizes, encoding, deadline)
         if rendered is None:
             return None
     else:
-        rendered = render(data, spec, limits, encoding, deadline)
+        rendered = render(data, spec, limits, encoding, deadline, source_size)
     return rendered, hashlib.sha256(rendered.data).hexdigest(), time.perf_counter() - started

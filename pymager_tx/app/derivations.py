@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.logger import Logger
@@ -72,6 +72,16 @@ def outcome_of(error: Exception) -> str:
 
 def _never() -> Deferred[StoredImage]:
     raise AssertionError("joined work is never started")
+
+
+class _Source(NamedTuple):
+    """The bytes a rendition is derived from: the key of the original or
+    of its working copy, and for a working copy the original's upright size,
+    which the rendition is planned on."""
+
+    key: str
+    name: str  # "original" or "working copy"
+    planned_on: tuple[int, int] | None = None
 
 
 class _NoWorkingCopy(Exception):
@@ -213,9 +223,9 @@ class Derivations:
         image_id = ImageId(original.image_id)
         claim = holding.claim
         started = time.perf_counter()
-        source_key, source_name = await self._source_for(original, spec, errand)
+        source = await self._source_for(original, spec, errand)
         outcome = await self._work.admitted(
-            lambda: Deferred.fromCoroutine(self._read_and_render(original, source_key, spec, errand)), errand
+            lambda: Deferred.fromCoroutine(self._read_and_render(original, source, spec, errand)), errand
         )
         if outcome is None:
             raise _NoWorkingCopy()
@@ -223,6 +233,21 @@ class Derivations:
             raise Superseded("its claim was taken over")
         rendered, digest, render_seconds = outcome
         key = claimed_key(claim)
+        record = DerivedRecord(
+            image_id=original.image_id,
+            variant=spec.variant,
+            format=rendered.format.name,
+            media_type=rendered.format.media_type,
+            width=rendered.width,
+            height=rendered.height,
+            byte_length=len(rendered.data),
+            sha256=digest,
+            blob_key=key,
+            created_at=self._clock(),
+            focus_version=original.focus_version
+            if isinstance(spec, DerivedSpec) and spec.mode.focused
+            else None,
+        )
         holding.stored = True  # from here, a file may stand under the claim's key
         try:
             await self._blobs.put(key, rendered.data)
@@ -240,21 +265,6 @@ class Derivations:
             if not await self._originals.still_current(original):
                 raise not_found(image_id) from None
             raise
-        record = DerivedRecord(
-            image_id=original.image_id,
-            variant=spec.variant,
-            format=rendered.format.name,
-            media_type=rendered.format.media_type,
-            width=rendered.width,
-            height=rendered.height,
-            byte_length=len(rendered.data),
-            sha256=digest,
-            blob_key=key,
-            created_at=self._clock(),
-            focus_version=original.focus_version
-            if isinstance(spec, DerivedSpec) and spec.mode.focused
-            else None,
-        )
         try:
             recorded = await self._store.record_derived(record, original.generation, claim)
         except Exception:
@@ -268,8 +278,8 @@ class Derivations:
         if recorded is not Recorded.RECORDED:
             await self._refused(original, holding, recorded)
         holding.stored = False
-        self._log_derived(original, spec, record, source_name, render_seconds, started)
-        return StoredImage(record, rendered.data), source_name.replace(" ", "_")
+        self._log_derived(original, spec, record, source.name, render_seconds, started)
+        return StoredImage(record, rendered.data), source.name.replace(" ", "_")
 
     async def _refused(self, original: OriginalRecord, holding: Holding, recorded: Recorded) -> None:
         """After a record was refused: no row names our file, and none ever
@@ -327,7 +337,7 @@ class Derivations:
             owner=self._peers.me,
         )
 
-    async def _source_for(self, original: OriginalRecord, spec: Target, errand: Errand) -> tuple[str, str]:
+    async def _source_for(self, original: OriginalRecord, spec: Target, errand: Errand) -> _Source:
         """The key of the bytes to derive spec from: the original's working
         copy where it will do as well, else the original itself.  A key, not
         the bytes: they are read once an image thread is free for them."""
@@ -338,25 +348,27 @@ class Derivations:
             if working is not None and working_copy_covers(
                 working.width, working.height, original.width, original.height, spec
             ):
-                return working.blob_key, "working copy"
-        return original.blob_key, "original"
+                return _Source(working.blob_key, "working copy", (original.width, original.height))
+        return _Source(original.blob_key, "original")
 
     async def _read_and_render(
-        self, original: OriginalRecord, source_key: str, spec: Target, errand: Errand
+        self, original: OriginalRecord, source: _Source, spec: Target, errand: Errand
     ) -> tuple[Rendered, str, float] | None:
+        planned_on = source.planned_on
         try:
-            source = await self._blobs.get(source_key)
+            data = await self._blobs.get(source.key)
         except BlobNotFound:
-            if source_key == original.blob_key:
+            if source.key == original.blob_key:
                 raise await self._originals.missing(original) from None
             self.log.warn(
                 "The working copy of {image_id} is missing; deriving from the original",
                 image_id=original.image_id,
             )
             self._working.pop((original.image_id, original.generation), None)
-            await self._store.forget_derived_key(source_key)
+            await self._store.forget_derived_key(source.key)
+            planned_on = None
             try:
-                source = await self._blobs.get(original.blob_key)
+                data = await self._blobs.get(original.blob_key)
             except BlobNotFound:
                 raise await self._originals.missing(original) from None
         budget = self._policy.limits.time_budget
@@ -370,7 +382,7 @@ class Derivations:
                 shortened = deadline - time.monotonic() < budget * 0.95
         limits, encoding = self._policy.limits, self._policy.encoding
         try:
-            return await self._work.offload(render_target, source, spec, limits, encoding, deadline)
+            return await self._work.offload(render_target, data, spec, limits, encoding, deadline, planned_on)
         except DerivationTooCostly:
             if shortened:
                 # It waited for a thread first: not the image's fault alone.

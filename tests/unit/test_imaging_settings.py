@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from io import BytesIO
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from pymager_tx.config import load_settings
 from pymager_tx.core.errors import ConfigError
@@ -12,6 +14,7 @@ from pymager_tx.core.model import ResizeMode, Size
 from pymager_tx.imaging.geometry import draft_request, plan, stored_box, working_scale
 from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
 from pymager_tx.process.wiring import image_policy
+from tests.images import encode
 
 
 def settings_from(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
@@ -94,9 +97,26 @@ class TestGeometry:
         # Stored 100x50; the box is the upright top-left 10x20.
         assert stored_box((0, 0, 10, 20), (100, 50), orientation) == expected
 
-    def test_draft_keeps_the_reducing_gap(self) -> None:
-        assert draft_request((4000, 3000), 100 / 3000) == (267, 200)
-        assert draft_request((400, 300), 1.0) == (400, 300)  # never asks for more than there is
+    @pytest.mark.parametrize(
+        ("reduction", "decoded"),
+        [
+            (100 / 3000, (500, 375)),  # 1/8 leaves 3.75 pixels per output pixel
+            (1 / 8.1, (1000, 750)),  # 1/4 leaves 2.03
+            (1 / 7.9, (2000, 1500)),  # 1/4 would leave 1.98, less than 2 at that scale: 1/2
+            (1 / 3.6, (2000, 1500)),  # 1/2 leaves 1.8, enough at that scale (HALF_SCALE_GAP)
+            (1 / 3.4, (4000, 3000)),  # 1/2 would leave 1.7: decoded whole
+            (1.0, (4000, 3000)),  # never asks for more than there is
+        ],
+    )
+    def test_draft_keeps_the_reducing_gap(self, reduction: float, decoded: tuple[int, int]) -> None:
+        # As Pillow's JPEG decoder takes the request, for a real JPEG.
+        image = Image.open(BytesIO(encode(Image.new("RGB", (4000, 3000)), "JPEG")))
+        image.draft(None, draft_request(image.size, reduction))
+        assert image.size == decoded
+
+    def test_draft_request_never_rounds_up_past_a_scale(self) -> None:
+        # Asking for 501 (rounded up), 1001 // 501 would be 1: Pillow would decode whole.
+        assert draft_request((1001, 1001), 0.25) == (500, 500)
 
     def test_working_scale_is_set_by_the_most_demanding_size(self) -> None:
         assert working_scale((2400, 1800), [Size(150, 150), Size(400, 400)]) == pytest.approx(800 / 1800)

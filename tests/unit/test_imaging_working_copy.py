@@ -80,7 +80,7 @@ def test_deriving_from_the_working_copy_matches_the_original() -> None:
                         continue
                     assert working_copy_covers(working.width, working.height, *source, wanted), (size, mode)
                     direct = opened(render(data, wanted, LIMITS, OPTIONS).data)
-                    derived = opened(render(working.data, wanted, LIMITS, OPTIONS).data)
+                    derived = opened(render(working.data, wanted, LIMITS, OPTIONS, source_size=source).data)
                     assert derived.size == direct.size
                     scores.append(psnr(direct, derived))
     print(
@@ -181,12 +181,30 @@ class TestCovers:
         assert working_copy_covers(200, 100, 1000, 500, pad)
         assert not working_copy_covers(180, 90, 1000, 500, pad)
 
-    def test_not_when_the_fitted_size_would_round_differently(self) -> None:
+    def test_the_fitted_size_is_the_sources_however_the_copy_rounds(self) -> None:
         # 3001x2001 fits 300x300 as 300x200 (200.03); a copy of 2001x1330
-        # has pixels enough but fits as 300x199 (199.4): not the same image.
+        # would fit as 300x199 (199.4) on its own, but is planned on the source.
         fit = spec(300, 300, "png", ResizeMode.FIT)
-        assert working_copy_covers(2001, 1334, 3001, 2001, fit)
-        assert not working_copy_covers(2001, 1330, 3001, 2001, fit)
+        source = encode(marked((3001, 2001)), "PNG")
+        copy = encode(marked((2001, 1330)), "PNG")
+        assert working_copy_covers(2001, 1330, 3001, 2001, fit)
+        assert opened(render(source, fit, LIMITS, OPTIONS).data).size == (300, 200)
+        assert opened(render(copy, fit, LIMITS, OPTIONS, source_size=(3001, 2001)).data).size == (300, 200)
+        assert opened(render(copy, fit, LIMITS, OPTIONS).data).size == (300, 199)
+
+    def test_a_crop_from_the_copy_takes_the_sources_box(self) -> None:
+        # The centred square of 3000x1000 is x 1000-2000; in a copy of a
+        # third of its size, x 333.3-666.7: the red band at x 1000-1300 of
+        # the source stays on the crop's left edge.
+        picture = Image.new("RGB", (3000, 1000), BLUE)
+        picture.paste(RED, (1000, 0, 1300, 1000))
+        copy = picture.resize((1000, 333), Image.Resampling.LANCZOS)
+        crop = spec(100, 100, "png")
+        assert working_copy_covers(1000, 333, 3000, 1000, crop)
+        made = opened(render(encode(copy, "PNG"), crop, LIMITS, OPTIONS, source_size=(3000, 1000)).data)
+        assert made.size == (100, 100)
+        assert close_to(made.convert("RGB").getpixel((10, 50)), RED, 8)
+        assert close_to(made.convert("RGB").getpixel((60, 50)), BLUE, 8)
 
     def test_never_when_the_source_itself_is_too_small(self) -> None:
         assert not working_copy_covers(100, 100, 100, 100, spec(400, 400, "png"))
