@@ -133,15 +133,21 @@ class Derivations:
         self._peers = peers
         self._claims = claims
         self._originals = originals
-        self._inflight: InFlight[Rendition, StoredImage] = InFlight()
+        self._inflight: InFlight[Rendition, StoredImage] = InFlight(expected=(FocusChanged,))
         # Least recently used first.  A generation's working copy is only
         # ever one row, made once; a stale entry (its file removed with the
         # original, or lost) is found when its file is read, and dropped.
         self._working: OrderedDict[tuple[str, str], DerivedRecord] = OrderedDict()
 
-    def errand(self, arrived: float | None) -> Errand:
-        """The errand of a request that arrived then (time.monotonic())."""
-        return Errand(self._policy.deadline(arrived), self._inflight.deserted)
+    def errand(self, arrived: float | None, unchanged: Callable[[], bool] | None = None) -> Errand:
+        """The errand of a request that arrived then (time.monotonic()).
+        unchanged: see Errand; None: answered once recorded, never before."""
+        return Errand(
+            self._policy.deadline(arrived),
+            self._inflight.deserted,
+            answer=self._inflight.answer,
+            unchanged=unchanged,
+        )
 
     def derive(self, original: OriginalRecord, spec: Target, errand: Errand) -> Deferred[StoredImage]:
         """The rendition, derived once for everyone asking meanwhile: each
@@ -248,6 +254,16 @@ class Derivations:
             if isinstance(spec, DerivedSpec) and spec.mode.focused
             else None,
         )
+        if isinstance(spec, DerivedSpec):
+            # Its askers need not wait for the disk (2 of a small
+            # derivation's 14 ms): storing and recording go on under the
+            # claim, and whoever asks meanwhile, here or in another process,
+            # waits for them as before.  Only while the original is as
+            # current as a rendition held in memory must be to be served:
+            # else the record decides, and a refused one is derived again.
+            # (Not a working copy: the derivation that asked for it reads
+            # its file next.)
+            errand.answer_early(StoredImage(record, rendered.data))
         holding.stored = True  # from here, a file may stand under the claim's key
         try:
             await self._blobs.put(key, rendered.data)

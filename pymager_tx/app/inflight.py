@@ -4,6 +4,10 @@ Share one running operation per key among everyone who asks for it meanwhile.
 Each caller gets a Deferred of its own.  Cancelling it (Klein does, when a
 client disconnects) detaches that caller only: the shared work goes on for the
 others and still finishes, so its result is stored for the next request.
+
+Work may answer before it finishes (answer()): a rendition is sent as soon
+as it is rendered, while it is still being stored and recorded.  Until the
+work finishes, whoever asks for it is given that answer at once.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import Any, Generic, TypeVar
 
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -24,9 +28,13 @@ V = TypeVar("V")
 
 
 class InFlight(Generic[K, V]):
-    def __init__(self) -> None:
+    def __init__(self, expected: tuple[type[Exception], ...] = ()) -> None:
+        """expected: failures that are outcomes, not faults: logged as a line,
+        not a traceback, when nobody is left to hear them."""
+        self._expected = expected
         self._waiters: dict[K, list[Deferred[V]]] = {}
         self._deserted: dict[K, Deferred[None]] = {}
+        self._answers: dict[K, V] = {}
 
     def __contains__(self, key: K) -> bool:
         return key in self._waiters
@@ -36,6 +44,8 @@ class InFlight(Generic[K, V]):
 
     def run(self, key: K, start: Callable[[], Deferred[V]]) -> Deferred[V]:
         """Wait for the operation running under key, or start it with start()."""
+        if key in self._answers:
+            return succeed(self._answers[key])
         waiters = self._waiters.get(key)
         joining = waiters is not None
         if waiters is None:
@@ -45,6 +55,20 @@ class InFlight(Generic[K, V]):
         if not joining:
             maybeDeferred(start).addBoth(self._finished, key)
         return waiter
+
+    def answer(self, key: K, value: V) -> None:
+        """Give value to everyone waiting for the work under key, and to
+        whoever asks for it until it finishes, before it does.  What the
+        work then ends with is heard by nobody: a failure is logged."""
+        waiters = self._waiters.get(key)
+        if waiters is None or key in self._answers:
+            return
+        self._answers[key] = value
+        self._deserted.pop(key, None)  # answered: nobody is left to desert it
+        answered = list(waiters)
+        waiters.clear()
+        for waiter in answered:
+            waiter.callback(value)
 
     def deserted(self, key: K) -> Deferred[None]:
         """Fires if every waiter for the work running under key leaves before
@@ -63,8 +87,15 @@ class InFlight(Generic[K, V]):
         # own callbacks asking again start afresh instead of joining the past.
         self._deserted.pop(key, None)
         waiters = self._waiters.pop(key)
+        if key in self._answers:
+            del self._answers[key]
+            if isinstance(result, Failure):
+                _unheard(
+                    result, "Shared work for {key} failed after it was answered", self._expected, key=key
+                )
+            return
         if not waiters and isinstance(result, Failure):
-            _unheard(result, "Shared work for {key} failed after every waiter left", key=key)
+            _unheard(result, "Shared work for {key} failed after every waiter left", self._expected, key=key)
         for waiter in waiters:
             if isinstance(result, Failure):
                 waiter.errback(result)
@@ -77,10 +108,12 @@ def _discard(waiters: list[Deferred[V]], waiter: Deferred[V]) -> None:
         waiters.remove(waiter)
 
 
-def _unheard(failure: Failure, message: str, **fields: Any) -> None:
-    """Log a failure nobody is left to hear: a refusal (a domain error) as a
-    line, anything else with its traceback."""
-    if failure.check(PymagerError, CancelledError):
+def _unheard(
+    failure: Failure, message: str, expected: tuple[type[Exception], ...] = (), **fields: Any
+) -> None:
+    """Log a failure nobody is left to hear: a refusal (a domain error) or
+    an expected outcome as a line, anything else with its traceback."""
+    if failure.check(PymagerError, CancelledError, *expected):
         log.info(message + ": {reason}", reason=failure.getErrorMessage(), **fields)
     else:
         log.failure(message, failure, **fields)

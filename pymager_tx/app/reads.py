@@ -177,7 +177,9 @@ class Renditions:
         if refused is not None:
             raise refused
         try:
-            stored = await self._derivations.derive(original, target, self._derivations.errand(arrived))
+            unchanged = (lambda: self._cache.current(mark)) if self._policy.answer_before_stored else None
+            errand = self._derivations.errand(arrived, unchanged)
+            stored = await self._derivations.derive(original, target, errand)
         except FocusChanged as changed:
             if refocus_tries <= 1:
                 raise DerivationPending(

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from twisted.internet.defer import Deferred
 
 from pymager_tx.app.admission import Ticket
+from pymager_tx.app.api import StoredImage
 from pymager_tx.core.errors import ImageIdTaken, ImageNotFound
 from pymager_tx.core.keys import derived_key, original_key
 from pymager_tx.core.model import DerivedSpec, ImageId, Size
@@ -31,6 +32,10 @@ class ImagePolicy:
     # The largest side of a signed size, and of a side worked out from the
     # aspect ratio (a 0 in the name).
     max_signed_side: int = DEFAULT_MAX_SIGNED_SIDE
+    # Send a rendition as soon as it is rendered, while it is stored and
+    # recorded (see Errand.answer_early).  Off behind X-Accel-Redirect, whose
+    # answer names the stored file, which must then exist.
+    answer_before_stored: bool = True
 
     @property
     def signed_bounds(self) -> SignedSizeBounds:
@@ -64,26 +69,47 @@ Target = DerivedSpec | WorkingCopy
 
 class Errand:
     """What one request's derivation carries down to its image work: when it
-    must be done by, and how it hears that nobody waits for it any more."""
+    must be done by, how it hears that nobody waits for it any more, and how
+    it answers its waiters before it is done."""
 
     def __init__(
         self,
         deadline: float | None,
         deserted: Callable[[Rendition], Deferred[None]] | None = None,
         ticket: Ticket | None = None,
+        answer: Callable[[Rendition, StoredImage], None] | None = None,
+        unchanged: Callable[[], bool] | None = None,
     ) -> None:
         """ticket: the place in the image queue of the derivation this
-        errand is part of (see pymager_tx.app.admission)."""
+        errand is part of (see pymager_tx.app.admission); answer(key,
+        stored): hands stored to everyone waiting for the work under key;
+        unchanged(): whether no deletion, replacement or refocusing can have
+        begun since the request looked its original up (as the memory
+        cache judges it)."""
         self.deadline = deadline
         self._deserted = deserted
         self.deserted_now: Deferred[None] | None = None
         self.ticket = ticket
+        self._answer = answer
+        self._unchanged = unchanged
+        self._key: Rendition | None = None
 
     def of(self, key: Rendition, ticket: Ticket | None = None) -> Errand:
         """The errand of the shared work running under key, holding ticket."""
-        errand = Errand(self.deadline, self._deserted, ticket)
+        errand = Errand(self.deadline, self._deserted, ticket, self._answer, self._unchanged)
         errand.deserted_now = None if self._deserted is None else self._deserted(key)
+        errand._key = key
         return errand
+
+    def answer_early(self, stored: StoredImage) -> bool:
+        """Answer everyone waiting for this errand's work now, before it is
+        stored and recorded, if the original it was made from is still
+        current by the same rule that lets the memory cache serve a
+        rendition without asking the database; False if not answered."""
+        if self._answer is None or self._key is None or self._unchanged is None or not self._unchanged():
+            return False
+        self._answer(self._key, stored)
+        return True
 
 
 # The variant, which no URL names, of the claim a replacement of an original

@@ -353,6 +353,7 @@ def image_policy(settings: Settings) -> ImagePolicy:
         allowed_sizes=images.sizes,
         max_upload_bytes=images.max_upload_bytes,
         max_signed_side=images.max_signed_side,
+        answer_before_stored=not settings.http.accel_redirect_prefix,
         limits=DecodeLimits(
             max_pixels=images.max_pixels,
             decoders=tuple(images.decoders),
