@@ -149,6 +149,11 @@ class Derivations:
             unchanged=unchanged,
         )
 
+    def settled(self) -> Deferred[None]:
+        """Fires once no derivation runs in this process: every rendition
+        answered early is stored and recorded (or its failure logged)."""
+        return self._inflight.idle()
+
     def derive(self, original: OriginalRecord, spec: Target, errand: Errand) -> Deferred[StoredImage]:
         """The rendition, derived once for everyone asking meanwhile: each
         caller gets a Deferred of its own."""

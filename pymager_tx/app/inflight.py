@@ -35,6 +35,7 @@ class InFlight(Generic[K, V]):
         self._waiters: dict[K, list[Deferred[V]]] = {}
         self._deserted: dict[K, Deferred[None]] = {}
         self._answers: dict[K, V] = {}
+        self._idle: list[Deferred[None]] = []
 
     def __contains__(self, key: K) -> bool:
         return key in self._waiters
@@ -70,6 +71,14 @@ class InFlight(Generic[K, V]):
         for waiter in answered:
             waiter.callback(value)
 
+    def idle(self) -> Deferred[None]:
+        """Fires once no work runs here, answered or not (at once if none does)."""
+        if not self._waiters:
+            return succeed(None)
+        waiting: Deferred[None] = Deferred()
+        self._idle.append(waiting)
+        return waiting
+
     def deserted(self, key: K) -> Deferred[None]:
         """Fires if every waiter for the work running under key leaves before
         it finishes: work that has not begun in earnest (that still waits for
@@ -87,6 +96,15 @@ class InFlight(Generic[K, V]):
         # own callbacks asking again start afresh instead of joining the past.
         self._deserted.pop(key, None)
         waiters = self._waiters.pop(key)
+        try:
+            self._deliver(result, key, waiters)
+        finally:
+            if not self._waiters:
+                idle, self._idle = self._idle, []
+                for waiting in idle:
+                    waiting.callback(None)
+
+    def _deliver(self, result: V | Failure, key: K, waiters: list[Deferred[V]]) -> None:
         if key in self._answers:
             del self._answers[key]
             if isinstance(result, Failure):

@@ -84,7 +84,7 @@ class ImageService:
         removals = Removals(database, blobs, cache.epoch, clock, peers.me)
         claims = Claims(database, blobs, peers, policy.hold_limit)
         self._originals = Originals(database, blobs, self._work, policy, clock, peers, removals)
-        derivations = Derivations(
+        self._derivations = Derivations(
             database, blobs, self._work, policy, clock, peers, claims, self._originals, metrics
         )
         self._renditions = Renditions(
@@ -93,7 +93,7 @@ class ImageService:
             policy,
             cache,
             refusals if refusals is not None else RecentRefusals(),
-            derivations,
+            self._derivations,
         )
         self._replacements = Replacements(database, blobs, self._work, policy, clock, peers, removals, claims)
         self._purger = purger or NoCachePurger()
@@ -147,6 +147,11 @@ class ImageService:
         self, name: str, arrived: float | None = None, accept: str | None = None, signed: bool = False
     ) -> Found:
         return await self._renditions.find(name, arrived, accept, signed)
+
+    def derivations_settled(self) -> Deferred[None]:
+        """Fires once no derivation runs in this process (a stopping server
+        lets the renditions it answered early be stored and recorded)."""
+        return self._derivations.settled()
 
     async def poll_removals(self) -> None:
         await self._renditions.poll_removals()

@@ -21,6 +21,7 @@ from typing import Any
 
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import TimeoutError as SettleTimeout
 from twisted.internet.endpoints import (
     TCP4ServerEndpoint,
     TCP6ServerEndpoint,
@@ -75,6 +76,11 @@ _IO_THREADS = 8
 _IMAGE_NICENESS = 10
 # How often freed memory is given back to the system while image work is idle.
 GIVE_BACK_SECONDS = 10.0
+# How long a stopping process waits for its derivations under way: those it
+# answered early need milliseconds to be stored and recorded; one still
+# rendering gets this long to finish for its client.  Past it, their claims
+# are left to recovery, as a crash would leave them.
+SETTLE_SECONDS = 10.0
 # Endpoints whose connections are plain sockets, which the Dealer can accept
 # (TLS ones go through the port's own wrapping).
 _PLAIN_ENDPOINTS = (TCP4ServerEndpoint, TCP6ServerEndpoint, UNIXServerEndpoint)
@@ -382,6 +388,7 @@ class PymagerService(MultiService):
         if self._metrics_port is not None:
             metrics_port, self._metrics_port = self._metrics_port, None
             await maybeDeferred(metrics_port.stopListening)
+        await self._derivations_settle()
         await self.purger.stop()
         await self.store.removal_feed.stop()
         if self.store.heartbeat is not None:
@@ -392,6 +399,19 @@ class PymagerService(MultiService):
         await self._io.offload(self.owners.release)
         self.epoch.close()
         await super().stopService()  # the thread pools, last
+
+    async def _derivations_settle(self) -> None:
+        """Before the database and the store close (see SETTLE_SECONDS)."""
+        settling = self.images.derivations_settled()
+        settling.addTimeout(SETTLE_SECONDS, self._reactor)
+        try:
+            await settling
+        except SettleTimeout:
+            self.log.warn(
+                "Stopping with derivations still under way after {seconds:.0f}s; "
+                "their claims are left to recovery",
+                seconds=SETTLE_SECONDS,
+            )
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())

@@ -33,7 +33,7 @@ from tests.faults import (
     small_tmpfs,
     unmount,
 )
-from tests.images import jpeg
+from tests.images import jpeg, opened
 from tests.integration.conftest import Running, _drop_schema, start, stop
 
 # Words a 503 must not leak: where the database is, and what talks to it.
@@ -201,7 +201,8 @@ async def test_database_cut_and_restored_twice(
 @pytest_twisted.ensureDeferred
 async def test_storage_read_only_then_repaired(tmp_path: Path, database_url: str) -> None:
     """The files' filesystem turns read-only (as ext4 does after an I/O
-    error): writes answer 503 and leave nothing behind; reads go on."""
+    error): writes answer 503 and leave nothing behind; reads go on, and a
+    new rendition is still sent, though it cannot be kept."""
     server = await start(tmp_path / "data", database_url=database_url)
     files = server.service.data_directory / "files"
     mounted = False
@@ -215,7 +216,9 @@ async def test_storage_read_only_then_repaired(tmp_path: Path, database_url: str
         make_read_only(files)
         before = files_under(files)
         await unavailable(client.upload("other", jpeg((80, 60))), "storage-unavailable", 5)
-        await unavailable(client.get_derived("photo", 100, 100, "jpg"), "storage-unavailable", 5)
+        # Sent as soon as rendered; storing it fails after, logged, leaving nothing.
+        assert opened((await client.get_derived("photo", 100, 100, "jpg")).data).size == (100, 100)
+        await server.service.images.derivations_settled()
         # Reads still work where nothing needs writing; the process is up.
         assert (await client.get_original("photo")).data == data
         await client.get_derived("photo", 40, 30, "jpg")
@@ -318,11 +321,13 @@ async def _fill_up_and_recover(server: Running, files: Path) -> None:
     for image_id, data in stored.items():
         assert (await client.get_original(image_id)).data == data
 
-    # A derived image with no room to store it: 503 too, and nothing left.
+    # A derived image with no room to store it: still sent, since it is
+    # sent as soon as it is rendered, and nothing is left of the failed store.
     filler = fill(files)
     first = next(iter(stored))
-    await unavailable(client.get_derived(first, 800, 600, "png"), "storage-full", 60)
-    await unavailable(client.get_derived(first, 800, 600, "png"), "storage-full", 60)
+    for _ in range(2):
+        assert opened((await client.get_derived(first, 800, 600, "png")).data).width == 800
+        await server.service.images.derivations_settled()
     assert files_under(files / ".tmp") == []
     assert files_under(files / "derived") == []
     # An upload meanwhile fails the same way.

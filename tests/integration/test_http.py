@@ -231,6 +231,8 @@ class TestDerived:
             bodies.add(image.data)
         assert len(bodies) == 1
         assert opened(bodies.pop()).size == (800, 600)
+        # Answered as soon as rendered; logged once stored and recorded.
+        await server.service.images.derivations_settled()
         assert derivations(log_events) == ["big-800x600.png"]
 
     @pytest_twisted.ensureDeferred

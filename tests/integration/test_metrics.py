@@ -54,6 +54,7 @@ async def test_a_real_server_counts_what_it_served(server: Running) -> None:
     await client.upload("photo", jpeg((400, 300)))
     for _ in range(3):
         await client.get_derived("photo", 100, 100, "jpg")
+    await server.service.images.derivations_settled()  # recorded, not only answered
     await client.delete("photo")
     samples = await scrape(server.url, server.pool)
     http = "pymager_http_requests_total"

@@ -110,9 +110,14 @@ async def test_first_requests_spread_over_the_nodes_derive_once(cluster: Cluster
     bodies = {body for _, _, body in answers}
     assert len(bodies) == 1
     assert opened(bodies.pop()).size == (100, 100)
-    # One derivation, and one write of it: the original's and the rendition's.
+
+    # One derivation, and one write of it: the original's and the rendition's
+    # (the deriving node answers before it records: wait for its log line).
+    async def recorded() -> bool:
+        return sum(node.log_count("Derived photo-100x100.jpeg") for node in cluster.nodes) == 1
+
+    await until(recorded, 10, "the rendition is recorded")
     assert await derivations(cluster) == (1, 2)
-    assert sum(node.log_count("Derived photo-100x100.jpeg") for node in cluster.nodes) == 1
     assert len(await cluster.objects("derived/")) == 1
 
 
@@ -140,7 +145,12 @@ async def test_a_killed_node_s_derivation_is_finished_by_another_once_its_lease_
     assert status == 200
     assert opened(body).size == (100, 100)
     assert other.log_count(f"Ending the claim of {victim.owner}, which is gone") == 1
-    assert other.log_count("Derived photo-100x100.jpeg") == 1
+
+    async def recorded() -> bool:
+        # Answered as soon as rendered; logged once stored and recorded.
+        return other.log_count("Derived photo-100x100.jpeg") == 1
+
+    await until(recorded, 10, "the other node records the rendition")
     assert victim.log_count("Derived photo-100x100.jpeg") == 0
     assert len(await cluster.objects("derived/")) == 1
     assert await cluster.query("SELECT owner FROM derivation_claims") == []

@@ -106,7 +106,11 @@ def test_answered_before_its_file_and_row_exist_and_both_follow(
     # Asked again meanwhile: the same answer, not a second derivation.
     again = result_of(run(derived_body(service, NAME)))
     assert again == answer
+    # A stopping server waits for this before it closes the database.
+    settled = service.derivations_settled()
+    no_result(settled)
     held.store_held()
+    result_of(settled)
     row = recorded(database)
     assert row == answer.record
     assert (blobs.root / row.blob_key).read_bytes() == answer.data
@@ -203,6 +207,20 @@ class TestInFlight:
         assert result_of(asked) == "early"
         [event] = [event for event in log_events if "answered" in event.get("log_format", "")]
         assert "log_failure" not in event  # expected: a line, not a traceback
+
+    def test_idle_once_every_work_has_ended_answered_or_not(self) -> None:
+        flight: InFlight[str, str] = InFlight()
+        result_of(flight.idle())  # nothing runs
+        answered: Deferred[str] = Deferred()
+        waited: Deferred[str] = Deferred()
+        flight.run("a", lambda: answered)
+        flight.run("b", lambda: waited)
+        flight.answer("a", "early")
+        idle = flight.idle()
+        answered.callback("late")
+        no_result(idle)  # b still runs
+        waited.callback("b")
+        result_of(idle)
 
     def test_no_answer_for_work_nobody_runs(self) -> None:
         flight: InFlight[str, str] = InFlight()
