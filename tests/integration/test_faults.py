@@ -99,6 +99,7 @@ async def serves_again(server: Running, image_id: str, data: bytes) -> None:
     assert (await client.health())["status"] == "ok"
     assert (await client.get_original(image_id)).data == data
     await client.get_derived(image_id, 100, 100, "jpg")
+    await server.service.images.derivations_settled()  # stored, not only sent
     fresh = f"{image_id}-after"
     await client.upload(fresh, jpeg((50, 40)))
     await client.delete(fresh)
@@ -346,6 +347,7 @@ async def _fill_up_and_recover(server: Running, files: Path) -> None:
     for image_id, data in stored.items():
         assert (await client.get_original(image_id)).data == data
     await client.get_derived(first, 100, 100, "jpg")
+    await server.service.images.derivations_settled()  # stored, not only sent
     await client.health()
     assert files_under(files / ".tmp") == []
     assert os.path.ismount(files)
