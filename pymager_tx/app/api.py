@@ -14,7 +14,7 @@ the service and its fakes against them structurally.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from pymager_tx.core.model import FocalPoint, ImageId, OriginalRecord, StoredFile
@@ -31,6 +31,10 @@ class StoredImage:
     record: StoredFile
     data: bytes | None
     reader: IBlobReader | None = None
+    # False for a rendition sent before its row is written (see
+    # app.values.Errand.answer_early): the row may never be, so nothing
+    # keeps it (the caches, say).
+    recorded: bool = field(default=True, compare=False)
 
 
 class Found(Protocol):

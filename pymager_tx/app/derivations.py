@@ -139,14 +139,21 @@ class Derivations:
         # original, or lost) is found when its file is read, and dropped.
         self._working: OrderedDict[tuple[str, str], DerivedRecord] = OrderedDict()
 
-    def errand(self, arrived: float | None, unchanged: Callable[[], bool] | None = None) -> Errand:
+    def errand(
+        self,
+        arrived: float | None,
+        unchanged: Callable[[], bool] | None = None,
+        keep: Callable[[StoredImage], object] | None = None,
+    ) -> Errand:
         """The errand of a request that arrived then (time.monotonic()).
-        unchanged: see Errand; None: answered once recorded, never before."""
+        unchanged, keep: see Errand; unchanged None: answered once recorded,
+        never before."""
         return Errand(
             self._policy.deadline(arrived),
             self._inflight.deserted,
             answer=self._inflight.answer,
             unchanged=unchanged,
+            keep=keep,
         )
 
     def settled(self) -> Deferred[None]:
@@ -160,7 +167,7 @@ class Derivations:
         spec = focused(original, spec)
         key = _inflight_key(original, spec)
         if key in self._inflight:
-            return self._inflight.run(key, _never)
+            return self._inflight.run(key, _never, take_answer=errand.may_take_answer)
         # New image work: it takes its place in the queue now, or is refused
         # at once when the queue is full, before it spends a claim and more
         # lookups.  Work that is a step of a derivation under way (its
@@ -259,6 +266,7 @@ class Derivations:
             if isinstance(spec, DerivedSpec) and spec.mode.focused
             else None,
         )
+        answered = False
         if isinstance(spec, DerivedSpec):
             # Its askers need not wait for the disk (2 of a small
             # derivation's 14 ms): storing and recording go on under the
@@ -268,7 +276,7 @@ class Derivations:
             # else the record decides, and a refused one is derived again.
             # (Not a working copy: the derivation that asked for it reads
             # its file next.)
-            errand.answer_early(StoredImage(record, rendered.data))
+            answered = errand.answer_early(StoredImage(record, rendered.data, recorded=False))
         holding.stored = True  # from here, a file may stand under the claim's key
         try:
             await self._blobs.put(key, rendered.data)
@@ -300,7 +308,10 @@ class Derivations:
             await self._refused(original, holding, recorded)
         holding.stored = False
         self._log_derived(original, spec, record, source.name, render_seconds, started)
-        return StoredImage(record, rendered.data), source.name.replace(" ", "_")
+        stored = StoredImage(record, rendered.data)
+        if answered:
+            errand.recorded(stored)
+        return stored, source.name.replace(" ", "_")
 
     async def _refused(self, original: OriginalRecord, holding: Holding, recorded: Recorded) -> None:
         """After a record was refused: no row names our file, and none ever

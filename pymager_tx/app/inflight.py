@@ -35,7 +35,7 @@ class InFlight(Generic[K, V]):
         self._waiters: dict[K, list[Deferred[V]]] = {}
         self._deserted: dict[K, Deferred[None]] = {}
         self._answers: dict[K, V] = {}
-        self._idle: list[Deferred[None]] = []
+        self._idle: list[tuple[set[K], Deferred[None]]] = []
 
     def __contains__(self, key: K) -> bool:
         return key in self._waiters
@@ -43,9 +43,14 @@ class InFlight(Generic[K, V]):
     def __len__(self) -> int:
         return len(self._waiters)
 
-    def run(self, key: K, start: Callable[[], Deferred[V]]) -> Deferred[V]:
-        """Wait for the operation running under key, or start it with start()."""
-        if key in self._answers:
+    def run(
+        self, key: K, start: Callable[[], Deferred[V]], take_answer: Callable[[], bool] | None = None
+    ) -> Deferred[V]:
+        """Wait for the operation running under key, or start it with start().
+        Work that answered early (answer()) gives its answer at once to a
+        caller whose take_answer() says it may have it; any other caller
+        waits for the work's own end."""
+        if key in self._answers and take_answer is not None and take_answer():
             return succeed(self._answers[key])
         waiters = self._waiters.get(key)
         joining = waiters is not None
@@ -58,9 +63,8 @@ class InFlight(Generic[K, V]):
         return waiter
 
     def answer(self, key: K, value: V) -> None:
-        """Give value to everyone waiting for the work under key, and to
-        whoever asks for it until it finishes, before it does.  What the
-        work then ends with is heard by nobody: a failure is logged."""
+        """Give value to everyone waiting for the work under key, before it
+        ends, and keep it for later callers until then (see run)."""
         waiters = self._waiters.get(key)
         if waiters is None or key in self._answers:
             return
@@ -72,11 +76,13 @@ class InFlight(Generic[K, V]):
             waiter.callback(value)
 
     def idle(self) -> Deferred[None]:
-        """Fires once no work runs here, answered or not (at once if none does)."""
-        if not self._waiters:
+        """Fires once the work running now has ended, answered or not (at
+        once if none runs); work started meanwhile is not waited for."""
+        running = set(self._waiters)
+        if not running:
             return succeed(None)
         waiting: Deferred[None] = Deferred()
-        self._idle.append(waiting)
+        self._idle.append((running, waiting))
         return waiting
 
     def deserted(self, key: K) -> Deferred[None]:
@@ -99,21 +105,25 @@ class InFlight(Generic[K, V]):
         try:
             self._deliver(result, key, waiters)
         finally:
-            if not self._waiters:
-                idle, self._idle = self._idle, []
-                for waiting in idle:
-                    waiting.callback(None)
+            self._ended(key)
+
+    def _ended(self, key: K) -> None:
+        still: list[tuple[set[K], Deferred[None]]] = []
+        for running, waiting in self._idle:
+            running.discard(key)
+            if running:
+                still.append((running, waiting))
+            else:
+                waiting.callback(None)
+        self._idle = still
 
     def _deliver(self, result: V | Failure, key: K, waiters: list[Deferred[V]]) -> None:
-        if key in self._answers:
-            del self._answers[key]
-            if isinstance(result, Failure):
-                _unheard(
-                    result, "Shared work for {key} failed after it was answered", self._expected, key=key
-                )
-            return
+        # The waiters left after an answer are those who were not to have it.
+        answered = key in self._answers
+        self._answers.pop(key, None)
         if not waiters and isinstance(result, Failure):
-            _unheard(result, "Shared work for {key} failed after every waiter left", self._expected, key=key)
+            heard = "after it was answered" if answered else "after every waiter left"
+            _unheard(result, "Shared work for {key} failed " + heard, self._expected, key=key)
         for waiter in waiters:
             if isinstance(result, Failure):
                 waiter.errback(result)

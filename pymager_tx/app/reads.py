@@ -178,7 +178,9 @@ class Renditions:
             raise refused
         try:
             unchanged = (lambda: self._cache.current(mark)) if self._policy.answer_before_stored else None
-            errand = self._derivations.errand(arrived, unchanged)
+            errand = self._derivations.errand(
+                arrived, unchanged, keep=lambda kept: self._remember(kept, mark)
+            )
             stored = await self._derivations.derive(original, target, errand)
         except FocusChanged as changed:
             if refocus_tries <= 1:
@@ -246,6 +248,10 @@ class Renditions:
     def _remember(self, stored: StoredImage, checked: Mark) -> Fetched:
         """stored, kept in memory if it has its bytes; else marked with when
         it was checked, for load to keep it once it has them."""
+        if not stored.recorded:
+            # Sent before its row is written: a row that may never be, or
+            # not as this one (another holder's), is kept by nothing.
+            return Fetched(stored)
         record = stored.record
         assert isinstance(record, DerivedRecord)
         key = (record.image_id, record.variant)

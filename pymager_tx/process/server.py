@@ -388,11 +388,14 @@ class PymagerService(MultiService):
         if self._metrics_port is not None:
             metrics_port, self._metrics_port = self._metrics_port, None
             await maybeDeferred(metrics_port.stopListening)
-        await self._derivations_settle()
+        settled = await self._derivations_settle()
         await self.purger.stop()
         await self.store.removal_feed.stop()
-        if self.store.heartbeat is not None:
-            await self.store.heartbeat.leave()  # seen gone at once, not a lease later
+        if self.store.heartbeat is not None and settled:
+            # Seen gone at once, not a lease later.  Not while derivations
+            # still run: peers would settle their claims (removing the files)
+            # while they may still write; their leases lapse instead.
+            await self.store.heartbeat.leave()
         await self.store.close()
         if isinstance(self.metrics, PrometheusMetrics):
             self.metrics.flush()  # the last turn's counts, before the files are left
@@ -400,8 +403,9 @@ class PymagerService(MultiService):
         self.epoch.close()
         await super().stopService()  # the thread pools, last
 
-    async def _derivations_settle(self) -> None:
-        """Before the database and the store close (see SETTLE_SECONDS)."""
+    async def _derivations_settle(self) -> bool:
+        """Before the database and the store close (see SETTLE_SECONDS);
+        False if some still run."""
         settling = self.images.derivations_settled()
         settling.addTimeout(SETTLE_SECONDS, self._reactor)
         try:
@@ -409,9 +413,11 @@ class PymagerService(MultiService):
         except SettleTimeout:
             self.log.warn(
                 "Stopping with derivations still under way after {seconds:.0f}s; "
-                "their claims are left to recovery",
+                "their claims are left to recovery once their leases lapse",
                 seconds=SETTLE_SECONDS,
             )
+            return False
+        return True
 
     def stopService(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._stop())

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.logger import LogEvent
 
 from pymager_tx.client import NotFound
@@ -122,3 +123,64 @@ async def test_freed_memory_is_given_back_only_while_image_work_is_idle(
         assert len(given_back) == 1
     finally:
         await stop(running)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stop_waits_for_a_rendition_sent_before_it_was_stored(
+    data_directory: Path, log_events: list[LogEvent]
+) -> None:
+    running = await start(data_directory)
+    service = running.service
+    store = service.blobs.put
+    held: list[tuple[str, bytes, Deferred[None]]] = []
+
+    def put(key: str, data: bytes) -> Deferred[None]:
+        if not key.startswith("derived/"):
+            return store(key, data)
+        stored: Deferred[None] = Deferred()
+        held.append((key, data, stored))
+        return stored
+
+    service.blobs.put = put  # type: ignore[method-assign]
+    await running.client().upload("photo", jpeg((300, 200)))
+    sent = (await running.client().get_derived("photo", 100, 100, "jpg")).data
+    assert len(held) == 1  # sent, not yet stored
+    disposing = service.database.dispose
+    settled_at_close: list[bool] = []
+
+    def dispose() -> Deferred[None]:
+        settled_at_close.append(service.images.derivations_settled().called)
+        return disposing()
+
+    service.database.dispose = dispose  # type: ignore[method-assign]
+    await running.pool.closeCachedConnections()
+    stopping = service.stopService()
+    # The stop has begun; only now does the disk take the rendition.
+    key, data, stored = held[0]
+    store(key, data).chainDeferred(stored)
+    await stopping
+    assert settled_at_close == [True]  # stored and recorded before the database closed
+    assert not [event for event in log_events if "still under way" in event.get("log_format", "")]
+
+    again = await start(data_directory)
+    try:
+        assert (await again.client().get_derived("photo", 100, 100, "jpg")).data == sent
+        assert derivations(log_events) == ["photo-100x100.jpeg"]  # recorded by the first
+    finally:
+        await stop(again)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stop_leaves_a_derivation_that_never_settles_to_its_lease(
+    data_directory: Path, log_events: list[LogEvent], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server, "SETTLE_SECONDS", 0.2)
+    running = await start(data_directory)
+    blobs = running.service.blobs
+    store = blobs.put
+    never: Deferred[None] = Deferred()
+    blobs.put = lambda key, data: never if key.startswith("derived/") else store(key, data)  # type: ignore[method-assign]
+    await running.client().upload("photo", jpeg((300, 200)))
+    await running.client().get_derived("photo", 100, 100, "jpg")
+    await stop(running)
+    assert [event for event in log_events if "still under way" in event.get("log_format", "")]

@@ -54,7 +54,8 @@ async def test_a_real_server_counts_what_it_served(server: Running) -> None:
     await client.upload("photo", jpeg((400, 300)))
     for _ in range(3):
         await client.get_derived("photo", 100, 100, "jpg")
-    await server.service.images.derivations_settled()  # recorded, not only answered
+        # Recorded, not only sent: then held in memory for the next two.
+        await server.service.images.derivations_settled()
     await client.delete("photo")
     samples = await scrape(server.url, server.pool)
     http = "pymager_http_requests_total"

@@ -103,9 +103,15 @@ def test_answered_before_its_file_and_row_exist_and_both_follow(
     answer = result_of(run(derived_body(service, NAME)))
     assert opened(answer.data or b"").size == (100, 100)
     assert recorded(database) is None and not [name for name in files(blobs) if "100x100" in name]
-    # Asked again meanwhile: the same answer, not a second derivation.
+    # Asked again meanwhile: the same answer, not a second derivation, and
+    # nothing taken for a row that is not written yet (a HEAD reads no
+    # file; a GET then would have found it missing and forgotten the row).
     again = result_of(run(derived_body(service, NAME)))
     assert again == answer
+    head = result_of(run(service.derived(NAME)))
+    assert head.record == answer.record
+    assert result_of(run(head.body())).data == answer.data
+    assert not [event for event in log_events if "missing" in event.get("log_format", "")]
     # A stopping server waits for this before it closes the database.
     settled = service.derivations_settled()
     no_result(settled)
@@ -115,6 +121,11 @@ def test_answered_before_its_file_and_row_exist_and_both_follow(
     assert row == answer.record
     assert (blobs.root / row.blob_key).read_bytes() == answer.data
     assert derivations(log_events) == ["photo-100x100.jpeg"]
+    # Once recorded, held in memory as a rendition that waited would be:
+    # served without its file while nothing is deleted.
+    (blobs.root / row.blob_key).unlink()
+    assert result_of(run(derived_body(service, NAME))).data == answer.data
+    assert held.held == []  # not derived again
 
 
 def test_not_answered_before_it_is_recorded_when_the_memory_cache_trusts_nothing(
@@ -190,9 +201,17 @@ class TestInFlight:
         second = flight.run("k", lambda: work)
         flight.answer("k", "early")
         assert result_of(first) == "early" and result_of(second) == "early"
-        assert result_of(flight.run("k", lambda: fail(AssertionError("not started again")))) == "early"
+        not_again = fail(AssertionError("not started again"))
+        assert result_of(flight.run("k", lambda: not_again, take_answer=lambda: True)) == "early"
+        # One whose own lookup may be stale (a deletion signalled since)
+        # waits for the work's own end; so does one that does not say.
+        stale = flight.run("k", lambda: not_again, take_answer=lambda: False)
+        unsaid = flight.run("k", lambda: not_again)
+        no_result(stale)
         assert "k" in flight
         work.callback("late")
+        assert result_of(stale) == "late" and result_of(unsaid) == "late"
+        failure_of(not_again).trap(AssertionError)
         assert "k" not in flight
         started: Deferred[str] = Deferred()
         fresh = flight.run("k", lambda: started)
@@ -207,6 +226,17 @@ class TestInFlight:
         assert result_of(asked) == "early"
         [event] = [event for event in log_events if "answered" in event.get("log_format", "")]
         assert "log_failure" not in event  # expected: a line, not a traceback
+
+    def test_idle_waits_for_the_work_running_when_asked_only(self) -> None:
+        flight: InFlight[str, str] = InFlight()
+        before: Deferred[str] = Deferred()
+        flight.run("a", lambda: before)
+        idle = flight.idle()
+        after: Deferred[str] = Deferred()
+        flight.run("b", lambda: after)  # a stopping server's keep-alive request, say
+        before.callback("a")
+        result_of(idle)
+        no_result(flight.run("b", lambda: after))
 
     def test_idle_once_every_work_has_ended_answered_or_not(self) -> None:
         flight: InFlight[str, str] = InFlight()
