@@ -161,10 +161,15 @@ async def test_a_delete_on_one_node_is_a_404_on_every_node_within_a_second(clust
     deleter = cluster.nodes[1]
     status, _, _ = await cluster.fetch(deleter, "PUT", "/original/photo", data=jpeg((400, 300)), headers=JPEG)
     assert status == 201
+    async def recorded() -> bool:
+        # The deriving node sends it first and holds it in memory once recorded.
+        return sum(node.log_count("Derived photo-100x100.jpeg") for node in cluster.nodes) == 1
+
     for node in cluster.nodes:
         for _ in range(2):  # the second from the node's memory
             status, _, _ = await cluster.fetch(node, "GET", "/derived/photo-100x100.jpg")
             assert status == 200
+            await until(recorded, 10, "the rendition is recorded")
         # Served from memory, without asking the database: only the removal
         # signal can stop it (the counter poll is two minutes away).
         status, _, metrics = await cluster.fetch(node, "GET", "/metrics")
