@@ -161,6 +161,7 @@ async def test_a_delete_on_one_node_is_a_404_on_every_node_within_a_second(clust
     deleter = cluster.nodes[1]
     status, _, _ = await cluster.fetch(deleter, "PUT", "/original/photo", data=jpeg((400, 300)), headers=JPEG)
     assert status == 201
+
     async def recorded() -> bool:
         # The deriving node sends it first and holds it in memory once recorded.
         return sum(node.log_count("Derived photo-100x100.jpeg") for node in cluster.nodes) == 1
