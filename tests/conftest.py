@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, make_url
 from twisted.logger import LogEvent, globalLogPublisher
 
 from pymager_tx.adapters.sql.database import Database, make_engine, sqlite_url
+from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
 from pymager_tx.adapters.storage.s3_client import make_client
 from pymager_tx.config import S3Settings
 from pymager_tx.ports import immediate
@@ -144,6 +145,14 @@ def database(database_url: str) -> Iterator[Database]:
     yield db
     result_of(db.drop_schema())
     db.engine.dispose()
+
+
+@pytest.fixture
+def blobs(tmp_path: Path) -> FilesystemBlobStore:
+    """A blob store in files, without threads."""
+    store = FilesystemBlobStore(tmp_path / "files", immediate)
+    result_of(store.recover())
+    return store
 
 
 @pytest.fixture

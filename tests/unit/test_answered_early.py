@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent
@@ -57,13 +56,6 @@ class HeldDerivedPuts(InterceptedBlobs):
         while self.held:
             waiting, key, data = self.held.pop(0)
             super().put(key, data).chainDeferred(waiting)
-
-
-@pytest.fixture
-def blobs(tmp_path: Path) -> FilesystemBlobStore:
-    store = FilesystemBlobStore(tmp_path / "files", immediate)
-    result_of(store.recover())
-    return store
 
 
 def cached_service(

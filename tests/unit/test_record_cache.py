@@ -23,9 +23,7 @@ from tests.images import BLUE, RED, close_to, jpeg, opened
 from tests.results import failure_of, result_of
 from tests.service_calls import derived_body
 from tests.unit.test_rendition_cache import Clock, record
-from tests.unit.test_service import PHOTO, POLICY, blobs, derived, run
-
-__all__ = ["blobs"]  # the fixture, used by name
+from tests.unit.test_service import PHOTO, POLICY, derived, run
 
 
 class TestRecordCache:

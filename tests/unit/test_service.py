@@ -74,13 +74,6 @@ def run(coroutine: Coroutine[Any, Any, T]) -> Deferred[T]:
     return Deferred.fromCoroutine(coroutine)
 
 
-@pytest.fixture
-def blobs(tmp_path: Path) -> FilesystemBlobStore:
-    store = FilesystemBlobStore(tmp_path / "files", immediate)
-    result_of(store.recover())
-    return store
-
-
 def make_service(
     database: Database, blobs: FilesystemBlobStore, imaging: Offload = immediate
 ) -> ImageService:

@@ -41,13 +41,6 @@ def etag_of(data: bytes) -> str:
     return f'"{hashlib.sha256(data).hexdigest()}"'
 
 
-@pytest.fixture
-def blobs(tmp_path: Path) -> FilesystemBlobStore:
-    store = FilesystemBlobStore(tmp_path / "files", immediate)
-    result_of(store.recover())
-    return store
-
-
 def make_service(
     database: Database,
     blobs: FilesystemBlobStore,
