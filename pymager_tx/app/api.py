@@ -32,7 +32,7 @@ class StoredImage:
     data: bytes | None
     reader: IBlobReader | None = None
     # False for a rendition sent before its row is written (see
-    # app.values.Errand.answer_early): the row may never be, so nothing
+    # app.values.Errand.may_take_answer): the row may never be, so nothing
     # keeps it (the caches, say).
     recorded: bool = field(default=True, compare=False)
 

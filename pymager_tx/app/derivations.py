@@ -148,13 +148,7 @@ class Derivations:
         """The errand of a request that arrived then (time.monotonic()).
         unchanged, keep: see Errand; unchanged None: answered once recorded,
         never before."""
-        return Errand(
-            self._policy.deadline(arrived),
-            self._inflight.deserted,
-            answer=self._inflight.answer,
-            unchanged=unchanged,
-            keep=keep,
-        )
+        return Errand(self._policy.deadline(arrived), self._inflight.deserted, unchanged=unchanged, keep=keep)
 
     def settled(self) -> Deferred[None]:
         """Fires once no derivation runs in this process: every rendition
@@ -266,8 +260,8 @@ class Derivations:
             if isinstance(spec, DerivedSpec) and spec.mode.focused
             else None,
         )
-        answered = False
-        if isinstance(spec, DerivedSpec):
+        answered = isinstance(spec, DerivedSpec) and errand.may_take_answer()
+        if answered:
             # Its askers need not wait for the disk (2 of a small
             # derivation's 14 ms): storing and recording go on under the
             # claim, and whoever asks meanwhile, here or in another process,
@@ -276,7 +270,9 @@ class Derivations:
             # else the record decides, and a refused one is derived again.
             # (Not a working copy: the derivation that asked for it reads
             # its file next.)
-            answered = errand.answer_early(StoredImage(record, rendered.data, recorded=False))
+            self._inflight.answer(
+                _inflight_key(original, spec), StoredImage(record, rendered.data, recorded=False)
+            )
         holding.stored = True  # from here, a file may stand under the claim's key
         try:
             await self._blobs.put(key, rendered.data)

@@ -81,9 +81,9 @@ class InFlight(Generic[K, V]):
         running = set(self._waiters)
         if not running:
             return succeed(None)
-        waiting: Deferred[None] = Deferred()
-        self._idle.append((running, waiting))
-        return waiting
+        entry: tuple[set[K], Deferred[None]] = (running, Deferred(lambda _: self._idle.remove(entry)))
+        self._idle.append(entry)
+        return entry[1]
 
     def deserted(self, key: K) -> Deferred[None]:
         """Fires if every waiter for the work running under key leaves before

@@ -33,7 +33,7 @@ class ImagePolicy:
     # aspect ratio (a 0 in the name).
     max_signed_side: int = DEFAULT_MAX_SIGNED_SIDE
     # Send a rendition as soon as it is rendered, while it is stored and
-    # recorded (see Errand.answer_early).  Off behind X-Accel-Redirect, whose
+    # recorded (see Errand.may_take_answer).  Off behind X-Accel-Redirect, whose
     # answer names the stored file, which must then exist.
     answer_before_stored: bool = True
 
@@ -69,61 +69,47 @@ Target = DerivedSpec | WorkingCopy
 
 class Errand:
     """What one request's derivation carries down to its image work: when it
-    must be done by, how it hears that nobody waits for it any more, and how
-    it answers its waiters before it is done."""
+    must be done by, how it hears that nobody waits for it any more, and
+    whether it may be answered before the rendition is recorded."""
 
     def __init__(
         self,
         deadline: float | None,
         deserted: Callable[[Rendition], Deferred[None]] | None = None,
         ticket: Ticket | None = None,
-        answer: Callable[[Rendition, StoredImage], None] | None = None,
         unchanged: Callable[[], bool] | None = None,
         keep: Callable[[StoredImage], object] | None = None,
     ) -> None:
         """ticket: the place in the image queue of the derivation this
-        errand is part of (see pymager_tx.app.admission); answer(key,
-        stored): hands stored to everyone waiting for the work under key;
-        unchanged(): whether no deletion, replacement or refocusing can have
-        begun since the request looked its original up (as the memory
-        cache judges it); keep(stored): what the request would have done
-        with the rendition had it waited for the record (remember it), done
-        once it is recorded after an early answer."""
+        errand is part of (see pymager_tx.app.admission); unchanged():
+        whether no deletion, replacement or refocusing can have begun since
+        the request looked its original up (as the memory cache judges it);
+        None: never answered before the record; keep(stored): what the
+        request would have done with the rendition had it waited for the
+        record (remember it), done once it is recorded after an early answer."""
         self.deadline = deadline
         self._deserted = deserted
         self.deserted_now: Deferred[None] | None = None
         self.ticket = ticket
-        self._answer = answer
         self._unchanged = unchanged
         self._keep = keep
-        self._key: Rendition | None = None
 
     def of(self, key: Rendition, ticket: Ticket | None = None) -> Errand:
         """The errand of the shared work running under key, holding ticket."""
-        errand = Errand(self.deadline, self._deserted, ticket, self._answer, self._unchanged, self._keep)
+        errand = Errand(self.deadline, self._deserted, ticket, self._unchanged, self._keep)
         errand.deserted_now = None if self._deserted is None else self._deserted(key)
-        errand._key = key
         return errand
+
+    def may_take_answer(self) -> bool:
+        """Whether this request may be sent a rendition before it is
+        recorded: only while its original is still current by the rule that
+        lets the memory cache serve a rendition without asking the database."""
+        return self._unchanged is not None and self._unchanged()
 
     def recorded(self, stored: StoredImage) -> None:
         """The rendition answered early is now recorded as stored describes."""
         if self._keep is not None:
             self._keep(stored)
-
-    def may_take_answer(self) -> bool:
-        """Whether this request may be given work's early answer (see
-        answer_early): by the same rule, judged for its own lookup."""
-        return self._unchanged is not None and self._unchanged()
-
-    def answer_early(self, stored: StoredImage) -> bool:
-        """Answer everyone waiting for this errand's work now, before it is
-        stored and recorded, if the original it was made from is still
-        current by the same rule that lets the memory cache serve a
-        rendition without asking the database; False if not answered."""
-        if self._answer is None or self._key is None or not self.may_take_answer():
-            return False
-        self._answer(self._key, stored)
-        return True
 
 
 # The variant, which no URL names, of the claim a replacement of an original

@@ -237,8 +237,8 @@ def working_copy_covers(
     """Whether spec may be derived from a working copy of this size (of an
     upright source of source_width x source_height) instead of the source:
     the region it uses still has twice the output's pixels on each side
-    (render it with source_size, so that it comes out the same size).  Holds for any upscale setting: a
-    covered derivation never enlarges.  Never for a smart crop without a
+    (render it with source_size, so that it comes out the same size).  Holds
+    for any upscale setting: a covered derivation never enlarges.  Never for a smart crop without a
     focal point: its subject is found in the original's own pixels, since a
     working copy's could move it by a step of the analysis grid."""
     if spec.mode is ResizeMode.SMART and spec.focus is None:

@@ -79,7 +79,7 @@ GIVE_BACK_SECONDS = 10.0
 # How long a stopping process waits for its derivations under way: those it
 # answered early need milliseconds to be stored and recorded; one still
 # rendering gets this long to finish for its client.  Past it, their claims
-# are left to recovery, as a crash would leave them.
+# are left to lapse, and to recovery after.
 SETTLE_SECONDS = 10.0
 # Endpoints whose connections are plain sockets, which the Dealer can accept
 # (TLS ones go through the port's own wrapping).
