@@ -162,6 +162,12 @@ class ImageSettings(Section):
         description='Colour under transparency in JPEG and BMP, and of padding ("-pad"), as "#rrggbb"',
     )
     jpeg_progressive: bool = Field(True, description="Write progressive JPEGs (smaller, shown sooner)")
+    jpeg_progressive_min_pixels: Annotated[int, Field(ge=0)] = Field(
+        250_000,
+        description="Derived JPEGs with fewer pixels are baseline even when jpeg_progressive: "
+        "thumbnails arrive whole at once, decode faster baseline and are written in a quarter of the "
+        "time, for about 2% more bytes; 0: progressive at every size",
+    )
     jpeg_subsampling: Literal["4:4:4", "4:2:2", "4:2:0"] = Field(
         "4:2:0", description='Chroma subsampling of derived JPEGs: "4:4:4", "4:2:2" or "4:2:0"'
     )

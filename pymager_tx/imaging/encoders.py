@@ -42,6 +42,8 @@ class Encoding:
     jpeg_progressive: bool
     jpeg_subsampling: str
     webp_quality: int
+    # Smaller JPEGs are baseline even when jpeg_progressive (see EncodeOptions).
+    jpeg_progressive_min_pixels: int = 0
     png_compress_level: int = 6
     lossless_source: bool = False
     # PNG only: say in the file whether the source was lossless (see _SOURCE_KEY).
@@ -51,7 +53,7 @@ class Encoding:
 
 def encode_still(image: Image.Image, output: ImageFormat, encoding: Encoding) -> bytes:
     picture = ready_for(image, output)
-    return written(picture, output.pillow_name, _parameters(output, encoding))
+    return written(picture, output.pillow_name, _parameters(output, encoding, picture.size))
 
 
 def encode_animation(
@@ -70,7 +72,7 @@ def encode_animation(
         pictures.append(ready_for(frame, output))
         if after_frame is not None:
             after_frame(index)
-    params = _parameters(output, encoding)
+    params = _parameters(output, encoding, pictures[0].size)
     params.update(save_all=True, append_images=pictures[1:], duration=list(durations))
     if loop is not None:
         params["loop"] = loop
@@ -159,13 +161,14 @@ def _gif_palette(image: Image.Image) -> Image.Image:
     return paletted
 
 
-def _parameters(output: ImageFormat, encoding: Encoding) -> dict[str, object]:
+def _parameters(output: ImageFormat, encoding: Encoding, size: tuple[int, int]) -> dict[str, object]:
     name = output.pillow_name
     if name == "JPEG":
         return {
             "quality": encoding.jpeg_quality,
             "optimize": True,
-            "progressive": encoding.jpeg_progressive,
+            "progressive": encoding.jpeg_progressive
+            and size[0] * size[1] >= encoding.jpeg_progressive_min_pixels,
             "subsampling": encoding.jpeg_subsampling,
         }
     if name == "WEBP":

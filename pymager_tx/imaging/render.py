@@ -81,6 +81,11 @@ class EncodeOptions:
     webp_quality: int = 80
     background: tuple[int, int, int] = (255, 255, 255)  # under transparency (JPEG, BMP), and padding
     jpeg_progressive: bool = True
+    # Below this many pixels a JPEG is baseline all the same: a thumbnail
+    # arrives in a round trip or two, so showing it in passes gains nothing,
+    # while browsers decode baseline faster and it is written in a quarter
+    # of the time (2 ms of a 420x420's first request), for 2% more bytes.
+    jpeg_progressive_min_pixels: int = 250_000
     jpeg_subsampling: str = "4:2:0"  # "4:4:4", "4:2:2" or "4:2:0"
     upscale: bool = True  # enlarge small originals (false: never enlarge)
 
@@ -185,12 +190,11 @@ def make_working_copy(
 
     The copy is upright, 8-bit sRGB and without metadata; a PNG for
     losslessly compressed sources and for pictures with alpha, else a JPEG
-    (quality 90, no chroma subsampling).  A PNG copy of a lossy source says
-    so, so that a WebP derived from either copy is lossless exactly when one
-    derived from the source would be.
+    (quality 90, its chroma subsampled as options has the renditions').  A
+    PNG copy of a lossy source says so, so that a WebP derived from either
+    copy is lossless exactly when one derived from the source would be.
     None when data is an animation, or when the copy would be more than half
-    the source's size (not worth it).  options is accepted for symmetry with
-    render: the copy's own encoding is fixed, near-lossless.
+    the source's size (not worth it).  helpers: as render's.
     """
     wanted = list(sizes)
     with opened(data, limits) as image:
@@ -212,7 +216,10 @@ def make_working_copy(
         # at 85, and the copy decodes 1.5 ms faster at 37% less size.
         jpeg_quality=90,
         jpeg_progressive=False,
-        jpeg_subsampling="4:4:4",
+        # As the renditions: the copy has twice their pixels on each side,
+        # so its subsampled chroma still has as many as theirs (4:2:0 for
+        # 4:2:0 answers: 0.02 dB, 2 ms less decoding for every later size).
+        jpeg_subsampling=options.jpeg_subsampling,
         webp_quality=options.webp_quality,
         png_compress_level=1,
         lossless_source=lossless,
@@ -370,6 +377,7 @@ def _encoding(options: EncodeOptions, lossless: bool) -> Encoding:
     return Encoding(
         jpeg_quality=options.jpeg_quality,
         jpeg_progressive=options.jpeg_progressive,
+        jpeg_progressive_min_pixels=options.jpeg_progressive_min_pixels,
         jpeg_subsampling=options.jpeg_subsampling,
         webp_quality=options.webp_quality,
         lossless_source=lossless,

@@ -366,6 +366,7 @@ def image_policy(settings: Settings) -> ImagePolicy:
             webp_quality=images.webp_quality,
             background=images.background_rgb,
             jpeg_progressive=images.jpeg_progressive,
+            jpeg_progressive_min_pixels=images.jpeg_progressive_min_pixels,
             jpeg_subsampling=images.jpeg_subsampling,
             upscale=images.upscale,
         ),

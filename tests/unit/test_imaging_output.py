@@ -117,9 +117,12 @@ class TestFormats:
     def noisy(self) -> bytes:
         return encode(Image.effect_noise((200, 200), 50).convert("RGB"), "PNG")
 
-    def test_jpeg_progressive_by_default_and_optional(self) -> None:
-        assert derive(jpeg((100, 100)), 50, 50).info.get("progressive") == 1
-        assert "progressive" not in derive(jpeg((100, 100)), 50, 50, jpeg_progressive=False).info
+    def test_jpeg_progressive_by_default_from_half_a_megapixel(self) -> None:
+        source = jpeg((1200, 1200))
+        assert derive(source, 500, 500).info.get("progressive") == 1
+        assert "progressive" not in derive(source, 499, 500).info  # a thumbnail: baseline
+        assert derive(source, 100, 100, jpeg_progressive_min_pixels=0).info.get("progressive") == 1
+        assert "progressive" not in derive(source, 500, 500, jpeg_progressive=False).info
 
     @pytest.mark.parametrize("subsampling", ["4:4:4", "4:2:2", "4:2:0"])
     def test_jpeg_subsampling(self, subsampling: str) -> None:

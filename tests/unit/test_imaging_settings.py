@@ -27,6 +27,7 @@ def test_defaults() -> None:
     images = load_settings().images
     assert images.background_rgb == (255, 255, 255)
     assert (images.jpeg_progressive, images.jpeg_subsampling, images.upscale) == (True, "4:2:0", True)
+    assert images.jpeg_progressive_min_pixels == 250_000
     assert (images.max_frames, images.max_animation_pixels) == (500, 100_000_000)
     assert images.derivation_time_budget == 20.0
 
@@ -38,7 +39,7 @@ def test_every_imaging_setting_reaches_the_service(tmp_path: Path) -> None:
         'allowed_sizes = ["10x20"]\nmax_upload_bytes = 1000\nmax_pixels = 5000\ndecoders = ["PNG"]\n'
         "max_frames = 7\nmax_animation_pixels = 800\nderivation_time_budget = 1.5\n"
         'jpeg_quality = 41\nwebp_quality = 42\nbackground = "#010203"\njpeg_progressive = false\n'
-        'jpeg_subsampling = "4:4:4"\nupscale = false\n',
+        'jpeg_progressive_min_pixels = 9\njpeg_subsampling = "4:4:4"\nupscale = false\n',
         encoding="utf-8",
     )
     policy = image_policy(load_settings(path))
@@ -52,6 +53,7 @@ def test_every_imaging_setting_reaches_the_service(tmp_path: Path) -> None:
         webp_quality=42,
         background=(1, 2, 3),
         jpeg_progressive=False,
+        jpeg_progressive_min_pixels=9,
         jpeg_subsampling="4:4:4",
         upscale=False,
     )
@@ -68,6 +70,7 @@ def test_background_is_a_hex_colour(tmp_path: Path) -> None:
         ('background = "#fff"\n', r"images\.background"),
         ('jpeg_subsampling = "4:1:1"\n', r"images\.jpeg_subsampling"),
         ("jpeg_progressive = 1\n", r"images\.jpeg_progressive"),
+        ("jpeg_progressive_min_pixels = -1\n", r"images\.jpeg_progressive_min_pixels"),
         ("upscale = 'no'\n", r"images\.upscale"),
         ("max_frames = 0\n", r"images\.max_frames"),
         ("max_animation_pixels = 0\n", r"images\.max_animation_pixels"),

@@ -4,6 +4,7 @@ lose nothing visible (PSNR against deriving from the original)."""
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -99,8 +100,17 @@ def test_a_working_copy_is_smaller_and_large_enough() -> None:
     image = opened(working.data)
     assert image.format == "JPEG" and image.mode == "RGB"
     assert isinstance(image, JpegImagePlugin.JpegImageFile)
-    assert JpegImagePlugin.get_sampling(image) == 0  # 4:4:4
+    assert JpegImagePlugin.get_sampling(image) == 2  # 4:2:0, as the renditions
     assert "exif" not in image.info and "icc_profile" not in image.info
+
+
+def test_a_working_copy_keeps_the_chroma_the_renditions_keep() -> None:
+    options = replace(OPTIONS, jpeg_subsampling="4:4:4")
+    working = make_working_copy(enlarged(PHOTOS[0]), LIMITS, SIZES, options)
+    assert working is not None
+    image = opened(working.data)
+    assert isinstance(image, JpegImagePlugin.JpegImageFile)
+    assert JpegImagePlugin.get_sampling(image) == 0  # 4:4:4
 
 
 def test_none_when_not_worth_it() -> None:
