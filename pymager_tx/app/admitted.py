@@ -15,6 +15,7 @@ from pymager_tx.app.values import Errand, Target, WorkingCopy
 from pymager_tx.imaging.render import (
     DecodeLimits,
     EncodeOptions,
+    Helpers,
     ImageInfo,
     Rendered,
     make_working_copy,
@@ -28,11 +29,15 @@ T = TypeVar("T")
 
 
 class ImageWork:
-    def __init__(self, imaging: Offload, admission: ImageAdmission | None = None) -> None:
+    def __init__(
+        self, imaging: Offload, admission: ImageAdmission | None = None, helpers: Helpers | None = None
+    ) -> None:
         """admission: the bounded queue in front of the image threads; None:
-        work goes straight to imaging, unbounded (tests, the CLI)."""
+        work goes straight to imaging, unbounded (tests, the CLI); helpers:
+        threads that take a share of a large resize while they are idle."""
         self.imaging = imaging
         self.admission = admission
+        self.helpers = helpers
 
     async def admitted(self, work: Callable[[], Deferred[T]], errand: Errand) -> T:
         """work(), once an image thread is free for it."""
@@ -77,16 +82,18 @@ def render_target(
     encoding: EncodeOptions,
     deadline: float | None,
     source_size: tuple[int, int] | None = None,
+    helpers: Helpers | None = None,
 ) -> tuple[Rendered, str, float] | None:
     """The rendition (None for a working copy of an animation), its digest
     and the seconds it took, timed in the worker: the time spent queueing
     for one is not the image's cost.  The deadline counts from the request's
-    arrival.  source_size: data is a working copy of a source that size."""
+    arrival.  source_size: data is a working copy of a source that size;
+    helpers: see ImageWork."""
     started = time.perf_counter()
     if isinstance(spec, WorkingCopy):
-        rendered = make_working_copy(data, limits, spec.sizes, encoding, deadline)
+        rendered = make_working_copy(data, limits, spec.sizes, encoding, deadline, helpers)
         if rendered is None:
             return None
     else:
-        rendered = render(data, spec, limits, encoding, deadline, source_size)
+        rendered = render(data, spec, limits, encoding, deadline, source_size, helpers)
     return rendered, hashlib.sha256(rendered.data).hexdigest(), time.perf_counter() - started

@@ -410,7 +410,9 @@ class Derivations:
                 shortened = deadline - time.monotonic() < budget * 0.95
         limits, encoding = self._policy.limits, self._policy.encoding
         try:
-            return await self._work.offload(render_target, data, spec, limits, encoding, deadline, planned_on)
+            return await self._work.offload(
+                render_target, data, spec, limits, encoding, deadline, planned_on, self._work.helpers
+            )
         except DerivationTooCostly:
             if shortened:
                 # It waited for a thread first: not the image's fault alone.

@@ -31,6 +31,7 @@ from pymager_tx.core.formats import ImageFormat, format_for_pillow, format_named
 from pymager_tx.core.model import DerivedSpec, ResizeMode, Size
 from pymager_tx.imaging import geometry
 from pymager_tx.imaging.attention import smart_plan
+from pymager_tx.imaging.bands import Helpers, banded_resize
 from pymager_tx.imaging.encoders import Encoding, encode_animation, encode_still, lossless_source
 from pymager_tx.imaging.geometry import Plan
 from pymager_tx.imaging.gif import gif_canvas
@@ -58,6 +59,7 @@ from pymager_tx.imaging.untrusted import (
 __all__ = [
     "DecodeLimits",
     "EncodeOptions",
+    "Helpers",
     "ImageInfo",
     "Rendered",
     "make_working_copy",
@@ -135,6 +137,7 @@ def render(
     options: EncodeOptions,
     deadline: float | None = None,
     source_size: tuple[int, int] | None = None,
+    helpers: Helpers | None = None,
 ) -> Rendered:
     """Bring data to spec's size in spec's mode (crop, fit or pad) and encode
     it in spec's format: upright, 8-bit sRGB, without metadata.
@@ -144,7 +147,8 @@ def render(
     time.monotonic() value, checked between stages and frames: past it,
     DerivationTooCostly.  source_size: data is a working copy of an upright
     source of that size (see working_copy_covers); the rendition is planned
-    on the source, so it comes out as the source's would.
+    on the source, so it comes out as the source's would.  helpers: threads
+    that may take a share of the resize (see imaging.bands).
     """
     with opened(data, limits) as image:
         with decoding():
@@ -167,7 +171,7 @@ def render(
             return _render_animation(
                 image, plan, orientation, spec.output, limits, options, deadline, encoding
             )
-        picture = _reduced(image, plan, orientation, deadline, stored)
+        picture = _reduced(image, plan, orientation, deadline, stored, helpers)
     output = spec.output
     if spec.alpha_output is not None and is_transparent(picture):
         output = spec.alpha_output  # a negotiated fallback: PNG keeps the transparency
@@ -183,6 +187,7 @@ def make_working_copy(
     sizes: Iterable[Size],
     options: EncodeOptions,
     deadline: float | None = None,
+    helpers: Helpers | None = None,
 ) -> Rendered | None:
     """A reduced copy of a still image, from which every size in sizes can be
     derived in every mode (render(copy.data, ...)) nearly as well as from
@@ -209,7 +214,7 @@ def make_working_copy(
         if scale > _WORKING_SCALE_LIMIT:
             return None
         size = (max(1, math.ceil(upright[0] * scale)), max(1, math.ceil(upright[1] * scale)))
-        picture = _reduced(image, geometry.whole(upright, size), orientation, deadline)
+        picture = _reduced(image, geometry.whole(upright, size), orientation, deadline, helpers=helpers)
     output = format_named("png" if lossless or has_alpha(picture) else "jpeg")
     working = Encoding(
         # 90, not 95: renditions from either differ by 0.02 dB once encoded
@@ -264,6 +269,7 @@ def _reduced(
     orientation: int,
     deadline: float | None,
     stored: tuple[int, int] | None = None,
+    helpers: Helpers | None = None,
 ) -> Image.Image:
     """Decode (JPEGs at reduced scale), resize the plan's box to its size,
     turn upright, and bring to 8-bit sRGB.  The resize runs on the picture as
@@ -280,11 +286,13 @@ def _reduced(
     check_deadline(deadline, "after decoding")
     with decoding():
         source = resizable(image)
-        resized = source.resize(
+        resized = banded_resize(
+            source,
             size,
             Image.Resampling.LANCZOS,
-            box=geometry.scaled_box(box, stored, image.size),
-            reducing_gap=geometry.REDUCING_GAP,
+            geometry.scaled_box(box, stored, image.size),
+            geometry.REDUCING_GAP,
+            helpers,
         )
         del source
         image.close()  # frees the full-size decode now, not when the caller is done

@@ -49,6 +49,7 @@ from pymager_tx.config import Settings
 from pymager_tx.core.errors import Unavailable
 from pymager_tx.http.connections import PortFeed, with_backlog
 from pymager_tx.http.metrics import MetricsResource, Scrape
+from pymager_tx.imaging.bands import Helpers
 from pymager_tx.imaging.formats import prepare_codecs
 from pymager_tx.ports import NO_METRICS, IStoreUpkeep, Metrics
 from pymager_tx.process.allocator import give_back, keep_freed_memory
@@ -74,6 +75,9 @@ from pymager_tx.process.workers import Workers
 _IO_THREADS = 8
 # Image threads run this much nicer than the rest of the process (Linux).
 _IMAGE_NICENESS = 10
+# Most bands a resize is cut into: past four, the filter support each band
+# repeats costs more than another thread saves on a thumbnail.
+_MOST_BANDS = 4
 # How often freed memory is given back to the system while image work is idle.
 GIVE_BACK_SECONDS = 10.0
 # How long a stopping process waits for its derivations under way: those it
@@ -133,6 +137,13 @@ class PymagerService(MultiService):
         # Below the reactor and database threads in the kernel's eyes: with
         # every core decoding, a probe or a 503 still gets a core at once.
         image_threads = self._images = self._pool("pymager-images", image_thread_count, _IMAGE_NICENESS)
+        # An idle core takes a share of a large resize (imaging.bands): one
+        # request alone gets the cores of this process, never more.
+        bands = min(_MOST_BANDS, image_thread_count)
+        helpers = None
+        if bands > 1:
+            resize_helpers = self._pool("pymager-resize", bands - 1, _IMAGE_NICENESS)
+            helpers = Helpers(resize_helpers.pool.callInThread, bands)
         self.metrics = _metrics_for(settings, worker, data_directory)
         self._metrics_port: IListeningPort | None = None
         self.admission = ImageAdmission(
@@ -154,7 +165,13 @@ class PymagerService(MultiService):
         self.epoch = store.epoch
         self.purger = build_purger(settings, reactor)
         self.images = build_service(
-            settings, store, image_threads.offload, self.admission, metrics=self.metrics, purger=self.purger
+            settings,
+            store,
+            image_threads.offload,
+            self.admission,
+            metrics=self.metrics,
+            purger=self.purger,
+            helpers=helpers,
         )
         # The scrape reads files in multiprocess mode: on the io threads.
         self.scrape = None if self.metrics is NO_METRICS else Scrape(self.metrics, io_threads.offload)

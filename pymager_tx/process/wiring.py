@@ -41,7 +41,7 @@ from pymager_tx.http.metrics import Routes, Scrape
 from pymager_tx.http.routes import HttpPolicy, ImageAPI
 from pymager_tx.http.signatures import UrlSignatures
 from pymager_tx.http.site import PymagerSite
-from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
+from pymager_tx.imaging.render import DecodeLimits, EncodeOptions, Helpers
 from pymager_tx.ports import (
     NO_METRICS,
     IBlobStore,
@@ -254,10 +254,12 @@ def build_service(
     memory_cache: bool = True,
     metrics: Metrics = NO_METRICS,
     purger: ICachePurger | None = None,
+    helpers: Helpers | None = None,
 ) -> ImageService:
     """memory_cache: hold renditions in memory as the settings say (the
     command line holds none); purger: the CDN told of deletions and
-    replacements (build_purger; None: nobody)."""
+    replacements (build_purger; None: nobody); helpers: threads that take a
+    share of a large resize (None: each on its image thread alone)."""
     memory = settings.memory_cache
     cache = RenditionCache(
         memory.max_bytes if memory_cache else 0,
@@ -277,6 +279,7 @@ def build_service(
         admission=admission,
         metrics=metrics,
         purger=purger,
+        helpers=helpers,
     )
 
 

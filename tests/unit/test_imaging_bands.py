@@ -1,0 +1,122 @@
+"""A resize cut into bands of rows: the same picture as one resize, whoever
+takes the bands, and never waiting for a helper that does not come."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from PIL import Image, ImageChops
+
+from pymager_tx.imaging.bands import Helpers, banded_resize
+
+LANCZOS = Image.Resampling.LANCZOS
+
+
+def photo_like(size: tuple[int, int] = (943, 531)) -> Image.Image:
+    """Noise over a gradient: every band boundary has detail on both sides."""
+    noise = Image.effect_noise(size, 60).convert("RGB")
+    gradient = Image.linear_gradient("L").resize(size).convert("RGB")
+    return Image.blend(noise, gradient, 0.5)
+
+
+class ThreadHelpers:
+    """Helpers on real threads, counting the work they were handed."""
+
+    def __init__(self, bands: int) -> None:
+        self.spawned = 0
+        self.threads: list[threading.Thread] = []
+        self.helpers = Helpers(self.spawn, bands)
+
+    def spawn(self, work: Callable[[], None]) -> None:
+        self.spawned += 1
+        thread = threading.Thread(target=work)
+        self.threads.append(thread)
+        thread.start()
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(timeout=10)
+            assert not thread.is_alive()
+
+
+def largest_difference(first: Image.Image, second: Image.Image) -> int:
+    assert first.size == second.size and first.mode == second.mode
+    return max(high for _, high in ImageChops.difference(first, second).getextrema())
+
+
+@pytest.mark.parametrize(
+    ("size", "box"),
+    [
+        ((420, 236), (0.0, 0.0, 943.0, 531.0)),  # a fit
+        ((420, 420), (236.0, 0.0, 767.0, 531.0)),  # a crop
+        ((250, 200), (0.0, 0.0, 943.0, 531.0)),  # 3.8:1 across: no reduce() first
+        ((301, 215), (0.5, 0.25, 942.5, 530.75)),  # a box off the pixel grid
+    ],
+)
+@pytest.mark.parametrize("bands", [2, 3, 4])
+def test_bands_make_the_picture_one_resize_makes(
+    size: tuple[int, int], box: tuple[float, float, float, float], bands: int
+) -> None:
+    source = photo_like()
+    helping = ThreadHelpers(bands)
+    banded = banded_resize(source, size, LANCZOS, box, 2.0, helping.helpers)
+    helping.join()
+    whole = source.resize(size, LANCZOS, box=box)
+    assert helping.spawned == bands - 1
+    # Only a filter centre's float rounding differs: a level at most.
+    assert largest_difference(banded, whole) <= 1
+
+
+def test_the_caller_takes_every_band_when_no_helper_comes() -> None:
+    source = photo_like()
+    never: list[Callable[[], None]] = []
+    banded = banded_resize(source, (420, 236), LANCZOS, (0, 0, 943, 531), 2.0, Helpers(never.append, 4))
+    assert len(never) == 3  # handed out, never run: the caller did not wait for them
+    with_helpers = ThreadHelpers(4)
+    helped = banded_resize(source, (420, 236), LANCZOS, (0, 0, 943, 531), 2.0, with_helpers.helpers)
+    with_helpers.join()
+    # The bands are cut the same whoever makes them: the same bytes.
+    assert banded.tobytes() == helped.tobytes()
+    for late in never:
+        late()  # a helper that starts after the resize finds nothing left to do
+
+
+def test_small_resizes_and_reductions_stay_whole() -> None:
+    helping = ThreadHelpers(4)
+    small = photo_like((400, 300))
+    assert banded_resize(small, (200, 150), LANCZOS, (0, 0, 400, 300), 2.0, helping.helpers).size == (200, 150)
+    large = photo_like((2000, 1200))
+    # 10:1 is reduced first by Pillow, whole; a band of a few rows would repeat the support.
+    assert banded_resize(large, (200, 120), LANCZOS, (0, 0, 2000, 1200), 2.0, helping.helpers).size == (
+        200,
+        120,
+    )
+    assert banded_resize(large, (900, 40), LANCZOS, (0, 0, 2000, 1200), 2.0, helping.helpers).size == (900, 40)
+    assert helping.spawned == 0
+
+
+def test_an_error_in_a_helpers_band_is_the_callers(monkeypatch: pytest.MonkeyPatch) -> None:
+    source = photo_like()
+    calls = 0
+    resize = Image.Image.resize
+
+    def failing_off_the_main_thread(self: Image.Image, *args: object, **kwargs: object) -> Image.Image:
+        nonlocal calls
+        calls += 1
+        if threading.current_thread() is not threading.main_thread():
+            raise MemoryError("a band too many")
+        return resize(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    helping = ThreadHelpers(2)
+
+    def spawn_and_finish(work: Callable[[], None]) -> None:
+        # The helper takes its band before the caller starts on its own.
+        helping.spawn(work)
+        helping.join()
+
+    monkeypatch.setattr(Image.Image, "resize", failing_off_the_main_thread)
+    with pytest.raises(MemoryError, match="a band too many"):
+        banded_resize(source, (420, 236), LANCZOS, (0, 0, 943, 531), 2.0, Helpers(spawn_and_finish, 2))
+    assert calls == 1  # after the helper's band failed, the caller took none
