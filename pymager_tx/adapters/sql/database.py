@@ -202,8 +202,9 @@ class Database:
         synchronous NORMAL; PostgreSQL: synchronous_commit off): a process
         that crashes loses nothing, a power failure may lose it and the
         commits after it, never one before.  For writes whose loss costs
-        nothing acknowledged: claims on derivations, whose rows are synced
-        by the durable commit that records the rendition."""
+        nothing acknowledged: claims on derivations and the records of
+        renditions, which are derived again if lost (the next durable
+        commit syncs them along)."""
         return self._offload(self._run, _LAPSABLE_WRITE, work, args, kwargs)
 
     def read(
@@ -317,7 +318,13 @@ class Database:
         return self.read(lookup_derived_txn, image_id, variant)
 
     def record_derived(self, record: DerivedRecord, generation: str, claim: Claim) -> Deferred[Recorded]:
-        return self.transact(record_derived_txn, record, generation, claim)
+        # Lapsable, as the rendition's file name is (adapters.storage): a
+        # rendition lost to a power failure is derived again when asked for,
+        # and its file, if its name outlived the row, lies under its claim's
+        # key, which recovery removes with the claim, or `check --repair`
+        # as an orphan.  Waiting for the disk here held SQLite's write lock
+        # through an fsync that the next derivation's claim queued behind.
+        return self.transact_lapsable(record_derived_txn, record, generation, claim)
 
     def forget_derived(self, record: DerivedRecord) -> Deferred[None]:
         return self.transact(forget_derived_txn, record)
@@ -329,8 +336,7 @@ class Database:
         self, image_id: str, variant: str, generation: str, owner: str, token: str, lease: timedelta
     ) -> Deferred[tuple[ClaimOutcome, Claim | None]]:
         # A claim lost to a power failure leaves nothing to undo but a file
-        # stored under its token, which `check --repair` finds as an orphan;
-        # the record that ends it is durable, and syncs it along.
+        # stored under its token, which `check --repair` finds as an orphan.
         if self.lease is not None:
             return self.transact_lapsable(
                 within_lease_txn,
