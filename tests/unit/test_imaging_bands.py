@@ -85,15 +85,16 @@ def test_the_caller_takes_every_band_when_no_helper_comes() -> None:
 
 def test_small_resizes_and_reductions_stay_whole() -> None:
     helping = ThreadHelpers(4)
-    small = photo_like((400, 300))
-    assert banded_resize(small, (200, 150), LANCZOS, (0, 0, 400, 300), 2.0, helping.helpers).size == (200, 150)
+
+    def resized(source: Image.Image, size: tuple[int, int]) -> tuple[int, int]:
+        box = (0.0, 0.0, float(source.width), float(source.height))
+        return banded_resize(source, size, LANCZOS, box, 2.0, helping.helpers).size
+
+    assert resized(photo_like((400, 300)), (200, 150)) == (200, 150)  # too few pixels to gain
     large = photo_like((2000, 1200))
-    # 10:1 is reduced first by Pillow, whole; a band of a few rows would repeat the support.
-    assert banded_resize(large, (200, 120), LANCZOS, (0, 0, 2000, 1200), 2.0, helping.helpers).size == (
-        200,
-        120,
-    )
-    assert banded_resize(large, (900, 40), LANCZOS, (0, 0, 2000, 1200), 2.0, helping.helpers).size == (900, 40)
+    # 10:1 is reduced first by Pillow, whole; and 40 rows are too few to cut.
+    assert resized(large, (200, 120)) == (200, 120)
+    assert resized(large, (900, 40)) == (900, 40)
     assert helping.spawned == 0
 
 
