@@ -137,18 +137,21 @@ class PymagerService(MultiService):
         # Below the reactor and database threads in the kernel's eyes: with
         # every core decoding, a probe or a 503 still gets a core at once.
         image_threads = self._images = self._pool("pymager-images", image_thread_count, _IMAGE_NICENESS)
-        # An idle core takes a share of a large resize (imaging.bands): one
-        # request alone gets the cores of this process, never more.
+        self.metrics = _metrics_for(settings, worker, data_directory)
+        self._metrics_port: IListeningPort | None = None
+        self.admission = admission = ImageAdmission(
+            image_thread_count, settings.images.max_queue or 4 * image_thread_count, reactor, self.metrics
+        )
+        # An idle image thread's core takes a share of a large resize
+        # (imaging.bands): a request alone gets the process's cores, and
+        # under load nobody gets more than one.
         bands = min(_MOST_BANDS, image_thread_count)
         helpers = None
         if bands > 1:
             resize_helpers = self._pool("pymager-resize", bands - 1, _IMAGE_NICENESS)
-            helpers = Helpers(resize_helpers.pool.callInThread, bands)
-        self.metrics = _metrics_for(settings, worker, data_directory)
-        self._metrics_port: IListeningPort | None = None
-        self.admission = ImageAdmission(
-            image_thread_count, settings.images.max_queue or 4 * image_thread_count, reactor, self.metrics
-        )
+            helpers = Helpers(
+                resize_helpers.pool.callInThread, bands, idle=lambda: admission.slots - admission.busy
+            )
 
         bucket_threads = storage_threads(settings)
         offloads = Offloads(

@@ -24,10 +24,11 @@ def photo_like(size: tuple[int, int] = (943, 531)) -> Image.Image:
 class ThreadHelpers:
     """Helpers on real threads, counting the work they were handed."""
 
-    def __init__(self, bands: int) -> None:
+    def __init__(self, bands: int, idle: int | None = None) -> None:
         self.spawned = 0
         self.threads: list[threading.Thread] = []
-        self.helpers = Helpers(self.spawn, bands)
+        self.idle = bands - 1 if idle is None else idle
+        self.helpers = Helpers(self.spawn, bands, lambda: self.idle)
 
     def spawn(self, work: Callable[[], None]) -> None:
         self.spawned += 1
@@ -72,7 +73,9 @@ def test_bands_make_the_picture_one_resize_makes(
 def test_the_caller_takes_every_band_when_no_helper_comes() -> None:
     source = photo_like()
     never: list[Callable[[], None]] = []
-    banded = banded_resize(source, (420, 236), LANCZOS, (0, 0, 943, 531), 2.0, Helpers(never.append, 4))
+    banded = banded_resize(
+        source, (420, 236), LANCZOS, (0, 0, 943, 531), 2.0, Helpers(never.append, 4, lambda: 3)
+    )
     assert len(never) == 3  # handed out, never run: the caller did not wait for them
     with_helpers = ThreadHelpers(4)
     helped = banded_resize(source, (420, 236), LANCZOS, (0, 0, 943, 531), 2.0, with_helpers.helpers)
@@ -81,6 +84,21 @@ def test_the_caller_takes_every_band_when_no_helper_comes() -> None:
     assert banded.tobytes() == helped.tobytes()
     for late in never:
         late()  # a helper that starts after the resize finds nothing left to do
+
+
+def test_helpers_are_called_only_while_image_threads_are_idle() -> None:
+    source = photo_like()
+    alone = ThreadHelpers(4)
+    whole = banded_resize(source, (420, 236), LANCZOS, (0, 0, 943, 531), 2.0, alone.helpers)
+    alone.join()
+    busy = ThreadHelpers(4, idle=1)
+    banded_resize(source, (420, 236), LANCZOS, (0, 0, 943, 531), 2.0, busy.helpers)
+    busy.join()
+    loaded = ThreadHelpers(4, idle=0)
+    under_load = banded_resize(source, (420, 236), LANCZOS, (0, 0, 943, 531), 2.0, loaded.helpers)
+    assert (alone.spawned, busy.spawned, loaded.spawned) == (3, 1, 0)
+    # Cut the same way whoever takes the bands: the same bytes, loaded or not.
+    assert under_load.tobytes() == whole.tobytes()
 
 
 def test_small_resizes_and_reductions_stay_whole() -> None:
@@ -119,5 +137,7 @@ def test_an_error_in_a_helpers_band_is_the_callers(monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(Image.Image, "resize", failing_off_the_main_thread)
     with pytest.raises(MemoryError, match="a band too many"):
-        banded_resize(source, (420, 236), LANCZOS, (0, 0, 943, 531), 2.0, Helpers(spawn_and_finish, 2))
+        banded_resize(
+            source, (420, 236), LANCZOS, (0, 0, 943, 531), 2.0, Helpers(spawn_and_finish, 2, lambda: 1)
+        )
     assert calls == 1  # after the helper's band failed, the caller took none
