@@ -6,12 +6,13 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from twisted.internet.defer import Deferred
 
 from pymager_tx.app.admission import ImageAdmission, Ticket
 from pymager_tx.app.values import Errand, Target, WorkingCopy
+from pymager_tx.imaging.decoded import DecodedPictures, Reuse
 from pymager_tx.imaging.render import (
     DecodeLimits,
     EncodeOptions,
@@ -28,16 +29,34 @@ from pymager_tx.ports import Offload
 T = TypeVar("T")
 
 
+class Shared(NamedTuple):
+    """What a render may share with others in its process: threads for its
+    resize, and pictures decoded lately (None: nothing of the kind)."""
+
+    helpers: Helpers | None
+    reuse: Reuse | None
+
+
 class ImageWork:
     def __init__(
-        self, imaging: Offload, admission: ImageAdmission | None = None, helpers: Helpers | None = None
+        self,
+        imaging: Offload,
+        admission: ImageAdmission | None = None,
+        helpers: Helpers | None = None,
+        decoded: DecodedPictures | None = None,
     ) -> None:
         """admission: the bounded queue in front of the image threads; None:
         work goes straight to imaging, unbounded (tests, the CLI); helpers:
-        threads that take a share of a large resize while they are idle."""
+        threads that take a share of a large resize while they are idle;
+        decoded: pictures decoded lately, kept for the next rendition."""
         self.imaging = imaging
         self.admission = admission
         self.helpers = helpers
+        self.decoded = decoded
+
+    def shared(self, source: str) -> Shared:
+        """What a render of the source stored under this key may share."""
+        return Shared(self.helpers, None if self.decoded is None else Reuse(self.decoded, source))
 
     async def admitted(self, work: Callable[[], Deferred[T]], errand: Errand) -> T:
         """work(), once an image thread is free for it."""
@@ -82,18 +101,20 @@ def render_target(
     encoding: EncodeOptions,
     deadline: float | None,
     source_size: tuple[int, int] | None = None,
-    helpers: Helpers | None = None,
+    shared: Shared | None = None,
 ) -> tuple[Rendered, str, float] | None:
     """The rendition (None for a working copy of an animation), its digest
     and the seconds it took, timed in the worker: the time spent queueing
     for one is not the image's cost.  The deadline counts from the request's
     arrival.  source_size: data is a working copy of a source that size;
-    helpers: see ImageWork."""
+    shared: see ImageWork.shared."""
     started = time.perf_counter()
     if isinstance(spec, WorkingCopy):
+        helpers = None if shared is None else shared.helpers
         rendered = make_working_copy(data, limits, spec.sizes, encoding, deadline, helpers)
         if rendered is None:
             return None
     else:
-        rendered = render(data, spec, limits, encoding, deadline, source_size, helpers)
+        helpers, reuse = (None, None) if shared is None else shared
+        rendered = render(data, spec, limits, encoding, deadline, source_size, helpers, reuse)
     return rendered, hashlib.sha256(rendered.data).hexdigest(), time.perf_counter() - started

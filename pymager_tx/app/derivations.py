@@ -382,9 +382,9 @@ class Derivations:
     async def _read_and_render(
         self, original: OriginalRecord, source: _Source, spec: Target, errand: Errand
     ) -> tuple[Rendered, str, float] | None:
-        planned_on = source.planned_on
+        planned_on, key = source.planned_on, source.key
         try:
-            data = await self._blobs.get(source.key)
+            data = await self._blobs.get(key)
         except BlobNotFound:
             if source.key == original.blob_key:
                 raise await self._originals.missing(original) from None
@@ -394,9 +394,9 @@ class Derivations:
             )
             self._working.pop((original.image_id, original.generation), None)
             await self._store.forget_derived_key(source.key)
-            planned_on = None
+            planned_on, key = None, original.blob_key
             try:
-                data = await self._blobs.get(original.blob_key)
+                data = await self._blobs.get(key)
             except BlobNotFound:
                 raise await self._originals.missing(original) from None
         budget = self._policy.limits.time_budget
@@ -411,7 +411,7 @@ class Derivations:
         limits, encoding = self._policy.limits, self._policy.encoding
         try:
             return await self._work.offload(
-                render_target, data, spec, limits, encoding, deadline, planned_on, self._work.helpers
+                render_target, data, spec, limits, encoding, deadline, planned_on, self._work.shared(key)
             )
         except DerivationTooCostly:
             if shortened:

@@ -33,6 +33,7 @@ from pymager_tx.app.values import ImagePolicy, WorkingCopy, claimed_key
 from pymager_tx.core.model import FocalPoint, ImageId, OriginalRecord
 from pymager_tx.core.records import OriginalMeta
 from pymager_tx.imaging.bands import Helpers
+from pymager_tx.imaging.decoded import DecodedPictures
 from pymager_tx.ports import (
     NO_METRICS,
     IBlobStore,
@@ -70,12 +71,14 @@ class ImageService:
         metrics: Metrics = NO_METRICS,
         purger: ICachePurger | None = None,
         helpers: Helpers | None = None,
+        decoded: DecodedPictures | None = None,
     ) -> None:
         """admission: the bounded queue in front of the image threads; None:
         image work goes straight to imaging, unbounded (tests, the CLI);
         metrics: told of uploads, deletions and derivations; purger: the
         CDN told of deletions and replacements; helpers: threads that take a
-        share of a large resize while idle (see imaging.bands)."""
+        share of a large resize while idle (see imaging.bands); decoded:
+        pictures decoded lately, kept for the next rendition (imaging.decoded)."""
         self._store = database
         self._blobs = blobs
         self._clock = clock
@@ -83,7 +86,7 @@ class ImageService:
         self._metrics = metrics
         peers = peers or Peers.alone()
         cache = cache or RenditionCache(max_bytes=0, max_item_bytes=0, poll_seconds=0)
-        self._work = ImageWork(imaging, admission, helpers)
+        self._work = ImageWork(imaging, admission, helpers, decoded)
         removals = Removals(database, blobs, cache.epoch, clock, peers.me)
         claims = Claims(database, blobs, peers, policy.hold_limit)
         self._originals = Originals(database, blobs, self._work, policy, clock, peers, removals)

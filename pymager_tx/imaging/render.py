@@ -32,6 +32,7 @@ from pymager_tx.core.model import DerivedSpec, ResizeMode, Size
 from pymager_tx.imaging import geometry
 from pymager_tx.imaging.attention import smart_plan
 from pymager_tx.imaging.bands import Helpers, banded_resize
+from pymager_tx.imaging.decoded import Reuse
 from pymager_tx.imaging.encoders import Encoding, encode_animation, encode_still, lossless_source
 from pymager_tx.imaging.geometry import Plan
 from pymager_tx.imaging.gif import gif_canvas
@@ -62,6 +63,7 @@ __all__ = [
     "Helpers",
     "ImageInfo",
     "Rendered",
+    "Reuse",
     "make_working_copy",
     "probe",
     "render",
@@ -138,6 +140,7 @@ def render(
     deadline: float | None = None,
     source_size: tuple[int, int] | None = None,
     helpers: Helpers | None = None,
+    reuse: Reuse | None = None,
 ) -> Rendered:
     """Bring data to spec's size in spec's mode (crop, fit or pad) and encode
     it in spec's format: upright, 8-bit sRGB, without metadata.
@@ -148,7 +151,8 @@ def render(
     DerivationTooCostly.  source_size: data is a working copy of an upright
     source of that size (see working_copy_covers); the rendition is planned
     on the source, so it comes out as the source's would.  helpers: threads
-    that may take a share of the resize (see imaging.bands).
+    that may take a share of the resize (see imaging.bands); reuse: where
+    the source may be found decoded, and is kept (see imaging.decoded).
     """
     with opened(data, limits) as image:
         with decoding():
@@ -171,7 +175,7 @@ def render(
             return _render_animation(
                 image, plan, orientation, spec.output, limits, options, deadline, encoding
             )
-        picture = _reduced(image, plan, orientation, deadline, stored, helpers)
+        picture = _reduced(image, plan, orientation, deadline, stored, helpers, reuse)
     output = spec.output
     if spec.alpha_output is not None and is_transparent(picture):
         output = spec.alpha_output  # a negotiated fallback: PNG keeps the transparency
@@ -270,33 +274,48 @@ def _reduced(
     deadline: float | None,
     stored: tuple[int, int] | None = None,
     helpers: Helpers | None = None,
+    reuse: Reuse | None = None,
 ) -> Image.Image:
     """Decode (JPEGs at reduced scale), resize the plan's box to its size,
     turn upright, and bring to 8-bit sRGB.  The resize runs on the picture as
     stored and the transpose after, on the small result.  stored: the size
-    as stored, if image was decoded (smaller) already."""
+    as stored, if image was decoded (smaller) already; reuse: where a JPEG
+    not decoded yet may be found decoded at this scale, and is kept."""
     stored = stored or image.size
     box = geometry.stored_box(plan.box, stored, orientation)
     size = geometry.stored_size(plan.size, orientation)
     icc = image.info.get("icc_profile")
-    with decoding():
-        if is_jpeg(image):
-            image.draft(None, geometry.draft_request(stored, plan.reduction))
-        image.load()
+    scaled = geometry.draft_request(stored, plan.reduction) if is_jpeg(image) else None
+
+    def decoded() -> Image.Image:
+        with decoding():
+            if scaled is not None:
+                image.draft(None, scaled)
+            image.load()
+            return resizable(image)
+
+    if reuse is not None and scaled is not None and image.tile:
+        source = reuse.pictures.get((reuse.source, scaled), lambda: _detached(decoded(), image))
+    else:
+        source = decoded()
     check_deadline(deadline, "after decoding")
     with decoding():
-        source = resizable(image)
         resized = banded_resize(
             source,
             size,
             Image.Resampling.LANCZOS,
-            geometry.scaled_box(box, stored, image.size),
+            geometry.scaled_box(box, stored, source.size),
             geometry.REDUCING_GAP,
             helpers,
         )
         del source
         image.close()  # frees the full-size decode now, not when the caller is done
         return to_srgb(eight_bit(geometry.transpose(resized, orientation)), _as_bytes(icc))
+
+
+def _detached(picture: Image.Image, image: ImageFile.ImageFile) -> Image.Image:
+    """picture, kept apart from image's file (which closing image breaks)."""
+    return picture.copy() if picture is image else picture
 
 
 def _finished(picture: Image.Image, plan: Plan, output: ImageFormat, options: EncodeOptions) -> Image.Image:

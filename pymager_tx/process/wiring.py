@@ -41,6 +41,7 @@ from pymager_tx.http.metrics import Routes, Scrape
 from pymager_tx.http.routes import HttpPolicy, ImageAPI
 from pymager_tx.http.signatures import UrlSignatures
 from pymager_tx.http.site import PymagerSite
+from pymager_tx.imaging.decoded import DecodedPictures
 from pymager_tx.imaging.render import DecodeLimits, EncodeOptions, Helpers
 from pymager_tx.ports import (
     NO_METRICS,
@@ -256,8 +257,8 @@ def build_service(
     purger: ICachePurger | None = None,
     helpers: Helpers | None = None,
 ) -> ImageService:
-    """memory_cache: hold renditions in memory as the settings say (the
-    command line holds none); purger: the CDN told of deletions and
+    """memory_cache: hold renditions and decoded pictures in memory as the
+    settings say (the command line holds none); purger: the CDN told of deletions and
     replacements (build_purger; None: nobody); helpers: threads that take a
     share of a large resize (None: each on its image thread alone)."""
     memory = settings.memory_cache
@@ -280,6 +281,9 @@ def build_service(
         metrics=metrics,
         purger=purger,
         helpers=helpers,
+        decoded=DecodedPictures(memory.max_decoded_bytes, memory.max_decoded_item_bytes)
+        if memory_cache and memory.max_decoded_bytes > 0
+        else None,
     )
 
 

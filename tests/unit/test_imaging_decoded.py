@@ -1,0 +1,145 @@
+"""Pictures decoded lately: kept within their bounds, decoded once however
+many threads ask at once, and renditions the same whether kept or not."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from PIL import Image
+
+from pymager_tx.core.model import ResizeMode
+from pymager_tx.imaging.decoded import DecodedPictures, Reuse, picture_bytes
+from pymager_tx.imaging.render import EncodeOptions, render
+from tests.images import LIMITS, encode, spec
+
+MEGABYTE = 1024 * 1024
+
+
+def picture(width: int, height: int = 100) -> Image.Image:
+    return Image.new("RGB", (width, height), (10, 20, 30))
+
+
+def counting(make: Callable[[], Image.Image]) -> tuple[Callable[[], Image.Image], list[int]]:
+    calls: list[int] = []
+
+    def decode() -> Image.Image:
+        calls.append(1)
+        return make()
+
+    return decode, calls
+
+
+def test_a_picture_is_decoded_once_and_kept() -> None:
+    pictures = DecodedPictures(max_bytes=MEGABYTE, max_item_bytes=MEGABYTE)
+    decode, calls = counting(lambda: picture(100))
+    first = pictures.get("a", decode)
+    assert pictures.get("a", decode) is first
+    assert len(calls) == 1
+    assert pictures.bytes == picture_bytes(first) == 100 * 100 * 4  # RGB takes four bytes a pixel
+
+
+def test_the_least_recently_used_go_first_past_max_bytes() -> None:
+    pictures = DecodedPictures(max_bytes=3 * 40_000, max_item_bytes=MEGABYTE)
+    for key in "abc":
+        pictures.get(key, lambda: picture(100))  # 40,000 bytes each
+    pictures.get("a", lambda: picture(1))  # used: b is now the oldest
+    pictures.get("d", lambda: picture(100))
+    assert len(pictures) == 3 and pictures.bytes == 3 * 40_000
+    decode, calls = counting(lambda: picture(100))
+    pictures.get("b", decode)
+    assert calls == [1]  # b went for d
+    for key in "adb":
+        pictures.get(key, decode)
+    assert calls == [1]  # c went for b, and the rest stayed
+    pictures.get("c", decode)
+    assert calls == [1, 1]
+
+
+def test_large_pictures_are_never_kept() -> None:
+    pictures = DecodedPictures(max_bytes=MEGABYTE, max_item_bytes=40_000)
+    pictures.get("small", lambda: picture(100))
+    pictures.get("large", lambda: picture(101))
+    assert len(pictures) == 1 and pictures.bytes == 40_000
+
+
+def test_threads_asking_at_once_share_one_decode() -> None:
+    pictures = DecodedPictures(max_bytes=MEGABYTE, max_item_bytes=MEGABYTE)
+    started, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def slow() -> Image.Image:
+        calls.append(1)
+        started.set()
+        assert release.wait(10)
+        return picture(100)
+
+    results: list[Image.Image] = []
+    first = threading.Thread(target=lambda: results.append(pictures.get("a", slow)))
+    first.start()
+    assert started.wait(10)
+    waiters = [threading.Thread(target=lambda: results.append(pictures.get("a", slow))) for _ in range(3)]
+    for waiter in waiters:
+        waiter.start()
+    release.set()
+    for thread in [first, *waiters]:
+        thread.join(10)
+        assert not thread.is_alive()
+    assert calls == [1]
+    assert len(results) == 4 and all(result is results[0] for result in results)
+
+
+def test_a_failed_decode_fails_its_waiters_and_keeps_nothing() -> None:
+    pictures = DecodedPictures(max_bytes=MEGABYTE, max_item_bytes=MEGABYTE)
+    started, release = threading.Event(), threading.Event()
+
+    def broken() -> Image.Image:
+        started.set()
+        assert release.wait(10)
+        raise OSError("truncated")
+
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            pictures.get("a", broken)
+        except OSError as error:
+            errors.append(error)
+
+    first = threading.Thread(target=ask)
+    first.start()
+    assert started.wait(10)
+    waiter = threading.Thread(target=ask)
+    waiter.start()
+    release.set()
+    for thread in (first, waiter):
+        thread.join(10)
+    assert [str(error) for error in errors] == ["truncated", "truncated"]
+    assert len(pictures) == 0
+    assert pictures.get("a", lambda: picture(10)).size == (10, 100)  # the next ask decodes again
+
+
+@pytest.mark.parametrize("mode", [ResizeMode.FIT, ResizeMode.CROP])
+def test_renditions_are_the_same_from_a_kept_picture(mode: ResizeMode) -> None:
+    noise = Image.effect_noise((960, 640), 40).convert("RGB")
+    data = encode(noise, "JPEG", quality=90)
+    pictures = DecodedPictures(max_bytes=16 * MEGABYTE, max_item_bytes=4 * MEGABYTE)
+    reuse = Reuse(pictures, "originals/photo")
+    options = EncodeOptions()
+    # 240x160 and 200x100 both decode at 1/2 scale: the second finds it kept.
+    first = render(data, spec(240, 160, "jpg", mode), LIMITS, options, reuse=reuse)
+    assert len(pictures) == 1
+    kept = pictures.bytes
+    second = render(data, spec(200, 100, "jpg", mode), LIMITS, options, reuse=reuse)
+    again = render(data, spec(240, 160, "jpg", mode), LIMITS, options, reuse=reuse)
+    assert (len(pictures), pictures.bytes) == (1, kept) == (1, 480 * 320 * 4)
+    assert first.data == again.data == render(data, spec(240, 160, "jpg", mode), LIMITS, options).data
+    assert second.data == render(data, spec(200, 100, "jpg", mode), LIMITS, options).data
+
+
+def test_only_jpegs_decoded_at_a_scale_are_kept() -> None:
+    pictures = DecodedPictures(max_bytes=16 * MEGABYTE, max_item_bytes=4 * MEGABYTE)
+    png = encode(Image.effect_noise((400, 300), 40).convert("RGB"), "PNG")
+    render(png, spec(100, 75), LIMITS, EncodeOptions(), reuse=Reuse(pictures, "originals/png"))
+    assert len(pictures) == 0
