@@ -257,10 +257,11 @@ def build_service(
     purger: ICachePurger | None = None,
     helpers: Helpers | None = None,
 ) -> ImageService:
-    """memory_cache: hold renditions and decoded pictures in memory as the
-    settings say (the command line holds none); purger: the CDN told of deletions and
-    replacements (build_purger; None: nobody); helpers: threads that take a
-    share of a large resize (None: each on its image thread alone)."""
+    """memory_cache: hold renditions in memory as the settings say (the
+    command line holds none, but keeps decoded pictures all the same);
+    purger: the CDN told of deletions and replacements (build_purger; None:
+    nobody); helpers: threads that take a share of a large resize (None:
+    each on its image thread alone)."""
     memory = settings.memory_cache
     cache = RenditionCache(
         memory.max_bytes if memory_cache else 0,
@@ -281,8 +282,10 @@ def build_service(
         metrics=metrics,
         purger=purger,
         helpers=helpers,
+        # Not answers, only pixels of sources no upload reuses the key of:
+        # the command line's `warm` gains as much from them as a server.
         decoded=DecodedPictures(memory.max_decoded_bytes, memory.max_decoded_item_bytes)
-        if memory_cache and memory.max_decoded_bytes > 0
+        if memory.max_decoded_bytes > 0
         else None,
     )
 
