@@ -301,14 +301,14 @@ class MemoryCacheSettings(Section):
         "images held are; 0: none",
     )
     max_decoded_bytes: Annotated[int, Field(ge=0)] = Field(
-        16 * 1024 * 1024,
+        8 * 1024 * 1024,
         description="Bytes of decoded pictures each process keeps for the next size of the same "
         "image (a srcset asks for several at once): working copies and small photos, decoded once "
         "for all; 0: none",
     )
     max_decoded_item_bytes: Annotated[int, Field(ge=0)] = Field(
-        4 * 1024 * 1024,
-        description="Larger decoded pictures (4 bytes a pixel: 1 MP) are never kept",
+        2 * 1024 * 1024,
+        description="Larger decoded pictures (4 bytes a pixel: half a megapixel) are never kept",
     )
     poll_seconds: Annotated[float, Field(ge=0)] = Field(
         1.0,

@@ -10,7 +10,9 @@ another thread is making right now waits for it instead of decoding too:
 one decode however many sizes ask at once.
 
 Only small decodes are kept (max_item_bytes each: working copies and small
-photos, never a large original), within max_bytes in all.  The same bytes
+photos at a reduced scale, never a large original), within max_bytes in
+all: a few megabytes, against the hundreds a burst of large originals
+takes while they are decoded.  The same bytes
 decoded at the same scale are the same pixels, so a rendition comes out the
 same whether its source was kept or not.  Kept pictures are shared between
 threads read-only: a render resizes from them and never changes them.  A
