@@ -3,6 +3,8 @@ the client sent made safe to print."""
 
 from __future__ import annotations
 
+import re
+
 from twisted.logger import Logger
 
 # A module-level Logger: as a class attribute it would take the class's name.
@@ -13,8 +15,15 @@ access_log = Logger(namespace="pymager_tx.access")
 _CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
 
 
+# Nearly every value is printable ASCII already: one scan says so, where
+# the escaping below costs three to five times as much on every request.
+_NEEDS_ESCAPING = re.compile(rb"[^\x20-\x7e]")
+
+
 def log_text(value: bytes) -> str:
     """Request bytes as log text: printable ASCII stays, anything else is escaped."""
+    if _NEEDS_ESCAPING.search(value) is None:
+        return value.decode("ascii")
     return value.decode("ascii", "backslashreplace").translate(_CONTROLS)
 
 
