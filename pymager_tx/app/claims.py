@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pymager_tx.app.api import StoredImage
-from pymager_tx.app.peers import POLL_FIRST, POLL_MOST
+from pymager_tx.app.peers import POLL_FIRST, POLL_GROWTH, POLL_MOST
 from pymager_tx.app.values import REPLACEMENT, Target, claimed_key, not_found
 from pymager_tx.core.errors import DerivationPending
 from pymager_tx.core.keys import derived_prefix
@@ -118,7 +118,7 @@ class Claims:
                     f"for over {self._hold_limit:.0f}s",
                 )
             await deferLater(timer, delay)
-            delay = min(delay * 2, POLL_MOST)
+            delay = min(delay * POLL_GROWTH, POLL_MOST)
 
     async def _hold(self, claim: Claim, produce: Produce) -> StoredImage | None:
         """produce() under claim, renewing it while the work takes, and end

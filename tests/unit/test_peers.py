@@ -132,6 +132,29 @@ def test_of_two_processes_asked_at_once_one_derives_and_both_serve_it(
     assert result_of(world.database.read(claims_txn)) == []
 
 
+def test_a_waiter_sees_a_peers_derivation_soon_after_it_is_done(world: World) -> None:
+    # As a 20 MP photo's working copy: made in 0.72 s while a peer waits.
+    # The waiter looks again less and less often, but never so seldom that
+    # it sees the result later than half its wait again (twice as seldom
+    # each time, it saw this one 0.40 s late).
+    _a, a_imaging, a_asked = holding(world, "a")
+    b = world.process("b", ManualOffload())
+    b_asked = ask(b)
+    step, waited = 0.01, 0.0
+    while waited < 0.72:
+        world.wait(step)
+        waited += step
+    no_result(b_asked)
+    a_imaging.run_all()
+    derived = result_of(a_asked)
+    late = 0.0
+    while not b_asked.called and late < 2.0:
+        world.wait(step)
+        late += step
+    assert result_of(b_asked) == derived
+    assert late <= waited / 2 + step
+
+
 def test_a_peer_that_died_holding_a_claim_is_taken_over_at_once(
     world: World, log_events: list[LogEvent]
 ) -> None:
