@@ -13,8 +13,6 @@ access_log = Logger(namespace="pymager_tx.access")
 # Control characters would reach a terminal or log viewer raw (ESC starts
 # terminal escape sequences), or forge a line break.
 _CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F)}
-
-
 # Nearly every value is printable ASCII already: one scan says so, where
 # the escaping below costs three to five times as much on every request.
 _NEEDS_ESCAPING = re.compile(rb"[^\x20-\x7e]")

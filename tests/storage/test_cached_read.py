@@ -93,19 +93,18 @@ def drop_from_memory(path: Path) -> None:
     what it writes), then advise the rest away.  Both are only attempts: a
     filesystem that lives in memory keeps its pages."""
     data = path.read_bytes()
-    aligned = mmap.mmap(-1, len(data))  # page-aligned, as O_DIRECT asks
-    aligned.write(data)
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_DIRECT)
-    except OSError:
-        pass  # tmpfs and others refuse O_DIRECT
-    else:
+    with mmap.mmap(-1, len(data)) as aligned:  # page-aligned, as O_DIRECT asks
+        aligned.write(data)
         try:
-            os.write(descriptor, aligned)
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-    aligned.close()
+            descriptor = os.open(path, os.O_WRONLY | os.O_DIRECT)
+        except OSError:
+            pass  # tmpfs and others refuse O_DIRECT
+        else:
+            try:
+                os.write(descriptor, aligned)
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
     descriptor = os.open(path, os.O_RDONLY)
     try:
         os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -119,16 +118,12 @@ def test_a_blob_not_in_memory_goes_to_a_thread(tmp_path: Path) -> None:
     result_of(writer.put("cold", cold))
     drop_from_memory(tmp_path / "cold")
     # Which one happened is asked, not assumed: a page the kernel kept is
-    # rightly read on the calling thread.
-    # (asked before reading: a read that finds the page missing starts the
-    # kernel's readahead, which brings it back)
+    # rightly read on the calling thread.  Asked before reading: a read that
+    # finds the page missing starts the kernel's readahead, which brings it back.
     in_memory = resident_pages(tmp_path / "cold") > 0
     reading = reader.get("cold")
-    if not in_memory:
-        assert threads.calls == 1
-        threads.run_all()
-    else:
-        assert threads.calls == 0
+    assert threads.calls == (0 if in_memory else 1)
+    threads.run_all()
     assert result_of(reading) == cold
 
 
