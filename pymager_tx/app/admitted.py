@@ -12,12 +12,14 @@ from twisted.internet.defer import Deferred
 
 from pymager_tx.app.admission import ImageAdmission, Ticket
 from pymager_tx.app.values import Errand, Target, WorkingCopy
+from pymager_tx.core.model import Size
 from pymager_tx.imaging.decoded import DecodedPictures, Reuse
 from pymager_tx.imaging.render import (
     DecodeLimits,
     EncodeOptions,
     Helpers,
     ImageInfo,
+    KeptUpload,
     Rendered,
     make_working_copy,
     probe,
@@ -58,6 +60,11 @@ class ImageWork:
         """What a render of the source stored under this key may share."""
         return Shared(self.helpers, None if self.decoded is None else Reuse(self.decoded, source))
 
+    def keeping_upload(self, source: str, sizes: frozenset[Size], upscale: bool) -> KeptUpload | None:
+        """Where the probe of an upload to be stored under this key keeps
+        its decode for the first renditions (None: pictures are not kept)."""
+        return None if self.decoded is None else KeptUpload(Reuse(self.decoded, source), sizes, upscale)
+
     async def admitted(self, work: Callable[[], Deferred[T]], errand: Errand) -> T:
         """work(), once an image thread is free for it."""
         if self.admission is None:
@@ -85,8 +92,8 @@ class ImageWork:
 # What runs on the image threads: plain functions of bytes.
 
 
-def describe(data: bytes, limits: DecodeLimits) -> tuple[ImageInfo, str]:
-    return probe(data, limits), hashlib.sha256(data).hexdigest()
+def describe(data: bytes, limits: DecodeLimits, keep: KeptUpload | None = None) -> tuple[ImageInfo, str]:
+    return probe(data, limits, keep), hashlib.sha256(data).hexdigest()
 
 
 def summarize_image(data: bytes, limits: DecodeLimits) -> Summary | None:
@@ -110,8 +117,8 @@ def render_target(
     shared: see ImageWork.shared."""
     started = time.perf_counter()
     if isinstance(spec, WorkingCopy):
-        helpers = None if shared is None else shared.helpers
-        rendered = make_working_copy(data, limits, spec.sizes, encoding, deadline, helpers)
+        helpers, reuse = (None, None) if shared is None else shared
+        rendered = make_working_copy(data, limits, spec.sizes, encoding, deadline, helpers, reuse)
         if rendered is None:
             return None
     else:

@@ -75,10 +75,14 @@ class Originals:
             else:
                 raise taken(image_id)
         limits = self._policy.limits
-        info, digest = await self._work.admitted(
-            lambda: self._work.offload(describe, data, limits), Errand(self._policy.deadline(arrived))
-        )
         generation = uuid4().hex
+        blob_key = original_key(image_id, generation)
+        # The probe's decode, kept under the key the upload will have, is
+        # what its first renditions start from (on this process).
+        keep = self._work.keeping_upload(blob_key, self._policy.allowed_sizes, self._policy.encoding.upscale)
+        info, digest = await self._work.admitted(
+            lambda: self._work.offload(describe, data, limits, keep), Errand(self._policy.deadline(arrived))
+        )
         record = OriginalRecord(
             image_id=image_id.value,
             generation=generation,
@@ -89,7 +93,7 @@ class Originals:
             height=info.height,
             byte_length=len(data),
             sha256=digest,
-            blob_key=original_key(image_id, generation),
+            blob_key=blob_key,
             created_at=self._clock(),
             blurhash=None if info.summary is None else info.summary.blurhash,
             dominant_color=None if info.summary is None else info.summary.dominant_color,

@@ -103,11 +103,21 @@ class DecodedPictures:
                 del self._decoding[key]
             mine.done.set()
 
+    def offer(self, key: Hashable, picture: Image.Image) -> None:
+        """Keep picture under key, as if get() had decoded it (if small
+        enough): for a decode made before anyone asked, an upload's."""
+        with self._lock:
+            if key in self._decoding:
+                return  # its decoder keeps its own
+        self._keep(key, picture)
+
     def _keep(self, key: Hashable, picture: Image.Image) -> None:
         size = picture_bytes(picture)
         if size > self.max_item_bytes:
             return
         with self._lock:
+            if key in self._kept:
+                return
             self._kept[key] = picture
             self._bytes += size
             while self._bytes > self.max_bytes:

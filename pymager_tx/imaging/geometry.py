@@ -9,6 +9,7 @@ takes a float box and samples it exactly, so a crop never costs a copy.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from PIL import Image
@@ -163,6 +164,22 @@ def scaled_box(box: Box, stored: tuple[int, int], decoded: tuple[int, int]) -> B
     x_scale, y_scale = decoded[0] / stored[0], decoded[1] / stored[1]
     left, top, right, bottom = box
     return left * x_scale, top * y_scale, right * x_scale, bottom * y_scale
+
+
+def likely_drafts(
+    stored: tuple[int, int], orientation: int, sizes: Iterable[Size], upscale: bool
+) -> list[tuple[int, int]]:
+    """The draft_requests that sizes, cropped or fitted, would make of a
+    source stored this size, those most of them make first (the finer of
+    two as common): the scales worth decoding an upload at, so that its
+    first renditions find it decoded."""
+    upright = upright_size(stored, orientation)
+    counts: dict[tuple[int, int], int] = {}
+    for size in sizes:
+        for mode in (ResizeMode.CROP, ResizeMode.FIT):
+            request = draft_request(stored, plan(upright, size, mode, upscale).reduction)
+            counts[request] = counts.get(request, 0) + 1
+    return sorted(counts, key=lambda request: (counts[request], request), reverse=True)
 
 
 def draft_request(stored: tuple[int, int], reduction: float) -> tuple[int, int]:

@@ -1,5 +1,6 @@
-"""The service keeps the source it decoded for one size for the next, by
-the key it was stored under: a replaced original is decoded afresh."""
+"""The service keeps the source it decoded for one size for the next, and
+an upload's decode for its first size, by the key it was stored under: a
+replaced original is decoded afresh."""
 
 from __future__ import annotations
 
@@ -32,16 +33,20 @@ def test_later_sizes_of_an_original_reuse_its_decode_until_it_is_replaced(
     policy = replace(POLICY, allowed_sizes=frozenset({Size(240, 160), Size(200, 100)}))
     service = ImageService(database, blobs, immediate, policy, decoded=pictures)
     result_of(run(service.store_original(PHOTO, photo(0))))
+    # The upload's probe decoded it whole, as its working copy (480x320)
+    # needs, and kept that for it.
+    assert (len(pictures), pictures.bytes) == (1, 960 * 640 * 4)
     first = result_of(run(derived_body(service, "photo-240x160-fit.jpg")))
-    assert len(pictures) == 1
+    # The working copy was made from the kept decode, and its own decode kept.
+    assert (len(pictures), pictures.bytes) == (2, 960 * 640 * 4 + 480 * 320 * 4)
     kept = pictures.bytes
     second = result_of(run(derived_body(service, "photo-200x100-fit.jpg")))
-    assert (len(pictures), pictures.bytes) == (1, kept)
+    assert (len(pictures), pictures.bytes) == (2, kept)
     assert opened(first.data).size == (240, 160) and opened(second.data).size == (150, 100)
 
     result_of(run(service.delete_original(PHOTO)))
     result_of(run(service.store_original(PHOTO, photo(1))))
     again = result_of(run(derived_body(service, "photo-240x160-fit.jpg")))
-    # Decoded anew from the new upload (a new key), not from what was kept.
-    assert len(pictures) == 2
+    # Decoded anew from the new upload (new keys), not from what was kept.
+    assert len(pictures) == 4
     assert again.data != first.data

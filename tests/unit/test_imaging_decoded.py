@@ -1,17 +1,18 @@
 """Pictures decoded lately: kept within their bounds, decoded once however
-many threads ask at once, and renditions the same whether kept or not."""
+many threads ask at once, and renditions the same whether kept or not; an
+upload's probe keeps its decode for the first rendition."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 
 import pytest
 from PIL import Image
 
-from pymager_tx.core.model import ResizeMode
+from pymager_tx.core.model import ResizeMode, Size
 from pymager_tx.imaging.decoded import DecodedPictures, Reuse, picture_bytes
-from pymager_tx.imaging.render import EncodeOptions, render
+from pymager_tx.imaging.render import EncodeOptions, KeptUpload, probe, render
 from tests.images import LIMITS, encode, spec
 
 MEGABYTE = 1024 * 1024
@@ -143,3 +144,66 @@ def test_only_jpegs_decoded_at_a_scale_are_kept() -> None:
     png = encode(Image.effect_noise((400, 300), 40).convert("RGB"), "PNG")
     render(png, spec(100, 75), LIMITS, EncodeOptions(), reuse=Reuse(pictures, "originals/png"))
     assert len(pictures) == 0
+
+
+class _Watched(DecodedPictures):
+    """Real pictures that note each key get() had to decode itself."""
+
+    def __init__(self, max_bytes: int, max_item_bytes: int) -> None:
+        super().__init__(max_bytes, max_item_bytes)
+        self.decoded: list[object] = []
+
+    def get(self, key: Hashable, decode: Callable[[], Image.Image]) -> Image.Image:
+        def noted() -> Image.Image:
+            self.decoded.append(key)
+            return decode()
+
+        return super().get(key, noted)
+
+
+def test_an_uploads_probe_keeps_its_decode_for_the_first_rendition() -> None:
+    noise = Image.effect_noise((1600, 900), 40).convert("RGB")
+    data = encode(noise, "JPEG", quality=90)
+    pictures = _Watched(max_bytes=16 * MEGABYTE, max_item_bytes=4 * MEGABYTE)
+    reuse = Reuse(pictures, "originals/photo")
+    # A 1600x900 photo is no working copy's source for these; each size
+    # decodes it at 1/2 (each crop and fit but 200x200's fit, at 1/4).
+    sizes = frozenset({Size(420, 420), Size(320, 240), Size(200, 200)})
+    info = probe(data, LIMITS, KeptUpload(reuse, sizes, upscale=True))
+    assert (info.width, info.height) == (1600, 900)
+    assert (len(pictures), pictures.bytes) == (1, 800 * 450 * 4)
+
+    options = EncodeOptions()
+    first = render(data, spec(420, 420, "jpg", ResizeMode.FIT), LIMITS, options, reuse=reuse)
+    assert pictures.decoded == []  # the probe's pixels, not a decode of their own
+    assert first.data == render(data, spec(420, 420, "jpg", ResizeMode.FIT), LIMITS, options).data
+
+
+def test_a_probe_keeps_the_likeliest_decode_small_enough_to_keep() -> None:
+    data = encode(Image.effect_noise((1600, 900), 40).convert("RGB"), "JPEG", quality=90)
+    pictures = _Watched(max_bytes=16 * MEGABYTE, max_item_bytes=4 * MEGABYTE)
+    reuse = Reuse(pictures, "originals/photo")
+    # 420x420 cropped decodes it whole (5.8 MB, too large), fitted at 1/2.
+    probe(data, LIMITS, KeptUpload(reuse, frozenset({Size(420, 420)}), upscale=True))
+    assert (len(pictures), pictures.bytes) == (1, 800 * 450 * 4)
+    render(data, spec(420, 420, "jpg", ResizeMode.FIT), LIMITS, EncodeOptions(), reuse=reuse)
+    assert pictures.decoded == []
+
+
+def test_a_probe_keeps_nothing_too_large_to_keep_or_of_no_scale() -> None:
+    sizes = frozenset({Size(420, 420)})
+    photo = encode(Image.effect_noise((1600, 900), 40).convert("RGB"), "JPEG", quality=90)
+    small = _Watched(max_bytes=16 * MEGABYTE, max_item_bytes=MEGABYTE)  # 800x450 takes 1.4 MB
+    probe(photo, LIMITS, KeptUpload(Reuse(small, "originals/photo"), sizes, upscale=True))
+    png = encode(Image.effect_noise((1600, 900), 40).convert("RGB"), "PNG")
+    roomy = _Watched(max_bytes=16 * MEGABYTE, max_item_bytes=4 * MEGABYTE)
+    probe(png, LIMITS, KeptUpload(Reuse(roomy, "originals/png"), sizes, upscale=True))
+    assert (len(small), len(roomy)) == (0, 0)
+
+
+def test_an_offer_never_counts_a_picture_twice() -> None:
+    pictures = DecodedPictures(max_bytes=MEGABYTE, max_item_bytes=MEGABYTE)
+    pictures.offer("a", picture(100))
+    pictures.offer("a", picture(100))
+    kept = pictures.get("a", lambda: picture(50))
+    assert (len(pictures), pictures.bytes, kept.size) == (1, 100 * 100 * 4, (100, 100))
