@@ -23,7 +23,9 @@ each request), one at a time over a kept-alive connection; each answer is
 checked to be a JPEG within its box with one side touching it.  Reported:
 median wall ms of pymager-tx's first size, its later sizes and thumbor's
 sizes, per source, with ratios, and server CPU ms per request (from
-/proc, coarser but less moved by other load).  Medians of many repetitions:
+/proc, coarser but less moved by other load); and each pymager-tx's
+uploads, whose check keeps a small photo's decode for its first size.
+Medians of many repetitions:
 the machine is shared.
 """
 
@@ -160,9 +162,11 @@ def run(arguments: argparse.Namespace, work: Path) -> dict[str, object]:
                 image_id = f"k{megapixels}r{repetition}"
                 for client in clients:
                     if client.server.kind == "pymager-tx":
-                        status, _, _, _ = client.request("PUT", f"/original/{image_id}", data)
+                        status, _, wall, cpu = client.request("PUT", f"/original/{image_id}", data)
                         if status != 201:
                             problems.append(f"{client.server.name}: PUT {image_id} answered {status}")
+                        uploads = samples.setdefault((client.server.name, megapixels, "upload"), Samples())
+                        uploads.add(wall, cpu)
                 # Each repetition starts from another box, so "first" is not always one size.
                 order = BOXES[repetition % len(BOXES) :] + BOXES[: repetition % len(BOXES)]
                 for index, box in enumerate(order):
@@ -257,6 +261,16 @@ def table(result: dict[str, object]) -> list[str]:
             later = samples.get((name, megapixels, "later"), Samples())
             row.append(f"{first.median / thumbor.median:.2f}, {later.median / thumbor.median:.2f}")
         lines.append("| " + " | ".join(row) + " |")
+    # An upload's check may decode more than it used to, for the first
+    # size's sake: its cost belongs beside the first size's.
+    lines.append("")
+    lines.append("Uploads (PUT, the same sources), wall ms:")
+    lines.append("")
+    lines.append("| server | " + " | ".join(f"{megapixels} MP" for megapixels in MEGAPIXELS) + " |")
+    lines.append("|" + "---|" * (len(MEGAPIXELS) + 1))
+    for name in pymagers:
+        cells = [_cell(samples.get((name, megapixels, "upload"), Samples())) for megapixels in MEGAPIXELS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     quality: dict[str, dict[int, float]] = result["quality"]  # type: ignore[assignment]
     lines.append("")
     lines.append(
