@@ -9,7 +9,10 @@ With --baseline REV a second pymager-tx runs beside this checkout's: REV's
 tree, installed in a venv of its own (bench/baseline.py; cached by commit
 under /tmp), started with the same settings, and measured in every phase with
 the same URLs. The report then also gives each figure of both and the ratio
-current / baseline. --skip-thumbor leaves thumbor out.
+current / baseline. --skip-thumbor leaves thumbor out. --installed runs this
+checkout's HEAD installed as a baseline is (a clean venv of its own) instead
+of from the development venv, whose test and lint packages alone leave each
+process 8-10 MB larger: compare resident memory across the two sides only so.
 
 Phases, each server in turn, the same URLs in the same order:
 
@@ -342,8 +345,10 @@ def run_servers(
     plan: Plan,
     results: Results,
     previous: baseline.Baseline | None,
+    installed: baseline.Baseline | None = None,
 ) -> None:
-    """Every phase against every server in turn: this checkout's pymager-tx,
+    """Every phase against every server in turn: this checkout's pymager-tx
+    (from installed's venv, if given),
     the baseline's (if any; first with --baseline-first), then thumbor (unless
     --skip-thumbor)."""
     concurrency, corpus_dir = arguments.concurrency, arguments.corpus_dir
@@ -369,7 +374,7 @@ def run_servers(
             return server
 
         try:
-            pymager = start_pymager("pymager-tx", None)
+            pymager = start_pymager("pymager-tx", None if installed is None else installed.venv)
             pymagers = [pymager]
             if previous is not None:
                 pymagers.append(start_pymager(previous.name, previous.venv))
@@ -844,6 +849,11 @@ def parse_arguments() -> argparse.Namespace:
         help="current / baseline within 1 ± this is 'same', beyond it 'better' or 'WORSE' (default 0.10)",
     )
     parser.add_argument("--skip-thumbor", action="store_true", help="run no thumbor (nor need it installed)")
+    parser.add_argument(
+        "--installed",
+        action="store_true",
+        help="run this checkout's HEAD from a clean venv of its own, as a baseline runs",
+    )
     parser.add_argument("--thumbor-venv", type=Path, default=Path("/tmp/venv-thumbor"))
     parser.add_argument("--thumbor-processes", type=int, default=2)
     parser.add_argument(
@@ -899,15 +909,26 @@ def main() -> int:
         need_thumbor=not arguments.skip_thumbor,
         need_wrk=arguments.warm_client == "wrk",
     )
-    previous = None
+    previous = installed = None
     if arguments.baseline:
         previous = baseline.prepare(arguments.baseline, arguments.baseline_cache)
+    if arguments.installed:
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=baseline.REPOSITORY,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        if changed:
+            sys.exit("--installed runs HEAD as committed: commit or stash the changes first")
+        installed = baseline.prepare("HEAD", arguments.baseline_cache)
     corpus = photos.ensure(arguments.corpus_dir)
     plan = make_plan(corpus, arguments.sizes, arguments.copies)
     results = Results()
     pairs = [((arguments.corpus_dir / photo.name).read_bytes(), size_of(size)) for photo, size in plan.cold]
     results.add("floor", "before", run_floor("floor", pairs, arguments.floor_threads))
-    run_servers(arguments, corpus, plan, results, previous)
+    run_servers(arguments, corpus, plan, results, previous, installed)
     results.add("floor", "after", run_floor("floor", pairs, arguments.floor_threads))
     seconds = time.perf_counter() - started
     info = machine(arguments.thumbor_venv, thumbor=not arguments.skip_thumbor)
