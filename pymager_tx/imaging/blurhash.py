@@ -6,12 +6,13 @@ The algorithm is small and fully specified (woltapp/blurhash's
 Algorithm.md); it is written out here rather than taken from a package so
 that it runs on the pixels already decoded for an upload's probe, with no
 dependency and no second decode.  Pure Python on a picture of at most a few
-thousand pixels: a few milliseconds.
+thousand pixels: under a millisecond.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 
 from PIL import Image
 
@@ -31,37 +32,35 @@ def components_for(width: int, height: int, most: int = 4) -> tuple[int, int]:
 
 def encode(picture: Image.Image, x_components: int, y_components: int) -> str:
     """The BlurHash of an RGB picture (small: every pixel is visited once
-    per component)."""
+    per component across)."""
     if not (1 <= x_components <= 9 and 1 <= y_components <= 9):
         raise ValueError("BlurHash takes 1 to 9 components each way")
     rgb = picture.convert("RGB")
     width, height = rgb.size
-    table = [_to_linear(value) for value in range(256)]
-    linear = [(table[r], table[g], table[b]) for r, g, b in _pixels(rgb)]
+    # Each channel in linear light, row after row.
+    channels = [[_LINEAR[value] for value in band.tobytes()] for band in rgb.split()]
     x_cos = [[math.cos(math.pi * i * x / width) for x in range(width)] for i in range(x_components)]
     y_cos = [[math.cos(math.pi * j * y / height) for y in range(height)] for j in range(y_components)]
+    # The basis is a product of a cosine across and one down, so each
+    # component is a sum down of sums across, the sums across made once for
+    # every component down: a third of the products for 4x3, each in C
+    # (sum over map), where a loop per pixel and component took 2-3 ms of
+    # every upload.
+    rows = range(0, width * height, width)
+    across = [
+        [
+            [sum(map(operator.mul, x_cos[i], channel[row : row + width])) for row in rows]
+            for channel in channels
+        ]
+        for i in range(x_components)
+    ]
     factors: list[tuple[float, float, float]] = []
     for j in range(y_components):
         for i in range(x_components):
-            normalisation = 1.0 if i == 0 and j == 0 else 2.0
-            red = green = blue = 0.0
-            for y in range(height):
-                row = y * width
-                y_basis = y_cos[j][y]
-                for x in range(width):
-                    basis = x_cos[i][x] * y_basis
-                    r, g, b = linear[row + x]
-                    red += basis * r
-                    green += basis * g
-                    blue += basis * b
-            scale = normalisation / (width * height)
-            factors.append((red * scale, green * scale, blue * scale))
+            scale = (1.0 if i == 0 and j == 0 else 2.0) / (width * height)
+            red, green, blue = (sum(map(operator.mul, y_cos[j], sums)) * scale for sums in across[i])
+            factors.append((red, green, blue))
     return _pack(factors, x_components, y_components)
-
-
-def _pixels(picture: Image.Image) -> list[RGB]:
-    data = picture.convert("RGB").tobytes()
-    return [(data[index], data[index + 1], data[index + 2]) for index in range(0, len(data), 3)]
 
 
 def _pack(factors: list[tuple[float, float, float]], x_components: int, y_components: int) -> str:
@@ -152,3 +151,6 @@ def _to_srgb(value: float) -> int:
 
 def _signed_pow(value: float, exponent: float) -> float:
     return math.copysign(abs(value) ** exponent, value)
+
+
+_LINEAR = [_to_linear(value) for value in range(256)]
