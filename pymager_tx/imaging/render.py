@@ -130,8 +130,8 @@ def probe(data: bytes, limits: DecodeLimits, keep: KeptUpload | None = None) -> 
     every byte), so truncated and corrupt files are refused here rather than
     when someone first asks for a thumbnail.  With keep, a small JPEG is
     decoded at the scale its renditions will most likely ask for instead,
-    and kept for them: a 2 MP photo's probe costs 0.7 ms more, and its first
-    rendition 3 ms less (bench/RESULTS.md, stop 25).
+    and kept for them: a 2 MP photo's upload costs 1.5-3 ms more, and its
+    first rendition 3-4 ms less (bench/RESULTS.md, stop 25).
     """
     with opened(data, limits) as image:
         assert image.format is not None
