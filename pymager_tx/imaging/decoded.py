@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-__all__ = ["DecodedPictures", "Reuse", "picture_bytes"]
+__all__ = ["DecodedPictures", "Reuse", "bytes_per_pixel", "picture_bytes"]
 
 # Bytes a pixel takes in Pillow's memory, by mode: RGB is stored as four.
 _ONE_BYTE = frozenset({"1", "L", "P"})
@@ -37,13 +37,15 @@ _TWO_BYTES = frozenset({"I;16", "I;16B", "I;16L", "I;16N"})
 
 
 def picture_bytes(picture: Image.Image) -> int:
-    if picture.mode in _ONE_BYTE:
-        per_pixel = 1
-    elif picture.mode in _TWO_BYTES:
-        per_pixel = 2
-    else:
-        per_pixel = 4
-    return picture.width * picture.height * per_pixel
+    return picture.width * picture.height * bytes_per_pixel(picture.mode)
+
+
+def bytes_per_pixel(mode: str) -> int:
+    if mode in _ONE_BYTE:
+        return 1
+    if mode in _TWO_BYTES:
+        return 2
+    return 4
 
 
 class _Decoding:

@@ -32,7 +32,7 @@ from pymager_tx.core.model import DerivedSpec, ResizeMode, Size
 from pymager_tx.imaging import geometry
 from pymager_tx.imaging.attention import smart_plan
 from pymager_tx.imaging.bands import Helpers, banded_resize
-from pymager_tx.imaging.decoded import Reuse
+from pymager_tx.imaging.decoded import Reuse, bytes_per_pixel
 from pymager_tx.imaging.encoders import Encoding, encode_animation, encode_still, lossless_source
 from pymager_tx.imaging.geometry import Plan
 from pymager_tx.imaging.gif import gif_canvas
@@ -358,7 +358,7 @@ def _scale_to_keep(
     else:
         requests = geometry.likely_drafts(stored, orientation, keep.sizes, keep.upscale)
     # The decoder rounds each side of stored / scale up: at most one more.
-    per_pixel = 1 if image.mode == "L" else 4
+    per_pixel = bytes_per_pixel(image.mode)
     limit = keep.reuse.pictures.max_item_bytes
     return next(((w, h) for w, h in requests if (w + 1) * (h + 1) * per_pixel <= limit), None)
 
