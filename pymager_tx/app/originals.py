@@ -12,6 +12,7 @@ from twisted.logger import Logger
 
 from pymager_tx.app.admitted import ImageWork, describe
 from pymager_tx.app.api import StoredImage
+from pymager_tx.app.fresh_uploads import FreshUploads
 from pymager_tx.app.removals import Removals
 from pymager_tx.app.values import Errand, ImagePolicy, not_found, taken
 from pymager_tx.core.errors import BlobNotFound, OriginalLost, PymagerError, UploadTooLarge
@@ -45,7 +46,9 @@ class Originals:
         clock: Callable[[], datetime],
         peers: IPeers,
         removals: Removals,
+        uploads: FreshUploads,
     ) -> None:
+        """uploads: told of each upload stored, for its first renditions."""
         self._store = database
         self._blobs = blobs
         self._work = work
@@ -53,6 +56,7 @@ class Originals:
         self._clock = clock
         self._peers = peers
         self._removals = removals
+        self._uploads = uploads
         # Generations of the uploads this process is carrying out right now,
         # registered before their pending row exists: a pending row of ours
         # whose generation is not here was abandoned.
@@ -98,6 +102,8 @@ class Originals:
             blurhash=None if info.summary is None else info.summary.blurhash,
             dominant_color=None if info.summary is None else info.summary.dominant_color,
         )
+        # Before the row exists: any removal signal after it voids the hint.
+        mark = self._uploads.mark()
         self._uploading.add(generation)
         try:
             await self._store.claim_original(record, self._peers.me)
@@ -119,7 +125,9 @@ class Originals:
             height=record.height,
             byte_length=record.byte_length,
         )
-        return replace(record, status=OriginalStatus.READY, created_at=ready_at)
+        ready = replace(record, status=OriginalStatus.READY, created_at=ready_at)
+        self._uploads.stored(ready, mark)
+        return ready
 
     async def find(self, image_id: ImageId) -> FoundOriginal:
         record = await self._store.find_original(image_id.value)

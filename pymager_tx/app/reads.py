@@ -159,18 +159,28 @@ class Renditions:
         known = await self._known(key, with_body)
         if known is not None:
             return known
-        mark = self._cache.mark()
-        lookup = await self._store.lookup_derived(image_id.value, spec.variant)
-        original = lookup.original
-        if original is None:
-            raise not_found(image_id)
-        if lookup.derived is not None:
-            data = self._cache.confirmed(key, lookup.derived, mark)
-            if data is not None:
-                return Fetched(StoredImage(lookup.derived, data))
-            stored = await self._derivations.read(lookup.derived, with_body)
-            if stored is not None:
-                return self._remember(stored, mark)
+        # A crop is made for the focal point, which can change without a new
+        # upload: only the database knows the current one.  Nothing else a
+        # rendition depends on changes within a generation, which the claim
+        # checks.
+        fresh = None if spec.mode.focused else self._cache.uploads.first_ask(image_id.value, spec.variant)
+        if fresh is not None:
+            # Stored here, and this variant first asked for now: its claim
+            # tells whether another process derived it or the original went.
+            original, mark = fresh
+        else:
+            mark = self._cache.mark()
+            lookup = await self._store.lookup_derived(image_id.value, spec.variant)
+            if lookup.original is None:
+                raise not_found(image_id)
+            original = lookup.original
+            if lookup.derived is not None:
+                data = self._cache.confirmed(key, lookup.derived, mark)
+                if data is not None:
+                    return Fetched(StoredImage(lookup.derived, data))
+                stored = await self._derivations.read(lookup.derived, with_body)
+                if stored is not None:
+                    return self._remember(stored, mark)
         target = self._for_original(spec, original)
         rendition = (original.image_id, original.generation, target.variant)
         refused = self._refusals.recall(rendition)
@@ -191,6 +201,7 @@ class Renditions:
         except ImageNotFound as gone:
             # Replaced while it was derived (PUT with If-Match): the result
             # was refused; looking again derives it from the new upload.
+            self._cache.uploads.forget(image_id.value)
             if isinstance(gone, OriginalLost) or refocus_tries <= 1 or not await self._replaced(original):
                 raise
             return await self.fetch(image_id, spec, with_body, arrived, refocus_tries - 1)

@@ -22,7 +22,8 @@ Entries are evicted least recently used first, by total bytes.
 
 The rows of renditions whose bytes are not held (too many, or the cache
 off) are kept apart, by count, under the same rule (records: a
-pymager_tx.app.record_cache.RecordCache).
+pymager_tx.app.record_cache.RecordCache), and so are the rows of originals
+this process stored lately (uploads: pymager_tx.app.fresh_uploads).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pymager_tx.app.fresh_uploads import FreshUploads
 from pymager_tx.app.record_cache import RecordCache
 from pymager_tx.core.model import DerivedRecord
 from pymager_tx.ports import NO_METRICS, IEpoch, LocalEpoch, Metrics
@@ -42,6 +44,10 @@ Key = tuple[str, str]  # image ID, variant
 # allows for a slow poll, and together they bound how long a deletion made
 # on another machine can go unseen.
 _POLLS_OF_AGE = 2
+
+# Originals stored lately whose first renditions skip their lookup
+# (pymager_tx.app.fresh_uploads): about a kilobyte each.
+_FRESH_UPLOADS = 1024
 
 
 @dataclass(frozen=True)
@@ -73,7 +79,8 @@ class RenditionCache:
         """poll_seconds: how often heard_removals() is called; 0: never,
         and every request checks the database; metrics: told of each
         lookup, a hit when it is served without a database check;
-        max_records: rows of renditions kept (records), bytes or not."""
+        max_records: rows of renditions kept (records), bytes or not; also
+        bounds the originals stored lately (uploads)."""
         self.max_bytes = max_bytes
         self.max_item_bytes = min(max_item_bytes, max_bytes)
         self.poll_seconds = poll_seconds
@@ -85,6 +92,8 @@ class RenditionCache:
         self._heard_at = 0.0
         self._metrics = metrics
         self.records = RecordCache(max_records, self.current)
+        # Rows too, of originals: as many as records, within a smaller bound.
+        self.uploads = FreshUploads(min(max_records, _FRESH_UPLOADS), self.mark, self.current)
 
     @property
     def size_bytes(self) -> int:

@@ -89,7 +89,9 @@ class ImageService:
         self._work = ImageWork(imaging, admission, helpers, decoded)
         removals = Removals(database, blobs, cache.epoch, clock, peers.me)
         claims = Claims(database, blobs, peers, policy.hold_limit)
-        self._originals = Originals(database, blobs, self._work, policy, clock, peers, removals)
+        self._originals = Originals(
+            database, blobs, self._work, policy, clock, peers, removals, cache.uploads
+        )
         self._derivations = Derivations(
             database, blobs, self._work, policy, clock, peers, claims, self._originals, metrics
         )
