@@ -298,7 +298,8 @@ class MemoryCacheSettings(Section):
         20000,
         description="Rows of derived images each process remembers (about 1 KB each), so that one "
         "not held in memory costs a file read without a database query; voided by deletes as the "
-        "images held are; 0: none",
+        "images held are; also bounds the originals it stored lately (at most 1,024), whose first "
+        "sizes skip their lookup; 0: none",
     )
     max_decoded_bytes: Annotated[int, Field(ge=0)] = Field(
         8 * 1024 * 1024,
