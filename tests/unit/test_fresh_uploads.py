@@ -6,7 +6,7 @@ led to."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -22,6 +22,7 @@ from pymager_tx.core.errors import ImageNotFound
 from pymager_tx.core.model import FocalPoint, OriginalRecord, OriginalStatus
 from pymager_tx.ports import LocalEpoch, immediate
 from tests.conftest import derivations
+from tests.db.test_repository import pending
 from tests.images import BLUE, RED, close_to, encode, halves, jpeg, mean_colour, opened
 from tests.results import failure_of, result_of
 from tests.unit.test_rendition_cache import Clock
@@ -29,19 +30,7 @@ from tests.unit.test_service import PHOTO, POLICY, derived, run
 
 
 def original(image_id: str = "a") -> OriginalRecord:
-    return OriginalRecord(
-        image_id=image_id,
-        generation="g",
-        status=OriginalStatus.READY,
-        format="JPEG",
-        media_type="image/jpeg",
-        width=1,
-        height=1,
-        byte_length=1,
-        sha256="0",
-        blob_key=f"{image_id}/g",
-        created_at=datetime(2026, 12, 4, tzinfo=UTC),
-    )
+    return replace(pending(image_id), status=OriginalStatus.READY)
 
 
 class TestFreshUploads:
