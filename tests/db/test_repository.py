@@ -9,9 +9,10 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
-from sqlalchemy import Connection, update
+from sqlalchemy import Connection, event, update
 
 from pymager_tx.adapters.sql import database as database_module
+from pymager_tx.adapters.sql import renditions_txn
 from pymager_tx.adapters.sql.database import Database, make_engine, sqlite_url
 from pymager_tx.adapters.sql.originals_txn import (
     abandon_upload_txn,
@@ -101,6 +102,16 @@ def record(database: Database, derived_record: DerivedRecord, generation: str = 
     return recorded
 
 
+@pytest.fixture(params=["one statement", "savepoint"])
+def claim_insert(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The claim's insert as this database's dialect writes it (insert unless
+    held, one statement), and as it is written for a dialect that has no such
+    clause (the insert in a savepoint, its key's conflict caught)."""
+    if request.param == "savepoint":
+        monkeypatch.setattr(renditions_txn, "_INSERT_CLAIM_UNLESS_HELD", {})
+    return str(request.param)
+
+
 def lapse_claims(database: Database) -> None:
     """Every claim's lease runs out, as the database's clock sees it."""
 
@@ -136,6 +147,7 @@ def test_mark_ready_only_applies_to_the_claiming_generation(database: Database) 
     assert not result_of(database.transact(mark_original_ready_txn, "photo", "other", NOW))
 
 
+@pytest.mark.usefixtures("claim_insert")
 def test_derived_rows_are_recorded_for_the_current_generation_only(database: Database) -> None:
     stored(database)
     claim = claimed(database)
@@ -148,6 +160,7 @@ def test_derived_rows_are_recorded_for_the_current_generation_only(database: Dat
     assert result_of(database.read(claims_txn)) == []
 
 
+@pytest.mark.usefixtures("claim_insert")
 def test_a_holder_whose_claim_was_taken_over_cannot_record(database: Database) -> None:
     stored(database)
     stalled = claimed(database, owner="stalled")
@@ -159,6 +172,7 @@ def test_a_holder_whose_claim_was_taken_over_cannot_record(database: Database) -
     assert result_of(database.transact(record_derived_txn, rendition(), "g1", newer)) is Recorded.RECORDED
 
 
+@pytest.mark.usefixtures("claim_insert")
 def test_a_live_claim_holds_whatever_the_claimants_own_clocks_say(database: Database) -> None:
     stored(database)
     holder = claimed(database, owner="holder")
@@ -175,6 +189,7 @@ def test_a_live_claim_holds_whatever_the_claimants_own_clocks_say(database: Data
     assert outcome is ClaimOutcome.CLAIMED and taken is not None and taken.owner == "fast"
 
 
+@pytest.mark.usefixtures("claim_insert")
 def test_releasing_a_claim_that_was_taken_again_leaves_the_new_one(database: Database) -> None:
     stored(database)
     old = claimed(database, owner="me")
@@ -182,6 +197,38 @@ def test_releasing_a_claim_that_was_taken_again_leaves_the_new_one(database: Dat
     new = claimed(database, owner="me")
     result_of(database.transact(release_claim_txn, old))
     assert result_of(database.read(claims_txn)) == [new]
+
+
+@pytest.mark.usefixtures("claim_insert")
+def test_a_claim_on_a_recorded_rendition_is_done_and_leaves_no_claim(database: Database) -> None:
+    stored(database)
+    assert record(database, rendition()) is Recorded.RECORDED
+    outcome, claim = result_of(
+        database.transact(claim_derivation_txn, "photo", "100x100.jpeg", "g1", "late", uuid4().hex, LEASE)
+    )
+    assert (outcome, claim) == (ClaimOutcome.DONE, None)
+    assert result_of(database.read(claims_txn)) == []
+
+
+def test_a_claim_is_inserted_without_a_savepoint_on_both_databases(database: Database) -> None:
+    stored(database)
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement.split()[0].upper())
+
+    event.listen(database.engine, "before_cursor_execute", seen)
+    try:
+        holder = claimed(database, owner="holder")
+        token = uuid4().hex
+        outcome, held = result_of(
+            database.transact(claim_derivation_txn, "photo", "100x100.jpeg", "g1", "other", token, LEASE)
+        )
+    finally:
+        event.remove(database.engine, "before_cursor_execute", seen)
+    assert (outcome, held) == (ClaimOutcome.HELD, holder)
+    assert "SAVEPOINT" not in statements and "RELEASE" not in statements
+    assert statements.count("INSERT") == 2
 
 
 def test_lookup_of_an_unknown_original(database: Database) -> None:
