@@ -210,7 +210,7 @@ def test_a_claim_on_a_recorded_rendition_is_done_and_leaves_no_claim(database: D
     assert result_of(database.read(claims_txn)) == []
 
 
-def test_a_claim_is_inserted_without_a_savepoint_on_both_databases(database: Database) -> None:
+def test_a_claim_is_one_insert_on_both_databases(database: Database) -> None:
     stored(database)
     statements: list[str] = []
 
@@ -220,6 +220,9 @@ def test_a_claim_is_inserted_without_a_savepoint_on_both_databases(database: Dat
     event.listen(database.engine, "before_cursor_execute", seen)
     try:
         holder = claimed(database, owner="holder")
+        # The insert said it inserted: nothing more was tried.
+        assert "INSERT" in statements and "UPDATE" not in statements and "SAVEPOINT" not in statements
+        statements.clear()
         token = uuid4().hex
         outcome, held = result_of(
             database.transact(claim_derivation_txn, "photo", "100x100.jpeg", "g1", "other", token, LEASE)
@@ -227,8 +230,9 @@ def test_a_claim_is_inserted_without_a_savepoint_on_both_databases(database: Dat
     finally:
         event.remove(database.engine, "before_cursor_execute", seen)
     assert (outcome, held) == (ClaimOutcome.HELD, holder)
+    # Held: the insert did nothing, and the lease-expired takeover found nothing to take.
+    assert statements.count("INSERT") == 1 and statements.count("UPDATE") == 1
     assert "SAVEPOINT" not in statements and "RELEASE" not in statements
-    assert statements.count("INSERT") == 2
 
 
 def test_lookup_of_an_unknown_original(database: Database) -> None:

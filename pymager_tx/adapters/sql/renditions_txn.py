@@ -10,6 +10,7 @@ safe to run twice or to race with itself.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -51,15 +52,22 @@ _END_CLAIM = delete(derivation_claims).where(*_HELD)
 _INSERT_CLAIM = insert(derivation_claims)
 # Where the dialect can say "insert unless the key exists" in one statement:
 # a claim costs two statements fewer than a savepoint around the insert
-# (a round trip each on a database across the network).
+# (a round trip each on a database across the network).  Whether it
+# inserted is its row count, which psycopg 3 forgets once SQLAlchemy closes
+# an INSERT's cursor unless told to keep it.  SQLite has the clause from
+# 3.24 (2018).
+_CLAIM_KEY = [derivation_claims.c.image_id, derivation_claims.c.variant]
 _INSERT_CLAIM_UNLESS_HELD: dict[str, Insert] = {
-    "postgresql": postgresql.insert(derivation_claims).on_conflict_do_nothing(
-        index_elements=[derivation_claims.c.image_id, derivation_claims.c.variant]
-    ),
-    "sqlite": sqlite.insert(derivation_claims).on_conflict_do_nothing(
-        index_elements=[derivation_claims.c.image_id, derivation_claims.c.variant]
-    ),
+    "postgresql": postgresql.insert(derivation_claims)
+    .on_conflict_do_nothing(index_elements=_CLAIM_KEY)
+    .execution_options(preserve_rowcount=True),
 }
+if sqlite3.sqlite_version_info >= (3, 24):
+    _INSERT_CLAIM_UNLESS_HELD["sqlite"] = (
+        sqlite.insert(derivation_claims)
+        .on_conflict_do_nothing(index_elements=_CLAIM_KEY)
+        .execution_options(preserve_rowcount=True)
+    )
 _INSERT_RENDITION = insert(derived)
 _READY_FOCUS_FOR_SHARE = (
     select(originals.c.focus_version)
