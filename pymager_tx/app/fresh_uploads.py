@@ -20,7 +20,9 @@ replacement or a change of focal point anywhere voids it within the same
 bound as the renditions held in memory.  Each variant goes this way once;
 its later requests find its row remembered, or look it up as before.  A
 claim that finds the original gone makes the caller forget the entry
-(forget()).
+(forget()); a request refused before its claim could answer (the image
+queue full, the lease lapsed) looks the rendition up after all, since
+another process may have derived it.
 
 Bounded by count, least recently stored or used out first.
 """

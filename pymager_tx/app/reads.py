@@ -17,11 +17,13 @@ from pymager_tx.app.rendition_cache import Mark, RenditionCache
 from pymager_tx.app.values import ImagePolicy, not_found
 from pymager_tx.core.errors import (
     BlobNotFound,
+    DatabaseUnavailable,
     DerivationPending,
     DerivationTooCostly,
     ImageNotFound,
     InvalidImage,
     OriginalLost,
+    Overloaded,
     SizeNotAllowed,
     SizeOutOfBounds,
     Unavailable,
@@ -209,6 +211,13 @@ class Renditions:
             # Refused for what the source is: it would be refused again.
             self._refusals.remember(rendition, error)
             raise
+        except (Overloaded, DatabaseUnavailable):
+            if fresh is None:
+                raise
+            # Refused before the claim could say whether another process had
+            # derived it (the image queue full, this process's lease lapsed):
+            # the lookup can, without an image thread or a claim.
+            return await self.fetch(image_id, spec, with_body, arrived, refocus_tries)
         return self._remember(stored, mark)
 
     async def _replaced(self, original: OriginalRecord) -> bool:

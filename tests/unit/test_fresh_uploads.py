@@ -10,15 +10,17 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from twisted.internet import task
 from twisted.internet.defer import Deferred
 from twisted.logger import LogEvent
 
 from pymager_tx.adapters.sql.database import Database
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
+from pymager_tx.app.admission import ImageAdmission
 from pymager_tx.app.fresh_uploads import FreshUploads
 from pymager_tx.app.rendition_cache import Mark, RenditionCache
 from pymager_tx.app.service import ImageService
-from pymager_tx.core.errors import ImageNotFound
+from pymager_tx.core.errors import ImageNotFound, Overloaded
 from pymager_tx.core.model import FocalPoint, OriginalRecord, OriginalStatus
 from pymager_tx.ports import LocalEpoch, immediate
 from tests.conftest import derivations
@@ -85,14 +87,16 @@ class Calls:
         monkeypatch.setattr(database, name, counted)
 
 
-def polled_service(database: Database, blobs: FilesystemBlobStore, clock: Clock) -> ImageService:
+def polled_service(
+    database: Database, blobs: FilesystemBlobStore, clock: Clock, admission: ImageAdmission | None = None
+) -> ImageService:
     """A process with the memory cache on, as a server has it, and its own
     epoch: another of these is a process on another machine, unheard until
     its next poll."""
     cache = RenditionCache(
         1 << 20, 1 << 20, poll_seconds=1.0, epoch=LocalEpoch(), clock=clock, max_records=100
     )
-    service = ImageService(database, blobs, immediate, POLICY, cache=cache)
+    service = ImageService(database, blobs, immediate, POLICY, cache=cache, admission=admission)
     result_of(run(service.poll_removals()))
     return service
 
@@ -145,6 +149,23 @@ class TestFirstRenditionsOfAnUpload:
         assert derivations(log_events) == ["photo-100x100-fit.jpeg"]
         # The claim said done; the rendition's row was read then.
         assert lookups.count == 1
+
+    def test_one_another_process_derived_is_served_while_the_image_queue_is_full(
+        self, database: Database, blobs: FilesystemBlobStore, clock: Clock
+    ) -> None:
+        admission = ImageAdmission(slots=1, max_queue=0, clock=task.Clock())
+        service = polled_service(database, blobs, clock, admission)
+        elsewhere = polled_service(database, blobs, clock)
+        result_of(run(service.store_original(PHOTO, jpeg((400, 300)))))
+        theirs = derived(elsewhere, "photo-100x100-fit.jpg")
+        waiting = admission.reserve()  # every place in the queue taken
+        try:
+            # Refused a place before its claim could say "done": the lookup finds it.
+            assert derived(service, "photo-100x100-fit.jpg").data == theirs.data
+            # What is not derived anywhere yet is refused, as before.
+            failure_of(run(service.derived("photo-20x10-fit.jpg"))).trap(Overloaded)
+        finally:
+            waiting.release()
 
     def test_one_deleted_on_another_machine_is_not_found(
         self, database: Database, blobs: FilesystemBlobStore, clock: Clock
