@@ -166,23 +166,15 @@ class Renditions:
         # rendition depends on changes within a generation, which the claim
         # checks.
         fresh = None if spec.mode.focused else self._cache.uploads.first_ask(image_id.value, spec.variant)
-        if fresh is not None:
+        if fresh is None:
+            looked_up = await self._look_up(image_id, spec, with_body)
+            if isinstance(looked_up, Fetched):
+                return looked_up
+            original, mark = looked_up
+        else:
             # Stored here, and this variant first asked for now: its claim
             # tells whether another process derived it or the original went.
             original, mark = fresh
-        else:
-            mark = self._cache.mark()
-            lookup = await self._store.lookup_derived(image_id.value, spec.variant)
-            if lookup.original is None:
-                raise not_found(image_id)
-            original = lookup.original
-            if lookup.derived is not None:
-                data = self._cache.confirmed(key, lookup.derived, mark)
-                if data is not None:
-                    return Fetched(StoredImage(lookup.derived, data))
-                stored = await self._derivations.read(lookup.derived, with_body)
-                if stored is not None:
-                    return self._remember(stored, mark)
         target = self._for_original(spec, original)
         rendition = (original.image_id, original.generation, target.variant)
         refused = self._refusals.recall(rendition)
@@ -219,6 +211,25 @@ class Renditions:
             # the lookup can, without an image thread or a claim.
             return await self.fetch(image_id, spec, with_body, arrived, refocus_tries)
         return self._remember(stored, mark)
+
+    async def _look_up(
+        self, image_id: ImageId, spec: DerivedSpec, with_body: bool
+    ) -> Fetched | tuple[OriginalRecord, Mark]:
+        """The rendition as its row describes it; or, derived nowhere yet,
+        its original and the Mark taken before the lookup found it so."""
+        key = (image_id.value, spec.variant)
+        mark = self._cache.mark()
+        lookup = await self._store.lookup_derived(image_id.value, spec.variant)
+        if lookup.original is None:
+            raise not_found(image_id)
+        if lookup.derived is not None:
+            data = self._cache.confirmed(key, lookup.derived, mark)
+            if data is not None:
+                return Fetched(StoredImage(lookup.derived, data))
+            stored = await self._derivations.read(lookup.derived, with_body)
+            if stored is not None:
+                return self._remember(stored, mark)
+        return lookup.original, mark
 
     async def _replaced(self, original: OriginalRecord) -> bool:
         """Whether another upload took the ID's place since original was read."""

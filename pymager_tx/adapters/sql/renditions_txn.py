@@ -57,17 +57,20 @@ _INSERT_CLAIM = insert(derivation_claims)
 # an INSERT's cursor unless told to keep it.  SQLite has the clause from
 # 3.24 (2018).
 _CLAIM_KEY = [derivation_claims.c.image_id, derivation_claims.c.variant]
-_INSERT_CLAIM_UNLESS_HELD: dict[str, Insert] = {
-    "postgresql": postgresql.insert(derivation_claims)
-    .on_conflict_do_nothing(index_elements=_CLAIM_KEY)
-    .execution_options(preserve_rowcount=True),
-}
-if sqlite3.sqlite_version_info >= (3, 24):
-    _INSERT_CLAIM_UNLESS_HELD["sqlite"] = (
-        sqlite.insert(derivation_claims)
+
+
+def _insert_claim_unless_held(dialect_insert: Callable[[Any], Any]) -> Insert:
+    statement: Insert = (
+        dialect_insert(derivation_claims)
         .on_conflict_do_nothing(index_elements=_CLAIM_KEY)
         .execution_options(preserve_rowcount=True)
     )
+    return statement
+
+
+_INSERT_CLAIM_UNLESS_HELD: dict[str, Insert] = {"postgresql": _insert_claim_unless_held(postgresql.insert)}
+if sqlite3.sqlite_version_info >= (3, 24):
+    _INSERT_CLAIM_UNLESS_HELD["sqlite"] = _insert_claim_unless_held(sqlite.insert)
 _INSERT_RENDITION = insert(derived)
 _READY_FOCUS_FOR_SHARE = (
     select(originals.c.focus_version)
