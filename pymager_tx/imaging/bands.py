@@ -16,12 +16,22 @@ derivation all its cores (a 2 MP photo into 420 px: 11 ms of LANCZOS in 6.7
 on two cores).  The calling thread takes bands itself until none is left,
 and a helper that starts late finds none and returns at once: a render never
 waits for a helper that has not begun.
+
+Each thread working on a resize keeps to a core none of the others is on.
+Linux wakes a helper on the core of the thread that woke it, beside the
+caller, while the other core sleeps, and its balancer took 3-5 ms to part
+them: on an idle two-core machine, the two bands of a 2 MP photo's resize
+shared one core in 24 of 40 tries, and took longer than one thread alone
+(bench/RESULTS.md, stop 27).
 """
 
 from __future__ import annotations
 
+import ctypes
+import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from PIL import Image
@@ -77,9 +87,17 @@ def banded_resize(
         )
 
     parts = _Bands(count, band)
-    for _ in range(min(count - 1, helpers.idle())):
-        helpers.spawn(parts.work)
-    parts.work()
+    helping = min(count - 1, helpers.idle())
+    if not helping:
+        parts.make()
+    else:
+        with parts.core_of_its_own():  # the caller's, before any helper wakes
+            for _ in range(helping):
+                helpers.spawn(parts.work)
+            # A helper woken onto this core runs now and moves to another
+            # (core_of_its_own), instead of waiting milliseconds for a turn.
+            os.sched_yield()
+            parts.make()
     done = parts.wait()
     whole = Image.new(done[0].mode, size)
     for index, part in enumerate(done):
@@ -112,10 +130,20 @@ class _Bands:
         self._finished = threading.Condition()
         self._parts: list[Image.Image | None] = [None] * count
         self._error: BaseException | None = None
+        self._cores: set[int] = set()  # those the threads making bands are on
+        self._allowed: set[int] | None = None  # those they may run on otherwise
 
     def work(self) -> None:
-        """Make bands until none is left; never raises (a helper's error is
-        the caller's, raised by wait())."""
+        """A helper's part: make bands until none is left, on a core of its
+        own; never raises (a helper's error is the caller's, raised by
+        wait())."""
+        if self._next >= self._count:
+            return  # started late: nothing left, and no core to take
+        with self.core_of_its_own():
+            self.make()
+
+    def make(self) -> None:
+        """Make bands until none is left; never raises."""
         while (index := self._take()) is not None:
             try:
                 part: Image.Image | None = self._make(index)
@@ -139,6 +167,41 @@ class _Bands:
         assert len(parts) == self._count, "wait() before the caller took every band"
         return parts
 
+    @contextmanager
+    def core_of_its_own(self) -> Iterator[None]:
+        """This thread kept off the cores of the others making bands (and
+        the first, the caller, kept to the core it is on) while it makes
+        them, where threads can be kept to cores; then free again."""
+        kept = self._keep_to_a_core_of_its_own()
+        try:
+            yield
+        finally:
+            if kept is not None:
+                core, allowed = kept
+                _keep_to(allowed)
+                with self._finished:
+                    self._cores.discard(core)
+
+    def _keep_to_a_core_of_its_own(self) -> tuple[int, set[int]] | None:
+        """The core this thread is on now, and those it may run on
+        afterwards; None if it was not kept anywhere."""
+        here = _current_core()
+        if here is None:
+            return None
+        with self._finished:
+            # The caller's cores, taken first, are everyone's: a helper
+            # started by a caller kept to one core inherits that one.
+            if self._allowed is None:
+                self._allowed = os.sched_getaffinity(0)
+            allowed = self._allowed
+            cores = allowed - self._cores if here in self._cores else {here}
+            if not cores or not _keep_to(cores):
+                return None
+            moved_to = _current_core()
+            here = here if moved_to is None else moved_to
+            self._cores.add(here)
+        return here, allowed
+
     def _take(self) -> int | None:
         with self._finished:
             if self._next >= self._count or self._error is not None:
@@ -147,3 +210,36 @@ class _Bands:
             self._next += 1
             self._running += 1
             return index
+
+
+def _core_finder() -> Callable[[], int] | None:
+    """sched_getcpu() from the C library, where there is one (Linux)."""
+    try:
+        finder = ctypes.CDLL(None).sched_getcpu
+    except (AttributeError, OSError):
+        return None
+    finder.restype = ctypes.c_int
+    finder.argtypes = []
+    return finder if hasattr(os, "sched_setaffinity") else None
+
+
+_FIND_CORE = _core_finder()
+
+
+def _keep_to(cores: set[int]) -> bool:
+    """Keep this thread to cores; False where the kernel refused (a
+    container's cores changed meanwhile, say)."""
+    try:
+        os.sched_setaffinity(0, cores)
+    except OSError:
+        return False
+    return True
+
+
+def _current_core() -> int | None:
+    """The core this thread runs on now; None where that cannot be known
+    (or this thread cannot be kept off a core)."""
+    if _FIND_CORE is None:
+        return None
+    core = _FIND_CORE()
+    return core if core >= 0 else None

@@ -3,12 +3,14 @@ takes the bands, and never waiting for a helper that does not come."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 
 import pytest
 from PIL import Image, ImageChops
 
+from pymager_tx.imaging import bands
 from pymager_tx.imaging.bands import Helpers, banded_resize
 
 LANCZOS = Image.Resampling.LANCZOS
@@ -141,3 +143,67 @@ def test_an_error_in_a_helpers_band_is_the_callers(monkeypatch: pytest.MonkeyPat
             source, (420, 236), LANCZOS, (0, 0, 943, 531), 2.0, Helpers(spawn_and_finish, 2, lambda: 1)
         )
     assert calls == 1  # after the helper's band failed, the caller took none
+
+
+def test_each_thread_making_bands_keeps_to_a_core_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux wakes a helper beside the thread that woke it; kept apart, the
+    two bands of a resize run on two cores, and both threads are free to
+    run anywhere again afterwards."""
+    process_cores = os.sched_getaffinity(0)
+    cores_seen: dict[str, set[int | None]] = {}
+    helper_band_started = threading.Event()
+    resize = Image.Image.resize
+
+    def noting_cores(self: Image.Image, *args: object, **kwargs: object) -> Image.Image:
+        who = "caller" if threading.current_thread() is threading.main_thread() else "helper"
+        if who == "helper":
+            helper_band_started.set()
+        else:
+            # The caller's band waits for the helper's: both run at once.
+            assert helper_band_started.wait(timeout=10)
+        seen = cores_seen.setdefault(who, set())
+        seen.add(bands._current_core())
+        result = resize(self, *args, **kwargs)  # type: ignore[arg-type]
+        seen.add(bands._current_core())
+        return result
+
+    helping = ThreadHelpers(2)
+    freed: list[set[int]] = []
+
+    def spawn(work: Callable[[], None]) -> None:
+        def helper() -> None:
+            work()
+            freed.append(os.sched_getaffinity(0))
+
+        helping.spawn(helper)
+
+    source = photo_like()
+    monkeypatch.setattr(Image.Image, "resize", noting_cores)
+    banded_resize(source, (420, 236), LANCZOS, (0, 0, 943, 531), 2.0, Helpers(spawn, 2, lambda: 1))
+    helping.join()
+    assert set(cores_seen) == {"caller", "helper"}
+    assert len(cores_seen["caller"]) == 1 and len(cores_seen["helper"]) == 1
+    if len(process_cores) > 1:
+        assert cores_seen["caller"].isdisjoint(cores_seen["helper"])
+    else:
+        assert cores_seen["caller"] == cores_seen["helper"]
+    assert os.sched_getaffinity(0) == process_cores
+    assert freed == [process_cores]
+
+
+def test_a_resize_without_helpers_keeps_to_no_core(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under load nobody helps: the kernel stays free to move the caller."""
+    process_cores = os.sched_getaffinity(0)
+    during: list[set[int]] = []
+    resize = Image.Image.resize
+
+    def noting_affinity(self: Image.Image, *args: object, **kwargs: object) -> Image.Image:
+        during.append(os.sched_getaffinity(0))
+        return resize(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    source = photo_like()
+    monkeypatch.setattr(Image.Image, "resize", noting_affinity)
+    loaded = ThreadHelpers(2, idle=0)
+    banded_resize(source, (420, 236), LANCZOS, (0, 0, 943, 531), 2.0, loaded.helpers)
+    assert loaded.spawned == 0
+    assert during and all(cores == process_cores for cores in during)
