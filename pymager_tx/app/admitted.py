@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred
 
 from pymager_tx.app.admission import ImageAdmission, Ticket
 from pymager_tx.app.values import Errand, Target, WorkingCopy
-from pymager_tx.core.model import Size
+from pymager_tx.core.model import DerivedSpec, Size
 from pymager_tx.imaging.decoded import DecodedPictures, Reuse
 from pymager_tx.imaging.render import (
     DecodeLimits,
@@ -21,9 +21,11 @@ from pymager_tx.imaging.render import (
     ImageInfo,
     KeptUpload,
     Rendered,
+    kept_scale,
     make_working_copy,
     probe,
     render,
+    render_kept,
 )
 from pymager_tx.imaging.summary import Summary
 from pymager_tx.ports import Offload
@@ -59,6 +61,18 @@ class ImageWork:
     def shared(self, source: str) -> Shared:
         """What a render of the source stored under this key may share."""
         return Shared(self.helpers, None if self.decoded is None else Reuse(self.decoded, source))
+
+    def kept(
+        self, source: str, spec: Target, encoding: EncodeOptions, source_size: tuple[int, int] | None
+    ) -> Shared | None:
+        """What a render of spec from the source stored under this key may
+        share, if it finds the source decoded at the scale it needs, and so
+        needs neither its bytes nor their header (render_kept_target);
+        None if it does not."""
+        shared = self.shared(source)
+        if not isinstance(spec, DerivedSpec) or shared.reuse is None:
+            return None
+        return shared if kept_scale(spec, encoding, shared.reuse, source_size) is not None else None
 
     def keeping_upload(self, source: str, sizes: frozenset[Size], upscale: bool) -> KeptUpload | None:
         """Where the probe of an upload to be stored under this key keeps
@@ -124,4 +138,20 @@ def render_target(
     else:
         helpers, reuse = (None, None) if shared is None else shared
         rendered = render(data, spec, limits, encoding, deadline, source_size, helpers, reuse)
+    return rendered, hashlib.sha256(rendered.data).hexdigest(), time.perf_counter() - started
+
+
+def render_kept_target(
+    spec: DerivedSpec,
+    encoding: EncodeOptions,
+    deadline: float | None,
+    source_size: tuple[int, int] | None,
+    shared: Shared,
+) -> tuple[Rendered, str, float] | None:
+    """As render_target, from the source decoded and kept (ImageWork.kept);
+    None if it was let go meanwhile."""
+    started = time.perf_counter()
+    rendered = render_kept(spec, encoding, deadline, source_size, shared.helpers, shared.reuse)
+    if rendered is None:
+        return None
     return rendered, hashlib.sha256(rendered.data).hexdigest(), time.perf_counter() - started

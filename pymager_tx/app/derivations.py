@@ -18,7 +18,7 @@ from twisted.internet.defer import CancelledError, Deferred, fail
 from twisted.logger import Logger
 
 from pymager_tx.app.admission import Ticket
-from pymager_tx.app.admitted import ImageWork, render_target
+from pymager_tx.app.admitted import ImageWork, render_kept_target, render_target
 from pymager_tx.app.api import StoredImage
 from pymager_tx.app.claims import Claims, Holding, Superseded
 from pymager_tx.app.inflight import InFlight
@@ -382,23 +382,6 @@ class Derivations:
     async def _read_and_render(
         self, original: OriginalRecord, source: _Source, spec: Target, errand: Errand
     ) -> tuple[Rendered, str, float] | None:
-        planned_on, key = source.planned_on, source.key
-        try:
-            data = await self._blobs.get(key)
-        except BlobNotFound:
-            if source.key == original.blob_key:
-                raise await self._originals.missing(original) from None
-            self.log.warn(
-                "The working copy of {image_id} is missing; deriving from the original",
-                image_id=original.image_id,
-            )
-            self._working.pop((original.image_id, original.generation), None)
-            await self._store.forget_derived_key(source.key)
-            planned_on, key = None, original.blob_key
-            try:
-                data = await self._blobs.get(key)
-            except BlobNotFound:
-                raise await self._originals.missing(original) from None
         budget = self._policy.limits.time_budget
         deadline, shortened = errand.deadline, False
         if budget is not None:
@@ -410,6 +393,16 @@ class Derivations:
                 shortened = deadline - time.monotonic() < budget * 0.95
         limits, encoding = self._policy.limits, self._policy.encoding
         try:
+            kept = self._work.kept(source.key, spec, encoding, source.planned_on)
+            if kept is not None and isinstance(spec, DerivedSpec):
+                # Decoded lately (an upload's check, an earlier size): its
+                # bytes need not be read, nor their header parsed again.
+                rendered = await self._work.offload(
+                    render_kept_target, spec, encoding, deadline, source.planned_on, kept
+                )
+                if rendered is not None:
+                    return rendered
+            planned_on, key, data = await self._read_source(original, source)
             return await self._work.offload(
                 render_target, data, spec, limits, encoding, deadline, planned_on, self._work.shared(key)
             )
@@ -421,6 +414,27 @@ class Derivations:
                     f"{original.image_id} {spec.variant} ran out of time after queueing",
                 ) from None
             raise
+
+    async def _read_source(
+        self, original: OriginalRecord, source: _Source
+    ) -> tuple[tuple[int, int] | None, str, bytes]:
+        """The bytes of source, or of the original where its working copy
+        is missing (then planned on nothing): planned_on, key and bytes."""
+        try:
+            return source.planned_on, source.key, await self._blobs.get(source.key)
+        except BlobNotFound:
+            if source.key == original.blob_key:
+                raise await self._originals.missing(original) from None
+        self.log.warn(
+            "The working copy of {image_id} is missing; deriving from the original",
+            image_id=original.image_id,
+        )
+        self._working.pop((original.image_id, original.generation), None)
+        await self._store.forget_derived_key(source.key)
+        try:
+            return None, original.blob_key, await self._blobs.get(original.blob_key)
+        except BlobNotFound:
+            raise await self._originals.missing(original) from None
 
     async def _working_copy(self, original: OriginalRecord, errand: Errand) -> DerivedRecord | None:
         key = (original.image_id, original.generation)

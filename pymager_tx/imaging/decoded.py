@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-__all__ = ["DecodedPictures", "Reuse", "bytes_per_pixel", "picture_bytes"]
+__all__ = ["DecodedPictures", "KeptSource", "Reuse", "bytes_per_pixel", "picture_bytes"]
 
 # Bytes a pixel takes in Pillow's memory, by mode: RGB is stored as four.
 _ONE_BYTE = frozenset({"1", "L", "P"})
@@ -46,6 +46,17 @@ def bytes_per_pixel(mode: str) -> int:
     if mode in _TWO_BYTES:
         return 2
     return 4
+
+
+@dataclass(frozen=True)
+class KeptSource:
+    """What a render needs of a JPEG besides its pixels, read from its
+    header when it was decoded: with a picture of it kept, a render needs
+    neither its bytes nor their header (see imaging.render.render_kept)."""
+
+    stored: tuple[int, int]  # as stored, before its EXIF orientation
+    orientation: int
+    icc_profile: bytes | None
 
 
 class _Decoding:
@@ -65,6 +76,10 @@ class DecodedPictures:
         self._kept: OrderedDict[Hashable, Image.Image] = OrderedDict()  # least recently used first
         self._bytes = 0
         self._decoding: dict[Hashable, _Decoding] = {}
+        # The facts of each source a kept picture was decoded from, and
+        # how many of its pictures are kept: dropped with the last.
+        self._sources: dict[Hashable, tuple[KeptSource, int]] = {}
+        self._source_of: dict[Hashable, Hashable] = {}  # by picture key
 
     @property
     def bytes(self) -> int:
@@ -73,10 +88,34 @@ class DecodedPictures:
     def __len__(self) -> int:
         return len(self._kept)
 
-    def get(self, key: Hashable, decode: Callable[[], Image.Image]) -> Image.Image:
+    def source(self, name: Hashable) -> KeptSource | None:
+        """The facts of the source so named, while a picture of it is kept."""
+        with self._lock:
+            entry = self._sources.get(name)
+        return None if entry is None else entry[0]
+
+    def holds(self, key: Hashable) -> bool:
+        with self._lock:
+            return key in self._kept
+
+    def peek(self, key: Hashable) -> Image.Image | None:
+        """The picture kept under key, if it is (never decoding)."""
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None:
+                self._kept.move_to_end(key)
+            return kept
+
+    def get(
+        self,
+        key: Hashable,
+        decode: Callable[[], Image.Image],
+        source: tuple[Hashable, KeptSource] | None = None,
+    ) -> Image.Image:
         """The picture kept under key, or decode()'s, kept if small enough;
         while another thread decodes key, its picture (or its error) once
-        it is done.  The caller must not change the picture."""
+        it is done.  The caller must not change the picture.  source: the
+        name and facts of the source the picture is decoded from."""
         with self._lock:
             kept = self._kept.get(key)
             if kept is not None:
@@ -98,22 +137,24 @@ class DecodedPictures:
             raise
         else:
             mine.picture = picture
-            self._keep(key, picture)
+            self._keep(key, picture, source)
             return picture
         finally:
             with self._lock:
                 del self._decoding[key]
             mine.done.set()
 
-    def offer(self, key: Hashable, picture: Image.Image) -> None:
+    def offer(
+        self, key: Hashable, picture: Image.Image, source: tuple[Hashable, KeptSource] | None = None
+    ) -> None:
         """Keep picture under key, as if get() had decoded it (if small
         enough): for a decode made before anyone asked, an upload's."""
         with self._lock:
             if key in self._decoding:
                 return  # its decoder keeps its own
-        self._keep(key, picture)
+        self._keep(key, picture, source)
 
-    def _keep(self, key: Hashable, picture: Image.Image) -> None:
+    def _keep(self, key: Hashable, picture: Image.Image, source: tuple[Hashable, KeptSource] | None) -> None:
         size = picture_bytes(picture)
         if size > self.max_item_bytes:
             return
@@ -122,9 +163,25 @@ class DecodedPictures:
                 return
             self._kept[key] = picture
             self._bytes += size
+            if source is not None:
+                name, facts = source
+                _, count = self._sources.get(name, (facts, 0))
+                self._sources[name] = (facts, count + 1)
+                self._source_of[key] = name
             while self._bytes > self.max_bytes:
-                _, evicted = self._kept.popitem(last=False)
+                evicted_key, evicted = self._kept.popitem(last=False)
                 self._bytes -= picture_bytes(evicted)
+                self._forget_source(evicted_key)
+
+    def _forget_source(self, key: Hashable) -> None:
+        name = self._source_of.pop(key, None)
+        if name is None:
+            return
+        facts, count = self._sources[name]
+        if count > 1:
+            self._sources[name] = (facts, count - 1)
+        else:
+            del self._sources[name]
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from pymager_tx.core.model import DerivedSpec, ResizeMode, Size
 from pymager_tx.imaging import geometry
 from pymager_tx.imaging.attention import smart_plan
 from pymager_tx.imaging.bands import Helpers, banded_resize
-from pymager_tx.imaging.decoded import Reuse, bytes_per_pixel
+from pymager_tx.imaging.decoded import KeptSource, Reuse, bytes_per_pixel
 from pymager_tx.imaging.encoders import Encoding, encode_animation, encode_still, lossless_source
 from pymager_tx.imaging.geometry import Plan
 from pymager_tx.imaging.gif import gif_canvas
@@ -65,9 +65,11 @@ __all__ = [
     "KeptUpload",
     "Rendered",
     "Reuse",
+    "kept_scale",
     "make_working_copy",
     "probe",
     "render",
+    "render_kept",
     "working_copy_covers",
     "worth_a_working_copy",
 ]
@@ -143,10 +145,12 @@ def probe(data: bytes, limits: DecodeLimits, keep: KeptUpload | None = None) -> 
                 kept_at = _scale_to_keep(image, orientation, keep)
                 image.draft(None, kept_at or (1, 1))
             image.load()
-            summary = summarize(image, orientation, _as_bytes(image.info.get("icc_profile")))
+            icc = _as_bytes(image.info.get("icc_profile"))
+            summary = summarize(image, orientation, icc)
             if keep is not None and kept_at is not None:
                 picture = _detached(resizable(image), image)
-                keep.reuse.pictures.offer((keep.reuse.source, kept_at), picture)
+                facts = KeptSource(stored, orientation, icc)
+                keep.reuse.pictures.offer((keep.reuse.source, kept_at), picture, (keep.reuse.source, facts))
         width, height = geometry.upright_size(stored, orientation)
         return ImageInfo(format_for_pillow(image.format, image.get_format_mimetype()), width, height, summary)
 
@@ -179,13 +183,8 @@ def render(
             orientation = _orientation_before_decoding(image)
         stored = image.size
         upright = geometry.upright_size(stored, orientation)
-        focus = None if spec.focus is None else (spec.focus.x, spec.focus.y)
-        if source_size is None:
-            plan = geometry.plan(upright, spec.size, spec.mode, options.upscale, focus)
-        else:
-            planned = geometry.plan(source_size, spec.size, spec.mode, options.upscale, focus)
-            plan = geometry.on_copy(planned, source_size, upright)
-        if spec.mode is ResizeMode.SMART and focus is None:
+        plan = _planned(upright, spec, options, source_size)
+        if spec.mode is ResizeMode.SMART and spec.focus is None:
             plan = smart_plan(image, plan, upright, orientation, spec.size, options.upscale)
             check_deadline(deadline, "after finding the subject")
         with decoding():
@@ -196,12 +195,50 @@ def render(
                 image, plan, orientation, spec.output, limits, options, deadline, encoding
             )
         picture = _reduced(image, plan, orientation, deadline, stored, helpers, reuse)
-    output = spec.output
-    if spec.alpha_output is not None and is_transparent(picture):
-        output = spec.alpha_output  # a negotiated fallback: PNG keeps the transparency
-    picture = _finished(picture, plan, output, options)
-    check_deadline(deadline, "after resizing")
-    return Rendered(encode_still(picture, output, encoding), output, *picture.size)
+    return _encoded(picture, plan, spec, options, encoding, deadline)
+
+
+def kept_scale(
+    spec: DerivedSpec, options: EncodeOptions, reuse: Reuse, source_size: tuple[int, int] | None = None
+) -> tuple[int, int] | None:
+    """The scale (a draft request) at which render_kept would find the
+    source reuse names decoded, if it would; None if it would not: no
+    picture of it kept at the scale spec needs, or a smart crop (whose
+    subject is found in the source's own pixels).  Arithmetic only."""
+    source = reuse.pictures.source(reuse.source)
+    if source is None or (spec.mode is ResizeMode.SMART and spec.focus is None):
+        return None
+    upright = geometry.upright_size(source.stored, source.orientation)
+    scaled = geometry.draft_request(source.stored, _planned(upright, spec, options, source_size).reduction)
+    return scaled if reuse.pictures.holds((reuse.source, scaled)) else None
+
+
+@memory_guarded("rendering")
+def render_kept(
+    spec: DerivedSpec,
+    options: EncodeOptions,
+    deadline: float | None = None,
+    source_size: tuple[int, int] | None = None,
+    helpers: Helpers | None = None,
+    reuse: Reuse | None = None,
+) -> Rendered | None:
+    """render(data, ...) of the source reuse names, from a picture of it
+    kept decoded at the scale spec needs, without its bytes: the same
+    rendition, for neither reading them nor opening them again (a JPEG's
+    header and its count of scans were checked when it was decoded).
+    None where kept_scale is None: render from the bytes then."""
+    if reuse is None:
+        return None
+    scaled = kept_scale(spec, options, reuse, source_size)
+    source = reuse.pictures.source(reuse.source)
+    picture = None if scaled is None else reuse.pictures.peek((reuse.source, scaled))
+    if source is None or picture is None:
+        return None  # dropped meanwhile
+    upright = geometry.upright_size(source.stored, source.orientation)
+    plan = _planned(upright, spec, options, source_size)
+    resized = to_srgb(_resized(picture, plan, source.orientation, source.stored, helpers), source.icc_profile)
+    # A JPEG: lossy, as lossless_source would find it.
+    return _encoded(resized, plan, spec, options, _encoding(options, False), deadline)
 
 
 @memory_guarded("making a working copy of")
@@ -295,6 +332,34 @@ def working_copy_covers(
 # Stages
 
 
+def _planned(
+    upright: tuple[int, int], spec: DerivedSpec, options: EncodeOptions, source_size: tuple[int, int] | None
+) -> Plan:
+    """spec's plan on an upright source of this size, or, with source_size,
+    on the source a working copy of this size was made of."""
+    focus = None if spec.focus is None else (spec.focus.x, spec.focus.y)
+    if source_size is None:
+        return geometry.plan(upright, spec.size, spec.mode, options.upscale, focus)
+    planned = geometry.plan(source_size, spec.size, spec.mode, options.upscale, focus)
+    return geometry.on_copy(planned, source_size, upright)
+
+
+def _encoded(
+    picture: Image.Image,
+    plan: Plan,
+    spec: DerivedSpec,
+    options: EncodeOptions,
+    encoding: Encoding,
+    deadline: float | None,
+) -> Rendered:
+    output = spec.output
+    if spec.alpha_output is not None and is_transparent(picture):
+        output = spec.alpha_output  # a negotiated fallback: PNG keeps the transparency
+    picture = _finished(picture, plan, output, options)
+    check_deadline(deadline, "after resizing")
+    return Rendered(encode_still(picture, output, encoding), output, *picture.size)
+
+
 def _reduced(
     image: ImageFile.ImageFile,
     plan: Plan,
@@ -310,8 +375,6 @@ def _reduced(
     as stored, if image was decoded (smaller) already; reuse: where a JPEG
     not decoded yet may be found decoded at this scale, and is kept."""
     stored = stored or image.size
-    box = geometry.stored_box(plan.box, stored, orientation)
-    size = geometry.stored_size(plan.size, orientation)
     icc = image.info.get("icc_profile")
     scaled = geometry.draft_request(stored, plan.reduction) if is_jpeg(image) else None
 
@@ -323,22 +386,36 @@ def _reduced(
             return resizable(image)
 
     if reuse is not None and scaled is not None and image.tile:
-        source = reuse.pictures.get((reuse.source, scaled), lambda: _detached(decoded(), image))
+        facts = KeptSource(stored, orientation, _as_bytes(icc))
+        source = reuse.pictures.get(
+            (reuse.source, scaled), lambda: _detached(decoded(), image), (reuse.source, facts)
+        )
     else:
         source = decoded()
     check_deadline(deadline, "after decoding")
     with decoding():
-        resized = banded_resize(
-            source,
-            size,
-            Image.Resampling.LANCZOS,
-            geometry.scaled_box(box, stored, source.size),
-            geometry.REDUCING_GAP,
-            helpers,
-        )
+        resized = _resized(source, plan, orientation, stored, helpers)
         del source
         image.close()  # frees the full-size decode now, not when the caller is done
-        return to_srgb(eight_bit(geometry.transpose(resized, orientation)), _as_bytes(icc))
+        return to_srgb(resized, _as_bytes(icc))
+
+
+def _resized(
+    source: Image.Image, plan: Plan, orientation: int, stored: tuple[int, int], helpers: Helpers | None
+) -> Image.Image:
+    """The plan's box of a source decoded (at stored / source.size scale),
+    resized to its size, turned upright, 8-bit (its colours still its own)."""
+    box = geometry.stored_box(plan.box, stored, orientation)
+    size = geometry.stored_size(plan.size, orientation)
+    resized = banded_resize(
+        source,
+        size,
+        Image.Resampling.LANCZOS,
+        geometry.scaled_box(box, stored, source.size),
+        geometry.REDUCING_GAP,
+        helpers,
+    )
+    return eight_bit(geometry.transpose(resized, orientation))
 
 
 def _scale_to_keep(

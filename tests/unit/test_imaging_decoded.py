@@ -1,19 +1,21 @@
 """Pictures decoded lately: kept within their bounds, decoded once however
 many threads ask at once, and renditions the same whether kept or not; an
-upload's probe keeps its decode for the first rendition."""
+upload's probe keeps its decode for the first rendition, which then needs
+neither the upload's bytes nor their header."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Hashable
+from dataclasses import replace
 
 import pytest
 from PIL import Image
 
-from pymager_tx.core.model import ResizeMode, Size
-from pymager_tx.imaging.decoded import DecodedPictures, Reuse, picture_bytes
-from pymager_tx.imaging.render import EncodeOptions, KeptUpload, probe, render
-from tests.images import LIMITS, encode, spec
+from pymager_tx.core.model import DerivedSpec, FocalPoint, ResizeMode, Size
+from pymager_tx.imaging.decoded import DecodedPictures, KeptSource, Reuse, picture_bytes
+from pymager_tx.imaging.render import EncodeOptions, KeptUpload, kept_scale, probe, render, render_kept
+from tests.images import LIMITS, encode, rgb_profile, spec
 
 MEGABYTE = 1024 * 1024
 
@@ -153,12 +155,17 @@ class _Watched(DecodedPictures):
         super().__init__(max_bytes, max_item_bytes)
         self.decoded: list[object] = []
 
-    def get(self, key: Hashable, decode: Callable[[], Image.Image]) -> Image.Image:
+    def get(
+        self,
+        key: Hashable,
+        decode: Callable[[], Image.Image],
+        source: tuple[Hashable, KeptSource] | None = None,
+    ) -> Image.Image:
         def noted() -> Image.Image:
             self.decoded.append(key)
             return decode()
 
-        return super().get(key, noted)
+        return super().get(key, noted, source)
 
 
 def test_an_uploads_probe_keeps_its_decode_for_the_first_rendition() -> None:
@@ -207,3 +214,96 @@ def test_an_offer_never_counts_a_picture_twice() -> None:
     pictures.offer("a", picture(100))
     kept = pictures.get("a", lambda: picture(50))
     assert (len(pictures), pictures.bytes, kept.size) == (1, 100 * 100 * 4, (100, 100))
+
+
+# Rendering from a kept decode, without the bytes (render_kept)
+
+
+def _photo(orientation: int = 1, profile: bool = False) -> bytes:
+    """A 1600x900 JPEG as stored (noise: every change of filter or box
+    shows), with an EXIF orientation and a wide-gamut profile if asked."""
+    noise = Image.effect_noise((1600, 900), 40).convert("RGB")
+    gradient = Image.linear_gradient("L").resize((1600, 900)).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    params: dict[str, object] = {"quality": 90, "exif": exif.tobytes()}
+    if profile:
+        params["icc_profile"] = rgb_profile()
+    return encode(Image.blend(noise, gradient, 0.5), "JPEG", **params)
+
+
+def _kept_by_probe(data: bytes, target: DerivedSpec) -> Reuse:
+    # Not the whole photo (5.8 MB): each target's own scale, 1/2, is kept.
+    pictures = DecodedPictures(max_bytes=16 * MEGABYTE, max_item_bytes=4 * MEGABYTE)
+    reuse = Reuse(pictures, "originals/photo")
+    probe(data, LIMITS, KeptUpload(reuse, frozenset({target.size}), upscale=True))
+    return reuse
+
+
+@pytest.mark.parametrize(("orientation", "profile"), [(1, False), (6, True), (3, False), (8, True)])
+@pytest.mark.parametrize(
+    "target",
+    [
+        spec(420, 420, "jpg", ResizeMode.FIT),
+        spec(230, 230),
+        spec(300, 300, "png", ResizeMode.PAD),
+        spec(360, 270, "webp", ResizeMode.FIT),
+        replace(spec(240, 240), focus=FocalPoint(0.8, 0.3)),
+    ],
+    ids=["fit", "crop", "pad-png", "fit-webp", "focused-crop"],
+)
+def test_a_kept_source_renders_as_its_bytes_do(orientation: int, profile: bool, target: DerivedSpec) -> None:
+    data = _photo(orientation, profile)
+    reuse = _kept_by_probe(data, target)
+    options = EncodeOptions()
+    assert kept_scale(target, options, reuse) is not None
+    kept = render_kept(target, options, reuse=reuse)
+    assert kept is not None
+    # The same bytes: upright, in sRGB, planned and filtered the same.
+    assert kept == render(data, target, LIMITS, options)
+
+
+def test_a_working_copys_kept_decode_renders_as_the_copy_does() -> None:
+    # A render of the copy keeps its decode (and what its header said) for
+    # the next size, which is planned on the original, as from the bytes.
+    copy = _photo(6, profile=True)  # a copy is upright and sRGB, but any JPEG will do here
+    original = (2400, 4267)  # upright, as the copy's 900x1600 after its orientation
+    pictures = DecodedPictures(max_bytes=16 * MEGABYTE, max_item_bytes=8 * MEGABYTE)
+    reuse = Reuse(pictures, "derived/copy")
+    options = EncodeOptions()
+    first, then = spec(200, 300, "jpg", ResizeMode.FIT), spec(150, 240, "jpg", ResizeMode.FIT)
+    render(copy, first, LIMITS, options, source_size=original, reuse=reuse)
+    assert kept_scale(then, options, reuse, original) is not None
+    kept = render_kept(then, options, source_size=original, reuse=reuse)
+    assert kept == render(copy, then, LIMITS, options, source_size=original)
+
+
+def test_a_source_not_kept_at_the_scale_asked_renders_nothing() -> None:
+    data = _photo()
+    options = EncodeOptions()
+    reuse = _kept_by_probe(data, spec(420, 420, "jpg", ResizeMode.FIT))  # kept at 1/2
+    elsewhere = Reuse(reuse.pictures, "originals/other")
+    smart = spec(420, 420, "jpg", ResizeMode.SMART)
+    at_a_quarter = spec(200, 200, "jpg", ResizeMode.FIT)
+    for target, named in (
+        (spec(420, 420, "jpg", ResizeMode.FIT), elsewhere),
+        (smart, reuse),
+        (at_a_quarter, reuse),
+    ):
+        assert kept_scale(target, options, named) is None
+        assert render_kept(target, options, reuse=named) is None
+    assert render_kept(at_a_quarter, options) is None  # nothing to share at all
+
+
+def test_what_a_source_said_is_kept_while_a_picture_of_it_is() -> None:
+    pictures = DecodedPictures(max_bytes=3 * 40_000, max_item_bytes=MEGABYTE)
+    facts = KeptSource((100, 100), 1, None)
+    pictures.offer(("a", (50, 50)), picture(100), ("a", facts))
+    pictures.get(("a", (25, 25)), lambda: picture(100), ("a", facts))
+    assert pictures.source("a") == facts
+    pictures.get(("b", (50, 50)), lambda: picture(100), ("b", facts))
+    pictures.get(("c", (50, 50)), lambda: picture(100))  # evicts a's first picture
+    assert pictures.source("a") == facts  # its second is still kept
+    pictures.get(("d", (50, 50)), lambda: picture(100))  # and now that one
+    assert (pictures.source("a"), pictures.source("b")) == (None, facts)
+    assert pictures.peek(("a", (25, 25))) is None and pictures.holds(("b", (50, 50)))
