@@ -251,7 +251,9 @@ async def test_storage_read_only_then_repaired(tmp_path: Path, database_url: str
 @pytest_twisted.ensureDeferred
 async def test_stored_file_unreadable_then_repaired(tmp_path: Path, database_url: str) -> None:
     """A stored original that cannot be read (a directory where its file
-    should be): 503 for the original and for new derived images of it."""
+    should be): 503 for the original and for new derived images of it that
+    need its bytes.  A size whose decode the upload's check kept needs none:
+    it is derived from those pixels, as from the file."""
     server = await start(tmp_path / "data", database_url=database_url)
     client = server.client()
     try:
@@ -263,7 +265,10 @@ async def test_stored_file_unreadable_then_repaired(tmp_path: Path, database_url
         blob.mkdir()
 
         await unavailable(client.get_original("photo"), "storage-unavailable", 5)
-        await unavailable(client.get_derived("photo", 100, 100, "jpg"), "storage-unavailable", 5)
+        # 40x30 decodes it at 1/2; the check kept it whole, for 100x100.
+        await unavailable(client.get_derived("photo", 40, 30, "jpg"), "storage-unavailable", 5)
+        kept = await client.get_derived("photo", 100, 100, "jpg")
+        assert opened(kept.data).size == (100, 100)
         # HEAD answers as GET does, without reading the file.
         await refused_503(client.head_original("photo"), 5)
         await client.health()
