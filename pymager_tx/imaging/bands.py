@@ -91,12 +91,14 @@ def banded_resize(
     if not helping:
         parts.make()
     else:
-        with parts.core_of_its_own():  # the caller's, before any helper wakes
-            for _ in range(helping):
-                helpers.spawn(parts.work)
+        # Spawned before the caller keeps to its core: a thread a pool
+        # starts for them would inherit that.
+        for _ in range(helping):
+            helpers.spawn(parts.work)
+        with parts.core_of_its_own():
             # A helper woken onto this core runs now and moves to another
             # (core_of_its_own), instead of waiting milliseconds for a turn.
-            os.sched_yield()
+            _let_others_run()
             parts.make()
     done = parts.wait()
     whole = Image.new(done[0].mode, size)
@@ -216,7 +218,7 @@ def _core_finder() -> Callable[[], int] | None:
     """sched_getcpu() from the C library, where there is one (Linux)."""
     try:
         finder = ctypes.CDLL(None).sched_getcpu
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, TypeError):  # TypeError: Windows
         return None
     finder.restype = ctypes.c_int
     finder.argtypes = []
@@ -224,6 +226,11 @@ def _core_finder() -> Callable[[], int] | None:
 
 
 _FIND_CORE = _core_finder()
+
+
+def _let_others_run() -> None:
+    if hasattr(os, "sched_yield"):
+        os.sched_yield()
 
 
 def _keep_to(cores: set[int]) -> bool:

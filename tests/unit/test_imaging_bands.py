@@ -207,3 +207,27 @@ def test_a_resize_without_helpers_keeps_to_no_core(monkeypatch: pytest.MonkeyPat
     banded_resize(source, (420, 236), LANCZOS, (0, 0, 943, 531), 2.0, loaded.helpers)
     assert loaded.spawned == 0
     assert during and all(cores == process_cores for cores in during)
+
+
+def test_a_helper_thread_started_for_a_resize_is_never_left_on_one_core() -> None:
+    """A pool starts its threads from the caller, which they take their
+    cores from: even one that comes too late to make a band is free."""
+    process_cores = os.sched_getaffinity(0)
+    go = threading.Event()
+    afterwards: list[set[int]] = []
+    threads: list[threading.Thread] = []
+
+    def spawn(work: Callable[[], None]) -> None:
+        def late_helper() -> None:
+            assert go.wait(timeout=10)
+            work()  # finds every band made
+            afterwards.append(os.sched_getaffinity(0))
+
+        threads.append(threading.Thread(target=late_helper))
+        threads[-1].start()
+
+    banded_resize(photo_like(), (420, 236), LANCZOS, (0, 0, 943, 531), 2.0, Helpers(spawn, 2, lambda: 1))
+    go.set()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert afterwards == [process_cores]
