@@ -382,6 +382,34 @@ class Derivations:
     async def _read_and_render(
         self, original: OriginalRecord, source: _Source, spec: Target, errand: Errand
     ) -> tuple[Rendered, str, float] | None:
+        limits, encoding = self._policy.limits, self._policy.encoding
+        kept = self._work.kept(source.key, spec, encoding, source.planned_on)
+        if kept is not None and isinstance(spec, DerivedSpec):
+            # Decoded lately (an upload's check, an earlier size): its
+            # bytes need not be read, nor their header parsed again.
+            deadline, shortened = self._render_deadline(errand)
+            rendered = await self._in_time(
+                original,
+                spec,
+                shortened,
+                self._work.offload(render_kept_target, spec, encoding, deadline, source.planned_on, kept),
+            )
+            if rendered is not None:
+                return rendered
+        planned_on, key, data = await self._read_source(original, source)
+        deadline, shortened = self._render_deadline(errand)
+        return await self._in_time(
+            original,
+            spec,
+            shortened,
+            self._work.offload(
+                render_target, data, spec, limits, encoding, deadline, planned_on, self._work.shared(key)
+            ),
+        )
+
+    def _render_deadline(self, errand: Errand) -> tuple[float | None, bool]:
+        """When a render starting now must end, and whether its budget was
+        shortened by waiting (for a thread, for the bytes) before it."""
         budget = self._policy.limits.time_budget
         deadline, shortened = errand.deadline, False
         if budget is not None:
@@ -391,21 +419,13 @@ class Derivations:
                 # Counted from the request's arrival: was the budget spent
                 # waiting for a thread?
                 shortened = deadline - time.monotonic() < budget * 0.95
-        limits, encoding = self._policy.limits, self._policy.encoding
+        return deadline, shortened
+
+    async def _in_time(
+        self, original: OriginalRecord, spec: Target, shortened: bool, rendering: Deferred[T]
+    ) -> T:
         try:
-            kept = self._work.kept(source.key, spec, encoding, source.planned_on)
-            if kept is not None and isinstance(spec, DerivedSpec):
-                # Decoded lately (an upload's check, an earlier size): its
-                # bytes need not be read, nor their header parsed again.
-                rendered = await self._work.offload(
-                    render_kept_target, spec, encoding, deadline, source.planned_on, kept
-                )
-                if rendered is not None:
-                    return rendered
-            planned_on, key, data = await self._read_source(original, source)
-            return await self._work.offload(
-                render_target, data, spec, limits, encoding, deadline, planned_on, self._work.shared(key)
-            )
+            return await rendering
         except DerivationTooCostly:
             if shortened:
                 # It waited for a thread first: not the image's fault alone.

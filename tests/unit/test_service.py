@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Coroutine
 from dataclasses import replace
 from io import BytesIO
@@ -28,6 +29,7 @@ from pymager_tx.core.errors import (
     ImageNotFound,
     InvalidImage,
     OriginalLost,
+    Overloaded,
     SizeNotAllowed,
     SizeOutOfBounds,
     StorageUnavailable,
@@ -42,7 +44,7 @@ from pymager_tx.imaging.formats import default_decoders
 from pymager_tx.imaging.render import DecodeLimits, EncodeOptions
 from pymager_tx.ports import IEpoch, LocalEpoch, Offload, immediate
 from tests.conftest import derivations
-from tests.fakes import ManualOffload
+from tests.fakes import InterceptedBlobs, ManualOffload
 from tests.images import (
     BLUE,
     FIXTURES,
@@ -498,6 +500,26 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def test_a_slow_read_of_the_source_is_not_the_images_cost(
+    database: Database, blobs: FilesystemBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The time budget counts from the request's arrival, and time spent
+    waiting for the source's bytes is the server's: running out of it then
+    is Overloaded (503, try again), never the image's refusal."""
+    clock = Clock()
+    monkeypatch.setattr(time, "monotonic", clock)
+    policy = replace(POLICY, limits=replace(POLICY.limits, time_budget=0.3))
+
+    class SlowReads(InterceptedBlobs):
+        def get(self, key: str) -> Deferred[bytes]:
+            clock.now += 0.4  # longer than the whole budget
+            return super().get(key)
+
+    service = ImageService(database, SlowReads(blobs), immediate, policy)
+    result_of(run(service.store_original(PHOTO, jpeg((400, 300)))))
+    failure_of(run(derived_body(service, "photo-100x100.jpg", clock.now))).trap(Overloaded)
 
 
 class TestRefusedDerivations:
