@@ -97,3 +97,15 @@ class InterceptedBlobs:
 
     def wipe(self) -> Deferred[None]:
         return IStoreUpkeep(self._store).wipe()
+
+
+class CountedGets(InterceptedBlobs):
+    """The keys whose bytes were read, in order."""
+
+    def __init__(self, store: IBlobStore) -> None:
+        super().__init__(store)
+        self.gets: list[str] = []
+
+    def get(self, key: str) -> Deferred[bytes]:
+        self.gets.append(key)
+        return super().get(key)

@@ -17,12 +17,13 @@ on two cores).  The calling thread takes bands itself until none is left,
 and a helper that starts late finds none and returns at once: a render never
 waits for a helper that has not begun.
 
-Each thread working on a resize keeps to a core none of the others is on.
-Linux wakes a helper on the core of the thread that woke it, beside the
-caller, while the other core sleeps, and its balancer took 3-5 ms to part
-them: on an idle two-core machine, the two bands of a 2 MP photo's resize
-shared one core in 24 of 40 tries, and took longer than one thread alone
-(bench/RESULTS.md, stop 27).
+Each thread working on a resize keeps to a core none of the others is on,
+for the resize's length.  Linux may wake a helper on the core of the thread
+that woke it, beside the caller, while the other core sleeps (a guest
+kernel that packs threads onto few vCPUs does so on purpose), and took
+3-5 ms to part them: on an idle two-core machine the two bands of a 2 MP
+photo's resize shared one core in 21-24 of 40 tries, and took as long as
+one thread alone (bench/RESULTS.md, stop 27).
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from pymager_tx.app.service import ImagePolicy, ImageService
 from pymager_tx.core.errors import Overloaded
 from pymager_tx.core.model import ImageId
 from pymager_tx.ports import immediate
-from tests.fakes import InterceptedBlobs, ManualOffload
+from tests.fakes import CountedGets, ManualOffload
 from tests.images import jpeg, opened
 from tests.results import failure_of, no_result, result_of
 from tests.service_calls import derived_body
@@ -114,16 +114,6 @@ class TestImageAdmission:
         assert result_of(step) == "rendition"
         ticket.release()
         assert (admission.busy, admission.waiting, admission.full) == (0, 0, False)
-
-
-class CountedGets(InterceptedBlobs):
-    def __init__(self, store: FilesystemBlobStore) -> None:
-        super().__init__(store)
-        self.gets: list[str] = []
-
-    def get(self, key: str) -> Deferred[bytes]:
-        self.gets.append(key)
-        return super().get(key)
 
 
 @pytest.fixture

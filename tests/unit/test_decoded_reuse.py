@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import replace
 
 from PIL import Image
-from twisted.internet.defer import Deferred
 
 from pymager_tx.adapters.sql.database import Database
 from pymager_tx.adapters.storage.filesystem import FilesystemBlobStore
@@ -16,7 +15,7 @@ from pymager_tx.app.service import ImageService
 from pymager_tx.core.model import Size
 from pymager_tx.imaging.decoded import DecodedPictures
 from pymager_tx.ports import immediate
-from tests.fakes import InterceptedBlobs
+from tests.fakes import CountedGets
 from tests.images import encode, opened
 from tests.results import result_of
 from tests.service_calls import derived_body
@@ -53,18 +52,6 @@ def test_later_sizes_of_an_original_reuse_its_decode_until_it_is_replaced(
     # Decoded anew from the new upload (new keys), not from what was kept.
     assert len(pictures) == 4
     assert again.data != first.data
-
-
-class CountedGets(InterceptedBlobs):
-    """The keys whose bytes were read."""
-
-    def __init__(self, store: FilesystemBlobStore) -> None:
-        super().__init__(store)
-        self.gets: list[str] = []
-
-    def get(self, key: str) -> Deferred[bytes]:
-        self.gets.append(key)
-        return super().get(key)
 
 
 def test_a_size_whose_source_is_kept_decoded_reads_no_bytes(
