@@ -192,8 +192,8 @@ class _Bands:
         if here is None:
             return None
         with self._finished:
-            # The caller's cores, taken first, are everyone's: a helper
-            # started by a caller kept to one core inherits that one.
+            # The first thread's cores, before anyone is kept, are
+            # everyone's to go back to.
             if self._allowed is None:
                 self._allowed = os.sched_getaffinity(0)
             allowed = self._allowed
