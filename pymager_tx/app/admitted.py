@@ -63,16 +63,16 @@ class ImageWork:
         return Shared(self.helpers, None if self.decoded is None else Reuse(self.decoded, source))
 
     def kept(
-        self, source: str, spec: Target, encoding: EncodeOptions, source_size: tuple[int, int] | None
+        self, source: str, spec: DerivedSpec, encoding: EncodeOptions, source_size: tuple[int, int] | None
     ) -> Shared | None:
         """What a render of spec from the source stored under this key may
         share, if it finds the source decoded at the scale it needs, and so
         needs neither its bytes nor their header (render_kept_target);
         None if it does not."""
         shared = self.shared(source)
-        if not isinstance(spec, DerivedSpec) or shared.reuse is None:
+        if shared.reuse is None or kept_scale(spec, encoding, shared.reuse, source_size) is None:
             return None
-        return shared if kept_scale(spec, encoding, shared.reuse, source_size) is not None else None
+        return shared
 
     def keeping_upload(self, source: str, sizes: frozenset[Size], upscale: bool) -> KeptUpload | None:
         """Where the probe of an upload to be stored under this key keeps

@@ -382,20 +382,11 @@ class Derivations:
     async def _read_and_render(
         self, original: OriginalRecord, source: _Source, spec: Target, errand: Errand
     ) -> tuple[Rendered, str, float] | None:
-        limits, encoding = self._policy.limits, self._policy.encoding
-        kept = self._work.kept(source.key, spec, encoding, source.planned_on)
-        if kept is not None and isinstance(spec, DerivedSpec):
-            # Decoded lately (an upload's check, an earlier size): its
-            # bytes need not be read, nor their header parsed again.
-            deadline, shortened = self._render_deadline(errand)
-            rendered = await self._in_time(
-                original,
-                spec,
-                shortened,
-                self._work.offload(render_kept_target, spec, encoding, deadline, source.planned_on, kept),
-            )
+        if isinstance(spec, DerivedSpec):  # a working copy is made from the bytes
+            rendered = await self._render_kept(original, source, spec, errand)
             if rendered is not None:
                 return rendered
+        limits, encoding = self._policy.limits, self._policy.encoding
         planned_on, key, data = await self._read_source(original, source)
         deadline, shortened = self._render_deadline(errand)
         return await self._in_time(
@@ -405,6 +396,24 @@ class Derivations:
             self._work.offload(
                 render_target, data, spec, limits, encoding, deadline, planned_on, self._work.shared(key)
             ),
+        )
+
+    async def _render_kept(
+        self, original: OriginalRecord, source: _Source, spec: DerivedSpec, errand: Errand
+    ) -> tuple[Rendered, str, float] | None:
+        """spec from its source decoded lately (an upload's check, an
+        earlier size), without its bytes read or their header parsed
+        again; None if it is not kept at the scale spec needs."""
+        encoding = self._policy.encoding
+        kept = self._work.kept(source.key, spec, encoding, source.planned_on)
+        if kept is None:
+            return None
+        deadline, shortened = self._render_deadline(errand)
+        return await self._in_time(
+            original,
+            spec,
+            shortened,
+            self._work.offload(render_kept_target, spec, encoding, deadline, source.planned_on, kept),
         )
 
     def _render_deadline(self, errand: Errand) -> tuple[float | None, bool]:

@@ -205,12 +205,8 @@ def kept_scale(
     source reuse names decoded, if it would; None if it would not: no
     picture of it kept at the scale spec needs, or a smart crop (whose
     subject is found in the source's own pixels).  Arithmetic only."""
-    source = reuse.pictures.source(reuse.source)
-    if source is None or (spec.mode is ResizeMode.SMART and spec.focus is None):
-        return None
-    upright = geometry.upright_size(source.stored, source.orientation)
-    scaled = geometry.draft_request(source.stored, _planned(upright, spec, options, source_size).reduction)
-    return scaled if reuse.pictures.holds((reuse.source, scaled)) else None
+    found = _kept_plan(spec, options, reuse, source_size)
+    return None if found is None or not reuse.pictures.holds((reuse.source, found[2])) else found[2]
 
 
 @memory_guarded("rendering")
@@ -227,18 +223,29 @@ def render_kept(
     rendition, for neither reading them nor opening them again (a JPEG's
     header and its count of scans were checked when it was decoded).
     None where kept_scale is None: render from the bytes then."""
-    if reuse is None:
+    found = None if reuse is None else _kept_plan(spec, options, reuse, source_size)
+    if reuse is None or found is None:
         return None
-    scaled = kept_scale(spec, options, reuse, source_size)
-    source = reuse.pictures.source(reuse.source)
-    picture = None if scaled is None else reuse.pictures.peek((reuse.source, scaled))
-    if source is None or picture is None:
-        return None  # dropped meanwhile
-    upright = geometry.upright_size(source.stored, source.orientation)
-    plan = _planned(upright, spec, options, source_size)
+    source, plan, scaled = found
+    picture = reuse.pictures.peek((reuse.source, scaled))
+    if picture is None:
+        return None  # let go meanwhile
     resized = to_srgb(_resized(picture, plan, source.orientation, source.stored, helpers), source.icc_profile)
     # A JPEG: lossy, as lossless_source would find it.
     return _encoded(resized, plan, spec, options, _encoding(options, False), deadline)
+
+
+def _kept_plan(
+    spec: DerivedSpec, options: EncodeOptions, reuse: Reuse, source_size: tuple[int, int] | None
+) -> tuple[KeptSource, Plan, tuple[int, int]] | None:
+    """What the kept source said of itself, spec's plan on it and the
+    scale that plan decodes it at; None if nothing of it is kept, or for
+    a smart crop."""
+    source = reuse.pictures.source(reuse.source)
+    if source is None or (spec.mode is ResizeMode.SMART and spec.focus is None):
+        return None
+    plan = _planned(geometry.upright_size(source.stored, source.orientation), spec, options, source_size)
+    return source, plan, geometry.draft_request(source.stored, plan.reduction)
 
 
 @memory_guarded("making a working copy of")
